@@ -1,0 +1,96 @@
+/**
+ * Every directory and per-instance file name GoShip uses, in one place.
+ *
+ * Root: state in /var/lib/goship, sockets in /run/goship.
+ * Other users: $XDG_DATA_HOME/goship (default ~/.local/share/goship) and
+ * $XDG_RUNTIME_DIR/goship (fallback /tmp/goship-UID).
+ * GOSHIP_HOME and GOSHIP_RUN override both. Directories are created 0700.
+ */
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+
+/** Linux `sun_path` is 108 bytes including the terminating NUL. */
+export const UNIX_SOCKET_PATH_MAX = 107;
+
+/** The virtio-serial port name the guest agent opens (`/dev/virtio-ports/<name>`). */
+export const AGENT_PORT_NAME = 'org.goship.agent.0';
+
+export const FILES = {
+  overlay: 'disk.qcow2',
+  seed: 'seed.iso',
+  consoleLog: 'console.log',
+  qemuLog: 'qemu.log',
+  pidfile: 'qemu.pid',
+  argv: 'argv.json',
+  qmpSocket: 'qmp.sock',
+  agentSocket: 'agent.sock',
+  imageBase: 'base.qcow2',
+  imageKernel: 'vmlinuz',
+  imageInitrd: 'initrd.img',
+  imageManifest: 'manifest.json',
+  state: 'state.json',
+} as const;
+
+export interface Env {
+  [key: string]: string | undefined;
+}
+
+function isRoot(): boolean {
+  return typeof process.getuid === 'function' && process.getuid() === 0;
+}
+
+/** Where state, images and VM disks live. */
+export function homeDir(env: Env = process.env, root = isRoot()): string {
+  if (env.GOSHIP_HOME) return env.GOSHIP_HOME;
+  if (root) return '/var/lib/goship';
+  const data = env.XDG_DATA_HOME || join(env.HOME || homedir(), '.local', 'share');
+  return join(data, 'goship');
+}
+
+/** Where sockets live: kept short, since a unix socket path has at most 107 bytes. */
+export function runDir(env: Env = process.env, root = isRoot()): string {
+  if (env.GOSHIP_RUN) return env.GOSHIP_RUN;
+  if (root) return '/run/goship';
+  if (env.XDG_RUNTIME_DIR) return join(env.XDG_RUNTIME_DIR, 'goship');
+  const uid = typeof process.getuid === 'function' ? process.getuid() : 0;
+  return `/tmp/goship-${uid}`;
+}
+
+export class Layout {
+  constructor(
+    readonly home: string,
+    readonly run: string,
+  ) {}
+
+  static fromEnv(env: Env = process.env): Layout {
+    return new Layout(homeDir(env), runDir(env));
+  }
+
+  get stateFile(): string {
+    return join(this.home, FILES.state);
+  }
+  get imagesDir(): string {
+    return join(this.home, 'images');
+  }
+  imageDir(name: string): string {
+    return join(this.imagesDir, name);
+  }
+  get vmsDir(): string {
+    return join(this.home, 'vms');
+  }
+  vmDir(id: string): string {
+    return join(this.vmsDir, id);
+  }
+  vmFile(id: string, file: keyof typeof FILES): string {
+    return join(this.vmDir(id), FILES[file]);
+  }
+  vmRunDir(id: string): string {
+    return join(this.run, id);
+  }
+  qmpSocket(id: string): string {
+    return join(this.vmRunDir(id), FILES.qmpSocket);
+  }
+  agentSocket(id: string): string {
+    return join(this.vmRunDir(id), FILES.agentSocket);
+  }
+}
