@@ -16,6 +16,7 @@ declare -A NEED=(
   [mkfs.ext4]=e2fsprogs
   [busybox]=busybox-static
   [cpio]=cpio
+  [isoinfo]=genisoimage
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
