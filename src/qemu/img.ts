@@ -1,0 +1,76 @@
+/**
+ * qemu-img: copy-on-write overlays on shared base images, and their inspection.
+ * The base image is only ever opened read-only (as a backing file).
+ */
+import { execa } from 'execa';
+import { access, constants, rm } from 'node:fs/promises';
+import { GoshipError } from '../errors.ts';
+import { type ImageLayer, parseImageChain } from './img-info.ts';
+
+export const QEMU_IMG = 'qemu-img';
+
+async function runImg(args: string[]): Promise<string> {
+  try {
+    const r = await execa(QEMU_IMG, args, { stripFinalNewline: true });
+    return r.stdout;
+  } catch (cause) {
+    const e = cause as { code?: string; stderr?: string; shortMessage?: string };
+    if (e.code === 'ENOENT') {
+      throw new GoshipError('EQEMU_IMG', 'qemu-img is not installed', { hint: 'install it: apt-get install qemu-utils', cause });
+    }
+    const why = (e.stderr ?? e.shortMessage ?? String(cause)).trim().split('\n').pop();
+    throw new GoshipError('EQEMU_IMG', `qemu-img ${args[0]} failed: ${why}`, { cause });
+  }
+}
+
+/** The backing chain of an image, top layer first. */
+export async function imageChain(path: string): Promise<ImageLayer[]> {
+  return parseImageChain(await runImg(['info', '--output=json', '--backing-chain', '-U', path]), path);
+}
+
+/** Format and size of one image file, after checking it is a format GoShip accepts as a base. */
+export async function inspectBase(path: string): Promise<ImageLayer> {
+  try {
+    await access(path, constants.R_OK);
+  } catch (cause) {
+    throw new GoshipError('EIMAGE_MISSING', `base image not found: ${path}`, { cause });
+  }
+  const [top] = parseImageChain(await runImg(['info', '--output=json', '-U', path]), path);
+  if (!top || (top.format !== 'qcow2' && top.format !== 'raw')) {
+    throw new GoshipError('EIMAGE_FORMAT', `base image ${path} is ${top?.format ?? 'unknown'}: only qcow2 and raw are supported`, {
+      hint: `convert it: qemu-img convert -O qcow2 ${path} base.qcow2`,
+    });
+  }
+  return top;
+}
+
+export interface OverlayOptions {
+  /** The base image, opened read-only as the backing file. */
+  base: string;
+  /** The new overlay's path (must not exist). */
+  path: string;
+  /** Virtual size in bytes; at least the base's size. Default: the base's size. */
+  sizeBytes?: number;
+}
+
+/**
+ * Creates a qcow2 overlay backed by `base`: `qemu-img create -f qcow2 -b BASE -F FMT PATH [SIZE]`.
+ * Returns the overlay's chain (overlay first, base last).
+ */
+export async function createOverlay(opts: OverlayOptions): Promise<ImageLayer[]> {
+  const base = await inspectBase(opts.base);
+  if (opts.sizeBytes !== undefined && opts.sizeBytes < base.virtualSize) {
+    throw new GoshipError(
+      'EINVALID',
+      `disk size ${opts.sizeBytes} bytes is smaller than the base image (${base.virtualSize} bytes): a disk can only grow`,
+    );
+  }
+  const size = String(opts.sizeBytes ?? base.virtualSize);
+  try {
+    await runImg(['create', '-q', '-f', 'qcow2', '-o', 'lazy_refcounts=on', '-b', opts.base, '-F', base.format, opts.path, size]);
+    return await imageChain(opts.path);
+  } catch (e) {
+    await rm(opts.path, { force: true });
+    throw e;
+  }
+}

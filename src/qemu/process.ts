@@ -1,0 +1,126 @@
+/**
+ * QEMU processes: spawn detached (a VM outlives `goshipctl`), recognise our own
+ * processes in /proc, wait for them to go, signal them. No daemon: every
+ * `goshipctl` invocation finds its VMs again through /proc.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { open, readFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { GoshipError } from '../errors.ts';
+
+/** The marker QEMU carries in its argv (`-name guest=…,process=goship-ID`) so `ps` shows whose it is. */
+export function processMarker(id: string): string {
+  return `goship-${id}`;
+}
+
+/** Pure: does this NUL-separated /proc/PID/cmdline belong to the VM with this marker? */
+export function cmdlineHasMarker(cmdline: string, marker: string): boolean {
+  const args = cmdline.split('\0');
+  for (let i = 0; i < args.length - 1; i++) {
+    if (args[i] === '-name') {
+      // -name guest=NAME,process=MARKER[,debug-threads=on]; names cannot hold commas.
+      return (args[i + 1] ?? '').split(',').includes(`process=${marker}`);
+    }
+  }
+  return false;
+}
+
+/** Pure: the state letter of /proc/PID/stat (`R`, `S`, `Z`…). */
+export function statState(stat: string): string | undefined {
+  // pid (comm) S … : comm may contain spaces and parentheses; the state follows the last ')'.
+  const close = stat.lastIndexOf(')');
+  return close < 0 ? undefined : stat.slice(close + 2, close + 3) || undefined;
+}
+
+/**
+ * True when `pid` is alive, not a zombie, and its command line carries `marker`.
+ * A PID reused by an unrelated process is therefore never taken for the VM.
+ */
+export async function isOurProcess(pid: number, marker: string): Promise<boolean> {
+  try {
+    const [cmdline, stat] = await Promise.all([
+      readFile(`/proc/${pid}/cmdline`, 'latin1'),
+      readFile(`/proc/${pid}/stat`, 'latin1'),
+    ]);
+    return statState(stat) !== 'Z' && cmdlineHasMarker(cmdline, marker);
+  } catch {
+    return false;
+  }
+}
+
+/** Waits until the process is gone (or no longer ours). Resolves false on timeout. */
+export async function waitGone(pid: number, marker: string, timeoutMs: number, pollMs = 10): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (!(await isOurProcess(pid, marker))) return true;
+    if (Date.now() >= deadline) return false;
+    await sleep(pollMs);
+  }
+}
+
+/** Sends a signal to our process only; false when it was already gone. */
+export async function signalOurs(pid: number, marker: string, signal: NodeJS.Signals): Promise<boolean> {
+  if (!(await isOurProcess(pid, marker))) return false;
+  try {
+    process.kill(pid, signal);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The last lines of a log file (at most `maxBytes` read), or '' when it does not exist. */
+export async function logTail(path: string, maxLines = 15, maxBytes = 16_384): Promise<string> {
+  let fh;
+  try {
+    fh = await open(path, 'r');
+  } catch {
+    return '';
+  }
+  try {
+    const { size } = await fh.stat();
+    const start = Math.max(0, size - maxBytes);
+    const buf = Buffer.alloc(size - start);
+    await fh.read(buf, 0, buf.length, start);
+    const lines = buf.toString('utf8').split('\n');
+    if (start > 0) lines.shift(); // a partial first line
+    while (lines.length > 0 && lines[lines.length - 1]!.trim() === '') lines.pop();
+    return lines.slice(-maxLines).join('\n');
+  } finally {
+    await fh.close();
+  }
+}
+
+export interface Launched {
+  pid: number;
+  /** Resolves when the process exits while this CLI still runs (null while it lives). */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/**
+ * Spawns QEMU detached in its own session, stdout and stderr appended to `logFile`.
+ * The child is unref'd: it outlives this process. Argv only, never a shell.
+ */
+export async function launchDetached(argv: readonly string[], logFile: string): Promise<Launched> {
+  const [binary, ...args] = argv;
+  if (!binary) throw new GoshipError('EINVALID', 'empty argv');
+  const fd = openSync(logFile, 'a', 0o600);
+  try {
+    const child = spawn(binary, args, { detached: true, stdio: ['ignore', fd, fd] });
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+      child.once('exit', (code, signal) => resolve({ code, signal }));
+    });
+    await new Promise<void>((resolve, reject) => {
+      child.once('spawn', resolve);
+      child.once('error', (err: NodeJS.ErrnoException) => {
+        const hint = err.code === 'ENOENT' ? 'install QEMU: apt-get install qemu-system-x86' : undefined;
+        reject(new GoshipError('EQEMU_SPAWN', `cannot start ${binary}: ${err.message}`, hint ? { hint, cause: err } : { cause: err }));
+      });
+    });
+    child.unref();
+    return { pid: child.pid!, exited };
+  } finally {
+    closeSync(fd);
+  }
+}
