@@ -1,0 +1,111 @@
+/**
+ * Shapes of QMP messages and of the replies the typed wrappers return.
+ * Reply objects keep QEMU's own field names (`frontend-open`, `cpu-index`):
+ * they are what QEMU sent, typed, not renamed.
+ */
+
+/** `{"qemu": {"major", "minor", "micro"}, "package"}` as in the greeting and `query-version`. */
+export interface QmpVersionInfo {
+  qemu: { major: number; minor: number; micro: number };
+  /** Distribution package string, e.g. `Debian 1:7.2+dfsg-7+deb12u18`. */
+  package: string;
+}
+
+/** What QEMU announced in its greeting. */
+export interface QmpGreeting {
+  version: QmpVersionInfo;
+  /** Capabilities offered (`oob`, …). */
+  capabilities: string[];
+}
+
+/** An asynchronous QMP event, passed through as QEMU sent it. */
+export interface QmpEvent<D extends Record<string, unknown> = Record<string, unknown>> {
+  /** Event name: `SHUTDOWN`, `POWERDOWN`, `RESET`, `STOP`, `RESUME`, `GUEST_PANICKED`, `VSERPORT_CHANGE`… */
+  event: string;
+  /** The event's `data` member; `{}` when QEMU sent none (POWERDOWN, STOP, RESUME). */
+  data: D;
+  /** When QEMU emitted it (host clock). */
+  timestamp: { seconds: number; microseconds: number };
+}
+
+/** `data` of SHUTDOWN. */
+export interface ShutdownEventData extends Record<string, unknown> {
+  guest: boolean;
+  /** `host-qmp-quit`, `guest-shutdown`, `host-signal`, … */
+  reason: string;
+}
+
+/** `data` of RESET. */
+export interface ResetEventData extends Record<string, unknown> {
+  guest: boolean;
+  reason: string;
+}
+
+/** `data` of GUEST_PANICKED. */
+export interface GuestPanickedEventData extends Record<string, unknown> {
+  action: 'pause' | 'poweroff' | 'run';
+  info?: Record<string, unknown>;
+}
+
+/** `data` of VSERPORT_CHANGE (rate-limited by QEMU to one per second per port). */
+export interface VserportChangeEventData extends Record<string, unknown> {
+  id: string;
+  open: boolean;
+}
+
+/** QEMU's RunState. */
+export type QmpRunState =
+  | 'debug'
+  | 'inmigrate'
+  | 'internal-error'
+  | 'io-error'
+  | 'paused'
+  | 'postmigrate'
+  | 'prelaunch'
+  | 'finish-migrate'
+  | 'restore-vm'
+  | 'running'
+  | 'save-vm'
+  | 'shutdown'
+  | 'suspended'
+  | 'watchdog'
+  | 'guest-panicked'
+  | 'colo';
+
+/** Reply of `query-status`. */
+export interface QmpStatusInfo {
+  running: boolean;
+  status: QmpRunState;
+  /** Present up to QEMU 8.x. */
+  singlestep?: boolean;
+}
+
+/** One entry of `query-block`. */
+export interface QmpBlockInfo {
+  device: string;
+  qdev?: string;
+  type?: string;
+  removable: boolean;
+  locked: boolean;
+  'tray_open'?: boolean;
+  'io-status'?: string;
+  inserted?: Record<string, unknown>;
+  [key: string]: unknown;
+}
+
+/** One entry of `query-chardev`. */
+export interface QmpChardevInfo {
+  label: string;
+  filename: string;
+  'frontend-open': boolean;
+}
+
+/** One entry of `query-cpus-fast`. */
+export interface QmpCpuInfoFast {
+  'cpu-index': number;
+  'qom-path': string;
+  'thread-id': number;
+  target: string;
+  props?: Record<string, unknown>;
+  [key: string]: unknown;
+}
