@@ -1,0 +1,47 @@
+// The state store: domain types and the JSON state file under a cross-process lock.
+export { Store } from './store.ts';
+export type { StoreOptions } from './store.ts';
+export { DEFAULT_LOCK_TIMINGS } from './lock.ts';
+export type { LockTimings } from './lock.ts';
+export { assertNameFree, requireRecord, findRecord, ensureLocalNode } from './invariants.ts';
+export {
+  StoreCorruptError,
+  StoreVersionError,
+  StoreLockError,
+  StoreInvalidError,
+  NameTakenError,
+  NotFoundError,
+} from './errors.ts';
+export { MIGRATIONS } from './migrations.ts';
+export type { Migration } from './migrations.ts';
+export { checkState } from './schema.ts';
+export {
+  SCHEMA_VERSION,
+  LOCAL_NODE,
+  COLLECTIONS,
+  PROJECT_STATES,
+  VM_STATES,
+  IMAGE_KINDS,
+  APP_KINDS,
+  emptyState,
+  appKey,
+} from './types.ts';
+export type {
+  State,
+  Node,
+  Project,
+  ProjectSpec,
+  ProjectState,
+  PortForward,
+  Vm,
+  VmState,
+  VmCrash,
+  VmPaths,
+  Image,
+  ImageKind,
+  App,
+  AppKind,
+  RecordKind,
+  RecordOf,
+  Timestamp,
+} from './types.ts';
