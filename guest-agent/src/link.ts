@@ -1,0 +1,127 @@
+/**
+ * The agent's outgoing side of one channel: a unix socket (test mode) or the
+ * virtio-serial character device (or a FIFO standing in for it).
+ */
+import { Buffer } from 'node:buffer';
+import { write as fsWrite } from 'node:fs';
+import type { Socket } from 'node:net';
+
+/** Bytes the agent may have queued for the host before stream pumps wait. */
+export const LINK_HIGH_WATER = 1024 * 1024;
+
+export interface Link {
+  /** Queue bytes for the host. Never throws; bytes are dropped once the link is dead. */
+  write(bytes: Buffer): void;
+  /** Resolves when the queue is below the high-water mark (or the link is dead). */
+  whenWritable(): Promise<void>;
+  /** A new host session: forget frames queued for the previous one (a write in flight still completes). */
+  dropQueued(): void;
+}
+
+/** Test mode: one unix-socket connection is one session. */
+export class SocketLink implements Link {
+  readonly #socket: Socket;
+
+  constructor(socket: Socket) {
+    this.#socket = socket;
+  }
+
+  write(bytes: Buffer): void {
+    if (this.#socket.destroyed || this.#socket.writableEnded) return;
+    this.#socket.write(bytes);
+  }
+
+  whenWritable(): Promise<void> {
+    const s = this.#socket;
+    if (s.destroyed || !s.writableNeedDrain) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        s.off('drain', done);
+        s.off('close', done);
+        resolve();
+      };
+      s.on('drain', done);
+      s.on('close', done);
+    });
+  }
+
+  dropQueued(): void {
+    // A socket connection is one session: nothing from another session can be queued.
+  }
+}
+
+/**
+ * A file descriptor written with one `write(2)` at a time on libuv's thread
+ * pool. On a virtio-serial port `write` blocks while the host is not
+ * connected: only one pool thread ever waits for it, and frames queued for a
+ * host that went away are dropped at the next session.
+ */
+export class FdLink implements Link {
+  readonly #fd: number;
+  readonly #log: (line: string) => void;
+  #queue: Buffer[] = [];
+  #queued = 0;
+  #writing = false;
+  #dead = false;
+  #waiters: Array<() => void> = [];
+
+  constructor(fd: number, log: (line: string) => void) {
+    this.#fd = fd;
+    this.#log = log;
+  }
+
+  write(bytes: Buffer): void {
+    if (this.#dead || bytes.length === 0) return;
+    this.#queue.push(bytes);
+    this.#queued += bytes.length;
+    this.#pump();
+  }
+
+  whenWritable(): Promise<void> {
+    if (this.#dead || this.#queued < LINK_HIGH_WATER) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  dropQueued(): void {
+    this.#queue = [];
+    this.#queued = 0;
+    this.#wake();
+  }
+
+  /** The descriptor failed (port unplugged): drop everything from now on. */
+  kill(): void {
+    this.#dead = true;
+    this.dropQueued();
+  }
+
+  #wake(): void {
+    if (this.#queued >= LINK_HIGH_WATER && !this.#dead) return;
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w();
+  }
+
+  #pump(): void {
+    if (this.#writing || this.#dead) return;
+    const head = this.#queue[0];
+    if (head === undefined) return;
+    this.#writing = true;
+    fsWrite(this.#fd, head, 0, head.length, null, (err, written) => {
+      this.#writing = false;
+      if (err) {
+        this.#log(`write to the port failed: ${err.message}; queued output dropped`);
+        this.dropQueued();
+        if (err.code === 'ENODEV' || err.code === 'EBADF') this.kill();
+        return;
+      }
+      // The queue may have been replaced by dropQueued() while this write was in flight.
+      if (this.#queue[0] === head) {
+        if (written < head.length) this.#queue[0] = head.subarray(written);
+        else this.#queue.shift();
+        this.#queued -= written;
+      }
+      this.#wake();
+      this.#pump();
+    });
+  }
+}

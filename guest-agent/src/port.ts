@@ -1,0 +1,145 @@
+/**
+ * The real transport: the virtio-serial character device.
+ *
+ * PITFALLS (virtio-serial): the port has no connection semantics. While the
+ * host side is not connected `read()` returns 0 at once (which looks like EOF),
+ * `poll` reports POLLHUP, and `write()` blocks. So the agent reads with a
+ * blocking `read(2)` on libuv's thread pool, treats 0 as "the host went away"
+ * (the session ends), never exits on it, and polls again with a backoff of
+ * 100 ms doubling to 1 s: no spinning, and a returning host is noticed within
+ * a second (the host repeats its sync until it is answered).
+ */
+import { Buffer } from 'node:buffer';
+import { read as fsRead } from 'node:fs';
+import { open, readFile, readdir, stat, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { AGENT_PORT_NAME } from '../../src/layout.ts';
+import { FdLink } from './link.ts';
+import { AgentSession, type AgentContext, type Handler } from './session.ts';
+
+export const BACKOFF_MIN_MS = 100;
+export const BACKOFF_MAX_MS = 1000;
+const READ_SIZE = 64 * 1024;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** `/dev/virtio-ports/<name>` if udev made the link, else the `/dev/vportNpM` whose sysfs name matches. */
+export async function findPort(name: string = AGENT_PORT_NAME): Promise<string | undefined> {
+  const link = join('/dev/virtio-ports', name);
+  // stat, not open: opening the port tells the host the guest side is connected.
+  try {
+    await stat(link);
+    return link;
+  } catch {
+    return scanSysfs(name);
+  }
+}
+
+async function scanSysfs(name: string): Promise<string | undefined> {
+  let entries: string[];
+  try {
+    entries = await readdir('/sys/class/virtio-ports');
+  } catch {
+    return undefined;
+  }
+  for (const dev of entries.sort()) {
+    try {
+      const n = (await readFile(join('/sys/class/virtio-ports', dev, 'name'), 'utf8')).trim();
+      if (n === name && /^vport\d+p\d+$/.test(dev)) return join('/dev', dev);
+    } catch {
+      // a port without a name
+    }
+  }
+  return undefined;
+}
+
+function readOnce(fd: number, buf: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fsRead(fd, buf, 0, buf.length, null, (err, n) => (err ? reject(err) : resolve(n)));
+  });
+}
+
+export interface PortOptions {
+  /** Read and write this path; default: found with `findPort()`. */
+  path?: string;
+  /** Test mode with two FIFOs: read `inPath`, write `outPath` (a FIFO returns 0 without a writer, like the port). */
+  inPath?: string;
+  outPath?: string;
+  ctx: AgentContext;
+  handlers: Record<string, Handler>;
+  /** Stop after this signal aborts (tests); the agent itself runs forever. */
+  signal?: AbortSignal;
+}
+
+/** Serve the protocol on the port forever: reopen it if it fails, survive any number of host sessions. */
+export async function servePort(opts: PortOptions): Promise<void> {
+  const { ctx } = opts;
+  let missingLogged = false;
+  let retryMs = BACKOFF_MIN_MS;
+  while (!opts.signal?.aborted) {
+    let input: FileHandle | undefined;
+    let output: FileHandle | undefined;
+    try {
+      if (opts.inPath !== undefined && opts.outPath !== undefined) {
+        input = await open(opts.inPath, 'r');
+        output = await open(opts.outPath, 'w');
+      } else {
+        const path = opts.path ?? (await findPort());
+        if (path === undefined) {
+          if (!missingLogged) ctx.log(`virtio-serial port ${AGENT_PORT_NAME} not found (/dev/virtio-ports, /sys/class/virtio-ports); waiting for it`);
+          missingLogged = true;
+          await sleep(retryMs);
+          retryMs = Math.min(retryMs * 2, 5000);
+          continue;
+        }
+        input = await open(path, 'r+');
+        ctx.log(`serving on ${path}`);
+      }
+    } catch (err) {
+      ctx.log(`cannot open the port: ${(err as Error).message}; retrying`);
+      await input?.close().catch(() => undefined);
+      await sleep(retryMs);
+      retryMs = Math.min(retryMs * 2, 5000);
+      continue;
+    }
+    missingLogged = false;
+    retryMs = BACKOFF_MIN_MS;
+    const link = new FdLink((output ?? input).fd, ctx.log);
+    const session = new AgentSession(link, ctx, opts.handlers);
+    session.announce();
+    try {
+      await readLoop(input.fd, session, opts.signal);
+    } catch (err) {
+      ctx.log(`reading the port failed: ${(err as Error).message}; reopening`);
+    } finally {
+      session.end('port closed');
+      link.kill();
+      await input.close().catch(() => undefined);
+      await output?.close().catch(() => undefined);
+    }
+    await sleep(BACKOFF_MAX_MS);
+  }
+}
+
+/** Blocking reads; 0 means "no host": end the session and back off. Returns only on abort, throws on a read error. */
+async function readLoop(fd: number, session: AgentSession, signal: AbortSignal | undefined): Promise<void> {
+  let backoff = BACKOFF_MIN_MS;
+  let hostPresent = true;
+  while (!signal?.aborted) {
+    // A fresh buffer per read: the decoder may keep slices of it.
+    const buf = Buffer.allocUnsafe(READ_SIZE);
+    const n = await readOnce(fd, buf);
+    if (n === 0) {
+      if (hostPresent) {
+        session.end('host disconnected (read returned 0)');
+        hostPresent = false;
+      }
+      await sleep(backoff);
+      backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+      continue;
+    }
+    hostPresent = true;
+    backoff = BACKOFF_MIN_MS;
+    session.push(buf.subarray(0, n));
+  }
+}

@@ -1,0 +1,241 @@
+/**
+ * Framing of the agent channel: newline-delimited JSON control lines plus
+ * binary data frames.
+ *
+ *     {"t":"req","id":1,"m":"ping","p":{}}\n                    a control line
+ *     {"t":"data","id":7,"s":"stdout","n":5}\nhello             a data frame: header line + n raw bytes
+ *
+ * Every line is at most `maxLine` bytes: a longer one is discarded up to its
+ * newline and reported, never buffered. A data frame carries at most
+ * `maxChunk` bytes: a header announcing more cannot be skipped safely (its
+ * length is the only thing delimiting it), so the decoder reports it as fatal
+ * and stops trusting the stream (see `resyncOn`).
+ *
+ * Pure: no I/O, no clock. Used on the host (Node 20) and the guest (Node 18).
+ */
+import { Buffer } from 'node:buffer';
+import * as v from 'valibot';
+import { MAX_CHUNK, MAX_LINE } from './constants.ts';
+import { DataHeaderSchema, describeIssues, type DataHeader } from './schemas.ts';
+
+const NL = 0x0a;
+
+/** One control line as JSON, with its newline. */
+export function encodeLine(message: object): Buffer {
+  return Buffer.from(`${JSON.stringify(message)}\n`, 'utf8');
+}
+
+/** One binary data frame: header line then the raw payload, as one buffer. */
+export function encodeData(id: number, stream: DataHeader['s'], payload: Uint8Array): Buffer {
+  if (payload.length > MAX_CHUNK) throw new RangeError(`data frame of ${payload.length} bytes exceeds MAX_CHUNK (${MAX_CHUNK})`);
+  const header = Buffer.from(`${JSON.stringify({ t: 'data', id, s: stream, n: payload.length })}\n`, 'utf8');
+  return Buffer.concat([header, payload], header.length + payload.length);
+}
+
+/** What the decoder found. `message` is parsed JSON, not yet validated (the session does that). */
+export type Decoded =
+  | { kind: 'message'; message: Record<string, unknown> & { t: string } }
+  | { kind: 'data'; header: DataHeader; payload: Buffer }
+  | { kind: 'bad'; reason: BadReason; detail: string }
+  | { kind: 'fatal'; reason: 'bad-frame-length'; detail: string };
+
+export type BadReason = 'json' | 'not-a-message' | 'line-too-long' | 'bad-data-header';
+
+export interface DecoderOptions {
+  maxLine?: number;
+  maxChunk?: number;
+  /**
+   * After a fatal framing error the decoder drops everything. With
+   * `resyncOn: 'sync'` it keeps splitting lines and resumes at the first
+   * control line whose `t` is that value (the agent waits for the host's next
+   * sync); without it, nothing more is emitted until `reset()`.
+   */
+  resyncOn?: string;
+}
+
+type Mode = 'line' | 'discard' | 'data';
+
+export class FrameDecoder {
+  readonly #maxLine: number;
+  readonly #maxChunk: number;
+  readonly #resyncOn: string | undefined;
+  readonly #emit: (event: Decoded) => void;
+
+  #mode: Mode = 'line';
+  #broken = false;
+  #lineParts: Buffer[] = [];
+  #lineLength = 0;
+  #discarded = 0;
+  #header: DataHeader | undefined;
+  /** A data frame whose header failed validation but whose length is known: its payload is skipped. */
+  #skipping = false;
+  #remaining = 0;
+  #payloadParts: Buffer[] = [];
+  #payloadLength = 0;
+
+  constructor(emit: (event: Decoded) => void, options: DecoderOptions = {}) {
+    this.#emit = emit;
+    this.#maxLine = options.maxLine ?? MAX_LINE;
+    this.#maxChunk = options.maxChunk ?? MAX_CHUNK;
+    this.#resyncOn = options.resyncOn;
+  }
+
+  /** True after a fatal framing error, until a resync line or `reset()`. */
+  get broken(): boolean {
+    return this.#broken;
+  }
+
+  /** Bytes held for an incomplete line or frame (bounded by maxLine + maxChunk). */
+  get bufferedBytes(): number {
+    return this.#lineLength + this.#payloadLength;
+  }
+
+  /** Forget any partial line or frame (a new session starts). */
+  reset(): void {
+    this.#mode = 'line';
+    this.#broken = false;
+    this.#lineParts = [];
+    this.#lineLength = 0;
+    this.#discarded = 0;
+    this.#header = undefined;
+    this.#skipping = false;
+    this.#remaining = 0;
+    this.#payloadParts = [];
+    this.#payloadLength = 0;
+  }
+
+  push(chunk: Buffer): void {
+    let pos = 0;
+    while (pos < chunk.length) {
+      if (this.#mode === 'data') {
+        const take = Math.min(this.#remaining, chunk.length - pos);
+        if (!this.#skipping) {
+          this.#payloadParts.push(chunk.subarray(pos, pos + take));
+          this.#payloadLength += take;
+        }
+        this.#remaining -= take;
+        pos += take;
+        if (this.#remaining === 0) this.#finishFrame();
+        continue;
+      }
+      const nl = chunk.indexOf(NL, pos);
+      if (this.#mode === 'discard') {
+        if (nl === -1) {
+          this.#discarded += chunk.length - pos;
+          return;
+        }
+        this.#discarded += nl - pos;
+        this.#mode = 'line';
+        this.#discarded = 0;
+        pos = nl + 1;
+        continue;
+      }
+      // line mode
+      if (nl === -1) {
+        const rest = chunk.length - pos;
+        if (this.#lineLength + rest > this.#maxLine) {
+          this.#tooLong(this.#lineLength + rest);
+          this.#discarded = this.#lineLength + rest;
+          this.#mode = 'discard';
+          this.#lineParts = [];
+          this.#lineLength = 0;
+          return;
+        }
+        // Copy: the caller may reuse its buffer, and a small slice must not pin a big one.
+        this.#lineParts.push(Buffer.from(chunk.subarray(pos)));
+        this.#lineLength += rest;
+        return;
+      }
+      const piece = chunk.subarray(pos, nl);
+      pos = nl + 1;
+      if (this.#lineLength + piece.length + 1 > this.#maxLine) {
+        this.#tooLong(this.#lineLength + piece.length + 1);
+        this.#lineParts = [];
+        this.#lineLength = 0;
+        continue;
+      }
+      let line: Buffer;
+      if (this.#lineParts.length === 0) line = piece;
+      else {
+        this.#lineParts.push(piece);
+        line = Buffer.concat(this.#lineParts, this.#lineLength + piece.length);
+        this.#lineParts = [];
+      }
+      this.#lineLength = 0;
+      this.#line(line);
+    }
+  }
+
+  #tooLong(bytes: number): void {
+    if (this.#broken) return;
+    this.#emit({ kind: 'bad', reason: 'line-too-long', detail: `line longer than ${this.#maxLine} bytes (${bytes} seen) discarded` });
+  }
+
+  #line(line: Buffer): void {
+    // Blank lines (the host's sync starts with one) and a stray CR are ignored.
+    if (line.length === 0 || (line.length === 1 && line[0] === 0x0d)) return;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line.toString('utf8'));
+    } catch (err) {
+      if (!this.#broken) this.#emit({ kind: 'bad', reason: 'json', detail: `not JSON: ${(err as Error).message}` });
+      return;
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed) || typeof (parsed as { t?: unknown }).t !== 'string') {
+      if (!this.#broken) this.#emit({ kind: 'bad', reason: 'not-a-message', detail: 'expected a JSON object with a string "t"' });
+      return;
+    }
+    const message = parsed as Record<string, unknown> & { t: string };
+    if (this.#broken) {
+      if (this.#resyncOn !== undefined && message.t === this.#resyncOn) {
+        this.#broken = false;
+        this.#emit({ kind: 'message', message });
+      }
+      return;
+    }
+    if (message.t !== 'data') {
+      this.#emit({ kind: 'message', message });
+      return;
+    }
+    const n = message.n;
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > this.#maxChunk) {
+      this.#broken = true;
+      this.#emit({
+        kind: 'fatal',
+        reason: 'bad-frame-length',
+        detail: `data frame announces ${JSON.stringify(n)} bytes; the limit is ${this.#maxChunk}: the stream cannot be resynchronised from here`,
+      });
+      return;
+    }
+    const header = v.safeParse(DataHeaderSchema, message);
+    if (header.success) {
+      this.#header = header.output;
+      this.#skipping = false;
+    } else {
+      this.#header = undefined;
+      this.#skipping = true;
+      this.#emit({ kind: 'bad', reason: 'bad-data-header', detail: `data frame skipped: ${describeIssues(header.issues)}` });
+    }
+    this.#remaining = n;
+    this.#payloadParts = [];
+    this.#payloadLength = 0;
+    if (n === 0) this.#finishFrame();
+    else this.#mode = 'data';
+  }
+
+  #finishFrame(): void {
+    const header = this.#header;
+    const parts = this.#payloadParts;
+    const length = this.#payloadLength;
+    this.#mode = 'line';
+    this.#header = undefined;
+    this.#payloadParts = [];
+    this.#payloadLength = 0;
+    if (this.#skipping || header === undefined) {
+      this.#skipping = false;
+      return;
+    }
+    const payload = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, length);
+    this.#emit({ kind: 'data', header, payload });
+  }
+}

@@ -1,0 +1,48 @@
+/**
+ * Limits and names of the agent protocol, shared by the host (src/serial) and
+ * the guest agent (guest-agent/). Runs on the guest's Node 18: built-ins only.
+ */
+
+/** Bumped on any incompatible change of the wire format or of a method. */
+export const PROTOCOL_VERSION = 1;
+
+/** Longest control line (JSON + newline) accepted; a longer line is discarded up to the next newline. */
+export const MAX_LINE = 1024 * 1024;
+
+/** Largest payload of one binary data frame. A header announcing more breaks the framing. */
+export const MAX_CHUNK = 256 * 1024;
+
+/** Flow-control window per stream: bytes a sender may have unacknowledged. */
+export const STREAM_WINDOW = 1024 * 1024;
+
+/** A receiver acknowledges consumed bytes once at least this many are unacknowledged. */
+export const ACK_THRESHOLD = 64 * 1024;
+
+/** Longest sync nonce accepted. */
+export const MAX_NONCE = 128;
+
+/** Stream names: `stdin` (host → guest, exec), `stdout`/`stderr` (guest → host, exec), `file` (both ways). */
+export const STREAM_NAMES = ['stdin', 'stdout', 'stderr', 'file'] as const;
+export type StreamName = (typeof STREAM_NAMES)[number];
+
+/** Every method the agent implements. */
+export const METHODS = ['ping', 'info', 'exec', 'upload', 'download', 'shutdown'] as const;
+export type MethodName = (typeof METHODS)[number];
+
+/**
+ * Error codes the agent puts in `{"t":"res","e":{"code"}}`. Errors from the
+ * guest's system calls keep their errno name (`ENOENT`, `EACCES`, …).
+ */
+export const REMOTE_CODES = {
+  unknownMethod: 'EUNKNOWN_METHOD',
+  badRequest: 'EBADREQ',
+  badLine: 'EBADLINE',
+  lineTooLong: 'ELINE_TOO_LONG',
+  duplicateId: 'EDUPLICATE_ID',
+  notSupported: 'ENOTSUP',
+  checksum: 'ECHECKSUM',
+  size: 'ESIZE',
+  cancelled: 'ECANCELLED',
+  flow: 'EFLOW',
+  internal: 'EINTERNAL',
+} as const;

@@ -1,0 +1,135 @@
+/**
+ * Credit-based flow control for streams tied to a request id.
+ *
+ * A sender may have at most `STREAM_WINDOW` bytes of a stream unacknowledged.
+ * The receiver acknowledges bytes once it has consumed them (written them to
+ * a file, a pipe, a caller's Writable), in batches of at least
+ * `ACK_THRESHOLD`. A receiver therefore never holds more than one window per
+ * stream, and a sender that ignores its credit is detected, not obeyed.
+ */
+import { Buffer } from 'node:buffer';
+import { ACK_THRESHOLD, MAX_CHUNK, STREAM_WINDOW } from './constants.ts';
+
+/** The sending side's credit: what it may still send before the next ack. */
+export class CreditWindow {
+  readonly #window: number;
+  #available: number;
+  #waiter: { want: number; resolve: (n: number) => void; reject: (e: unknown) => void } | undefined;
+  #closedWith: unknown;
+  #closed = false;
+
+  constructor(window = STREAM_WINDOW) {
+    this.#window = window;
+    this.#available = window;
+  }
+
+  get available(): number {
+    return this.#available;
+  }
+
+  /** Take up to `want` bytes of credit, waiting while there is none. One taker at a time. */
+  take(want: number): Promise<number> {
+    if (this.#closed) return Promise.reject(this.#closedWith);
+    if (this.#waiter) return Promise.reject(new Error('CreditWindow.take: already waiting'));
+    if (this.#available > 0) {
+      const n = Math.min(want, this.#available);
+      this.#available -= n;
+      return Promise.resolve(n);
+    }
+    return new Promise((resolve, reject) => {
+      this.#waiter = { want, resolve, reject };
+    });
+  }
+
+  /** Credit returned by the peer's ack. False when it would exceed the window (a misbehaving peer). */
+  grant(n: number): boolean {
+    if (this.#available + n > this.#window) return false;
+    this.#available += n;
+    const w = this.#waiter;
+    if (w && this.#available > 0) {
+      this.#waiter = undefined;
+      const got = Math.min(w.want, this.#available);
+      this.#available -= got;
+      w.resolve(got);
+    }
+    return true;
+  }
+
+  /** No more credit will come: the waiting taker (and every later one) fails with `reason`. */
+  close(reason: unknown): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#closedWith = reason;
+    const w = this.#waiter;
+    this.#waiter = undefined;
+    w?.reject(reason);
+  }
+}
+
+/** The receiving side's accounting for one stream. */
+export class CreditLedger {
+  readonly #window: number;
+  readonly #threshold: number;
+  readonly #sendAck: (n: number) => void;
+  /** Received and not yet acknowledged (includes bytes still being consumed). */
+  #outstanding = 0;
+  #consumedUnacked = 0;
+
+  constructor(sendAck: (n: number) => void, options: { window?: number; ackThreshold?: number } = {}) {
+    this.#sendAck = sendAck;
+    this.#window = options.window ?? STREAM_WINDOW;
+    this.#threshold = Math.min(options.ackThreshold ?? ACK_THRESHOLD, this.#window);
+  }
+
+  get outstanding(): number {
+    return this.#outstanding;
+  }
+
+  /** Account for `n` received bytes. False when the sender overran its window. */
+  received(n: number): boolean {
+    if (this.#outstanding + n > this.#window) return false;
+    this.#outstanding += n;
+    return true;
+  }
+
+  /** `n` bytes were consumed: acknowledge once enough have accumulated. */
+  consumed(n: number): void {
+    this.#consumedUnacked += n;
+    if (this.#consumedUnacked >= this.#threshold) {
+      const ack = this.#consumedUnacked;
+      this.#consumedUnacked = 0;
+      this.#outstanding -= ack;
+      this.#sendAck(ack);
+    }
+  }
+}
+
+/**
+ * Send everything `source` yields as data frames of at most `maxChunk`
+ * bytes, never more than the credit allows. `send` may return a promise
+ * (transport backpressure); it is awaited before the next frame.
+ * Resolves with the byte count when the source ends.
+ */
+export async function pumpWithCredit(
+  source: AsyncIterable<Buffer | Uint8Array | string> | Iterable<Buffer | Uint8Array | string>,
+  credit: CreditWindow,
+  send: (chunk: Buffer) => void | Promise<void>,
+  options: { maxChunk?: number; onChunk?: (chunk: Buffer) => void } = {},
+): Promise<number> {
+  const maxChunk = options.maxChunk ?? MAX_CHUNK;
+  let total = 0;
+  for await (const raw of source) {
+    const chunk = typeof raw === 'string' ? Buffer.from(raw) : Buffer.isBuffer(raw) ? raw : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
+    let pos = 0;
+    while (pos < chunk.length) {
+      const want = Math.min(maxChunk, chunk.length - pos);
+      const got = await credit.take(want);
+      const piece = chunk.subarray(pos, pos + got);
+      pos += got;
+      total += got;
+      options.onChunk?.(piece);
+      await send(piece);
+    }
+  }
+  return total;
+}

@@ -1,0 +1,794 @@
+/**
+ * The host end of the agent channel: connects to QEMU's chardev socket for the
+ * VM's virtio-serial port, synchronises a session with the guest agent, and
+ * runs requests and their flow-controlled streams over it.
+ *
+ * Everything that comes from the guest is validated and bounded: lines by
+ * MAX_LINE, data frames by MAX_CHUNK, each stream by its credit window. Bad
+ * lines and frames nobody asked for are counted (`stats`) and dropped; a
+ * broken framing closes the client with EAGENT_PROTOCOL. Nothing the guest
+ * sends is used as a host path or command.
+ */
+import { Buffer } from 'node:buffer';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open, rename, stat, unlink } from 'node:fs/promises';
+import { connect as netConnect, type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { Duplex, Readable, Writable } from 'node:stream';
+import * as v from 'valibot';
+import { ValidationError } from '../errors.ts';
+import { UNIX_SOCKET_PATH_MAX } from '../layout.ts';
+import {
+  AgentMessageSchema,
+  CreditLedger,
+  CreditWindow,
+  DownloadResultSchema,
+  ExecParamsSchema,
+  ExecResultSchema,
+  FrameDecoder,
+  HelloSchema,
+  InfoResultSchema,
+  MAX_CHUNK,
+  PROTOCOL_VERSION,
+  PingResultSchema,
+  ShutdownResultSchema,
+  UploadParamsSchema,
+  UploadResultSchema,
+  describeIssues,
+  encodeData,
+  encodeLine,
+  pumpWithCredit,
+  type Decoded,
+  type ExecResult,
+  type InfoResult,
+  type ShutdownResult,
+  type StreamName,
+} from '../protocol/index.ts';
+import { AgentClosedError, AgentError, AgentProtocolError, AgentRemoteError, AgentTimeoutError } from './errors.ts';
+
+/** What the agent said about itself in its hello. */
+export interface AgentHello {
+  agent: string;
+  protocol: number;
+  hostname: string;
+  bootId: string;
+}
+
+export type ConnectProgress =
+  | { phase: 'connecting'; attempt: number; elapsedMs: number; lastError?: string }
+  | { phase: 'syncing'; attempt: number; elapsedMs: number }
+  | { phase: 'ready'; attempt: number; elapsedMs: number; hello: AgentHello };
+
+export interface AgentConnectOptions {
+  /** Give up when no agent has said hello within this time. */
+  timeoutMs: number;
+  onProgress?: (progress: ConnectProgress) => void;
+  /** Reply timeout of ping, info and shutdown. Default 15 s. */
+  requestTimeoutMs?: number;
+  /** upload/download fail when nothing moves for this long. Default 60 s. */
+  transferIdleTimeoutMs?: number;
+  /** The sync is repeated at this interval until the agent answers. Default 1 s. */
+  syncIntervalMs?: number;
+  /** Wait between connection attempts to the socket. Default 200 ms. */
+  retryDelayMs?: number;
+}
+
+export interface ExecOptions {
+  /** Added to the agent's environment. */
+  env?: Record<string, string>;
+  /** Absolute working directory in the guest; default `/`. */
+  cwd?: string;
+  /** Streamed to the command's stdin; without it stdin is /dev/null. */
+  stdin?: Readable | Buffer | string;
+  /** Receives the command's stdout (never ended by the client). Discarded when absent. */
+  stdout?: Writable;
+  /** Receives the command's stderr (never ended by the client). Discarded when absent. */
+  stderr?: Writable;
+  /** The agent kills the command's process group after this long; the result then has `timedOut: true`. */
+  timeoutMs?: number;
+  /** Run under a pseudo-terminal (util-linux `script` in the guest); stderr then arrives on stdout. */
+  tty?: boolean;
+}
+
+export interface UploadOptions {
+  /** Permission bits; default 0644. */
+  mode?: number;
+  uid?: number;
+  gid?: number;
+}
+
+export interface TransferResult {
+  bytes: number;
+  sha256: string;
+}
+
+/** Counters of what the guest sent that was dropped. */
+export interface AgentClientStats {
+  /** Lines that were not JSON messages. */
+  badLines: number;
+  /** Lines over MAX_LINE, discarded up to their newline. */
+  longLines: number;
+  /** Messages (or data headers) that failed schema validation. */
+  invalidMessages: number;
+  /** Replies, acks and eofs for ids with no pending request. */
+  unknownIds: number;
+  /** Data frames nobody asked for, and their bytes. */
+  unexpectedData: number;
+  droppedDataBytes: number;
+  /** Hellos answering a repeated sync after the session started. */
+  extraHellos: number;
+  /** Id-less error lines from the agent (it could not parse something we sent). */
+  agentComplaints: number;
+  lastAgentComplaint: string | undefined;
+}
+
+/** Extra time the host waits beyond an exec's own timeout before giving up on the reply. */
+export const EXEC_REPLY_GRACE_MS = 15_000;
+
+const FINISHED = Symbol('request finished');
+
+interface Sink {
+  deliver(payload: Buffer, consumed: () => void): void;
+}
+
+interface Pending {
+  id: number;
+  method: string;
+  resolve: (r: unknown) => void;
+  reject: (e: Error) => void;
+  sinks: Map<StreamName, { sink: Sink; ledger: CreditLedger }>;
+  credits: Map<StreamName, CreditWindow>;
+  timer: NodeJS.Timeout | undefined;
+  idleMs: number | undefined;
+}
+
+interface RequestSetup {
+  sinks?: Partial<Record<StreamName, Sink>>;
+  credits?: Partial<Record<StreamName, CreditWindow>>;
+  /** Total reply timeout. */
+  timeoutMs?: number;
+  /** Timeout re-armed by any data or ack of this request. */
+  idleMs?: number;
+}
+
+type State = 'syncing' | 'ready' | 'closed';
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function connectUnix(path: string, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ path });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`connect timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      resolve(socket);
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(err);
+    });
+  });
+}
+
+/** A writable sink that acknowledges a chunk once the Writable has flushed it. */
+class WritableSink implements Sink {
+  readonly #writable: Writable | undefined;
+  #inflight = 0;
+  #waiters: Array<() => void> = [];
+
+  constructor(writable: Writable | undefined) {
+    this.#writable = writable;
+  }
+
+  deliver(payload: Buffer, consumed: () => void): void {
+    const w = this.#writable;
+    if (!w || w.destroyed || w.writableEnded) {
+      consumed();
+      return;
+    }
+    this.#inflight++;
+    w.write(payload, () => {
+      this.#inflight--;
+      consumed();
+      if (this.#inflight === 0) {
+        const ws = this.#waiters;
+        this.#waiters = [];
+        for (const f of ws) f();
+      }
+    });
+  }
+
+  drained(): Promise<void> {
+    if (this.#inflight === 0) return Promise.resolve();
+    return new Promise((r) => this.#waiters.push(r));
+  }
+}
+
+export class AgentClient {
+  /** The hello of the current session: agent version, protocol, hostname, boot id. */
+  hello: AgentHello = { agent: '', protocol: 0, hostname: '', bootId: '' };
+  readonly stats: AgentClientStats = {
+    badLines: 0,
+    longLines: 0,
+    invalidMessages: 0,
+    unknownIds: 0,
+    unexpectedData: 0,
+    droppedDataBytes: 0,
+    extraHellos: 0,
+    agentComplaints: 0,
+    lastAgentComplaint: undefined,
+  };
+
+  readonly #stream: Duplex;
+  readonly #where: string;
+  readonly #options: AgentConnectOptions;
+  readonly #decoder: FrameDecoder;
+  readonly #nonce = randomBytes(12).toString('hex');
+  readonly #pending = new Map<number, Pending>();
+  #state: State = 'syncing';
+  #closeReason: AgentError | undefined;
+  #nextId = 1;
+  #handshake: { resolve: () => void; reject: (e: Error) => void } | undefined;
+  #closedPromise: Promise<void>;
+
+  private constructor(stream: Duplex, where: string, options: AgentConnectOptions) {
+    this.#stream = stream;
+    this.#where = where;
+    this.#options = options;
+    this.#decoder = new FrameDecoder((e) => this.#onDecoded(e));
+    this.#closedPromise = new Promise((resolve) => stream.once('close', () => resolve()));
+    stream.on('data', (chunk: Buffer) => this.#decoder.push(chunk));
+    stream.on('error', (err) => this.#terminate(new AgentClosedError(`agent channel ${where}: ${err.message}`, { byClient: false, cause: err })));
+    stream.on('close', () => this.#terminate(new AgentClosedError(`agent channel ${where}: closed by the other side`, { byClient: false })));
+  }
+
+  /**
+   * Connect to the unix socket QEMU serves for the agent's virtio-serial port
+   * (`-chardev socket,server=on,wait=off`) and wait for the agent's hello.
+   * Retries (the socket is missing, QEMU has not started, the guest is still
+   * booting, the agent restarts) until `timeoutMs`.
+   */
+  static async connect(socketPath: string, options: AgentConnectOptions): Promise<AgentClient> {
+    if (Buffer.byteLength(socketPath) > UNIX_SOCKET_PATH_MAX) {
+      throw new ValidationError(
+        [{ path: 'socketPath', message: `${Buffer.byteLength(socketPath)} bytes, the limit is ${UNIX_SOCKET_PATH_MAX}` }],
+        { subject: 'agent socket path too long', hint: 'use a shorter run directory (GOSHIP_RUN)' },
+      );
+    }
+    const start = performance.now();
+    const deadline = start + options.timeoutMs;
+    const retryDelay = options.retryDelayMs ?? 200;
+    let attempt = 0;
+    let lastError: string | undefined;
+    for (;;) {
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) break;
+      attempt++;
+      options.onProgress?.({ phase: 'connecting', attempt, elapsedMs: performance.now() - start, ...(lastError === undefined ? {} : { lastError }) });
+      let socket: Socket;
+      try {
+        socket = await connectUnix(socketPath, remaining);
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        lastError = e.code ? `${e.code} on connect` : e.message;
+        await sleep(Math.max(0, Math.min(retryDelay, deadline - performance.now())));
+        continue;
+      }
+      const client = new AgentClient(socket, socketPath, options);
+      try {
+        options.onProgress?.({ phase: 'syncing', attempt, elapsedMs: performance.now() - start });
+        await client.#sync(deadline);
+        options.onProgress?.({ phase: 'ready', attempt, elapsedMs: performance.now() - start, hello: client.hello });
+        return client;
+      } catch (err) {
+        client.#stream.destroy();
+        if (err instanceof AgentProtocolError) throw err;
+        lastError = (err as Error).message;
+        if (err instanceof AgentTimeoutError) break;
+        await sleep(Math.max(0, Math.min(retryDelay, deadline - performance.now())));
+      }
+    }
+    throw new AgentTimeoutError(
+      `connect to the guest agent on ${socketPath}: no hello within ${options.timeoutMs} ms (last: ${lastError ?? 'no answer'})`,
+      {
+        timeoutMs: options.timeoutMs,
+        hint: "is the VM running and goship-agent started in the guest? Read the VM's console.log (guest boot) and qemu.log; in the guest: journalctl -u goship-agent",
+      },
+    );
+  }
+
+  /** Run a session over an already connected byte stream (one attempt, no reconnect). */
+  static async attach(stream: Duplex, options: AgentConnectOptions & { name?: string }): Promise<AgentClient> {
+    const client = new AgentClient(stream, options.name ?? 'stream', options);
+    try {
+      await client.#sync(performance.now() + options.timeoutMs);
+    } catch (err) {
+      stream.destroy();
+      if (err instanceof AgentTimeoutError) {
+        throw new AgentTimeoutError(`agent on ${options.name ?? 'stream'}: no hello within ${options.timeoutMs} ms`, { timeoutMs: options.timeoutMs });
+      }
+      throw err;
+    }
+    return client;
+  }
+
+  /** True once closed, by `close()` or because the channel broke (`closeReason`). */
+  get closed(): boolean {
+    return this.#state === 'closed';
+  }
+
+  get closeReason(): AgentError | undefined {
+    return this.#closeReason;
+  }
+
+  // ------------------------------------------------------------ session
+
+  /** Send the sync (repeated until answered) and wait for the hello carrying our nonce. */
+  #sync(deadline: number): Promise<void> {
+    const interval = this.#options.syncIntervalMs ?? 1000;
+    const syncLine = encodeLine({ t: 'sync', nonce: this.#nonce });
+    // The leading newline ends any partial line the agent may hold from an earlier session.
+    this.#write(Buffer.concat([Buffer.from('\n'), syncLine]));
+    let repeats = 0;
+    return new Promise<void>((resolve, reject) => {
+      const timer = setInterval(() => {
+        repeats++;
+        // Start parsing afresh: our own input may have begun inside a stale frame.
+        this.#decoder.reset();
+        if (this.#stream.writableLength > 0) return; // the agent is not reading yet: do not pile up syncs
+        // From the second repeat on, pad with MAX_CHUNK newlines: if the agent sits inside a stale
+        // data frame from an earlier session, the padding completes it and the sync is seen.
+        const pad = repeats >= 2 ? Buffer.alloc(MAX_CHUNK + 1, 0x0a) : Buffer.from('\n');
+        this.#write(Buffer.concat([pad, syncLine]));
+      }, interval);
+      const deadlineTimer = setTimeout(
+        () => finish(new AgentTimeoutError(`agent on ${this.#where}: no hello`, { timeoutMs: this.#options.timeoutMs })),
+        Math.max(0, deadline - performance.now()),
+      );
+      const finish = (err?: Error): void => {
+        clearInterval(timer);
+        clearTimeout(deadlineTimer);
+        this.#handshake = undefined;
+        if (err) reject(err);
+        else resolve();
+      };
+      this.#handshake = { resolve: () => finish(), reject: (e) => finish(e) };
+      if (this.#state === 'closed') finish(this.#closeReason ?? new AgentClosedError('closed', { byClient: false }));
+    });
+  }
+
+  #onHelloDuringSync(raw: Record<string, unknown>): void {
+    if (raw.nonce !== this.#nonce) return; // stale: an earlier session's, or the agent's start-up announcement
+    const parsed = v.safeParse(HelloSchema, raw);
+    if (!parsed.success) {
+      this.#handshake?.reject(
+        new AgentProtocolError(`agent on ${this.#where}: invalid hello: ${describeIssues(parsed.issues)}`, { received: raw }),
+      );
+      return;
+    }
+    const h = parsed.output;
+    if (h.protocol !== PROTOCOL_VERSION) {
+      this.#handshake?.reject(
+        new AgentProtocolError(
+          `agent on ${this.#where}: incompatible protocol version ${h.protocol} (agent ${JSON.stringify(h.agent)}); this host speaks version ${PROTOCOL_VERSION}`,
+          { received: raw, hint: 'install the goship-agent that matches this GoShip (dist/goship-agent.mjs) in the guest and restart it' },
+        ),
+      );
+      return;
+    }
+    this.hello = { agent: h.agent, protocol: h.protocol, hostname: h.hostname, bootId: h.bootId };
+    this.#state = 'ready';
+    this.#decoder.reset();
+    this.#handshake?.resolve();
+  }
+
+  #onDecoded(event: Decoded): void {
+    if (this.#state === 'closed') return;
+    if (this.#state === 'syncing') {
+      // Before our hello, everything is leftover from an earlier session.
+      if (event.kind === 'fatal') this.#decoder.reset();
+      else if (event.kind === 'message' && event.message.t === 'hello') this.#onHelloDuringSync(event.message);
+      return;
+    }
+    switch (event.kind) {
+      case 'bad':
+        if (event.reason === 'line-too-long') this.stats.longLines++;
+        else if (event.reason === 'bad-data-header') this.stats.invalidMessages++;
+        else this.stats.badLines++;
+        return;
+      case 'fatal':
+        this.#terminate(
+          new AgentProtocolError(`agent channel ${this.#where}: ${event.detail}; connection closed`, {
+            received: event.detail,
+            hint: 'connect again; if it repeats, the program answering in the guest is not a compatible goship-agent',
+          }),
+        );
+        return;
+      case 'data': {
+        const { id, s, n } = event.header;
+        const p = this.#pending.get(id);
+        const entry = p?.sinks.get(s);
+        if (!p || !entry) {
+          this.stats.unexpectedData++;
+          this.stats.droppedDataBytes += n;
+          return;
+        }
+        if (!entry.ledger.received(n)) {
+          this.#fail(p, new AgentProtocolError(`agent ${p.method}: stream ${s} exceeded its flow-control window`));
+          return;
+        }
+        this.#touch(p);
+        entry.sink.deliver(event.payload, () => entry.ledger.consumed(n));
+        return;
+      }
+      case 'message':
+        this.#onMessage(event.message);
+        return;
+    }
+  }
+
+  #onMessage(raw: Record<string, unknown>): void {
+    const parsed = v.safeParse(AgentMessageSchema, raw);
+    if (!parsed.success) {
+      this.stats.invalidMessages++;
+      return;
+    }
+    const msg = parsed.output;
+    switch (msg.t) {
+      case 'hello':
+        if (msg.nonce === this.#nonce) {
+          this.stats.extraHellos++;
+          return;
+        }
+        this.#terminate(
+          new AgentClosedError(`agent channel ${this.#where}: the guest agent restarted (hello without our nonce); pending requests are lost`, {
+            byClient: false,
+            hint: 'connect again',
+          }),
+        );
+        return;
+      case 'err':
+        this.stats.agentComplaints++;
+        this.stats.lastAgentComplaint = `${msg.code}: ${msg.message}`;
+        return;
+      case 'res': {
+        const p = this.#pending.get(msg.id);
+        if (!p) {
+          this.stats.unknownIds++;
+          return;
+        }
+        this.#finish(p);
+        if (msg.e) p.reject(new AgentRemoteError(p.method, msg.e.code, msg.e.message));
+        else p.resolve(msg.r);
+        return;
+      }
+      case 'ack': {
+        const p = this.#pending.get(msg.id);
+        const credit = p?.credits.get(msg.s);
+        if (!p || !credit) {
+          this.stats.unknownIds++;
+          return;
+        }
+        this.#touch(p);
+        if (!credit.grant(msg.n)) this.#fail(p, new AgentProtocolError(`agent ${p.method}: ack for ${msg.s} exceeds the bytes sent`));
+        return;
+      }
+      case 'eof': {
+        const p = this.#pending.get(msg.id);
+        if (!p?.sinks.has(msg.s)) this.stats.unknownIds++;
+        return;
+      }
+    }
+  }
+
+  // ------------------------------------------------------------ plumbing
+
+  #write(bytes: Buffer): void {
+    if (this.#stream.destroyed || this.#stream.writableEnded) return;
+    this.#stream.write(bytes);
+  }
+
+  #whenWritable(): Promise<void> {
+    const s = this.#stream;
+    if (s.destroyed || !s.writableNeedDrain) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        s.off('drain', done);
+        s.off('close', done);
+        resolve();
+      };
+      s.on('drain', done);
+      s.on('close', done);
+    });
+  }
+
+  #request(method: string, params: unknown, setup: RequestSetup = {}): { id: number; result: Promise<unknown>; pending: Pending } {
+    if (this.#state !== 'ready') {
+      throw this.#closeReason ?? new AgentClosedError(`agent ${method}: the client is not connected`, { byClient: true });
+    }
+    const id = this.#nextId++;
+    let resolve!: (r: unknown) => void;
+    let reject!: (e: Error) => void;
+    const result = new Promise<unknown>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    const p: Pending = { id, method, resolve, reject, sinks: new Map(), credits: new Map(), timer: undefined, idleMs: setup.idleMs };
+    for (const [s, sink] of Object.entries(setup.sinks ?? {}) as Array<[StreamName, Sink]>) {
+      const ledger = new CreditLedger((n) => {
+        if (this.#pending.get(id) === p) this.#write(encodeLine({ t: 'ack', id, s, n }));
+      });
+      p.sinks.set(s, { sink, ledger });
+    }
+    for (const [s, credit] of Object.entries(setup.credits ?? {}) as Array<[StreamName, CreditWindow]>) p.credits.set(s, credit);
+    const timeoutMs = setup.timeoutMs ?? setup.idleMs;
+    if (timeoutMs !== undefined) {
+      p.timer = setTimeout(() => this.#timeout(p, timeoutMs), timeoutMs);
+    }
+    this.#pending.set(id, p);
+    this.#write(encodeLine({ t: 'req', id, m: method, p: params }));
+    return { id, result, pending: p };
+  }
+
+  #timeout(p: Pending, ms: number): void {
+    this.#fail(
+      p,
+      new AgentTimeoutError(`agent ${p.method}: no ${p.idleMs !== undefined ? 'progress' : 'reply'} within ${ms} ms`, { timeoutMs: ms, method: p.method }),
+    );
+  }
+
+  #touch(p: Pending): void {
+    if (p.idleMs === undefined || p.timer === undefined) return;
+    p.timer.refresh();
+  }
+
+  /** The request is over: no more data, acks or credit for it. */
+  #finish(p: Pending): void {
+    this.#pending.delete(p.id);
+    if (p.timer !== undefined) clearTimeout(p.timer);
+    for (const c of p.credits.values()) c.close(FINISHED);
+  }
+
+  /** Fail a request on this side and tell the agent to stop it. */
+  #fail(p: Pending, err: Error): void {
+    if (this.#pending.get(p.id) !== p) return;
+    this.#finish(p);
+    this.#write(encodeLine({ t: 'cancel', id: p.id }));
+    p.reject(err);
+  }
+
+  #terminate(reason: AgentError): void {
+    if (this.#state === 'closed') return;
+    this.#state = 'closed';
+    this.#closeReason = reason;
+    this.#handshake?.reject(reason);
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of pending) {
+      if (p.timer !== undefined) clearTimeout(p.timer);
+      for (const c of p.credits.values()) c.close(FINISHED);
+      p.reject(reason);
+    }
+    this.#stream.destroy();
+  }
+
+  async #sendData(p: Pending, stream: StreamName, chunk: Buffer): Promise<void> {
+    if (this.#pending.get(p.id) !== p) throw FINISHED;
+    this.#write(encodeData(p.id, stream, chunk));
+    await this.#whenWritable();
+  }
+
+  #sendEof(p: Pending, stream: StreamName): void {
+    if (this.#pending.get(p.id) === p) this.#write(encodeLine({ t: 'eof', id: p.id, s: stream }));
+  }
+
+  #validate<S extends v.GenericSchema>(schema: S, raw: unknown, method: string): v.InferOutput<S> {
+    const r = v.safeParse(schema, raw);
+    if (!r.success) {
+      throw new AgentProtocolError(`agent ${method}: invalid result: ${describeIssues(r.issues)}`, { received: raw });
+    }
+    return r.output;
+  }
+
+  // ------------------------------------------------------------ methods
+
+  /** Round trip time of a ping, and the agent's clock. */
+  async ping(): Promise<{ rttMs: number; agentTime: number }> {
+    const data = randomBytes(8).toString('hex');
+    const t0 = performance.now();
+    const { result } = this.#request('ping', { data }, { timeoutMs: this.#options.requestTimeoutMs ?? 15_000 });
+    const r = this.#validate(PingResultSchema, await result, 'ping');
+    const rttMs = performance.now() - t0;
+    if (r.data !== data) throw new AgentProtocolError('agent ping: the echo does not match what was sent', { received: r });
+    return { rttMs, agentTime: r.time };
+  }
+
+  /** Hostname, kernel, uptime, memory, root disk, load, agent version, boot id. */
+  async info(): Promise<InfoResult> {
+    const { result } = this.#request('info', {}, { timeoutMs: this.#options.requestTimeoutMs ?? 15_000 });
+    return this.#validate(InfoResultSchema, await result, 'info');
+  }
+
+  /**
+   * Run `argv` in the guest (no shell involved). Resolves with the exit code,
+   * or the signal (with `timedOut` when the agent killed it for `timeoutMs`),
+   * once the reply has arrived and stdout/stderr have been flushed.
+   */
+  async exec(argv: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
+    const params = {
+      argv: [...argv],
+      ...(options.env === undefined ? {} : { env: options.env }),
+      ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+      stdin: options.stdin !== undefined,
+      ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
+      ...(options.tty === undefined ? {} : { tty: options.tty }),
+    };
+    const checked = v.safeParse(ExecParamsSchema, params);
+    if (!checked.success) {
+      throw new ValidationError(
+        checked.issues.map((i) => ({ path: v.getDotPath(i) ?? '', message: i.message })),
+        { subject: 'invalid exec request' },
+      );
+    }
+    const out = new WritableSink(options.stdout);
+    const err = new WritableSink(options.stderr);
+    const credit = options.stdin === undefined ? undefined : new CreditWindow();
+    const { result, pending } = this.#request('exec', params, {
+      sinks: { stdout: out, stderr: err },
+      ...(credit === undefined ? {} : { credits: { stdin: credit } }),
+      ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs + EXEC_REPLY_GRACE_MS }),
+    });
+    if (credit !== undefined && options.stdin !== undefined) {
+      const src = options.stdin;
+      const source: AsyncIterable<Buffer> | Buffer[] = typeof src === 'string' || Buffer.isBuffer(src) ? [Buffer.from(src)] : (src as AsyncIterable<Buffer>);
+      pumpWithCredit(source, credit, (chunk) => this.#sendData(pending, 'stdin', chunk)).then(
+        () => this.#sendEof(pending, 'stdin'),
+        (e: unknown) => {
+          if (e !== FINISHED) this.#fail(pending, e instanceof Error ? e : new Error(String(e)));
+        },
+      );
+    }
+    const raw = await result;
+    await Promise.all([out.drained(), err.drained()]);
+    return this.#validate(ExecResultSchema, raw, 'exec');
+  }
+
+  /**
+   * Copy a local file to `remotePath` in the guest. The agent writes a
+   * temporary file next to the target, checks size and sha256, then renames.
+   */
+  async upload(localPath: string, remotePath: string, options: UploadOptions = {}): Promise<TransferResult> {
+    const st = await stat(localPath);
+    if (!st.isFile()) throw new ValidationError([{ path: 'localPath', message: `${localPath} is not a regular file` }], { subject: 'invalid upload' });
+    const sha256 = await hashFile(localPath);
+    const params = { path: remotePath, size: st.size, sha256, ...options };
+    const checked = v.safeParse(UploadParamsSchema, params);
+    if (!checked.success) {
+      throw new ValidationError(
+        checked.issues.map((i) => ({ path: v.getDotPath(i) ?? '', message: i.message })),
+        { subject: 'invalid upload' },
+      );
+    }
+    const credit = new CreditWindow();
+    const { result, pending } = this.#request('upload', checked.output, {
+      credits: { file: credit },
+      idleMs: this.#options.transferIdleTimeoutMs ?? 60_000,
+    });
+    const sent = createHash('sha256');
+    const pumped = pumpWithCredit(
+      createReadStream(localPath, { highWaterMark: MAX_CHUNK }),
+      credit,
+      (chunk) => this.#sendData(pending, 'file', chunk),
+      { onChunk: (c) => sent.update(c) },
+    ).then(
+      () => this.#sendEof(pending, 'file'),
+      (e: unknown) => {
+        if (e !== FINISHED) this.#fail(pending, e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+    let raw: unknown;
+    try {
+      raw = await result;
+    } finally {
+      await pumped;
+    }
+    const r = this.#validate(UploadResultSchema, raw, 'upload');
+    const sentSha = sent.digest('hex');
+    if (sentSha !== sha256) {
+      throw new AgentProtocolError(`upload ${localPath}: the file changed while it was sent (sha256 ${sha256} before, ${sentSha} sent)`);
+    }
+    if (r.sha256 !== sha256 || r.bytes !== st.size) {
+      throw new AgentProtocolError(`agent upload: reported ${r.bytes} bytes sha256 ${r.sha256}, sent ${st.size} bytes sha256 ${sha256}`, { received: r });
+    }
+    return { bytes: r.bytes, sha256 };
+  }
+
+  /**
+   * Copy `remotePath` from the guest to `localPath` (chosen by the caller,
+   * never by the guest). Bytes go to a temporary file next to `localPath`,
+   * which is renamed only when size and sha256 match what the agent reports.
+   * The guest's mode is returned, not applied.
+   */
+  async download(remotePath: string, localPath: string): Promise<TransferResult & { mode: number }> {
+    const tmp = `${localPath}.goship-partial-${randomBytes(6).toString('hex')}`;
+    const fh = await open(tmp, 'wx', 0o600);
+    const hash = createHash('sha256');
+    let bytes = 0;
+    let chain: Promise<void> = Promise.resolve();
+    let writeError: unknown;
+    let pendingRef: Pending | undefined;
+    const sink: Sink = {
+      deliver: (payload, consumed) => {
+        hash.update(payload);
+        bytes += payload.length;
+        chain = chain.then(async () => {
+          if (writeError !== undefined) return;
+          try {
+            let off = 0;
+            while (off < payload.length) off += (await fh.write(payload, off, payload.length - off)).bytesWritten;
+            consumed();
+          } catch (e) {
+            writeError = e;
+            if (pendingRef) this.#fail(pendingRef, e as Error);
+          }
+        });
+      },
+    };
+    let closed = false;
+    try {
+      const { result, pending } = this.#request('download', { path: remotePath }, {
+        sinks: { file: sink },
+        idleMs: this.#options.transferIdleTimeoutMs ?? 60_000,
+      });
+      pendingRef = pending;
+      let raw: unknown;
+      try {
+        raw = await result;
+      } finally {
+        await chain;
+      }
+      if (writeError !== undefined) throw writeError;
+      const r = this.#validate(DownloadResultSchema, raw, 'download');
+      const sha256 = hash.digest('hex');
+      if (r.size !== bytes || r.sha256 !== sha256) {
+        throw new AgentProtocolError(
+          `agent download ${remotePath}: reported ${r.size} bytes sha256 ${r.sha256}, received ${bytes} bytes sha256 ${sha256}`,
+          { received: r },
+        );
+      }
+      await fh.sync();
+      await fh.close();
+      closed = true;
+      await rename(tmp, localPath);
+      return { bytes, sha256, mode: r.mode };
+    } catch (err) {
+      if (!closed) await fh.close().catch(() => undefined);
+      await unlink(tmp).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Ask the agent to power the guest off (`systemctl poweroff`); it answers first. */
+  async shutdown(): Promise<ShutdownResult> {
+    const { result } = this.#request('shutdown', {}, { timeoutMs: this.#options.requestTimeoutMs ?? 15_000 });
+    return this.#validate(ShutdownResultSchema, await result, 'shutdown');
+  }
+
+  /** Close the channel; pending requests fail with EAGENT_CLOSED. */
+  async close(): Promise<void> {
+    this.#terminate(new AgentClosedError(`agent channel ${this.#where}: closed by the client`, { byClient: true }));
+    if (!this.#stream.closed) await this.#closedPromise;
+  }
+}
+
+async function hashFile(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) h.update(chunk as Buffer);
+  return h.digest('hex');
+}

@@ -1,0 +1,80 @@
+/**
+ * Every error the agent client raises. Each has a stable `code`; messages read
+ * "<what failed>: <why>" and `hint`, when present, is the fix.
+ */
+import { GoshipError } from '../errors.ts';
+
+export type AgentErrorCode = 'EAGENT_TIMEOUT' | 'EAGENT_CLOSED' | 'EAGENT_PROTOCOL' | 'EAGENT_REMOTE';
+
+/** Base of every agent-channel error. */
+export class AgentError extends GoshipError {
+  declare readonly code: AgentErrorCode;
+
+  constructor(code: AgentErrorCode, message: string, options: { hint?: string; cause?: unknown } = {}) {
+    super(code, message, options);
+  }
+}
+
+/** No answer in time: the agent never said hello, or a request got no reply. */
+export class AgentTimeoutError extends AgentError {
+  readonly timeoutMs: number;
+  /** The method that got no reply; undefined when the hello never came. */
+  readonly method: string | undefined;
+
+  constructor(message: string, options: { timeoutMs: number; method?: string; hint?: string; cause?: unknown }) {
+    super('EAGENT_TIMEOUT', message, {
+      hint:
+        options.hint ??
+        'the guest may be busy or hung: retry with a longer timeout, or read the VM console.log and `journalctl -u goship-agent` in the guest',
+      ...(options.cause === undefined ? {} : { cause: options.cause }),
+    });
+    this.timeoutMs = options.timeoutMs;
+    this.method = options.method;
+  }
+}
+
+/** The channel closed (by `close()`, the socket, or the agent restarting) while something was pending. */
+export class AgentClosedError extends AgentError {
+  /** True when this client called `close()`. */
+  readonly byClient: boolean;
+
+  constructor(message: string, options: { byClient: boolean; hint?: string; cause?: unknown }) {
+    super('EAGENT_CLOSED', message, {
+      ...(options.hint !== undefined
+        ? { hint: options.hint }
+        : options.byClient
+          ? {}
+          : { hint: 'QEMU or the guest agent went away: read qemu.log and the VM console.log, then connect again' }),
+      ...(options.cause === undefined ? {} : { cause: options.cause }),
+    });
+    this.byClient = options.byClient;
+  }
+}
+
+/** The guest sent something that breaks the protocol (bad framing, wrong version, bad result, checksum mismatch). */
+export class AgentProtocolError extends AgentError {
+  /** What was received, when it helps (a parsed message or a short description). */
+  readonly received: unknown;
+
+  constructor(message: string, options: { received?: unknown; hint?: string; cause?: unknown } = {}) {
+    super('EAGENT_PROTOCOL', message, {
+      ...(options.hint === undefined ? {} : { hint: options.hint }),
+      ...(options.cause === undefined ? {} : { cause: options.cause }),
+    });
+    this.received = options.received;
+  }
+}
+
+/** The agent answered with an error: its code (`ENOENT`, `EUNKNOWN_METHOD`, `ECHECKSUM`, …) is kept as `remoteCode`. */
+export class AgentRemoteError extends AgentError {
+  readonly method: string;
+  readonly remoteCode: string;
+  readonly remoteMessage: string;
+
+  constructor(method: string, remoteCode: string, remoteMessage: string) {
+    super('EAGENT_REMOTE', `agent ${method} failed: ${remoteCode}: ${remoteMessage}`);
+    this.method = method;
+    this.remoteCode = remoteCode;
+    this.remoteMessage = remoteMessage;
+  }
+}

@@ -1,0 +1,17 @@
+/**
+ * The host end of the agent channel (virtio-serial via QEMU's chardev socket).
+ * Wire format: docs/agent-protocol.md; shared definitions: src/protocol.
+ */
+export { AgentClient, EXEC_REPLY_GRACE_MS } from './client.ts';
+export type {
+  AgentClientStats,
+  AgentConnectOptions,
+  AgentHello,
+  ConnectProgress,
+  ExecOptions,
+  TransferResult,
+  UploadOptions,
+} from './client.ts';
+export { AgentClosedError, AgentError, AgentProtocolError, AgentRemoteError, AgentTimeoutError } from './errors.ts';
+export type { AgentErrorCode } from './errors.ts';
+export type { ExecResult, InfoResult, ShutdownResult } from '../protocol/index.ts';
