@@ -8,11 +8,9 @@ import { closeSync, openSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { GoshipError } from '../errors.ts';
+import { processMarker } from './argv.ts';
 
-/** The marker QEMU carries in its argv (`-name guest=…,process=goship-ID`) so `ps` shows whose it is. */
-export function processMarker(id: string): string {
-  return `goship-${id}`;
-}
+export { processMarker };
 
 /** Pure: does this NUL-separated /proc/PID/cmdline belong to the VM with this marker? */
 export function cmdlineHasMarker(cmdline: string, marker: string): boolean {

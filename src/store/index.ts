@@ -44,4 +44,6 @@ export type {
   RecordKind,
   RecordOf,
   Timestamp,
+  PendingOp,
+  VmAgentInfo,
 } from './types.ts';

@@ -17,6 +17,12 @@ const port = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65535));
 
 const NodeSchema = v.looseObject({ name, createdAt: timestamp });
 
+const PendingOpSchema = v.looseObject({
+  kind: v.picklist(['create', 'start', 'stop', 'delete']),
+  pid: v.pipe(v.number(), v.integer(), v.minValue(1)),
+  startedAt: timestamp,
+});
+
 const ProjectSchema = v.looseObject({
   name,
   createdAt: timestamp,
@@ -32,6 +38,7 @@ const ProjectSchema = v.looseObject({
   }),
   state: v.picklist(PROJECT_STATES),
   lastError: v.optional(v.string()),
+  op: v.optional(PendingOpSchema),
 });
 
 const VmSchema = v.looseObject({
@@ -65,6 +72,10 @@ const VmSchema = v.looseObject({
     qemuLog: v.string(),
     pidfile: v.string(),
   }),
+  op: v.optional(PendingOpSchema),
+  agent: v.optional(
+    v.looseObject({ version: v.string(), protocol: v.number(), hostname: v.string(), bootId: v.string(), readyAt: timestamp }),
+  ),
   config: v.record(v.string(), v.unknown()),
 });
 

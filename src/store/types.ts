@@ -41,6 +41,18 @@ export interface ProjectSpec {
   sshKeys: string[];
 }
 
+/**
+ * An operation a `goshipctl` process is carrying out on a record. Written before
+ * the first side effect and removed after the last, so a process killed in
+ * between leaves a trace that the next command's reconcile turns into `broken`.
+ */
+export interface PendingOp {
+  kind: 'create' | 'start' | 'stop' | 'delete';
+  /** PID of the goshipctl process doing it. */
+  pid: number;
+  startedAt: Timestamp;
+}
+
 export const PROJECT_STATES = ['creating', 'ready', 'stopped', 'deleting', 'broken'] as const;
 export type ProjectState = (typeof PROJECT_STATES)[number];
 
@@ -56,6 +68,8 @@ export interface Project {
   state: ProjectState;
   /** The message of the error that left the project `broken`. */
   lastError?: string;
+  /** The operation in progress, if any. */
+  op?: PendingOp;
 }
 
 export const VM_STATES = ['defined', 'starting', 'running', 'ready', 'stopping', 'stopped', 'crashed'] as const;
@@ -82,6 +96,15 @@ export interface VmPaths {
   pidfile: string;
 }
 
+/** The guest agent, as its hello described it. */
+export interface VmAgentInfo {
+  version: string;
+  protocol: number;
+  hostname: string;
+  bootId: string;
+  readyAt: Timestamp;
+}
+
 export interface Vm {
   id: string;
   name: string;
@@ -101,6 +124,10 @@ export interface Vm {
   /** The QEMU argv actually run. */
   argv?: string[];
   paths: VmPaths;
+  /** The operation in progress, if any. */
+  op?: PendingOp;
+  /** What the guest agent said in its last hello. */
+  agent?: VmAgentInfo;
   /** The resolved VM spec. Opaque to the store: it is kept, never interpreted. */
   config: Record<string, unknown>;
 }

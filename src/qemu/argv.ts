@@ -1,0 +1,93 @@
+/**
+ * VmConfig → argv: pure, total for a valid VmConfig, and in a fixed order:
+ *
+ *   BINARY
+ *   -name guest=NAME,process=goship-ID  -S  -nodefaults -no-user-config -display none
+ *   [-sandbox …]  -pidfile PIDFILE
+ *   -machine TYPE[,memory-backend=mem0][,pflash0=…,pflash1=…][,confidential-guest-support=cgs0][,kernel-irqchip=split]
+ *   -accel kvm|tcg  -cpu MODEL  -smp cpus=…,sockets=…,cores=…,threads=…  -m size=…M
+ *   [-kernel K [-initrd I] [-append CMDLINE]]
+ *   devices (see devices/registry.ts: memory backend, confidential object,
+ *            pflash, QMP, console, disks, seed, NIC, agent, RNG)
+ *
+ * `-kernel`, `-initrd`, `-append` and `-pidfile` take their value verbatim (no
+ * option syntax, so no `,,`); everything else goes through qemuOpts.
+ */
+import { qemuOpts } from './opts.ts';
+import { MiB } from './sizes.ts';
+import { pflashNode } from './devices/pflash.ts';
+import { CONFIDENTIAL_ID, MEMORY_BACKEND_ID, deviceArgs, devicesOf } from './devices/registry.ts';
+import type { DeviceContext } from './devices/types.ts';
+import type { VmConfig } from './spec.ts';
+
+export const DEFAULT_QEMU_BINARY = 'qemu-system-x86_64';
+
+/** seccomp: no obsolete syscalls, no privilege changes, no fork/exec, no scheduler/affinity changes. */
+export const SANDBOX_OPTS = { obsolete: 'deny', elevateprivileges: 'deny', spawn: 'deny', resourcecontrol: 'deny' } as const;
+
+/** The marker `/proc/PID/cmdline` carries, so a reused PID is never mistaken for this VM. */
+export function processMarker(id: string): string {
+  return `goship-${id}`;
+}
+
+/** `-machine` with the properties the other parts need. */
+export function machineArgs(config: VmConfig): string[] {
+  const uefi = config.boot.kind === 'firmware' && config.boot.firmware === 'uefi' ? config.boot : undefined;
+  return [
+    '-machine',
+    qemuOpts(config.machine, {
+      'memory-backend': config.memory.hugepages !== false ? MEMORY_BACKEND_ID : undefined,
+      pflash0: uefi ? pflashNode(0) : undefined,
+      pflash1: uefi?.ovmfVars !== undefined ? pflashNode(1) : undefined,
+      'confidential-guest-support': config.confidential ? CONFIDENTIAL_ID : undefined,
+      'kernel-irqchip': config.confidential?.type === 'tdx' ? 'split' : undefined,
+    }),
+  ];
+}
+
+/** `-accel`, `-cpu`, `-smp`, `-m`. Memory is a whole number of MiB (validated). */
+export function computeArgs(config: VmConfig): string[] {
+  const { cpu } = config;
+  return [
+    '-accel',
+    qemuOpts(config.accel, {}),
+    '-cpu',
+    qemuOpts(cpu.model, {}),
+    '-smp',
+    qemuOpts(undefined, { cpus: cpu.count, sockets: cpu.sockets, cores: cpu.cores, threads: cpu.threads }),
+    '-m',
+    qemuOpts(undefined, { size: `${config.memory.bytes / MiB}M` }),
+  ];
+}
+
+/** Direct kernel boot; nothing for firmware boot (SeaBIOS is the default, OVMF is pflash devices). */
+export function bootArgs(config: VmConfig): string[] {
+  const { boot } = config;
+  if (boot.kind !== 'kernel') return [];
+  const args = ['-kernel', boot.kernel];
+  if (boot.initrd !== undefined) args.push('-initrd', boot.initrd);
+  if (boot.cmdline !== undefined) args.push('-append', boot.cmdline);
+  return args;
+}
+
+/** The whole command line, `binary` first. */
+export function buildArgv(config: VmConfig, binary = DEFAULT_QEMU_BINARY): string[] {
+  const ctx: DeviceContext = { machine: config.machine };
+  return [
+    binary,
+    '-name',
+    qemuOpts(undefined, { guest: config.name, process: processMarker(config.id) }),
+    '-S',
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    ...(config.sandbox ? ['-sandbox', qemuOpts('on', SANDBOX_OPTS)] : []),
+    '-pidfile',
+    config.paths.pidfile,
+    ...machineArgs(config),
+    ...computeArgs(config),
+    ...bootArgs(config),
+    ...devicesOf(config).flatMap((d) => deviceArgs(d, ctx)),
+  ];
+}

@@ -1,0 +1,23 @@
+/**
+ * The QMP monitor on a unix socket QEMU listens on.
+ *
+ *   -chardev socket,id=qmp0,path=QMP_SOCK,server=on,wait=off
+ *   -mon chardev=qmp0,mode=control
+ */
+import type { Issue } from '../../errors.ts';
+import { qemuOpts } from '../opts.ts';
+import { socketPath } from './checks.ts';
+import type { DeviceContext, QmpDevice, ValidateContext } from './types.ts';
+
+export function validate(part: QmpDevice, _ctx: ValidateContext): Issue[] {
+  return socketPath(part.socket, part.at);
+}
+
+export function toArgs(part: QmpDevice, _ctx: DeviceContext): string[] {
+  return [
+    '-chardev',
+    qemuOpts('socket', { id: 'qmp0', path: part.socket, server: true, wait: false }),
+    '-mon',
+    qemuOpts(undefined, { chardev: 'qmp0', mode: 'control' }),
+  ];
+}

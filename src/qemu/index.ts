@@ -1,0 +1,60 @@
+/**
+ * src/qemu: the VmSpec → argv contract (pure: spec.ts, validate.ts, argv.ts,
+ * devices/), and the thin effectful edges around it: qemu-img overlays
+ * (img.ts), QEMU processes (process.ts), the binary's version (binary.ts).
+ */
+export { qemuOpts } from './opts.ts';
+export type { OptValue } from './opts.ts';
+export { parseSize, formatSize, SIZE_RULE, KiB, MiB, GiB, TiB } from './sizes.ts';
+export type { SizeResult } from './sizes.ts';
+export {
+  VmSpecSchema,
+  NAME_PATTERN,
+  NAME_RULE,
+  DEFAULT_MACHINE,
+  DEFAULT_ACCEL,
+  DEFAULT_MEMORY,
+  DEFAULT_CPU_COUNT,
+  DEFAULT_CPU_MODEL_KVM,
+  DEFAULT_CPU_MODEL_TCG,
+  DEFAULT_DISK_FORMAT,
+  DEFAULT_DISK_CACHE,
+  DEFAULT_HOST_ADDR,
+  DEFAULT_OVMF_CODE,
+  DEFAULT_SEV_CBITPOS,
+  DEFAULT_SEV_REDUCED_PHYS_BITS,
+  DEFAULT_SEV_POLICY,
+  HUGEPAGE_MOUNTS,
+  MIN_MEMORY_BYTES,
+} from './spec.ts';
+export type {
+  VmSpec,
+  ParsedVmSpec,
+  HostFacts,
+  CapabilityFact,
+  VmPaths,
+  ResolveContext,
+  VmConfig,
+  CpuConfig,
+  MemoryConfig,
+  BootConfig,
+  DiskConfig,
+  ForwardConfig,
+  NetworkConfig,
+  ConfidentialConfig,
+  MachineType,
+  Accel,
+  DiskFormat,
+  DiskCache,
+  HugepageSize,
+  ConfidentialType,
+} from './spec.ts';
+export { resolveSpec, VM_SPEC_SUBJECT, VM_SPEC_HINT } from './validate.ts';
+export { buildArgv, processMarker, DEFAULT_QEMU_BINARY, SANDBOX_OPTS } from './argv.ts';
+export { devicesOf, DEVICE_BUILDERS } from './devices/registry.ts';
+export type { Device, DeviceKind } from './devices/types.ts';
+export { loadSpecFile, parseSpecJson, parseSpecYaml } from './spec-file.ts';
+export { createOverlay, imageChain, inspectBase, type OverlayOptions } from './img.ts';
+export { parseImageChain, type ImageLayer } from './img-info.ts';
+export { cmdlineHasMarker, isOurProcess, launchDetached, logTail, signalOurs, statState, waitGone, type Launched } from './process.ts';
+export { QEMU_BINARY, parseQemuVersionText, qemuVersion, waitForPath, type QemuVersionReport } from './binary.ts';
