@@ -1,0 +1,51 @@
+/**
+ * Stop escalation: graceful first, then harder, each step after a timeout.
+ * agent `shutdown` → ACPI `system_powerdown` → QMP `quit` → SIGTERM → SIGKILL.
+ */
+import { GoshipError } from '../errors.ts';
+
+export type StopStepName = 'agent' | 'acpi' | 'quit' | 'sigterm' | 'sigkill';
+
+export interface StopStep {
+  name: StopStepName;
+  /** Asks for the stop. A step that cannot be tried (no agent, QMP unreachable) throws and the next one runs at once. */
+  request: () => Promise<void>;
+  /** How long to wait for the process to go after the request. */
+  waitMs: number;
+}
+
+export interface EscalationResult {
+  /** The step after which the process was gone; 'already' when it was gone before any step. */
+  endedBy: StopStepName | 'already';
+  /** What each step did, for `--json` and logs. */
+  attempts: { step: StopStepName; outcome: 'ended' | 'timeout' | 'unavailable'; detail?: string }[];
+}
+
+/**
+ * Runs the steps in order until `gone(waitMs)` says the process has exited.
+ * `gone` must resolve true as soon as the process is gone, false after waitMs.
+ */
+export async function escalate(
+  steps: readonly StopStep[],
+  gone: (waitMs: number) => Promise<boolean>,
+): Promise<EscalationResult> {
+  const attempts: EscalationResult['attempts'] = [];
+  if (await gone(0)) return { endedBy: 'already', attempts };
+  for (const step of steps) {
+    try {
+      await step.request();
+    } catch (err) {
+      attempts.push({ step: step.name, outcome: 'unavailable', detail: err instanceof Error ? err.message : String(err) });
+      if (await gone(0)) return { endedBy: step.name, attempts };
+      continue;
+    }
+    if (await gone(step.waitMs)) {
+      attempts.push({ step: step.name, outcome: 'ended' });
+      return { endedBy: step.name, attempts };
+    }
+    attempts.push({ step: step.name, outcome: 'timeout' });
+  }
+  throw new GoshipError('ESTOP', `the process is still running after ${attempts.map((a) => a.step).join(', ')}`, {
+    hint: 'look for it with ps; a process in uninterruptible sleep (state D) cannot be killed until its I/O ends',
+  });
+}
