@@ -1,2 +1,111 @@
-// goshipctl entry point (placeholder until the CLI lands).
-process.stdout.write('goshipctl 0.1.0\n');
+/**
+ * goshipctl: parse flags, call the runtime, print a table or --json. Nothing else.
+ *
+ * cac matches one-word commands only, so the first word picks a group
+ * (`vm`, `image`, `project`) and each group is its own cac program.
+ */
+import { cac, type CAC } from 'cac';
+import { GoshipError } from '../errors.ts';
+import { CommandContext } from './context.ts';
+import { EXIT, Output, exitCodeFor } from './output.ts';
+import { registerTop } from './commands/top.ts';
+import { registerVm } from './commands/vm.ts';
+import { registerImage } from './commands/image.ts';
+import { registerProject } from './commands/project.ts';
+import { VERSION } from './version.ts';
+
+export { VERSION };
+
+type Register = (cli: CAC, ctx: CommandContext) => void;
+
+const GROUPS: Record<string, { register: Register; summary: string }> = {
+  project: { register: registerProject, summary: 'projects: one VM each, ready for work' },
+  vm: { register: registerVm, summary: 'VMs: args, create, start, stop, destroy, list, status, console, qmp, ping, info, exec, cp' },
+  image: { register: registerImage, summary: 'base images: build, list, info, remove, import' },
+};
+
+export const OVERVIEW = `goshipctl ${VERSION}: a VM-first control plane on QEMU, without libvirt
+
+Usage: goshipctl <command> [options]   (every command takes --json)
+
+Projects
+  project create NAME [--cpus N --memory 2G --disk 20G --image NAME --ssh-key FILE --port HOST:GUEST]
+  project list | info NAME | start NAME | stop NAME | delete NAME [--force]
+
+VMs
+  vm args SPEC              the exact QEMU argv of a VM spec (YAML or JSON)
+  vm create SPEC|NAME       define a VM (from a spec file, or --image NAME)
+  vm start|stop|destroy NAME, vm list, vm status NAME
+  vm console NAME [-f]      the serial console log
+  vm qmp NAME '{"execute":"query-status"}'
+  vm ping|info NAME, vm exec NAME -- CMD ARGS, vm cp SRC DST (NAME:PATH on one side)
+
+Images
+  image build [NAME] [--packages a,b], image list | info NAME | remove NAME
+  image import NAME FILE [--kernel F --initrd F --cmdline S]
+
+Host
+  version                   GoShip, QEMU and QMP versions, the accelerator auto picks
+  host                      CPU, topology, NUMA, hugepages, KVM usability, SEV/TDX
+
+Examples
+  goshipctl project create web --cpus 2 --memory 2G --port 8080:80
+  goshipctl vm exec web -- uname -a
+  goshipctl vm args examples/vm.yaml --json
+  goshipctl project list --json
+
+Exit codes: 0 ok, 1 failed, 2 invalid input, 3 not found, 4 wrong state or name taken.
+Files: GOSHIP_HOME (state, images, disks) and GOSHIP_RUN (sockets); see docs/cli.md.`;
+
+function program(name: string, ctx: CommandContext, register: Register): CAC {
+  const cli = cac(name);
+  cli.option('--json', 'machine-readable output on stdout');
+  register(cli, ctx);
+  cli.help();
+  cli.version(VERSION);
+  return cli;
+}
+
+/** Runs goshipctl with `args` (without node and the script); resolves to the exit code. */
+export async function main(args: readonly string[]): Promise<number> {
+  const json = args.includes('--json');
+  const out = new Output({ json });
+  const [first, ...rest] = args;
+  if (first === undefined || first === '--help' || first === '-h' || first === 'help') {
+    process.stdout.write(`${OVERVIEW}\n`);
+    return EXIT.ok;
+  }
+  if (first === '--version' || first === '-v') {
+    process.stdout.write(`${VERSION}\n`);
+    return EXIT.ok;
+  }
+  const group = GROUPS[first];
+  const ctx = new CommandContext(out, group ? rest : args);
+  const cli = group ? program(`goshipctl ${first}`, ctx, group.register) : program('goshipctl', ctx, registerTop);
+  try {
+    cli.parse(['node', 'goshipctl', ...(group ? rest : args)], { run: false });
+    if (cli.options.help || cli.options.version) return EXIT.ok; // cac printed it
+    if (!cli.matchedCommand) {
+      const what = group ? (rest[0] === undefined ? `goshipctl ${first} needs a command` : `unknown command: ${first} ${rest[0]}`) : `unknown command: ${first}`;
+      throw new GoshipError('EUSAGE', what, { hint: group ? `goshipctl ${first} --help lists them` : 'goshipctl --help lists the commands' });
+    }
+    const code = await cli.runMatchedCommand();
+    return typeof code === 'number' ? code : EXIT.ok;
+  } catch (err) {
+    const e = err instanceof Error && !(err instanceof GoshipError) && /Unknown option|missing required args|value is missing/i.test(err.message)
+      ? new GoshipError('EUSAGE', err.message.replace(/^error: /i, ''), { hint: `goshipctl ${group ? `${first} ` : ''}${group ? (rest[0] ?? '') : first} --help` })
+      : err;
+    out.error(e);
+    return exitCodeFor(e);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err) => {
+    process.stderr.write(`goshipctl: internal error: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exitCode = EXIT.failed;
+  },
+);

@@ -1,16 +1,19 @@
-/**
- * Host facts for spec validation. Placeholder until the kvm-probe lands:
- * replaced by a mapping of the probe's report.
- */
+/** The host probe's report, reduced to the facts a VM spec is validated against. */
 import { cpus, totalmem } from 'node:os';
+import { chooseAccel, probeHost, type HostReport } from '../kvm-probe/index.ts';
 import type { HostFacts } from '../qemu/index.ts';
 
-export async function hostFacts(): Promise<HostFacts> {
-  const none = { available: false, evidence: ['not probed'] };
+/** Pure: HostReport → HostFacts (os fallbacks only where the probe could not read a value). */
+export function factsFromReport(report: HostReport, fallback = { cpuCount: cpus().length, memTotalBytes: totalmem() }): HostFacts {
+  const accel = chooseAccel(report);
   return {
-    cpuCount: cpus().length,
-    memTotalBytes: totalmem(),
-    kvm: { usable: false, reason: 'not probed' },
-    confidential: { sev: none, sevEs: none, sevSnp: none, tdx: none },
+    cpuCount: report.cpu.logicalCpus ?? fallback.cpuCount,
+    memTotalBytes: report.memory.totalBytes ?? fallback.memTotalBytes,
+    kvm: { usable: accel.accel === 'kvm', reason: accel.reason },
+    confidential: report.confidential,
   };
+}
+
+export async function hostFacts(): Promise<HostFacts> {
+  return factsFromReport(await probeHost());
 }

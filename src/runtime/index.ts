@@ -13,6 +13,9 @@ import { QEMU_BINARY } from '../qemu/index.ts';
 import { Store } from '../store/index.ts';
 import { hostFacts } from './host.ts';
 import { VmService } from './vms.ts';
+import { ProjectService } from './projects.ts';
+import { LayoutImages, type ImageSource } from './images.ts';
+import { AGENT_UNIT } from './agent-unit.ts';
 
 export interface RuntimeOptions {
   layout?: Layout;
@@ -20,10 +23,13 @@ export interface RuntimeOptions {
   /** Host facts to validate specs against; default: probe this host (once per Runtime). */
   host?: HostFacts;
   qemuBinary?: string;
+  /** Where project images come from; default: images/NAME/ under GOSHIP_HOME. */
+  images?: ImageSource;
 }
 
 export class Runtime {
   readonly vms: VmService;
+  readonly projects: ProjectService;
   private hostCache: Promise<HostFacts> | undefined;
 
   private constructor(
@@ -38,6 +44,13 @@ export class Runtime {
       host: () => this.host(),
       now: () => new Date().toISOString(),
       qemuBinary: opts.qemuBinary ?? QEMU_BINARY,
+    });
+    this.projects = new ProjectService({
+      store,
+      vms: this.vms,
+      images: opts.images ?? new LayoutImages(layout, async () => AGENT_UNIT),
+      host: () => this.host(),
+      now: () => new Date().toISOString(),
     });
   }
 
@@ -55,6 +68,9 @@ export class Runtime {
 }
 
 export { VmService } from './vms.ts';
+export { ProjectService, parsePort, validateProjectOptions, readSshKeys, PROJECT_DEFAULTS } from './projects.ts';
+export type { CreateProjectOptions, ProjectView, ProjectInfo } from './projects.ts';
+export { LayoutImages, agentBundlePath, type ImageSource, type ResolvedImage } from './images.ts';
 export type { CreateVmOptions, StartVmOptions, StopVmOptions, StopVmResult, ReconcileChange } from './vms.ts';
 export type { EscalationResult, StopStepName } from './escalate.ts';
 export { DEFAULT_STOP_TIMEOUTS, type StopTimeouts } from './machine.ts';

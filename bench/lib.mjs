@@ -1,0 +1,58 @@
+// Shared pieces of the benchmarks: timing, medians, a plain-QEMU baseline runner.
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export const now = () => Number(process.hrtime.bigint()) / 1e6; // ms
+
+export function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+export function fmt(ms) {
+  return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`;
+}
+
+/** Prints one comparison row and returns it for --json. */
+export function report(rows) {
+  const w = Math.max(...rows.map((r) => r.what.length));
+  for (const r of rows) {
+    const ratio = r.baseline ? ` ratio ${(r.goship / r.baseline).toFixed(2)}×` : '';
+    const target = r.target ? `  target ${r.target}` : '';
+    console.log(`${r.what.padEnd(w)}  goship ${fmt(r.goship).padStart(9)}${r.baseline ? `  baseline ${fmt(r.baseline).padStart(9)}` : ''}${ratio}${target}`);
+  }
+}
+
+export async function tempEnv(prefix) {
+  const root = await mkdtemp(join('/tmp', `${prefix}-`));
+  return {
+    root,
+    env: { ...process.env, GOSHIP_HOME: join(root, 'h'), GOSHIP_RUN: join(root, 'r'), NO_COLOR: '1' },
+    cleanup: () => rm(root, { recursive: true, force: true }),
+  };
+}
+
+export function cacheDir(kind) {
+  const base = process.env.XDG_CACHE_HOME || join(process.env.HOME || homedir(), '.cache');
+  return join(base, 'goship-test', kind);
+}
+
+export async function waitForFile(path, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!existsSync(path)) {
+    if (Date.now() > deadline) throw new Error(`${path} did not appear`);
+    await sleep(1);
+  }
+}
+
+/** Spawns argv (plain QEMU, no GoShip); returns the child and an exit promise. */
+export function spawnPlain(argv) {
+  const child = spawn(argv[0], argv.slice(1), { stdio: 'ignore' });
+  const exited = new Promise((r) => child.once('exit', r));
+  return { child, exited };
+}

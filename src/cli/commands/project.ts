@@ -1,0 +1,175 @@
+/** goshipctl project …: one VM per project, ready for work. */
+import type { CAC } from 'cac';
+import { readSshKeys, type ProjectView } from '../../runtime/index.ts';
+import { intOption, rawValue, rawValues } from '../args.ts';
+import { type CommandContext, bytes, since } from '../context.ts';
+import { table } from '../output.ts';
+import { agentProgress } from './vm.ts';
+
+function portsText(v: ProjectView): string {
+  return v.project.spec.ports.map((p) => `${p.proto === 'udp' ? 'udp:' : ''}${p.host}→${p.guest}`).join(',') || '-';
+}
+
+/** The stable --json shape of a project. */
+export function projectJson(v: ProjectView) {
+  const { project: p, vm } = v;
+  return {
+    name: p.name,
+    state: p.state,
+    ...(p.lastError ? { lastError: p.lastError } : {}),
+    node: p.node,
+    createdAt: p.createdAt,
+    spec: p.spec,
+    vm: vm
+      ? {
+          id: vm.id,
+          state: vm.state,
+          pid: vm.pid ?? null,
+          startedAt: vm.startedAt ?? null,
+          agent: vm.agent ?? null,
+          paths: vm.paths,
+        }
+      : null,
+  };
+}
+
+function reachText(v: ProjectView): string {
+  const n = v.project.name;
+  const lines = [`run a command:   goshipctl vm exec ${n} -- uname -a`, `copy a file in:  goshipctl vm cp ./file ${n}:/tmp/file`, `console log:     goshipctl vm console ${n}`];
+  for (const p of v.project.spec.ports) lines.push(`port:            127.0.0.1:${p.host} (${p.proto}) → guest port ${p.guest}`);
+  if (v.project.spec.sshKeys.length > 0) {
+    const ssh = v.project.spec.ports.find((p) => p.guest === 22 && p.proto === 'tcp');
+    if (ssh) lines.push(`ssh:             ssh -p ${ssh.host} goship@127.0.0.1`);
+  }
+  return lines.join('\n');
+}
+
+export function registerProject(cli: CAC, ctx: CommandContext): void {
+  const a = ctx.argv;
+
+  cli
+    .command('create <name>', 'create a project: its VM on an image, provisioned by cloud-init, booted, agent ready')
+    .option('--cpus <n>', 'vCPUs (default 1)')
+    .option('--memory <size>', 'memory, e.g. 2G (default 1G)')
+    .option('--disk <size>', 'disk size, e.g. 20G (default: the image size)')
+    .option('--image <name>', 'base image (default: default)')
+    .option('--ssh-key <file>', 'OpenSSH public key file for the goship user (repeatable)')
+    .option('--port <host:guest>', 'forward 127.0.0.1:HOST to the guest (repeatable; udp:HOST:GUEST for UDP)')
+    .option('--no-start', 'create the VM but do not boot it')
+    .option('--timeout <seconds>', 'how long to wait for the agent (default 300)')
+    .example('goshipctl project create web --cpus 2 --memory 2G --disk 20G --port 8080:80')
+    .action(async (name: string, o: { start: boolean }) => {
+      const rt = await ctx.runtime();
+      const sshKeys = await readSshKeys(rawValues(a, 'ssh-key'));
+      const cpus = intOption(a, 'cpus', 'a whole number of vCPUs');
+      const memory = rawValue(a, 'memory');
+      const disk = rawValue(a, 'disk');
+      const image = rawValue(a, 'image');
+      const timeout = intOption(a, 'timeout', 'a whole number of seconds');
+      const p = o.start === false ? undefined : agentProgress(ctx, name, rt.layout.vmFile(name, 'consoleLog'));
+      try {
+        const view = await rt.projects.create({
+          name,
+          ...(cpus !== undefined ? { cpus } : {}),
+          ...(memory !== undefined ? { memory } : {}),
+          ...(disk !== undefined ? { disk } : {}),
+          ...(image !== undefined ? { image } : {}),
+          sshKeys,
+          ports: rawValues(a, 'port'),
+          noStart: o.start === false,
+          agentTimeoutMs: (timeout ?? 300) * 1000,
+          ...(p ? { onAgentProgress: p.onAgentProgress } : {}),
+        });
+        p?.done();
+        ctx.out.result(projectJson(view), () =>
+          o.start === false ? `project ${name} created (not started): goshipctl project start ${name}` : `project ${name} is ready (VM pid ${view.vm?.pid})\n${reachText(view)}`,
+        );
+      } catch (err) {
+        p?.done();
+        throw err;
+      }
+    });
+
+  cli.command('list', 'list projects').action(async () => {
+    const rt = await ctx.runtime();
+    const views = await rt.projects.list();
+    ctx.out.result(views.map(projectJson), () =>
+      views.length === 0
+        ? 'no projects (create one: goshipctl project create NAME)'
+        : table(
+            ['NAME', 'STATE', 'VM', 'PID', 'CPUS', 'MEMORY', 'PORTS', 'UPTIME'],
+            views.map((v) => [
+              v.project.name,
+              v.project.state,
+              v.vm?.state ?? '-',
+              v.vm?.pid ? String(v.vm.pid) : '-',
+              String(v.project.spec.cpus),
+              bytes(v.project.spec.memoryBytes),
+              portsText(v),
+              v.vm?.state === 'ready' || v.vm?.state === 'running' ? since(v.vm.startedAt) : '-',
+            ]),
+          ),
+    );
+  });
+
+  cli.command('info <name>', 'one project: VM state, PID, resources, ports, uptime, agent, disk usage, paths').action(async (name: string) => {
+    const rt = await ctx.runtime();
+    const info = await rt.projects.info(name);
+    const { project: p, vm } = info;
+    ctx.out.result({ ...projectJson(info), diskUsageBytes: info.diskUsageBytes ?? null }, () =>
+      [
+        `project   ${p.name} (${p.state}${p.lastError ? `: ${p.lastError}` : ''})`,
+        `vm        ${vm ? `${vm.state}${vm.pid ? `, pid ${vm.pid}` : ''}` : 'missing'}`,
+        `uptime    ${vm?.state === 'ready' || vm?.state === 'running' ? since(vm.startedAt) : '-'}`,
+        `resources ${p.spec.cpus} vCPU, ${bytes(p.spec.memoryBytes)} memory, image ${p.spec.image}`,
+        `disk      ${bytes(info.diskUsageBytes)} used on the host${p.spec.diskBytes ? ` (virtual ${bytes(p.spec.diskBytes)})` : ''}`,
+        `ports     ${portsText(info)}`,
+        `agent     ${vm?.agent ? `${vm.agent.version}, protocol ${vm.agent.protocol}, hostname ${vm.agent.hostname}` : '-'}`,
+        ...(vm
+          ? [
+              `console   ${vm.paths.consoleLog}`,
+              `qemu log  ${vm.paths.qemuLog}`,
+              `qmp       ${vm.paths.qmpSocket}`,
+              `agent     ${vm.paths.agentSocket}`,
+              `disk      ${vm.paths.overlay ?? '-'}`,
+            ]
+          : []),
+      ].join('\n'),
+    );
+  });
+
+  cli
+    .command('start <name>', "boot the project's VM and wait for its agent")
+    .option('--timeout <seconds>', 'how long to wait for the agent (default 300)')
+    .action(async (name: string) => {
+      const rt = await ctx.runtime();
+      const timeout = intOption(a, 'timeout', 'a whole number of seconds') ?? 300;
+      const p = agentProgress(ctx, name, rt.layout.vmFile(name, 'consoleLog'));
+      try {
+        const view = await rt.projects.start(name, { agentTimeoutMs: timeout * 1000, onAgentProgress: p.onAgentProgress });
+        p.done();
+        ctx.out.result(projectJson(view), () => `project ${name} is ready (VM pid ${view.vm?.pid})`);
+      } catch (err) {
+        p.done();
+        throw err;
+      }
+    });
+
+  cli
+    .command('stop <name>', "stop the project's VM (agent shutdown, then harder)")
+    .option('--force', 'skip the graceful steps')
+    .action(async (name: string, o: { force?: boolean }) => {
+      const rt = await ctx.runtime();
+      const r = await rt.projects.stop(name, { force: Boolean(o.force) });
+      ctx.out.result({ ...projectJson(r), endedBy: r.stop.endedBy }, () => `project ${name} stopped (ended by ${r.stop.endedBy})`);
+    });
+
+  cli
+    .command('delete <name>', 'delete the project: its VM, disk, seed, sockets and records')
+    .option('--force', 'stop it first if it runs')
+    .action(async (name: string, o: { force?: boolean }) => {
+      const rt = await ctx.runtime();
+      await rt.projects.delete(name, { force: Boolean(o.force) });
+      ctx.out.result({ deleted: name }, () => `project ${name} deleted`);
+    });
+}

@@ -1,0 +1,299 @@
+/** goshipctl vm …: the VM level, for people learning the stack and for scripts. */
+import { createReadStream, existsSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { constants as osConstants } from 'node:os';
+import type { CAC } from 'cac';
+import { GoshipError } from '../../errors.ts';
+import { loadSpecFile, parseSize } from '../../qemu/index.ts';
+import type { Vm } from '../../store/index.ts';
+import { intOption, rawValue, rawValues } from '../args.ts';
+import { type CommandContext, bytes, shellQuote, since } from '../context.ts';
+import { EXIT, table } from '../output.ts';
+
+/** `NAME:PATH` → {vm, path}; a local path otherwise. */
+export function parseCpTarget(arg: string): { vm: string; path: string } | { local: string } {
+  const m = /^([a-z0-9][a-z0-9-]{0,62}):(\/.*)$/.exec(arg);
+  return m ? { vm: m[1]!, path: m[2]! } : { local: arg };
+}
+
+export function sizeOption(argv: readonly string[], name: string): number | undefined {
+  const raw = rawValue(argv, name);
+  if (raw === undefined) return undefined;
+  const r = parseSize(raw);
+  if (!r.ok) throw new GoshipError('EINVALID', `--${name}: ${r.message}`);
+  return r.bytes;
+}
+
+/** Seconds option → milliseconds. */
+function secondsOption(argv: readonly string[], name: string): number | undefined {
+  const s = intOption(argv, name, 'a whole number of seconds');
+  return s === undefined ? undefined : s * 1000;
+}
+
+export function vmRow(v: Vm): string[] {
+  return [v.name, v.state, v.pid ? String(v.pid) : '-', v.project ?? '-', v.image ?? '-', v.state === 'running' || v.state === 'ready' ? since(v.startedAt) : '-'];
+}
+
+export function vmTable(vms: Vm[]): string {
+  return vms.length === 0 ? 'no VMs' : table(['NAME', 'STATE', 'PID', 'PROJECT', 'IMAGE', 'UPTIME'], vms.map(vmRow));
+}
+
+/** A progress line while waiting for the agent. */
+export function agentProgress(ctx: CommandContext, name: string, consoleLog: string) {
+  const p = ctx.out.progress(`waiting for the agent of ${name} (console: ${consoleLog})`);
+  return {
+    onAgentProgress: (e: { phase: string }) => p.update(`waiting for the agent of ${name}: ${e.phase} (console: ${consoleLog})`),
+    done: (msg?: string) => p.done(msg),
+  };
+}
+
+async function followFile(ctx: CommandContext, path: string, follow: boolean): Promise<void> {
+  if (!existsSync(path)) throw new GoshipError('ENOTFOUND', `no console log yet: ${path}`, { hint: 'start the VM first' });
+  let pos = 0;
+  const pump = async () => {
+    const { size } = await stat(path);
+    if (size < pos) pos = 0; // truncated by a restart
+    if (size > pos) {
+      await new Promise<void>((resolve, reject) => {
+        createReadStream(path, { start: pos, end: size - 1 })
+          .on('data', (c) => ctx.out.write(c as Buffer))
+          .on('end', resolve)
+          .on('error', reject);
+      });
+      pos = size;
+    }
+  };
+  await pump();
+  if (!follow) return;
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 200));
+    await pump();
+  }
+}
+
+export function registerVm(cli: CAC, ctx: CommandContext): void {
+  const a = ctx.argv;
+
+  cli
+    .command('args <spec>', 'print the exact QEMU argv for a VM spec (YAML or JSON file), shell-quoted or --json')
+    .example('goshipctl vm args examples/vm.yaml')
+    .action(async (file: string) => {
+      const spec = await loadSpecFile(file);
+      const rt = await ctx.runtime();
+      const argv = await rt.vms.argvFor(spec);
+      ctx.out.result(argv, () => argv.map(shellQuote).join(' '));
+    });
+
+  cli
+    .command('create <spec>', 'define a VM from a spec file (YAML or JSON); --base adds a qcow2 overlay on a base image')
+    .option('--base <file>', 'base image (qcow2 or raw): the VM gets a copy-on-write overlay as its first disk')
+    .option('--disk <size>', 'virtual size of the overlay (e.g. 20G); at least the base size')
+    .example('goshipctl vm create vm.yaml --base /srv/images/debian.qcow2 --disk 20G')
+    .action(async (file: string) => {
+      const spec = (await loadSpecFile(file)) as { name: string };
+      const base = rawValue(a, 'base');
+      const diskBytes = sizeOption(a, 'disk');
+      const rt = await ctx.runtime();
+      const vm = await rt.vms.create({ spec, ...(base ? { base: { path: base } } : {}), ...(diskBytes ? { diskBytes } : {}) });
+      ctx.out.result(vm, () => `defined VM ${vm.name} (${vm.paths.dir})\nstart it: goshipctl vm start ${vm.name}`);
+    });
+
+  cli
+    .command('start <name>', 'start a VM: spawn QEMU, cont over QMP, wait for the guest agent')
+    .option('--no-wait', 'return once QEMU runs; do not wait for the agent')
+    .option('--timeout <seconds>', 'how long to wait for the agent (default 180)')
+    .action(async (name: string, o: { wait: boolean }) => {
+      const rt = await ctx.runtime();
+      const vm0 = await rt.vms.get(name);
+      const wait = o.wait !== false && (vm0.config as { agent?: boolean }).agent !== false;
+      const p = wait ? agentProgress(ctx, name, vm0.paths.consoleLog) : undefined;
+      try {
+        const vm = await rt.vms.start(name, {
+          waitAgent: wait,
+          agentTimeoutMs: secondsOption(a, 'timeout') ?? 180_000,
+          ...(p ? { onAgentProgress: p.onAgentProgress } : {}),
+        });
+        p?.done();
+        ctx.out.result(vm, () => `VM ${name} is ${vm.state} (pid ${vm.pid})`);
+      } catch (err) {
+        p?.done();
+        throw err;
+      }
+    });
+
+  cli
+    .command('stop <name>', 'stop a VM: agent shutdown → ACPI power-down → QMP quit → SIGTERM → SIGKILL')
+    .option('--force', 'skip the graceful steps: QMP quit, then signals')
+    .option('--timeout <seconds>', 'wait per graceful step (default 30)')
+    .action(async (name: string, o: { force?: boolean }) => {
+      const t = secondsOption(a, 'timeout');
+      const rt = await ctx.runtime();
+      const r = await rt.vms.stop(name, { force: Boolean(o.force), ...(t !== undefined ? { timeouts: { agentMs: t, acpiMs: t } } : {}) });
+      ctx.out.result({ vm: r.vm, endedBy: r.endedBy, attempts: r.attempts }, () => `VM ${name} stopped (ended by ${r.endedBy})`);
+    });
+
+  cli
+    .command('destroy <name>', 'remove a VM: its overlay, seed, logs, sockets and record')
+    .option('--force', 'stop it first if it runs')
+    .action(async (name: string, o: { force?: boolean }) => {
+      const rt = await ctx.runtime();
+      await rt.vms.destroy(name, { force: Boolean(o.force) });
+      ctx.out.result({ destroyed: name }, () => `VM ${name} destroyed`);
+    });
+
+  cli.command('list', 'list VMs with their state').action(async () => {
+    const rt = await ctx.runtime();
+    await rt.vms.reconcile();
+    const vms = await rt.vms.list();
+    ctx.out.result(vms, () => vmTable(vms));
+  });
+
+  cli.command('status <name>', 'one VM: record, live QMP status, paths').action(async (name: string) => {
+    const rt = await ctx.runtime();
+    await rt.vms.reconcile();
+    const vm = await rt.vms.get(name);
+    const qmp = await rt.vms.qmpStatus(name).catch((e: Error) => ({ error: e.message }));
+    ctx.out.result({ ...vm, qmp }, () =>
+      [
+        `name      ${vm.name}`,
+        `state     ${vm.state}${vm.pid ? ` (pid ${vm.pid})` : ''}${qmp && 'status' in qmp ? `, QMP: ${qmp.status}` : ''}`,
+        ...(vm.crash ? [`crashed   ${vm.crash.at}\n${vm.crash.logTail.replace(/^/gm, '          ')}`] : []),
+        ...(vm.stopReason ? [`stopped   ${vm.stopReason}`] : []),
+        `uptime    ${vm.state === 'running' || vm.state === 'ready' ? since(vm.startedAt) : '-'}`,
+        ...(vm.agent ? [`agent     ${vm.agent.version} (hostname ${vm.agent.hostname})`] : []),
+        `dir       ${vm.paths.dir}`,
+        `console   ${vm.paths.consoleLog}`,
+        `qemu log  ${vm.paths.qemuLog}`,
+        `qmp       ${vm.paths.qmpSocket}`,
+        `agent     ${vm.paths.agentSocket}`,
+      ].join('\n'),
+    );
+  });
+
+  cli
+    .command('console <name>', 'show the serial console log (-f follows)')
+    .option('-f, --follow', 'keep printing new output')
+    .action(async (name: string, o: { follow?: boolean }) => {
+      const rt = await ctx.runtime();
+      const vm = await rt.vms.get(name);
+      await followFile(ctx, vm.paths.consoleLog, Boolean(o.follow));
+    });
+
+  cli
+    .command('qmp <name> <command>', 'send one raw QMP command and print the reply')
+    .example(`goshipctl vm qmp web '{"execute":"query-status"}'`)
+    .action(async (name: string, command: string) => {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(command);
+      } catch {
+        throw new GoshipError('EINVALID', `QMP command is not JSON: ${command}`, { hint: `example: '{"execute":"query-status"}'` });
+      }
+      const rt = await ctx.runtime();
+      const reply = await rt.vms.qmpRaw(name, parsed);
+      process.stdout.write(`${JSON.stringify({ return: reply }, null, ctx.out.json ? 2 : undefined)}\n`);
+    });
+
+  cli.command('ping <name>', 'round-trip time to the guest agent').action(async (name: string) => {
+    const rt = await ctx.runtime();
+    const agent = await rt.vms.agent(name);
+    try {
+      const r = await agent.ping();
+      ctx.out.result({ rttMs: r.rttMs, agent: agent.hello }, () => `pong from ${agent.hello.hostname}: ${r.rttMs.toFixed(2)} ms`);
+    } finally {
+      await agent.close();
+    }
+  });
+
+  cli.command('info <name>', 'what the guest agent reports: hostname, kernel, uptime, memory, disk, load').action(async (name: string) => {
+    const rt = await ctx.runtime();
+    const agent = await rt.vms.agent(name);
+    try {
+      const i = await agent.info();
+      ctx.out.result(i, () =>
+        [
+          `hostname  ${i.hostname}`,
+          `kernel    ${i.kernel}`,
+          `uptime    ${Math.round(i.uptimeSec)}s`,
+          `memory    ${bytes(i.memFree)} free of ${bytes(i.memTotal)}`,
+          `disk /    ${bytes(i.diskFree)} free of ${bytes(i.diskTotal)}`,
+          `load      ${i.loadavg.map((l) => l.toFixed(2)).join(' ')}`,
+          `agent     ${i.agent} (boot ${i.bootId})`,
+        ].join('\n'),
+      );
+    } finally {
+      await agent.close();
+    }
+  });
+
+  cli
+    .command('exec <name> [...command]', 'run a command in the guest (argv, no shell), streaming its output; exits with its code')
+    .option('--cwd <dir>', 'working directory in the guest')
+    .option('--env <KEY=VALUE>', 'environment variable (repeatable)')
+    .option('--timeout <seconds>', 'kill the command after this long')
+    .option('-t, --tty', 'run it on a pseudo-terminal')
+    .example('goshipctl vm exec web -- uname -a')
+    .action(async (name: string, command: string[], o: { '--'?: string[]; tty?: boolean }) => {
+      const argv = [...command, ...(o['--'] ?? [])];
+      if (argv.length === 0) throw new GoshipError('EUSAGE', 'vm exec: no command given', { hint: 'goshipctl vm exec NAME -- CMD ARGS' });
+      const env: Record<string, string> = {};
+      for (const kv of rawValues(a, 'env')) {
+        const i = kv.indexOf('=');
+        if (i <= 0) throw new GoshipError('EINVALID', `--env: expected KEY=VALUE, got "${kv}"`);
+        env[kv.slice(0, i)] = kv.slice(i + 1);
+      }
+      const cwd = rawValue(a, 'cwd');
+      const timeoutMs = secondsOption(a, 'timeout');
+      const rt = await ctx.runtime();
+      const agent = await rt.vms.agent(name);
+      try {
+        const r = await agent.exec(argv, {
+          env,
+          ...(cwd ? { cwd } : {}),
+          ...(timeoutMs ? { timeoutMs } : {}),
+          ...(o.tty ? { tty: true } : {}),
+          ...(process.stdin.isTTY ? {} : { stdin: process.stdin }),
+          stdout: process.stdout,
+          stderr: process.stderr,
+        });
+        if (ctx.out.json) process.stderr.write(`${JSON.stringify(r)}\n`);
+        return r.exitCode ?? (r.signal ? 128 + signalNumber(r.signal) : EXIT.failed);
+      } finally {
+        await agent.close();
+      }
+    });
+
+  cli
+    .command('cp <src> <dst>', 'copy a file into or out of a VM: vm cp FILE NAME:/PATH, vm cp NAME:/PATH FILE')
+    .option('--mode <octal>', 'file mode in the guest (upload), e.g. 0644')
+    .action(async (src: string, dst: string) => {
+      const s = parseCpTarget(src);
+      const d = parseCpTarget(dst);
+      const rt = await ctx.runtime();
+      if ('local' in s && 'vm' in d) {
+        const modeRaw = rawValue(a, 'mode');
+        if (modeRaw !== undefined && !/^0?[0-7]{3,4}$/.test(modeRaw)) throw new GoshipError('EINVALID', `--mode: expected an octal mode like 0644, got "${modeRaw}"`);
+        const agent = await rt.vms.agent(d.vm);
+        try {
+          const r = await agent.upload(s.local, d.path, modeRaw ? { mode: parseInt(modeRaw, 8) } : {});
+          ctx.out.result(r, () => `${s.local} → ${d.vm}:${d.path} (${bytes(r.bytes)}, sha256 ${r.sha256})`);
+        } finally {
+          await agent.close();
+        }
+      } else if ('vm' in s && 'local' in d) {
+        const agent = await rt.vms.agent(s.vm);
+        try {
+          const r = await agent.download(s.path, d.local);
+          ctx.out.result(r, () => `${s.vm}:${s.path} → ${d.local} (${bytes(r.bytes)}, sha256 ${r.sha256})`);
+        } finally {
+          await agent.close();
+        }
+      } else {
+        throw new GoshipError('EUSAGE', 'vm cp: exactly one side must be NAME:/ABSOLUTE/PATH', { hint: 'goshipctl vm cp ./app.tar web:/tmp/app.tar' });
+      }
+    });
+}
+
+function signalNumber(sig: string): number {
+  return (osConstants.signals as Record<string, number>)[sig] ?? 1;
+}
