@@ -4,6 +4,8 @@
 //
 //   npm run bench -- lifecycle [--runs 10]
 import { execFileSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { QmpClient, Runtime, ensureFastGuest, Layout } from '../dist/lib.mjs';
 import { cacheDir, median, now, report, spawnPlain, tempEnv, waitForFile } from './lib.mjs';
 
@@ -44,6 +46,7 @@ try {
     // Plain QEMU, same argv (paused with -S, like GoShip): spawn → QMP → cont → running.
     const argv = vm.argv;
     const sock = vm.paths.qmpSocket;
+    mkdirSync(dirname(sock), { recursive: true, mode: 0o700 });
     t0 = now();
     const { exited } = spawnPlain(argv);
     await waitForFile(sock);
