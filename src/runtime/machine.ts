@@ -72,7 +72,7 @@ export async function bootMachine(id: string, argv: readonly string[], paths: Ma
   if (!(await waitForPath(paths.qmpSocket, QMP_SOCKET_TIMEOUT_MS, () => exit === undefined))) return fail();
   let qmp: QmpClient;
   try {
-    qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 5000 });
+    qmp = await connectWhenListening(paths.qmpSocket, () => exit === undefined);
   } catch (err) {
     if (exit) return fail();
     await signalOurs(launched.pid, processMarker(id), 'SIGKILL');
@@ -88,6 +88,23 @@ export async function bootMachine(id: string, argv: readonly string[], paths: Ma
     throw err;
   } finally {
     await qmp.close();
+  }
+}
+
+/**
+ * QEMU binds its socket (the file appears) a moment before it listens: a
+ * connect in between is refused. Retry while the process lives.
+ */
+async function connectWhenListening(socket: string, alive: () => boolean, timeoutMs = QMP_SOCKET_TIMEOUT_MS): Promise<QmpClient> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await QmpClient.connect(socket, { timeoutMs: 5000 });
+    } catch (err) {
+      const refused = (err as { cause?: { code?: string } }).cause?.code === 'ECONNREFUSED';
+      if (!refused || !alive() || Date.now() >= deadline) throw err;
+      await new Promise((r) => setTimeout(r, 5));
+    }
   }
 }
 

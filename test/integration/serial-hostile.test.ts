@@ -54,6 +54,14 @@ async function stillWorks(client: AgentClient, peer: HostilePeer): Promise<void>
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 
+/**
+ * The bound for "nothing of it is held": a quarter of the 128 MiB sent. The
+ * peer lives in this process too, so socket buffers in flight count against
+ * it; on a loaded 2-core host they reach ~20 MiB, far below what holding the
+ * data would cost.
+ */
+const HELD_BOUND = 32 * 1024 * 1024;
+
 function memory(): number {
   gc();
   const m = process.memoryUsage();
@@ -77,7 +85,7 @@ describe('host client against a hostile guest', () => {
     for (let i = 0; i < 128; i++) await peer.send(block); // 128 MiB without a newline
     await new Promise((r) => setTimeout(r, 50));
     // Measured while the line is still open: nothing of it is held.
-    expect(memory() - before).toBeLessThan(8 * 1024 * 1024);
+    expect(memory() - before).toBeLessThan(HELD_BOUND);
     await peer.send('\n');
     await stillWorks(client, peer);
     expect(client.stats.longLines).toBe(1);
@@ -100,11 +108,11 @@ describe('host client against a hostile guest', () => {
     const frames = 800; // 200 MiB
     for (let i = 0; i < frames; i++) await peer.send(frame);
     await new Promise((r) => setTimeout(r, 50));
-    expect(memory() - before).toBeLessThan(8 * 1024 * 1024);
+    expect(memory() - before).toBeLessThan(HELD_BOUND);
     await stillWorks(client, peer);
     expect(client.stats.unexpectedData).toBe(frames);
     expect(client.stats.droppedDataBytes).toBe(frames * MAX_CHUNK);
-    expect(memory() - before).toBeLessThan(8 * 1024 * 1024);
+    expect(memory() - before).toBeLessThan(HELD_BOUND);
     await client.close();
   }, 30_000);
 

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The main job: build (or reuse) the default image, bring up a demo project VM
+# on it, and show it working: the agent answers, a command runs inside the VM.
+# Run by `npm run demo` after scripts/bootstrap.sh and the build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+g() { node bin/goshipctl.mjs "$@"; }
+
+echo "== goshipctl version"
+g version
+echo
+echo "== goshipctl image build (cached after the first run)"
+g image build
+echo
+if g project info demo >/dev/null 2>&1; then
+  echo "== an earlier demo project exists: deleting it"
+  g project delete demo --force
+fi
+echo "== goshipctl project create demo --cpus 2 --memory 1G --port 8022:22"
+g project create demo --cpus 2 --memory 1G --port 8022:22
+echo
+echo "== goshipctl project list"
+g project list
+echo
+echo "== goshipctl vm ping demo"
+g vm ping demo
+echo
+echo "== goshipctl vm exec demo -- uname -a   (runs inside the VM)"
+g vm exec demo -- uname -a
+echo
+echo "== goshipctl vm info demo"
+g vm info demo
+echo
+echo "The demo VM keeps running. Try: goshipctl vm exec demo -- cat /etc/os-release"
+echo "Remove it with: node bin/goshipctl.mjs project delete demo --force"
