@@ -12,6 +12,11 @@ export interface StopStep {
   request: () => Promise<void>;
   /** How long to wait for the process to go after the request. */
   waitMs: number;
+  /**
+   * Repeat the request this often while waiting. A guest still booting can
+   * miss one ACPI power-button event (its handler not listening yet).
+   */
+  repeatMs?: number;
 }
 
 export interface EscalationResult {
@@ -39,7 +44,7 @@ export async function escalate(
       if (await gone(0)) return { endedBy: step.name, attempts };
       continue;
     }
-    if (await gone(step.waitMs)) {
+    if (await waitRepeating(step, gone)) {
       attempts.push({ step: step.name, outcome: 'ended' });
       return { endedBy: step.name, attempts };
     }
@@ -48,4 +53,16 @@ export async function escalate(
   throw new GoshipError('ESTOP', `the process is still running after ${attempts.map((a) => a.step).join(', ')}`, {
     hint: 'look for it with ps; a process in uninterruptible sleep (state D) cannot be killed until its I/O ends',
   });
+}
+
+/** Waits up to step.waitMs, re-sending the request every repeatMs (errors of a repeat are ignored). */
+async function waitRepeating(step: StopStep, gone: (waitMs: number) => Promise<boolean>): Promise<boolean> {
+  if (!step.repeatMs || step.repeatMs >= step.waitMs) return gone(step.waitMs);
+  const deadline = Date.now() + step.waitMs;
+  for (;;) {
+    const left = deadline - Date.now();
+    if (await gone(Math.max(0, Math.min(step.repeatMs, left)))) return true;
+    if (Date.now() >= deadline) return false;
+    await step.request().catch(() => undefined);
+  }
 }

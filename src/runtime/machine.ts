@@ -131,6 +131,9 @@ export interface StopTimeouts {
   killMs: number;
 }
 
+/** The ACPI power button is pressed again this often while the guest has not gone. */
+export const ACPI_REPEAT_MS = 3_000;
+
 export const DEFAULT_STOP_TIMEOUTS: StopTimeouts = { agentMs: 30_000, acpiMs: 30_000, quitMs: 5_000, termMs: 5_000, killMs: 5_000 };
 
 export interface StopOptions {
@@ -151,7 +154,7 @@ export async function stopMachine(id: string, pid: number, qmpSocket: string, op
   const steps: StopStep[] = [];
   if (!opts.force) {
     if (opts.agentShutdown) steps.push({ name: 'agent', request: opts.agentShutdown, waitMs: t.agentMs });
-    steps.push({ name: 'acpi', request: () => withQmp(qmpSocket, (q) => q.systemPowerdown(), 2000), waitMs: t.acpiMs });
+    steps.push({ name: 'acpi', request: () => withQmp(qmpSocket, (q) => q.systemPowerdown(), 2000), waitMs: t.acpiMs, repeatMs: ACPI_REPEAT_MS });
   }
   steps.push(
     { name: 'quit', request: () => withQmp(qmpSocket, (q) => q.quit(), 2000), waitMs: t.quitMs },

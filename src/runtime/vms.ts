@@ -80,6 +80,15 @@ function pidAlive(pid: number): boolean {
   }
 }
 
+/**
+ * Pure: did the guest power itself off? Linux prints `reboot: Power down` on
+ * its console as the very last thing before QEMU exits; a QEMU that was killed
+ * or crashed leaves no such line.
+ */
+export function guestPoweredOff(consoleTail: string): boolean {
+  return /reboot: Power down\s*$/.test(consoleTail.trimEnd());
+}
+
 /** An op whose goshipctl process is gone (killed, crashed). */
 export function opAbandoned(op: PendingOp | undefined): boolean {
   return op !== undefined && op.pid !== process.pid && !pidAlive(op.pid);
@@ -152,8 +161,12 @@ export class VmService {
     }
     if (!suspicious) return [];
     const tails = new Map<string, string>();
+    const poweredOff = new Set<string>();
     for (const vm of Object.values(snapshot.vms)) {
-      if (facts.get(vm.id) === undefined && LIVE_STATES.has(vm.state)) tails.set(vm.id, await logTail(vm.paths.qemuLog));
+      if (facts.get(vm.id) === undefined && LIVE_STATES.has(vm.state)) {
+        tails.set(vm.id, await logTail(vm.paths.qemuLog));
+        if (guestPoweredOff(await logTail(vm.paths.consoleLog, 5))) poweredOff.add(vm.id);
+      }
     }
     return this.ctx.store.update((draft) => {
       const changes: ReconcileChange[] = [];
@@ -166,12 +179,15 @@ export class VmService {
         delete vm.op;
         if (pid === undefined && LIVE_STATES.has(vm.state)) {
           const stopping = from === 'stopping';
-          vm.state = stopping ? 'stopped' : 'crashed';
+          const off = poweredOff.has(vm.id);
+          vm.state = stopping || off ? 'stopped' : 'crashed';
           vm.stoppedAt = this.ctx.now();
           delete vm.pid;
           if (stopping) vm.stopReason = 'stopped (the goshipctl that stopped it was interrupted)';
+          else if (off) vm.stopReason = 'the guest powered itself off';
           else vm.crash = { at: this.ctx.now(), logTail: tails.get(vm.id) ?? '' };
-          changes.push({ vm: vm.id, from, to: vm.state, reason: stopping ? 'process gone after an interrupted stop' : 'process gone' });
+          const reason = stopping ? 'process gone after an interrupted stop' : off ? 'guest powered off' : 'process gone';
+          changes.push({ vm: vm.id, from, to: vm.state, reason });
         } else if (pid !== undefined && !LIVE_STATES.has(vm.state)) {
           vm.state = 'running';
           vm.pid = pid;

@@ -105,6 +105,18 @@ describe('VM lifecycle on real QEMU', () => {
     await rt.vms.stop('lc-basic', { force: true });
   }, 120_000);
 
+  it('a guest that powers itself off is recorded as stopped, not crashed', async () => {
+    const vm = await rt.vms.start('lc-basic');
+    await waitConsole(vm.paths.consoleLog, 'acpid handles the power button');
+    // The power button pressed from outside GoShip's stop: the guest shuts itself down.
+    await withQmp(vm.paths.qmpSocket, (q) => q.systemPowerdown());
+    expect(await waitGone(vm.pid!, processMarker('lc-basic'), 30_000)).toBe(true);
+    expect(await rt.vms.reconcile()).toEqual([{ vm: 'lc-basic', from: 'running', to: 'stopped', reason: 'guest powered off' }]);
+    const rec = await rt.vms.get('lc-basic');
+    expect(rec.stopReason).toBe('the guest powered itself off');
+    expect(rec.crash).toBeUndefined();
+  }, 120_000);
+
   it('a recorded PID reused by an unrelated process is not mistaken for the VM', async () => {
     const vm = await rt.vms.start('lc-basic');
     process.kill(vm.pid!, 'SIGKILL');
