@@ -113,6 +113,16 @@ export function validateProjectOptions(o: CreateProjectOptions, host: HostFacts)
   return { name: o.name, cpus, memoryBytes, diskBytes, image, sshKeys, ports };
 }
 
+/** Pure: host ports another project already forwards (each host port serves one project). */
+export function portClashes(projects: Record<string, Project>, ports: PortForward[]): Issue[] {
+  const issues: Issue[] = [];
+  ports.forEach((p, i) => {
+    const owner = Object.values(projects).find((o) => o.spec.ports.some((q) => q.proto === p.proto && q.host === p.host));
+    if (owner) issues.push({ path: `--port[${i}]`, message: `host port ${p.proto}:${p.host} is already forwarded by project ${owner.name}` });
+  });
+  return issues;
+}
+
 function stateError(message: string, hint?: string): GoshipError {
   return new GoshipError('ESTATE', message, hint === undefined ? {} : { hint });
 }
@@ -193,6 +203,8 @@ export class ProjectService {
     await this.ctx.store.update((draft) => {
       assertNameFree(draft, 'project', v.name);
       assertNameFree(draft, 'vm', v.name);
+      const clashes = portClashes(draft.projects, v.ports);
+      if (clashes.length > 0) throw new ValidationError(clashes, { subject: 'invalid project', hint: 'pick other host ports' });
       draft.projects[v.name] = project;
     });
     const fail = async (err: unknown): Promise<never> => {
