@@ -188,7 +188,8 @@ export class VmService {
           else vm.crash = { at: this.ctx.now(), logTail: tails.get(vm.id) ?? '' };
           const reason = stopping ? 'process gone after an interrupted stop' : off ? 'guest powered off' : 'process gone';
           changes.push({ vm: vm.id, from, to: vm.state, reason });
-        } else if (pid !== undefined && !LIVE_STATES.has(vm.state)) {
+        } else if (pid !== undefined && (!LIVE_STATES.has(vm.state) || (interrupted && vm.state !== 'running' && vm.state !== 'ready'))) {
+          // A QEMU runs that no finished operation recorded: a goshipctl was killed between spawn and record.
           vm.state = 'running';
           vm.pid = pid;
           vm.startedAt ??= this.ctx.now();

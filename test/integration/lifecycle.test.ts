@@ -117,6 +117,26 @@ describe('VM lifecycle on real QEMU', () => {
     expect(rec.crash).toBeUndefined();
   }, 120_000);
 
+  it('a QEMU left by a goshipctl killed between spawn and record is adopted through its pidfile', async () => {
+    const vm = await rt.vms.start('lc-basic');
+    // What a kill -9 right after spawn leaves: state starting, the op of a dead goshipctl, no PID recorded.
+    const dead = spawn('true');
+    await new Promise((r) => dead.once('exit', r));
+    await rt.store.update((d) => {
+      const rec = d.vms['lc-basic']!;
+      rec.state = 'starting';
+      rec.op = { kind: 'start', pid: dead.pid!, startedAt: new Date().toISOString() };
+      delete rec.pid;
+    });
+    const changes = await rt.vms.reconcile();
+    expect(changes).toEqual([
+      { vm: 'lc-basic', from: 'starting', to: 'running', reason: `adopted running QEMU (pid ${vm.pid}) left by an interrupted start` },
+    ]);
+    const rec = await rt.vms.get('lc-basic');
+    expect([rec.state, rec.pid, rec.op]).toEqual(['running', vm.pid, undefined]);
+    expect((await rt.vms.stop('lc-basic', { force: true })).endedBy).toBe('quit');
+  }, 120_000);
+
   it('a recorded PID reused by an unrelated process is not mistaken for the VM', async () => {
     const vm = await rt.vms.start('lc-basic');
     process.kill(vm.pid!, 'SIGKILL');
