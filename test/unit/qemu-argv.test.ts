@@ -179,7 +179,9 @@ describe('buildArgv: whole VMs', () => {
       '-blockdev',
       'driver=raw,file=seed-file,node-name=seed-format,read-only=on',
       '-device',
-      'ide-cd,id=seed,bus=ide.1,drive=seed-format',
+      'virtio-scsi-pci,id=seed-scsi',
+      '-device',
+      'scsi-cd,id=seed,bus=seed-scsi.0,drive=seed-format',
       ...NET,
       ...AGENT,
       ...RNG,
@@ -389,7 +391,9 @@ describe('devices alone', () => {
       '-blockdev',
       'driver=raw,file=seed-file,node-name=seed-format,read-only=on',
       '-device',
-      'ide-cd,id=seed,bus=ide.1,drive=seed-format',
+      'virtio-scsi-pci,id=seed-scsi',
+      '-device',
+      'scsi-cd,id=seed,bus=seed-scsi.0,drive=seed-format',
     ]);
     expect(cdrom.validate(part, vctx(false))).toEqual([{ path: 'seed', message: 'file does not exist: /s,1.iso' }]);
   });

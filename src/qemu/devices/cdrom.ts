@@ -1,19 +1,24 @@
 /**
- * The cloud-init seed: a read-only CD-ROM on the board's own IDE/AHCI
- * controller, which both machines have even with `-nodefaults` (q35: ICH9
- * AHCI, buses ide.0–ide.5; pc: PIIX IDE, ide.0–ide.1). It sits on `ide.1`
- * on both: the secondary channel, where a CD-ROM conventionally goes on pc.
+ * The cloud-init seed: a read-only CD-ROM on its own virtio-scsi controller.
  *
  *   -blockdev driver=file,filename=SEED,node-name=seed-file,read-only=on
  *   -blockdev driver=raw,file=seed-file,node-name=seed-format,read-only=on
- *   -device ide-cd,id=seed,bus=ide.1,drive=seed-format
+ *   -device virtio-scsi-pci,id=seed-scsi
+ *   -device scsi-cd,id=seed,bus=seed-scsi.0,drive=seed-format
+ *
+ * Not on the board's IDE/AHCI bus: Debian's cloud kernel (the default image's,
+ * and Debian's genericcloud images') has no AHCI driver (`# CONFIG_SATA_AHCI
+ * is not set`), so an `ide-cd` on q35 is invisible to the guest and cloud-init
+ * falls back to DataSourceNone. virtio-scsi needs only virtio_scsi, sr_mod
+ * and isofs, which every virtio-capable guest kernel has.
  */
 import type { Issue } from '../../errors.ts';
 import { qemuOpts } from '../opts.ts';
 import { fileExists, plainPath } from './checks.ts';
 import type { CdromDevice, DeviceContext, ValidateContext } from './types.ts';
 
-export const CDROM_BUS = 'ide.1';
+/** The controller the seed CD-ROM sits on. */
+export const CDROM_CONTROLLER = 'seed-scsi';
 
 export function validate(part: CdromDevice, ctx: ValidateContext): Issue[] {
   const issues = plainPath(part.path, part.at);
@@ -29,6 +34,8 @@ export function toArgs(part: CdromDevice, _ctx: DeviceContext): string[] {
     '-blockdev',
     qemuOpts(undefined, { driver: 'raw', file, 'node-name': format, 'read-only': true }),
     '-device',
-    qemuOpts('ide-cd', { id: part.id, bus: CDROM_BUS, drive: format }),
+    qemuOpts('virtio-scsi-pci', { id: CDROM_CONTROLLER }),
+    '-device',
+    qemuOpts('scsi-cd', { id: part.id, bus: `${CDROM_CONTROLLER}.0`, drive: format }),
   ];
 }

@@ -1,0 +1,49 @@
+// Base images: the builder (mmdebstrap → ext4 → qcow2) and the catalogue.
+// and the fast test guest (fastguest.ts): the only public door of src/image.
+export {
+  buildImage,
+  imageCacheKey,
+  customisationTexts,
+  mirrorsFor,
+  mmdebstrapArgs,
+  validateBuildInputs,
+  fsSizeFor,
+  sweepStaleBuilds,
+  DPKG_EXCLUDES,
+  PRESET,
+  WAIT_ONLINE_DROPIN,
+  INITRAMFS_CONF,
+  IMAGE_BUILDER_VERSION,
+  ROOT_LABEL,
+  DEFAULT_CMDLINE,
+  DEFAULT_MIRROR,
+  DEFAULT_PACKAGES,
+  INITRAMFS_MODULES,
+  MASKED_UNITS,
+  SOCKET_ACTIVATED_UNITS,
+  CLOUD_CFG,
+  CUSTOMIZE_SCRIPT,
+  PROBE_PORT_NAME,
+  PROBE_SCRIPT,
+  PROBE_UNIT,
+} from './build.ts';
+export type { BuildImageOptions, KeyInputs } from './build.ts';
+export {
+  listImages,
+  imageInfo,
+  imageInfoFromDir,
+  removeImage,
+  importImage,
+  qemuImgInfo,
+  validateImageName,
+  imageNameIssues,
+  IMAGE_NAME_RE,
+  IMPORT_DEFAULT_CMDLINE,
+} from './catalog.ts';
+export type { ImageEntry, ImageInfo, ImportOptions } from './catalog.ts';
+export { MANIFEST_FORMAT, ManifestSchema, parseManifest, readManifest, writeManifest, sha256File } from './manifest.ts';
+export type { ImageManifest } from './manifest.ts';
+export { AGENT_UNIT, AGENT_UNIT_NAME, AGENT_UNIT_GUEST_PATH, AGENT_GUEST_DIR, AGENT_GUEST_PATH, AGENT_GUEST_NODE } from './agent-unit.ts';
+export { PHASE_START } from './progress.ts';
+export type { BuildPhase, BuildProgress, ProgressListener } from './progress.ts';
+export { ensureFastGuest, type FastGuest, type FastGuestOptions } from './fastguest.ts';
