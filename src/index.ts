@@ -7,7 +7,7 @@
  */
 export { GoshipError, ValidationError, NotSupportedError, type Issue } from './errors.ts';
 export { Layout, FILES, AGENT_PORT_NAME } from './layout.ts';
-export { Runtime, VmService, ProjectService, parsePort, validateProjectOptions, LayoutImages, DEFAULT_STOP_TIMEOUTS } from './runtime/index.ts';
+export { Runtime, VmService, ProjectService, parsePort, validateProjectOptions, ImageService, DEFAULT_STOP_TIMEOUTS } from './runtime/index.ts';
 export type {
   RuntimeOptions,
   CreateVmOptions,

@@ -1,14 +1,28 @@
 /**
- * Where a project's VM gets its base image from: `images/NAME/` under
- * GOSHIP_HOME, described by its manifest.
+ * Base images for the runtime: the catalogue under GOSHIP_HOME/images, the
+ * builder, and what a project's VM needs from an image (its base disk, its
+ * boot files, and the agent install when the agent is not baked in).
  */
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { GoshipError } from '../errors.ts';
-import { FILES, type Layout } from '../layout.ts';
+import type { Layout } from '../layout.ts';
 import type { AgentInstall } from '../cloudinit/index.ts';
+import {
+  AGENT_UNIT,
+  buildImage,
+  imageInfo,
+  importImage,
+  listImages,
+  removeImage,
+  type BuildImageOptions,
+  type ImageEntry,
+  type ImageInfo,
+  type ImportOptions,
+} from '../image/index.ts';
+import type { Store } from '../store/index.ts';
 
 export interface ResolvedImage {
   name: string;
@@ -33,47 +47,73 @@ export function agentBundlePath(): string {
   return found;
 }
 
-interface ManifestLike {
-  name?: string;
-  cmdline?: string;
-  kernelCmdline?: string;
-  agentBaked?: boolean;
-  kernel?: string | null;
-  initrd?: string | null;
-}
-
-export class LayoutImages implements ImageSource {
+export class ImageService implements ImageSource {
   constructor(
     private readonly layout: Layout,
-    private readonly agentUnit: () => Promise<string>,
+    private readonly store: Store,
+    private readonly now: () => string,
   ) {}
 
-  async resolve(name: string): Promise<ResolvedImage> {
-    const dir = this.layout.imageDir(name);
-    let manifest: ManifestLike;
-    try {
-      manifest = JSON.parse(await readFile(join(dir, FILES.imageManifest), 'utf8')) as ManifestLike;
-    } catch (cause) {
-      const missing = (cause as NodeJS.ErrnoException).code === 'ENOENT';
-      throw new GoshipError(
-        missing ? 'ENOTFOUND' : 'EIMAGE_MANIFEST',
-        missing ? `image ${name} does not exist` : `image ${name} has an unreadable manifest: ${(cause as Error).message}`,
-        { hint: missing ? (name === 'default' ? 'build it: goshipctl image build' : 'goshipctl image list shows the images') : `rebuild it: goshipctl image build ${name}`, cause },
-      );
+  /** Records an image in the store (the manifest on disk stays the source of truth for its files). */
+  private async record(info: ImageInfo, kind: 'built' | 'imported'): Promise<void> {
+    const m = info.manifest;
+    await this.store.update((draft) => {
+      draft.images[info.name] = {
+        name: info.name,
+        createdAt: draft.images[info.name]?.createdAt ?? this.now(),
+        kind,
+        dir: info.dir,
+        sha256: info.sha256,
+        sizeBytes: info.sizeBytes,
+        ...(m.packages ? { packages: m.packages } : {}),
+        ...(info.kernel ? { kernel: info.kernel } : {}),
+        ...(info.initrd ? { initrd: info.initrd } : {}),
+      };
+    });
+  }
+
+  async build(opts: Omit<BuildImageOptions, 'imagesDir' | 'agentBundle'>): Promise<ImageInfo> {
+    const info = await buildImage({ ...opts, imagesDir: this.layout.imagesDir, agentBundle: agentBundlePath(), debCacheDir: join(this.layout.home, 'cache', 'debs') });
+    await this.record(info, 'built');
+    return info;
+  }
+
+  async import(name: string, file: string, opts: ImportOptions = {}): Promise<ImageInfo> {
+    const info = await importImage(this.layout.imagesDir, name, file, opts);
+    await this.record(info, 'imported');
+    return info;
+  }
+
+  list(): Promise<ImageEntry[]> {
+    return listImages(this.layout.imagesDir);
+  }
+
+  info(name: string, opts: { verify?: boolean } = {}): Promise<ImageInfo> {
+    return imageInfo(this.layout.imagesDir, name, opts);
+  }
+
+  /** Removes an image, unless a VM's overlay still stands on it. */
+  async remove(name: string): Promise<void> {
+    const users = Object.values((await this.store.read()).vms).filter((v) => v.image === name);
+    if (users.length > 0) {
+      throw new GoshipError('ESTATE', `image ${name} is the base of ${users.map((v) => v.name).join(', ')}`, {
+        hint: 'delete those VMs or projects first: their disks are overlays on it',
+      });
     }
-    const kernel = join(dir, FILES.imageKernel);
-    const initrd = join(dir, FILES.imageInitrd);
-    const hasKernel = manifest.kernel !== null && existsSync(kernel);
-    const cmdline = manifest.cmdline ?? manifest.kernelCmdline;
+    await removeImage(this.layout.imagesDir, name);
+    await this.store.update((draft) => {
+      delete draft.images[name];
+    });
+  }
+
+  async resolve(name: string): Promise<ResolvedImage> {
+    const info = await this.info(name);
+    const m = info.manifest;
     return {
       name,
-      base: join(dir, FILES.imageBase),
-      boot: hasKernel ? { kernel, ...(existsSync(initrd) ? { initrd } : {}), ...(cmdline ? { cmdline } : {}) } : {},
-      ...(manifest.agentBaked
-        ? {}
-        : {
-            agentInstall: async () => ({ bundle: await readFile(agentBundlePath()), unit: await this.agentUnit() }),
-          }),
+      base: info.base,
+      boot: info.kernel ? { kernel: info.kernel, ...(info.initrd ? { initrd: info.initrd } : {}), ...(info.cmdline ? { cmdline: info.cmdline } : {}) } : {},
+      ...(m.agentBaked ? {} : { agentInstall: async () => ({ bundle: await readFile(agentBundlePath()), unit: AGENT_UNIT }) }),
     };
   }
 }

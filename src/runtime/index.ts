@@ -14,8 +14,7 @@ import { Store } from '../store/index.ts';
 import { hostFacts } from './host.ts';
 import { VmService } from './vms.ts';
 import { ProjectService } from './projects.ts';
-import { LayoutImages, type ImageSource } from './images.ts';
-import { AGENT_UNIT } from './agent-unit.ts';
+import { ImageService, type ImageSource } from './images.ts';
 
 export interface RuntimeOptions {
   layout?: Layout;
@@ -30,6 +29,7 @@ export interface RuntimeOptions {
 export class Runtime {
   readonly vms: VmService;
   readonly projects: ProjectService;
+  readonly images: ImageService;
   private hostCache: Promise<HostFacts> | undefined;
 
   private constructor(
@@ -45,10 +45,11 @@ export class Runtime {
       now: () => new Date().toISOString(),
       qemuBinary: opts.qemuBinary ?? QEMU_BINARY,
     });
+    this.images = new ImageService(layout, store, () => new Date().toISOString());
     this.projects = new ProjectService({
       store,
       vms: this.vms,
-      images: opts.images ?? new LayoutImages(layout, async () => AGENT_UNIT),
+      images: opts.images ?? this.images,
       host: () => this.host(),
       now: () => new Date().toISOString(),
     });
@@ -70,7 +71,7 @@ export class Runtime {
 export { VmService } from './vms.ts';
 export { ProjectService, parsePort, validateProjectOptions, readSshKeys, PROJECT_DEFAULTS } from './projects.ts';
 export type { CreateProjectOptions, ProjectView, ProjectInfo } from './projects.ts';
-export { LayoutImages, agentBundlePath, type ImageSource, type ResolvedImage } from './images.ts';
+export { ImageService, agentBundlePath, type ImageSource, type ResolvedImage } from './images.ts';
 export type { CreateVmOptions, StartVmOptions, StopVmOptions, StopVmResult, ReconcileChange } from './vms.ts';
 export type { EscalationResult, StopStepName } from './escalate.ts';
 export { DEFAULT_STOP_TIMEOUTS, type StopTimeouts } from './machine.ts';

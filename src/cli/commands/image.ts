@@ -1,10 +1,116 @@
 /** goshipctl image …: base images (built from Debian packages, or imported). */
 import type { CAC } from 'cac';
-import { NotSupportedError } from '../../errors.ts';
-import type { CommandContext } from '../context.ts';
+import type { ImageInfo } from '../../image/index.ts';
+import { rawValue, rawValues } from '../args.ts';
+import { type CommandContext, bytes } from '../context.ts';
+import { table } from '../output.ts';
 
-export function registerImage(cli: CAC, _ctx: CommandContext): void {
+function imageJson(i: ImageInfo) {
+  return {
+    name: i.name,
+    dir: i.dir,
+    base: i.base,
+    kernel: i.kernel ?? null,
+    initrd: i.initrd ?? null,
+    cmdline: i.cmdline ?? null,
+    sizeBytes: i.sizeBytes,
+    sha256: i.sha256,
+    manifest: i.manifest,
+  };
+}
+
+export function registerImage(cli: CAC, ctx: CommandContext): void {
+  const a = ctx.argv;
+
+  cli
+    .command('build [name]', 'build a base image from Debian packages with mmdebstrap (cached: same inputs, no rebuild)')
+    .option('--packages <list>', 'extra Debian packages, comma-separated (repeatable)')
+    .option('--force', 'rebuild even when an image with the same inputs exists')
+    .example('goshipctl image build')
+    .example('goshipctl image build tools --packages git,make')
+    .action(async (name: string | undefined, o: { force?: boolean }) => {
+      const rt = await ctx.runtime();
+      const extra = rawValues(a, 'packages').flatMap((p) => p.split(',')).map((p) => p.trim()).filter(Boolean);
+      const p = ctx.out.progress(`building image ${name ?? 'default'}`);
+      try {
+        const info = await rt.images.build({ ...(name ? { name } : {}), extraPackages: extra, force: Boolean(o.force), onProgress: (e) => p.update(`image ${name ?? 'default'}: ${e.message}`) });
+        p.done();
+        ctx.out.result(imageJson(info), () => `image ${info.name}: ${info.base} (${bytes(info.sizeBytes)}, sha256 ${info.sha256.slice(0, 16)}…)`);
+      } catch (err) {
+        p.done();
+        throw err;
+      }
+    });
+
   cli.command('list', 'list base images').action(async () => {
-    throw new NotSupportedError('image commands are not available yet');
+    const rt = await ctx.runtime();
+    const entries = await rt.images.list();
+    ctx.out.result(
+      entries.map((e) => (e.ok ? { ok: true, ...imageJson(e) } : { ok: false, name: e.name, dir: e.dir, error: e.error.toJSON() })),
+      () =>
+        entries.length === 0
+          ? 'no images (build the default one: goshipctl image build)'
+          : table(
+              ['NAME', 'SIZE', 'BOOT', 'BUILT', 'SHA256'],
+              entries.map((e) =>
+                e.ok
+                  ? [e.name, bytes(e.sizeBytes), e.kernel ? 'kernel' : 'firmware', e.manifest.builtAt, `${e.sha256.slice(0, 12)}…`]
+                  : [e.name, '-', '-', '-', `broken: ${e.error.message}`],
+              ),
+            ),
+    );
   });
+
+  cli
+    .command('info <name>', 'one image: packages, size, sha256, build date, boot files')
+    .option('--verify', 'recompute the sha256 of base.qcow2 and compare it with the manifest')
+    .action(async (name: string, o: { verify?: boolean }) => {
+      const rt = await ctx.runtime();
+      const i = await rt.images.info(name, { verify: Boolean(o.verify) });
+      const m = i.manifest;
+      ctx.out.result(imageJson(i), () =>
+        [
+          `name      ${i.name}`,
+          `base      ${i.base} (${bytes(i.sizeBytes)})`,
+          `sha256    ${i.sha256}${o.verify ? ' (verified)' : ''}`,
+          `built     ${m.builtAt}${m.suite ? ` from Debian ${m.suite}` : ''}`,
+          `boot      ${i.kernel ? `kernel ${i.kernel}${i.initrd ? `, initrd ${i.initrd}` : ''}\n          cmdline ${i.cmdline ?? '-'}` : 'firmware'}`,
+          `agent     ${m.agentBaked ? 'baked in' : 'installed by cloud-init at first boot'}`,
+          ...(m.packages ? [`packages  ${m.packages.join(' ')}`] : []),
+        ].join('\n'),
+      );
+    });
+
+  cli.command('remove <name>', 'remove a base image').alias('rm').action(async (name: string) => {
+    const rt = await ctx.runtime();
+    await rt.images.remove(name);
+    ctx.out.result({ removed: name }, () => `image ${name} removed`);
+  });
+
+  cli
+    .command('import <name> <file>', 'import your own cloud image (qcow2 or raw, with cloud-init); firmware boot unless --kernel')
+    .option('--kernel <file>', 'kernel for direct kernel boot')
+    .option('--initrd <file>', 'its initrd')
+    .option('--cmdline <text>', 'its command line')
+    .option('--force', 'replace an image of that name')
+    .action(async (name: string, file: string, o: { force?: boolean }) => {
+      const rt = await ctx.runtime();
+      const kernel = rawValue(a, 'kernel');
+      const initrd = rawValue(a, 'initrd');
+      const cmdline = rawValue(a, 'cmdline');
+      const p = ctx.out.progress(`importing ${file} as ${name}`);
+      try {
+        const info = await rt.images.import(name, file, {
+          ...(kernel ? { kernel } : {}),
+          ...(initrd ? { initrd } : {}),
+          ...(cmdline ? { cmdline } : {}),
+          force: Boolean(o.force),
+        });
+        p.done();
+        ctx.out.result(imageJson(info), () => `image ${info.name} imported (${bytes(info.sizeBytes)})`);
+      } catch (err) {
+        p.done();
+        throw err;
+      }
+    });
 }
