@@ -1,0 +1,37 @@
+/**
+ * An end-to-end environment: a private GOSHIP_HOME whose `images/default` is
+ * the real Debian image built (or reused from the cache) by GoShip's own
+ * builder. The image directory is linked, not copied: overlays only read it.
+ */
+import { mkdir, symlink } from 'node:fs/promises';
+import { execa } from 'execa';
+import { ensureTestImage, type ImageInfo } from './debian-image.ts';
+import { testEnv, type TestEnv } from './runtime-env.ts';
+
+export interface ProjectEnv extends TestEnv {
+  image: ImageInfo;
+  /** Kills every QEMU of this environment (by its GOSHIP_RUN path in the argv) and removes it. */
+  cleanupAll: () => Promise<void>;
+}
+
+export async function projectEnv(prefix: string, log?: (line: string) => void): Promise<ProjectEnv> {
+  const image = await ensureTestImage(log ? { log } : {});
+  const env = await testEnv(prefix);
+  await mkdir(env.layout.imagesDir, { recursive: true, mode: 0o700 });
+  await symlink(image.dir, env.layout.imageDir('default'));
+  return {
+    ...env,
+    image,
+    cleanupAll: async () => {
+      const { stdout } = await execa('pgrep', ['-f', `path=${env.layout.run}/`], { reject: false });
+      for (const pid of stdout.split('\n').filter(Boolean)) {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+      await env.cleanup();
+    },
+  };
+}
