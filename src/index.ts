@@ -30,4 +30,4 @@ export { QmpClient } from './qmp/index.ts';
 export { AgentClient } from './serial/index.ts';
 export { Store } from './store/index.ts';
 export type { State, Project, Vm, Image, App, Node } from './store/index.ts';
-export { ensureFastGuest } from './image/fastguest.ts';
+export { ensureFastGuest, buildImage } from './image/index.ts';

@@ -5,6 +5,7 @@
 import { Buffer } from 'node:buffer';
 import { write as fsWrite } from 'node:fs';
 import type { Socket } from 'node:net';
+import { whenWritable } from '../../src/protocol/index.ts';
 
 /** Bytes the agent may have queued for the host before stream pumps wait. */
 export const LINK_HIGH_WATER = 1024 * 1024;
@@ -32,17 +33,7 @@ export class SocketLink implements Link {
   }
 
   whenWritable(): Promise<void> {
-    const s = this.#socket;
-    if (s.destroyed || !s.writableNeedDrain) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = (): void => {
-        s.off('drain', done);
-        s.off('close', done);
-        resolve();
-      };
-      s.on('drain', done);
-      s.on('close', done);
-    });
+    return whenWritable(this.#socket);
   }
 
   dropQueued(): void {

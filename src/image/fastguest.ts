@@ -18,6 +18,7 @@ import { hostname } from 'node:os';
 import { join, posix, relative, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { GoshipError } from '../errors.ts';
+import { pidAlive } from '../qemu/process.ts';
 
 /** Bump whenever the build changes in a way the other key inputs do not capture. */
 export const FASTGUEST_BUILDER_VERSION = 2;
@@ -315,15 +316,6 @@ async function sweepStaleBuilds(root: string, log: (line: string) => void): Prom
       log(`fastguest: removing the stale build ${name}`);
       await rm(join(root, name), { recursive: true, force: true });
     }
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

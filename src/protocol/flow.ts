@@ -8,6 +8,7 @@
  * stream, and a sender that ignores its credit is detected, not obeyed.
  */
 import { Buffer } from 'node:buffer';
+import type { Writable } from 'node:stream';
 import { ACK_THRESHOLD, MAX_CHUNK, STREAM_WINDOW } from './constants.ts';
 
 /** The sending side's credit: what it may still send before the next ack. */
@@ -132,4 +133,18 @@ export async function pumpWithCredit(
     }
   }
   return total;
+}
+
+/** Resolves once `stream` can take more writes: at once, on `drain`, or when it closes. */
+export function whenWritable(stream: Writable): Promise<void> {
+  if (stream.destroyed || !stream.writableNeedDrain) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      resolve();
+    };
+    stream.on('drain', done);
+    stream.on('close', done);
+  });
 }

@@ -12,6 +12,16 @@ import { processMarker } from './argv.ts';
 
 export { processMarker };
 
+/** Whether any process has this PID (ours or not): `kill(pid, 0)`, EPERM counting as alive. */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** Pure: does this NUL-separated /proc/PID/cmdline belong to the VM with this marker? */
 export function cmdlineHasMarker(cmdline: string, marker: string): boolean {
   const args = cmdline.split('\0');

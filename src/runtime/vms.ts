@@ -14,7 +14,7 @@ import type { Layout } from '../layout.ts';
 import { buildSeed, type SeedOptions } from '../cloudinit/index.ts';
 import { buildArgv, resolveSpec, type HostFacts, type VmConfig, type VmSpec } from '../qemu/index.ts';
 import { createOverlay } from '../qemu/img.ts';
-import { isOurProcess, logTail, processMarker } from '../qemu/process.ts';
+import { isOurProcess, logTail, pidAlive, processMarker } from '../qemu/process.ts';
 import { AgentClient, type ConnectProgress } from '../serial/index.ts';
 import { type PendingOp, type State, type Store, type Vm, findRecord, requireRecord, assertNameFree, LOCAL_NODE } from '../store/index.ts';
 import type { EscalationResult } from './escalate.ts';
@@ -69,15 +69,6 @@ export interface ReconcileChange {
 
 function stateError(message: string, hint?: string): GoshipError {
   return new GoshipError('ESTATE', message, hint === undefined ? {} : { hint });
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**

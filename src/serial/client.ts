@@ -44,6 +44,7 @@ import {
   type InfoResult,
   type ShutdownResult,
   type StreamName,
+  whenWritable,
 } from '../protocol/index.ts';
 import { AgentClosedError, AgentError, AgentProtocolError, AgentRemoteError, AgentTimeoutError } from './errors.ts';
 
@@ -495,17 +496,7 @@ export class AgentClient {
   }
 
   #whenWritable(): Promise<void> {
-    const s = this.#stream;
-    if (s.destroyed || !s.writableNeedDrain) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = (): void => {
-        s.off('drain', done);
-        s.off('close', done);
-        resolve();
-      };
-      s.on('drain', done);
-      s.on('close', done);
-    });
+    return whenWritable(this.#stream);
   }
 
   #request(method: string, params: unknown, setup: RequestSetup = {}): { id: number; result: Promise<unknown>; pending: Pending } {

@@ -5,19 +5,13 @@
  * names what the user wrote (`disks[1].path`).
  */
 import type { Issue } from '../../errors.ts';
-import type { DiskCache, DiskFormat, ForwardConfig, HostFacts, HugepageSize, MachineType } from '../spec.ts';
+import type { DiskConfig, ForwardConfig, HostFacts, HugepageSize, MachineType } from '../spec.ts';
 
-export interface DiskDevice {
+export interface DiskDevice extends DiskConfig {
   kind: 'disk';
   at: string;
   /** Device id; node names are `ID-file` and `ID-format`. */
   id: string;
-  path: string;
-  format: DiskFormat;
-  cache: DiskCache;
-  discard: boolean;
-  readOnly: boolean;
-  serial: string | undefined;
   /** Set on the boot disk under firmware boot. */
   bootIndex: number | undefined;
 }

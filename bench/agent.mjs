@@ -1,0 +1,100 @@
+// Benchmark (issue: first boot and the guest agent), real Debian image under TCG:
+//  - boot to agent ready: GoShip `vm start` (spawn → QMP cont → agent hello), median of fresh first boots;
+//  - agent round-trip time (ping), median of 50;
+//  - upload throughput against the raw throughput of the same virtio-serial port
+//    (bytes written straight to the chardev socket, counted by `head -c` in the guest).
+//
+//   npm run bench -- agent [--runs 3]
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { Runtime, Layout, buildImage } from '../dist/lib.mjs';
+import { cacheDir, fmt, median, now, tempEnv } from './lib.mjs';
+
+const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 3;
+const agentBundle = new URL('../dist/goship-agent.mjs', import.meta.url).pathname;
+// The same inputs as the tests' image (test/helpers/debian-image.ts): the cache is shared.
+const image = await buildImage({ name: 'default', agentBundle, imagesDir: cacheDir('images'), debCacheDir: cacheDir('debs'), bootProbe: true });
+const t = await tempEnv('ba');
+const layout = new Layout(t.env.GOSHIP_HOME, t.env.GOSHIP_RUN);
+const rt = await Runtime.open({ layout });
+const boot = { kernel: image.kernel, initrd: image.initrd, cmdline: image.cmdline };
+
+async function fresh(name) {
+  await rt.vms.create({
+    spec: { name, cpu: { count: 2 }, memory: '1G' },
+    base: { path: image.base, name: 'default', ...boot },
+    seed: { instanceId: `iid-${name}`, hostname: name, sshKeys: [] },
+  });
+}
+
+const sink = () => new Writable({ write: (_c, _e, cb) => cb() });
+const MiB = 1024 * 1024;
+
+try {
+  // 1. Boot to agent ready, fresh VMs (first boot each time).
+  const readyMs = [];
+  for (let i = 0; i < runs; i++) {
+    const name = `b${i}`;
+    await fresh(name);
+    const t0 = now();
+    await rt.vms.start(name, { waitAgent: true, agentTimeoutMs: 240_000 });
+    readyMs.push(now() - t0);
+    if (i < runs - 1) await rt.vms.destroy(name, { force: true });
+  }
+  const vmName = `b${runs - 1}`;
+  let agent = await rt.vms.agent(vmName, 30_000);
+
+  // 2. Round-trip time.
+  const rtt = [];
+  for (let i = 0; i < 50; i++) rtt.push((await agent.ping()).rttMs);
+
+  // 3. Upload throughput vs the raw port.
+  const size = 64 * MiB;
+  const file = join(t.root, 'blob');
+  await writeFile(file, randomBytes(size));
+  const up0 = now();
+  await agent.upload(file, '/var/tmp/blob');
+  const uploadMs = now() - up0;
+
+  // Raw: stop the agent, let `head -c` count SIZE bytes from the port, start the agent again.
+  const vm = await rt.vms.get(vmName);
+  const port = '/dev/virtio-ports/org.goship.agent.0';
+  await agent.exec(['systemd-run', '--unit=goship-rawcount', '--collect', 'sh', '-c',
+    `sleep 1; systemctl stop goship-agent; head -c ${size} ${port} | wc -c > /var/tmp/raw-count; systemctl start goship-agent`], { stdout: sink(), stderr: sink() });
+  await agent.close();
+  await new Promise((r) => setTimeout(r, 4000)); // the agent stops, head opens the port
+  const chunk = Buffer.alloc(MiB, 0x5a);
+  const raw0 = now();
+  await new Promise((resolve, reject) => {
+    const s = connect(vm.paths.agentSocket);
+    s.on('error', reject);
+    s.on('connect', async () => {
+      for (let sent = 0; sent < size; sent += chunk.length) {
+        if (!s.write(chunk)) await new Promise((r) => s.once('drain', r));
+      }
+      s.end(resolve);
+    });
+  });
+  const rawMs = now() - raw0;
+  agent = await rt.vms.agent(vmName, 60_000);
+  const counted = [];
+  await agent.exec(['cat', '/var/tmp/raw-count'], { stdout: new Writable({ write: (c, _e, cb) => (counted.push(c), cb()) }), stderr: sink() });
+  const rawCount = Number(Buffer.concat(counted).toString().trim());
+  await agent.close();
+
+  const upMiBs = size / MiB / (uploadMs / 1000);
+  const rawMiBs = size / MiB / (rawMs / 1000);
+  console.log(`Guest agent, Debian image under TCG (${runs} fresh boots; 50 pings; ${size / MiB} MiB transfers)`);
+  console.log(`boot → agent ready (median)   ${fmt(median(readyMs))}   runs: ${readyMs.map(fmt).join(', ')}   target ≤ 15 s`);
+  console.log(`agent round trip (median)     ${fmt(median(rtt))}`);
+  console.log(`upload (sha256 + fsync)       ${upMiBs.toFixed(1)} MiB/s`);
+  console.log(`raw port (guest counted ${rawCount} bytes) ${rawMiBs.toFixed(1)} MiB/s`);
+  console.log(`upload / raw                  ${(upMiBs / rawMiBs).toFixed(2)}×   target ≥ 0.8×`);
+  if (rawCount !== size) console.log(`warning: the guest counted ${rawCount} of ${size} bytes`);
+} finally {
+  for (const v of await rt.vms.list().catch(() => [])) await rt.vms.destroy(v.name, { force: true }).catch(() => {});
+  await t.cleanup().catch(() => {});
+}

@@ -1,0 +1,105 @@
+// Benchmark (issue: projects), real Debian image under TCG:
+//  - `goshipctl project create` → ready (a whole CLI process: validation, overlay,
+//    seed, spawn, QMP, agent sync) against plain QEMU with the same argv to the
+//    agent's first line on its virtio-serial port: the control plane's overhead;
+//  - the cold start of `goshipctl project list --json` with 50 projects recorded.
+//
+//   npm run bench -- project [--runs 3]
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, symlinkSync } from 'node:fs';
+import { connect } from 'node:net';
+import { dirname } from 'node:path';
+import { QmpClient, Runtime, Layout, buildImage } from '../dist/lib.mjs';
+import { cacheDir, fmt, median, now, report, spawnPlain, tempEnv, waitForFile } from './lib.mjs';
+
+const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 3;
+const cli = new URL('../bin/goshipctl.mjs', import.meta.url).pathname;
+const agentBundle = new URL('../dist/goship-agent.mjs', import.meta.url).pathname;
+const image = await buildImage({ name: 'default', agentBundle, imagesDir: cacheDir('images'), debCacheDir: cacheDir('debs'), bootProbe: true });
+const t = await tempEnv('bp');
+const layout = new Layout(t.env.GOSHIP_HOME, t.env.GOSHIP_RUN);
+mkdirSync(layout.imagesDir, { recursive: true, mode: 0o700 });
+symlinkSync(image.dir, layout.imageDir('default'));
+const rt = await Runtime.open({ layout });
+const g = (...args) => execFileSync(process.execPath, [cli, ...args], { env: t.env, stdio: ['ignore', 'pipe', 'inherit'] });
+
+/** Connects to the agent socket and resolves at the first newline the guest sends. */
+function firstLine(sock, timeoutMs = 240_000) {
+  return new Promise((resolve, reject) => {
+    const deadline = Date.now() + timeoutMs;
+    const attempt = () => {
+      const s = connect(sock);
+      s.on('data', (d) => {
+        if (d.includes(10)) {
+          s.destroy();
+          resolve();
+        }
+      });
+      s.on('error', () => (Date.now() > deadline ? reject(new Error('no agent line')) : setTimeout(attempt, 20)));
+    };
+    attempt();
+  });
+}
+
+const goship = [];
+const plain = [];
+try {
+  for (let i = 0; i < runs; i++) {
+    // GoShip: the whole CLI command.
+    let t0 = now();
+    g('project', 'create', `p${i}`, '--cpus', '2', '--memory', '1G');
+    goship.push(now() - t0);
+    g('project', 'delete', `p${i}`, '--force');
+
+    // Plain QEMU, same argv, same kind of fresh overlay and seed (made by GoShip, not timed).
+    g('project', 'create', `q${i}`, '--cpus', '2', '--memory', '1G', '--no-start');
+    const vm = await rt.vms.get(`q${i}`);
+    const argv = await rt.vms.argvFor(vm.config);
+    mkdirSync(dirname(vm.paths.qmpSocket), { recursive: true, mode: 0o700 });
+    t0 = now();
+    const { child, exited } = spawnPlain(argv);
+    await waitForFile(vm.paths.qmpSocket);
+    let q;
+    for (;;) {
+      try {
+        q = await QmpClient.connect(vm.paths.qmpSocket, { timeoutMs: 5000 });
+        break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+    await q.cont();
+    await q.close();
+    await firstLine(vm.paths.agentSocket);
+    plain.push(now() - t0);
+    child.kill('SIGKILL');
+    await exited;
+    g('project', 'delete', `q${i}`, '--force');
+  }
+
+  // 50 projects recorded (not started), then the cold start of `project list --json`.
+  for (let i = 0; i < 50; i++) g('project', 'create', `l${i}`, '--no-start', '--memory', '256M');
+  const list = [];
+  for (let i = 0; i < 15; i++) {
+    const t0 = now();
+    const r = spawnSync(process.execPath, [cli, 'project', 'list', '--json'], { env: t.env, encoding: 'utf8' });
+    list.push(now() - t0);
+    if (JSON.parse(r.stdout).length !== 50) throw new Error('expected 50 projects');
+  }
+  const nodeOnly = [];
+  for (let i = 0; i < 15; i++) {
+    const t0 = now();
+    spawnSync(process.execPath, ['-e', '0']);
+    nodeOnly.push(now() - t0);
+  }
+
+  console.log(`Projects, Debian image under TCG, median of ${runs} runs`);
+  report([
+    { what: 'project create → ready vs plain QEMU → agent first line', goship: median(goship), baseline: median(plain), target: '≤ 1.03×' },
+    { what: 'project list --json, 50 projects (cold process)', goship: median(list), baseline: median(nodeOnly), target: '≤ 150 ms (baseline: node -e 0)' },
+  ]);
+  console.log(`runs: goship ${goship.map(fmt).join(', ')}; plain ${plain.map(fmt).join(', ')}`);
+} finally {
+  for (const p of await rt.projects.list().catch(() => [])) await rt.projects.delete(p.project.name, { force: true }).catch(() => {});
+  await t.cleanup().catch(() => {});
+}
