@@ -13,7 +13,8 @@ import { GoshipError } from '../errors.ts';
 import type { Layout } from '../layout.ts';
 import { buildSeed, type SeedOptions } from '../cloudinit/index.ts';
 import { buildArgv, resolveSpec, type HostFacts, type VmConfig, type VmSpec } from '../qemu/index.ts';
-import { createOverlay } from '../qemu/img.ts';
+import { createOverlay, imageChain } from '../qemu/img.ts';
+import type { ImageLayer } from '../qemu/img-info.ts';
 import { isOurProcess, logTail, pidAlive, processMarker } from '../qemu/process.ts';
 import { AgentClient, type ConnectProgress } from '../serial/index.ts';
 import { type PendingOp, type State, type Store, type Vm, findRecord, requireRecord, assertNameFree, LOCAL_NODE } from '../store/index.ts';
@@ -418,6 +419,12 @@ export class VmService {
     await store.update((draft) => {
       delete draft.vms[vm.id];
     });
+  }
+
+  /** The VM's first disk's backing chain (overlay first, base last), from `qemu-img info`. */
+  async diskChain(name: string): Promise<ImageLayer[] | undefined> {
+    const vm = await this.get(name);
+    return vm.paths.overlay ? imageChain(vm.paths.overlay) : undefined;
   }
 
   /** Live QMP status of a running VM. */

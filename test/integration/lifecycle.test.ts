@@ -235,6 +235,11 @@ describe('VM lifecycle on real QEMU', () => {
       });
       expect(existsSync(vm.paths.overlay!)).toBe(true);
       expect(existsSync(vm.paths.seed!)).toBe(true);
+      // The backing chain, as `vm status` shows it: the overlay on the base.
+      expect((await rt.vms.diskChain('lc-disk'))!.map((l) => [l.filename, l.format])).toEqual([
+        [vm.paths.overlay!, 'qcow2'],
+        [base, 'qcow2'],
+      ]);
       await rt.vms.start('lc-disk');
       expect(existsSync(vm.paths.qmpSocket)).toBe(true);
       await rt.vms.destroy('lc-disk', { force: true });

@@ -153,7 +153,8 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
     await rt.vms.reconcile();
     const vm = await rt.vms.get(name);
     const qmp = await rt.vms.qmpStatus(name).catch((e: Error) => ({ error: e.message }));
-    ctx.out.result({ ...vm, qmp }, () =>
+    const disk = await rt.vms.diskChain(name).catch((e: Error) => ({ error: e.message }));
+    ctx.out.result({ ...vm, qmp, disk: disk ?? null }, () =>
       [
         `name      ${vm.name}`,
         `state     ${vm.state}${vm.pid ? ` (pid ${vm.pid})` : ''}${qmp && 'status' in qmp ? `, QMP: ${qmp.status}` : ''}`,
@@ -161,6 +162,9 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
         ...(vm.stopReason ? [`stopped   ${vm.stopReason}`] : []),
         `uptime    ${vm.state === 'running' || vm.state === 'ready' ? since(vm.startedAt) : '-'}`,
         ...(vm.agent ? [`agent     ${vm.agent.version} (hostname ${vm.agent.hostname})`] : []),
+        ...(Array.isArray(disk)
+          ? disk.map((l, i) => `${i === 0 ? 'disk      ' : '  backed by '}${l.filename} (${l.format}, virtual ${bytes(l.virtualSize)}, on host ${bytes(l.actualSize)})`)
+          : []),
         `dir       ${vm.paths.dir}`,
         `console   ${vm.paths.consoleLog}`,
         `qemu log  ${vm.paths.qemuLog}`,
