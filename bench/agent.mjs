@@ -60,24 +60,23 @@ try {
   const uploadMs = now() - up0;
 
   // Raw: stop the agent, let `head -c` count SIZE bytes from the port, start the agent again.
+  // The host stays connected from before `head` opens the port: a virtio port
+  // reads as EOF while no host is connected, which would end `head` at once.
   const vm = await rt.vms.get(vmName);
   const port = '/dev/virtio-ports/org.goship.agent.0';
   await agent.exec(['systemd-run', '--unit=goship-rawcount', '--collect', 'sh', '-c',
-    `sleep 1; systemctl stop goship-agent; head -c ${size} ${port} | wc -c > /var/tmp/raw-count; systemctl start goship-agent`], { stdout: sink(), stderr: sink() });
+    `sleep 2; systemctl stop goship-agent; head -c ${size} ${port} | wc -c > /var/tmp/raw-count; systemctl start goship-agent`], { stdout: sink(), stderr: sink() });
   await agent.close();
-  await new Promise((r) => setTimeout(r, 4000)); // the agent stops, head opens the port
+  const raw = connect(vm.paths.agentSocket);
+  raw.on('data', () => {}); // whatever the agent still says is dropped
+  await new Promise((resolve, reject) => raw.once('connect', resolve).once('error', reject));
+  await new Promise((r) => setTimeout(r, 6000)); // the agent stops, head opens the port
   const chunk = Buffer.alloc(MiB, 0x5a);
   const raw0 = now();
-  await new Promise((resolve, reject) => {
-    const s = connect(vm.paths.agentSocket);
-    s.on('error', reject);
-    s.on('connect', async () => {
-      for (let sent = 0; sent < size; sent += chunk.length) {
-        if (!s.write(chunk)) await new Promise((r) => s.once('drain', r));
-      }
-      s.end(resolve);
-    });
-  });
+  for (let sent = 0; sent < size; sent += chunk.length) {
+    if (!raw.write(chunk)) await new Promise((r) => raw.once('drain', r));
+  }
+  await new Promise((r) => raw.end(r));
   const rawMs = now() - raw0;
   agent = await rt.vms.agent(vmName, 60_000);
   const counted = [];

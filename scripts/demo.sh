@@ -28,7 +28,10 @@ echo
 echo "== goshipctl vm exec demo -- uname -a   (runs inside the VM)"
 g vm exec demo -- uname -a
 echo
-echo "== goshipctl vm info demo"
+echo "== goshipctl vm exec demo -- cloud-init status --wait   (first-boot provisioning by cloud-init)"
+g vm exec demo -- cloud-init status --wait
+echo
+echo "== goshipctl vm info demo   (hostname set by cloud-init, disk grown to 10G)"
 g vm info demo
 echo
 echo "The demo VM keeps running. Try: goshipctl vm exec demo -- cat /etc/os-release"

@@ -22,14 +22,14 @@ import type { ImageSource } from './images.ts';
 import { opAbandoned, type StopVmResult, type VmService } from './vms.ts';
 import type { StopTimeouts } from './machine.ts';
 
-export const PROJECT_DEFAULTS = { cpus: 1, memory: '1G', image: 'default' } as const;
+export const PROJECT_DEFAULTS = { cpus: 1, memory: '1G', disk: '10G', image: 'default' } as const;
 
 export interface CreateProjectOptions {
   name: string;
   cpus?: number;
   /** A size: '2G', '512M' or bytes. */
   memory?: string | number;
-  /** Virtual size of the project's disk; default: the image's. */
+  /** Virtual size of the project's disk (default 10G; at least the image's). */
   disk?: string | number;
   image?: string;
   /** OpenSSH public key lines. */
@@ -67,7 +67,7 @@ export interface ValidatedProject {
   name: string;
   cpus: number;
   memoryBytes: number;
-  diskBytes: number | undefined;
+  diskBytes: number;
   image: string;
   sshKeys: string[];
   ports: PortForward[];
@@ -90,13 +90,11 @@ export function validateProjectOptions(o: CreateProjectOptions, host: HostFacts)
   else if (mem.bytes > host.memTotalBytes) {
     issues.push({ path: '--memory', message: `${o.memory} is more than this host has (${Math.floor(host.memTotalBytes / 1024 / 1024)}M)` });
   } else memoryBytes = mem.bytes;
-  let diskBytes: number | undefined;
-  if (o.disk !== undefined) {
-    const d = parseSize(o.disk);
-    if (!d.ok) issues.push({ path: '--disk', message: d.message });
-    else if (d.bytes < 1024 * 1024 * 1024) issues.push({ path: '--disk', message: `expected at least 1G, got ${o.disk}` });
-    else diskBytes = d.bytes;
-  }
+  let diskBytes = 0;
+  const d = parseSize(o.disk ?? PROJECT_DEFAULTS.disk);
+  if (!d.ok) issues.push({ path: '--disk', message: d.message });
+  else if (d.bytes < 1024 * 1024 * 1024) issues.push({ path: '--disk', message: `expected at least 1G, got ${o.disk}` });
+  else diskBytes = d.bytes;
   const image = o.image ?? PROJECT_DEFAULTS.image;
   if (!NAME_PATTERN.test(image)) issues.push({ path: '--image', message: `expected ${NAME_RULE}, got ${JSON.stringify(image)}` });
   const ports: PortForward[] = [];
@@ -196,7 +194,7 @@ export class ProjectService {
       createdAt: now,
       node: LOCAL_NODE,
       vmId: v.name,
-      spec: { cpus: v.cpus, memoryBytes: v.memoryBytes, diskBytes: v.diskBytes ?? 0, image: v.image, ports: v.ports, sshKeys: v.sshKeys },
+      spec: { cpus: v.cpus, memoryBytes: v.memoryBytes, diskBytes: v.diskBytes, image: v.image, ports: v.ports, sshKeys: v.sshKeys },
       state: 'creating',
       op: this.op('create'),
     };
@@ -227,7 +225,7 @@ export class ProjectService {
           network: { mode: 'user', forwards: v.ports.map((p) => ({ proto: p.proto, host: p.host, guest: p.guest })) },
         },
         base: { path: image.base, name: v.image, ...image.boot },
-        ...(v.diskBytes ? { diskBytes: v.diskBytes } : {}),
+        diskBytes: v.diskBytes,
         seed: {
           instanceId: `iid-${v.name}-${Date.parse(now).toString(36)}`,
           hostname: v.name,

@@ -44,7 +44,7 @@ describe('validateProjectOptions', () => {
       name: 'web',
       cpus: 1,
       memoryBytes: 1024 ** 3,
-      diskBytes: undefined,
+      diskBytes: 10 * 1024 ** 3,
       image: 'default',
       sshKeys: [],
       ports: [],

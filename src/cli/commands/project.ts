@@ -51,7 +51,7 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
     .command('create <name>', 'create a project: its VM on an image, provisioned by cloud-init, booted, agent ready')
     .option('--cpus <n>', 'vCPUs (default 1)')
     .option('--memory <size>', 'memory, e.g. 2G (default 1G)')
-    .option('--disk <size>', 'disk size, e.g. 20G (default: the image size)')
+    .option('--disk <size>', 'disk size, e.g. 20G (default 10G)')
     .option('--image <name>', 'base image (default: default)')
     .option('--ssh-key <file>', 'OpenSSH public key file for the goship user (repeatable)')
     .option('--port <host:guest>', 'forward 127.0.0.1:HOST to the guest (repeatable; udp:HOST:GUEST for UDP)')
