@@ -21,6 +21,7 @@ import { type PendingOp, type State, type Store, type Vm, findRecord, requireRec
 import type { EscalationResult } from './escalate.ts';
 import { bootMachine, stopMachine, withQmp, type StopTimeouts } from './machine.ts';
 import { machinePaths, vmPaths } from './paths.ts';
+import { trace } from './trace.ts';
 
 const LIVE_STATES: ReadonlySet<Vm['state']> = new Set(['starting', 'running', 'ready', 'stopping']);
 
@@ -240,6 +241,7 @@ export class VmService {
       ...(opts.project ? { project: opts.project } : {}),
       ...(opts.base?.name ? { image: opts.base.name } : {}),
     };
+    trace(`vm ${vm.name}: spec valid`);
     await store.update((draft) => {
       assertNameFree(draft, 'vm', vm.name);
       assertNameFree(draft, 'vm', vm.id);
@@ -247,8 +249,12 @@ export class VmService {
     });
     try {
       await mkdir(paths.dir, { recursive: true, mode: 0o700 });
-      if (opts.base) await createOverlay({ base: opts.base.path, path: paths.overlay!, ...(opts.diskBytes ? { sizeBytes: opts.diskBytes } : {}) });
-      if (opts.seed) await buildSeed(opts.seed, paths.seed!);
+      // Independent: the overlay (qemu-img) and the seed (xorriso) are made at once.
+      await Promise.all([
+        opts.base ? createOverlay({ base: opts.base.path, path: paths.overlay!, ...(opts.diskBytes ? { sizeBytes: opts.diskBytes } : {}) }) : undefined,
+        opts.seed ? buildSeed(opts.seed, paths.seed!) : undefined,
+      ]);
+      trace(`vm ${vm.name}: overlay and seed made`);
     } catch (err) {
       await rm(paths.dir, { recursive: true, force: true });
       await store.update((draft) => {
@@ -280,7 +286,9 @@ export class VmService {
     let argv: string[];
     try {
       argv = buildArgv(await this.resolve(vm), this.ctx.qemuBinary);
+      trace(`vm ${name}: argv built`);
       const booted = await bootMachine(vm.id, argv, machinePaths(layout, vm.id, vm.paths));
+      trace(`vm ${name}: QEMU running (pid ${booted.pid})`);
       await store.update((draft) => {
         const rec = requireRecord(draft, 'vm', vm.id);
         rec.state = 'running';
@@ -335,6 +343,7 @@ export class VmService {
       );
     }
     const hello = client.hello;
+    trace(`vm ${name}: agent hello`);
     await client.close();
     return this.ctx.store.update((draft) => {
       const rec = requireRecord(draft, 'vm', name);
