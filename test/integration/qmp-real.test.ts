@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { QmpClient, QmpClosedError, QmpCommandError, type QmpError, type QmpEvent } from '../../src/qmp/index.ts';
+import { rejection as rejectionOf } from '../helpers/rejection.ts';
 
 const QEMU = 'qemu-system-x86_64';
 
@@ -63,14 +64,7 @@ async function connect(qemu: RunningQemu): Promise<QmpClient> {
   return client;
 }
 
-async function rejection(promise: Promise<unknown>): Promise<QmpError> {
-  try {
-    await promise;
-  } catch (err) {
-    return err as QmpError;
-  }
-  throw new Error('expected a rejection');
-}
+const rejection = (promise: Promise<unknown>) => rejectionOf<QmpError>(promise);
 
 afterEach(async () => {
   for (const client of clients.splice(0)) await client.close();

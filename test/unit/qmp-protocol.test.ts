@@ -21,6 +21,7 @@ import {
   type QmpProtocolError,
 } from '../../src/qmp/index.ts';
 import { startQmpServer, TEST_QEMU_VERSION, type QmpPeer, type ScriptedQmpServer } from '../helpers/qmp-server.ts';
+import { rejection as rejectionOf } from '../helpers/rejection.ts';
 
 let server: ScriptedQmpServer;
 const clients: QmpClient[] = [];
@@ -45,15 +46,7 @@ async function connected(options: QmpClientOptions = {}): Promise<{ client: QmpC
   return { client, peer };
 }
 
-/** Resolve with the error a promise rejects with (fails the test if it resolves). */
-async function rejection(promise: Promise<unknown>): Promise<QmpError> {
-  try {
-    await promise;
-  } catch (err) {
-    return err as QmpError;
-  }
-  throw new Error('expected a rejection');
-}
+const rejection = (promise: Promise<unknown>) => rejectionOf<QmpError>(promise);
 
 /** How long a promise takes to settle, in ms. */
 async function settleTime(promise: Promise<unknown>): Promise<number> {
