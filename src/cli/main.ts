@@ -34,7 +34,7 @@ Projects
 
 VMs
   vm args SPEC              the exact QEMU argv of a VM spec (YAML or JSON)
-  vm create SPEC|NAME       define a VM (from a spec file, or --image NAME)
+  vm create SPEC [--base FILE --disk 20G]   define a VM from a spec file (overlay on a base image)
   vm start|stop|destroy NAME, vm list, vm status NAME
   vm console NAME [-f]      the serial console log
   vm qmp NAME '{"execute":"query-status"}'
