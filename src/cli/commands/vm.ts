@@ -264,6 +264,8 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
         return r.exitCode ?? (r.signal ? 128 + signalNumber(r.signal) : EXIT.failed);
       } finally {
         await agent.close();
+        // A stdin pipe that is still open must not keep goshipctl alive after the command ended.
+        if (!process.stdin.isTTY) process.stdin.destroy();
       }
     });
 
