@@ -19,7 +19,7 @@ import {
 } from '../store/index.ts';
 import type { ConnectProgress } from '../serial/index.ts';
 import type { ImageSource } from './images.ts';
-import { opAbandoned, type StopVmResult, type VmService } from './vms.ts';
+import { LIVE_STATES, opAbandoned, stateError, type StopVmResult, type VmService } from './vms.ts';
 import type { StopTimeouts } from './machine.ts';
 
 export const PROJECT_DEFAULTS = { cpus: 1, memory: '1G', disk: '10G', image: 'default' } as const;
@@ -119,10 +119,6 @@ export function portClashes(projects: Record<string, Project>, ports: PortForwar
     if (owner) issues.push({ path: `--port[${i}]`, message: `host port ${p.proto}:${p.host} is already forwarded by project ${owner.name}` });
   });
   return issues;
-}
-
-function stateError(message: string, hint?: string): GoshipError {
-  return new GoshipError('ESTATE', message, hint === undefined ? {} : { hint });
 }
 
 export interface ProjectContext {
@@ -293,7 +289,7 @@ export class ProjectService {
       const rec = requireRecord(draft, 'project', name);
       if (rec.op && !opts.force) throw stateError(`project ${name} is busy: goshipctl (pid ${rec.op.pid}) is running ${rec.op.kind} on it`, 'wait for it, or use --force');
       const vm = findRecord(draft, 'vm', rec.vmId);
-      if (vm && ['starting', 'running', 'ready', 'stopping'].includes(vm.state) && !opts.force) {
+      if (vm && LIVE_STATES.has(vm.state) && !opts.force) {
         throw stateError(`project ${name} is running`, `stop it first (goshipctl project stop ${name}) or delete it with --force`);
       }
       rec.state = 'deleting';

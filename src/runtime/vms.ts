@@ -23,7 +23,8 @@ import { bootMachine, stopMachine, withQmp, type StopTimeouts } from './machine.
 import { machinePaths, vmPaths } from './paths.ts';
 import { trace } from './trace.ts';
 
-const LIVE_STATES: ReadonlySet<Vm['state']> = new Set(['starting', 'running', 'ready', 'stopping']);
+/** States in which the VM's QEMU process should exist. */
+export const LIVE_STATES: ReadonlySet<Vm['state']> = new Set(['starting', 'running', 'ready', 'stopping']);
 
 export interface VmContext {
   layout: Layout;
@@ -69,7 +70,8 @@ export interface ReconcileChange {
   reason: string;
 }
 
-function stateError(message: string, hint?: string): GoshipError {
+/** The VM or project is in the wrong state for the command (exit code 4). */
+export function stateError(message: string, hint?: string): GoshipError {
   return new GoshipError('ESTATE', message, hint === undefined ? {} : { hint });
 }
 
