@@ -1,32 +1,23 @@
 #!/usr/bin/env bash
 # Installs what GoShip needs on a Debian 12 host, only what is missing.
-#   Debian packages: QEMU, qemu-img, mmdebstrap (image builds), xorriso (seed ISO),
+#   Debian packages: QEMU, qemu-img, OVMF (UEFI boot), mmdebstrap (image builds), xorriso and
+#   genisoimage (seed ISO, and a second reader for it),
 #   e2fsprogs (mkfs.ext4 -d), busybox-static + cpio (the fast test initramfs).
 #   npm packages: from package-lock.json, with `npm ci`.
 # As root it installs; otherwise it says exactly what to run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# command -> Debian package that provides it
-declare -A NEED=(
-  [qemu-system-x86_64]=qemu-system-x86
-  [qemu-img]=qemu-utils
-  [mmdebstrap]=mmdebstrap
-  [xorriso]=xorriso
-  [mkfs.ext4]=e2fsprogs
-  [busybox]=busybox-static
-  [cpio]=cpio
-  [isoinfo]=genisoimage
-)
+# The Debian packages GoShip needs (busybox-static: the fast test guest needs a
+# static busybox, which the plain busybox package is not).
+PACKAGES=(qemu-system-x86 qemu-utils ovmf mmdebstrap xorriso genisoimage e2fsprogs busybox-static cpio)
 missing=()
-for cmd in "${!NEED[@]}"; do
-  if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ] && [ ! -x "/sbin/$cmd" ] && [ ! -x "/bin/$cmd" ]; then
-    missing+=("${NEED[$cmd]}")
+for pkg in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$pkg")
   fi
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-  # unique, sorted
-  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   if [ "$(id -u)" -eq 0 ]; then
     echo "bootstrap: installing Debian packages: ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
