@@ -1,0 +1,66 @@
+/** goshipctl image … as a user runs it: import, list, info, remove, and the refusals. */
+import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { goshipctl } from '../helpers/cli.ts';
+import { testEnv, type TestEnv } from '../helpers/runtime-env.ts';
+
+let env: TestEnv;
+let disk: string;
+const g = (args: string[]) => goshipctl(args, env.env);
+
+beforeAll(async () => {
+  env = await testEnv('ci');
+  disk = join(env.root, 'cloud.qcow2');
+  await execa('qemu-img', ['create', '-q', '-f', 'qcow2', disk, '64M']);
+});
+afterAll(async () => {
+  await env.cleanup();
+});
+
+describe('goshipctl image', () => {
+  it('imports a qcow2, lists it, shows it, removes it', async () => {
+    const imp = await g(['image', 'import', 'mine', disk, '--json']);
+    expect(imp.code).toBe(0);
+    const info = JSON.parse(imp.stdout) as { name: string; kernel: string | null; sha256: string; manifest: { agentBaked: boolean } };
+    expect(info).toMatchObject({ name: 'mine', kernel: null, manifest: { agentBaked: false } });
+    expect(info.sha256).toMatch(/^[0-9a-f]{64}$/);
+
+    const list = JSON.parse((await g(['image', 'list', '--json'])).stdout) as { ok: boolean; name: string }[];
+    expect(list.map((e) => [e.name, e.ok])).toEqual([['mine', true]]);
+    const human = await g(['image', 'info', 'mine', '--verify']);
+    expect(human.code).toBe(0);
+    expect(human.stdout).toContain('(verified)');
+    expect(human.stdout).toContain('boot      firmware');
+
+    // The source file is copied, never moved.
+    expect(existsSync(disk)).toBe(true);
+    const rm = await g(['image', 'remove', 'mine']);
+    expect(rm.code).toBe(0);
+    expect(JSON.parse((await g(['image', 'list', '--json'])).stdout)).toEqual([]);
+    const again = await g(['image', 'remove', 'mine']);
+    expect(again.code).toBe(3);
+    expect(again.stderr.split('\n')[0]).toBe('goshipctl: error: image mine does not exist');
+  });
+
+  it('refuses a bad name, a missing file, and removing an image a VM stands on', async () => {
+    const bad = await g(['image', 'import', '../x', disk]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr.split('\n')[0]).toMatch(/^goshipctl: error: .*name/);
+    const missing = await g(['image', 'import', 'nofile', join(env.root, 'nope.qcow2')]);
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr.split('\n')[0]).toMatch(/^goshipctl: error: /);
+
+    expect((await g(['image', 'import', 'base', disk])).code).toBe(0);
+    // A project on that image (not started): its overlay stands on the base.
+    const created = await g(['project', 'create', 'onbase', '--image', 'base', '--no-start', '--memory', '256M']);
+    expect(created.code).toBe(0);
+    const busy = await g(['image', 'remove', 'base']);
+    expect(busy.code).toBe(4);
+    expect(busy.stderr.split('\n')[0]).toBe('goshipctl: error: image base is the base of onbase');
+    expect((await g(['project', 'delete', 'onbase'])).code).toBe(0);
+    expect((await g(['image', 'remove', 'base'])).code).toBe(0);
+  });
+});
