@@ -69,23 +69,26 @@ export async function bootMachine(id: string, argv: readonly string[], paths: Ma
     throw new QemuExitError(exit.code, exit.signal, await logTail(paths.qemuLog), argv, paths.qemuLog);
   };
 
+  // QEMU exited: its own words, from qemu.log. Still running: kill it and pass the error on.
+  const abort = async (err: unknown): Promise<never> => {
+    if (exit) return fail();
+    await signalOurs(launched.pid, processMarker(id), 'SIGKILL');
+    throw err;
+  };
+
   if (!(await waitForPath(paths.qmpSocket, QMP_SOCKET_TIMEOUT_MS, () => exit === undefined))) return fail();
   let qmp: QmpClient;
   try {
     qmp = await connectWhenListening(paths.qmpSocket, () => exit === undefined);
   } catch (err) {
-    if (exit) return fail();
-    await signalOurs(launched.pid, processMarker(id), 'SIGKILL');
-    throw err;
+    return abort(err);
   }
   try {
     await qmp.cont();
     const status = await qmp.queryStatus();
     return { pid: launched.pid, status };
   } catch (err) {
-    if (exit) return fail();
-    await signalOurs(launched.pid, processMarker(id), 'SIGKILL');
-    throw err;
+    return abort(err);
   } finally {
     await qmp.close();
   }

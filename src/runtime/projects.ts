@@ -19,7 +19,7 @@ import {
 } from '../store/index.ts';
 import type { ConnectProgress } from '../serial/index.ts';
 import type { ImageSource } from './images.ts';
-import { LIVE_STATES, opAbandoned, stateError, type StopVmResult, type VmService } from './vms.ts';
+import { LIVE_STATES, busyError, opAbandoned, stateError, type StopVmResult, type VmService } from './vms.ts';
 import type { StopTimeouts } from './machine.ts';
 
 export const PROJECT_DEFAULTS = { cpus: 1, memory: '1G', disk: '10G', image: 'default' } as const;
@@ -265,7 +265,7 @@ export class ProjectService {
   private async ownVm(name: string): Promise<Project> {
     await this.reconcile();
     const p = requireRecord(await this.ctx.store.read(), 'project', name);
-    if (p.op) throw stateError(`project ${name} is busy: goshipctl (pid ${p.op.pid}) is running ${p.op.kind} on it`);
+    if (p.op) throw busyError(`project ${name}`, p.op);
     if (p.state === 'broken') throw stateError(`project ${name} is broken: ${p.lastError ?? 'unknown error'}`, `delete it: goshipctl project delete ${name}`);
     return p;
   }
@@ -287,7 +287,7 @@ export class ProjectService {
     await this.reconcile();
     const p = await this.ctx.store.update((draft) => {
       const rec = requireRecord(draft, 'project', name);
-      if (rec.op && !opts.force) throw stateError(`project ${name} is busy: goshipctl (pid ${rec.op.pid}) is running ${rec.op.kind} on it`, 'wait for it, or use --force');
+      if (rec.op && !opts.force) throw busyError(`project ${name}`, rec.op, 'wait for it, or use --force');
       const vm = findRecord(draft, 'vm', rec.vmId);
       if (vm && LIVE_STATES.has(vm.state) && !opts.force) {
         throw stateError(`project ${name} is running`, `stop it first (goshipctl project stop ${name}) or delete it with --force`);

@@ -75,6 +75,11 @@ export function stateError(message: string, hint?: string): GoshipError {
   return new GoshipError('ESTATE', message, hint === undefined ? {} : { hint });
 }
 
+/** Another goshipctl is carrying out an operation on the record. */
+export function busyError(what: string, op: PendingOp, hint?: string): GoshipError {
+  return stateError(`${what} is busy: goshipctl (pid ${op.pid}) is running ${op.kind} on it`, hint);
+}
+
 /**
  * Pure: did the guest power itself off? Linux prints `reboot: Power down` on
  * its console as the very last thing before QEMU exits; a QEMU that was killed
@@ -119,14 +124,10 @@ export class VmService {
     const spec = vm.config as VmSpec;
     const id = (spec.id as string | undefined) ?? (spec.name as string);
     const known = new Set(extraExisting);
+    const { qmpSocket, agentSocket, consoleLog, pidfile } = vmPaths(this.ctx.layout, id);
     return resolveSpec(spec, {
       host,
-      paths: {
-        qmpSocket: this.ctx.layout.qmpSocket(id),
-        agentSocket: this.ctx.layout.agentSocket(id),
-        consoleLog: this.ctx.layout.vmFile(id, 'consoleLog'),
-        pidfile: this.ctx.layout.vmFile(id, 'pidfile'),
-      },
+      paths: { qmpSocket, agentSocket, consoleLog, pidfile },
       exists: (p) => known.has(p) || existsSync(p),
     });
   }
@@ -277,7 +278,7 @@ export class VmService {
     await this.reconcile();
     const vm = await store.update((draft) => {
       const rec = requireRecord(draft, 'vm', name);
-      if (rec.op) throw stateError(`VM ${name} is busy: goshipctl (pid ${rec.op.pid}) is running ${rec.op.kind} on it`);
+      if (rec.op) throw busyError(`VM ${name}`, rec.op);
       if (LIVE_STATES.has(rec.state)) {
         throw stateError(`VM ${name} is already running (pid ${rec.pid ?? '?'})`, `stop it first: goshipctl vm stop ${name}`);
       }
@@ -361,7 +362,7 @@ export class VmService {
     await this.reconcile();
     const vm = await store.update((draft) => {
       const rec = requireRecord(draft, 'vm', name);
-      if (rec.op) throw stateError(`VM ${name} is busy: goshipctl (pid ${rec.op.pid}) is running ${rec.op.kind} on it`);
+      if (rec.op) throw busyError(`VM ${name}`, rec.op);
       if (!LIVE_STATES.has(rec.state) || rec.pid === undefined) {
         throw stateError(`VM ${name} is not running (state: ${rec.state})`, `start it: goshipctl vm start ${name}`);
       }
@@ -417,7 +418,7 @@ export class VmService {
     await this.reconcile();
     const vm = await store.update((draft) => {
       const rec = requireRecord(draft, 'vm', name);
-      if (rec.op && !opts.force) throw stateError(`VM ${name} is busy: goshipctl (pid ${rec.op.pid}) is running ${rec.op.kind} on it`, 'wait for it, or use --force');
+      if (rec.op && !opts.force) throw busyError(`VM ${name}`, rec.op, 'wait for it, or use --force');
       if (LIVE_STATES.has(rec.state) && !opts.force) {
         throw stateError(`VM ${name} is running`, `stop it first (goshipctl vm stop ${name}) or destroy it with --force`);
       }
