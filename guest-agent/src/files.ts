@@ -7,7 +7,7 @@
  * one, never a partial write.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { open, rename, unlink } from 'node:fs/promises';
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import {
   DownloadParamsSchema,
@@ -32,12 +32,10 @@ export async function uploadMethod(call: Call, rawParams: unknown): Promise<Uplo
       if (bytes + chunk.length > p.size) {
         throw new RemoteError(REMOTE_CODES.size, `upload ${p.path}: more than the announced ${p.size} bytes`);
       }
+      // The write runs on the thread pool while this thread hashes.
+      const written = writeAll(fh, chunk);
       hash.update(chunk);
-      let off = 0;
-      while (off < chunk.length) {
-        const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);
-        off += bytesWritten;
-      }
+      await written;
       bytes += chunk.length;
     }
     if (bytes !== p.size) throw new RemoteError(REMOTE_CODES.size, `upload ${p.path}: received ${bytes} bytes, announced ${p.size}`);
@@ -58,6 +56,14 @@ export async function uploadMethod(call: Call, rawParams: unknown): Promise<Uplo
     if (!closed) await fh.close().catch(() => undefined);
     await unlink(tmp).catch(() => undefined);
     throw err;
+  }
+}
+
+async function writeAll(fh: FileHandle, chunk: Buffer): Promise<void> {
+  let off = 0;
+  while (off < chunk.length) {
+    const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);
+    off += bytesWritten;
   }
 }
 

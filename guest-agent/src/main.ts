@@ -9,7 +9,7 @@
  *
  * Runs as root under systemd (Restart=always). Logs go to stderr (the journal).
  */
-// Reads of the port block one thread of libuv's pool; keep enough for file I/O.
+// Writes to the port block one thread of libuv's pool; keep enough for file I/O.
 // Set before any asynchronous file operation starts the pool.
 process.env.UV_THREADPOOL_SIZE ??= '8';
 

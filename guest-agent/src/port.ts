@@ -3,24 +3,24 @@
  *
  * PITFALLS (virtio-serial): the port has no connection semantics. While the
  * host side is not connected `read()` returns 0 at once (which looks like EOF),
- * `poll` reports POLLHUP, and `write()` blocks. So the agent reads with a
- * blocking `read(2)` on libuv's thread pool, treats 0 as "the host went away"
- * (the session ends), never exits on it, and polls again with a backoff of
- * 100 ms doubling to 1 s: no spinning, and a returning host is noticed within
- * a second (the host repeats its sync until it is answered).
+ * `poll` reports POLLHUP, and `write()` blocks. So the agent reads with
+ * blocking `read(2)` calls on a thread of its own (port-reader.ts), treats 0
+ * as "the host went away" (the session ends), never exits on it, and polls
+ * again with a backoff of 100 ms doubling to 1 s: no spinning, and a
+ * returning host is noticed within a second (the host repeats its sync until
+ * it is answered).
  */
 import { Buffer } from 'node:buffer';
-import { read as fsRead } from 'node:fs';
 import { open, readFile, readdir, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AGENT_PORT_NAME } from '../../src/layout.ts';
 import { FdLink, type Link } from './link.ts';
 import { encodeLine } from '../../src/protocol/index.ts';
+import { readPort } from './port-reader.ts';
 import { AgentSession, type AgentContext, type Handler } from './session.ts';
 
 export const BACKOFF_MIN_MS = 100;
 export const BACKOFF_MAX_MS = 1000;
-const READ_SIZE = 64 * 1024;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -52,12 +52,6 @@ async function scanSysfs(name: string): Promise<string | undefined> {
     }
   }
   return undefined;
-}
-
-function readOnce(fd: number, buf: Buffer): Promise<number> {
-  return new Promise((resolve, reject) => {
-    fsRead(fd, buf, 0, buf.length, null, (err, n) => (err ? reject(err) : resolve(n)));
-  });
 }
 
 export interface PortOptions {
@@ -123,27 +117,15 @@ export async function servePort(opts: PortOptions): Promise<void> {
   }
 }
 
-/** Blocking reads; 0 means "no host": end the session and back off. Returns only on abort, throws on a read error. */
-async function readLoop(fd: number, session: AgentSession, signal: AbortSignal | undefined): Promise<void> {
-  let backoff = BACKOFF_MIN_MS;
-  let hostPresent = true;
-  while (!signal?.aborted) {
-    // A fresh buffer per read: the decoder may keep slices of it.
-    const buf = Buffer.allocUnsafe(READ_SIZE);
-    const n = await readOnce(fd, buf);
-    if (n === 0) {
-      if (hostPresent) {
-        session.end('host disconnected (read returned 0)');
-        hostPresent = false;
-      }
-      await sleep(backoff);
-      backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
-      continue;
-    }
-    hostPresent = true;
-    backoff = BACKOFF_MIN_MS;
-    session.push(buf.subarray(0, n));
-  }
+/** Read the port until `signal` aborts; 0 means "no host": end the session (the reader backs off). Throws on a read error. */
+function readLoop(fd: number, session: AgentSession, signal: AbortSignal | undefined): Promise<void> {
+  return readPort(
+    fd,
+    (chunk) => session.push(chunk),
+    () => session.end('host disconnected (read returned 0)'),
+    { backoffMinMs: BACKOFF_MIN_MS, backoffMaxMs: BACKOFF_MAX_MS },
+    signal,
+  );
 }
 
 let warmed = false;

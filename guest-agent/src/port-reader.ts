@@ -1,0 +1,223 @@
+/**
+ * Reading the virtio-serial port on a thread of its own.
+ *
+ * A virtio-serial `read(2)` returns at most one virtqueue buffer (4 KiB),
+ * however large the request. Reading with `fs.read` costs a libuv thread-pool
+ * round trip per 4 KiB (hand the read to a pool thread, wake the main loop,
+ * run the callback, hand the next read over); under TCG that capped what the
+ * host could send the agent at about 7 MiB/s, against 70 MiB/s for a plain
+ * blocking read loop (measured in the guest, see docs/benchmarks.md).
+ *
+ * So a worker thread does nothing but blocking reads, straight into a ring
+ * buffer shared with the main thread, and the main thread takes whatever has
+ * accumulated in one piece: many 4 KiB reads become one chunk for the decoder.
+ *
+ * The ring is a SharedArrayBuffer; an Int32Array holds the positions (byte
+ * counts that wrap at 2^32; the ring's size is a power of two, so `pos & mask`
+ * is the offset and `(w - r) | 0` the fill) and the events:
+ * - the worker advances WRITE after each read, the main thread READ after
+ *   taking bytes; neither ever writes the other's slot;
+ * - a read of 0 (the host is not connected, see PITFALLS: virtio-serial) is
+ *   reported as one EOF bump per disconnect, and only once the main thread has
+ *   taken every byte that came before it, so data and disconnects stay in
+ *   order; the worker then polls with a backoff (100 ms doubling to 1 s), as
+ *   the pool-based loop did;
+ * - SEQ counts events for the main thread's `Atomics.waitAsync`, so a wake-up
+ *   is never lost between its check and its wait;
+ * - STOP asks the worker to end after the read in progress.
+ * A read error ends the worker with a message; the caller reopens the port.
+ */
+import { Buffer } from 'node:buffer';
+import { Worker } from 'node:worker_threads';
+
+/** Slots of the control array. */
+const WRITE = 0;
+const READ = 1;
+const EOF = 2;
+const STOP = 3;
+const SEQ = 4;
+const SLOTS = 5;
+
+export interface PortReaderOptions {
+  /** Bytes of the shared ring (a power of two). */
+  ringSize?: number;
+  /** Largest single read. */
+  readSize?: number;
+  /** Largest chunk handed to `onData` at once. */
+  maxBatch?: number;
+  backoffMinMs: number;
+  backoffMaxMs: number;
+  /** Where the ring positions start (tests: to cross the int32 sign and wrap-around without moving 4 GiB). */
+  initialPosition?: number;
+}
+
+interface WorkerInput {
+  fd: number;
+  ctl: SharedArrayBuffer;
+  ring: SharedArrayBuffer;
+  readSize: number;
+  backoffMinMs: number;
+  backoffMaxMs: number;
+}
+
+/**
+ * The worker's whole program. It runs from its source text (`eval` worker),
+ * so it may use nothing from this module: `require` and the input come in as
+ * arguments, the slot numbers are repeated as literals.
+ */
+function readerThread(require: NodeJS.Require): void {
+  const { readSync } = require('node:fs') as typeof import('node:fs');
+  const threads = require('node:worker_threads') as typeof import('node:worker_threads');
+  const input = threads.workerData as WorkerInput;
+  const ctl = new Int32Array(input.ctl);
+  const ring = new Uint8Array(input.ring);
+  const size = ring.length;
+  const mask = size - 1;
+  const [W, R, E, S, Q] = [0, 1, 2, 3, 4];
+  const stopped = (): boolean => Atomics.load(ctl, S) !== 0;
+  const signal = (): void => {
+    Atomics.add(ctl, Q, 1);
+    Atomics.notify(ctl, Q);
+  };
+  let hostPresent = true;
+  let backoff = input.backoffMinMs;
+  try {
+    while (!stopped()) {
+      // Room in the ring: wait while the main thread has not taken enough.
+      const w = Atomics.load(ctl, W);
+      const r = Atomics.load(ctl, R);
+      const free = size - ((w - r) | 0);
+      if (free === 0) {
+        Atomics.wait(ctl, R, r, 1000);
+        continue;
+      }
+      const at = w & mask;
+      const n = readSync(input.fd, ring, at, Math.min(free, size - at, input.readSize), null);
+      if (n > 0) {
+        hostPresent = true;
+        backoff = input.backoffMinMs;
+        Atomics.store(ctl, W, (w + n) | 0);
+        signal();
+        continue;
+      }
+      if (hostPresent) {
+        hostPresent = false;
+        // Report the disconnect after everything read before it.
+        for (let r2 = Atomics.load(ctl, R); r2 !== Atomics.load(ctl, W) && !stopped(); r2 = Atomics.load(ctl, R)) {
+          Atomics.wait(ctl, R, r2, 100);
+        }
+        Atomics.add(ctl, E, 1);
+        signal();
+      }
+      Atomics.wait(ctl, S, 0, backoff);
+      backoff = Math.min(backoff * 2, input.backoffMaxMs);
+    }
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    threads.parentPort?.postMessage({ code: e.code, message: e.message });
+  }
+}
+
+const WORKER_SOURCE = `(${readerThread.toString()})(require)`;
+
+/** Raised when the reader thread ends on a read error (the port went away, EIO…). */
+export class PortReadError extends Error {
+  readonly code: string | undefined;
+  constructor(message: string, code?: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/**
+ * Read `fd` until `signal` aborts (resolves) or a read fails (rejects with
+ * PortReadError). `onData` gets the bytes in order, in chunks the caller owns;
+ * `onHostGone` is called once per host disconnect, after the bytes before it.
+ */
+export async function readPort(
+  fd: number,
+  onData: (chunk: Buffer) => void,
+  onHostGone: () => void,
+  options: PortReaderOptions,
+  signal?: AbortSignal,
+): Promise<void> {
+  const ringSize = options.ringSize ?? 1024 * 1024;
+  if (ringSize <= 0 || (ringSize & (ringSize - 1)) !== 0) throw new RangeError(`ring size ${ringSize} is not a power of two`);
+  const maxBatch = options.maxBatch ?? 256 * 1024;
+  const ctlBuf = new SharedArrayBuffer(SLOTS * Int32Array.BYTES_PER_ELEMENT);
+  const ringBuf = new SharedArrayBuffer(ringSize);
+  const ctl = new Int32Array(ctlBuf);
+  const ring = new Uint8Array(ringBuf);
+  const mask = ringSize - 1;
+  let read = (options.initialPosition ?? 0) | 0;
+  ctl[WRITE] = read;
+  ctl[READ] = read;
+  const input: WorkerInput = {
+    fd,
+    ctl: ctlBuf,
+    ring: ringBuf,
+    readSize: Math.min(options.readSize ?? 64 * 1024, ringSize),
+    backoffMinMs: options.backoffMinMs,
+    backoffMaxMs: options.backoffMaxMs,
+  };
+  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: input });
+  const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+  const failed = new Promise<never>((_resolve, reject) => {
+    worker.once('message', (m: { code?: string; message?: string }) => reject(new PortReadError(String(m?.message), m?.code)));
+    worker.once('error', reject);
+    worker.once('exit', (code) => reject(new PortReadError(`the port reader thread exited (code ${code})`)));
+  });
+  failed.catch(() => undefined);
+  const stop = (): void => {
+    Atomics.store(ctl, STOP, 1);
+    Atomics.notify(ctl, STOP);
+    Atomics.notify(ctl, READ);
+    Atomics.add(ctl, SEQ, 1);
+    Atomics.notify(ctl, SEQ);
+  };
+  signal?.addEventListener('abort', stop, { once: true });
+
+  let seenEof = 0;
+  /** Hand over one event (a disconnect or a chunk); false when there is none. */
+  const takeOne = (): boolean => {
+    const eof = Atomics.load(ctl, EOF);
+    if (eof !== seenEof) {
+      // Everything before this disconnect was taken already (the worker waited for it).
+      seenEof = eof;
+      onHostGone();
+      return true;
+    }
+    const w = Atomics.load(ctl, WRITE);
+    // A disconnect reported after the WRITE load comes before the bytes it
+    // covers: take it first, on the next call.
+    if (Atomics.load(ctl, EOF) !== eof) return true;
+    const fill = (w - read) | 0;
+    if (fill === 0) return false;
+    const at = read & mask;
+    const n = Math.min(fill, ringSize - at, maxBatch);
+    const chunk = Buffer.allocUnsafe(n);
+    chunk.set(ring.subarray(at, at + n));
+    read = (read + n) | 0;
+    Atomics.store(ctl, READ, read);
+    Atomics.notify(ctl, READ);
+    onData(chunk);
+    return true;
+  };
+
+  try {
+    while (!signal?.aborted) {
+      const seq = Atomics.load(ctl, SEQ);
+      if (takeOne()) {
+        // Let timers and I/O callbacks (file writes, acks) run between chunks.
+        await new Promise((resolve) => setImmediate(resolve));
+        continue;
+      }
+      const wait = Atomics.waitAsync(ctl, SEQ, seq);
+      if (wait.async) await Promise.race([wait.value, failed]);
+    }
+  } finally {
+    signal?.removeEventListener('abort', stop);
+    stop();
+    await exited;
+  }
+}
