@@ -10,7 +10,8 @@
  *
  * So a worker thread does nothing but blocking reads, straight into a ring
  * buffer shared with the main thread, and the main thread takes whatever has
- * accumulated in one piece: many 4 KiB reads become one chunk for the decoder.
+ * accumulated in one piece: many 4 KiB reads become one chunk for the decoder,
+ * which copies each payload byte once, from the ring into its frame.
  *
  * The ring is a SharedArrayBuffer; an Int32Array holds the positions (byte
  * counts that wrap at 2^32; the ring's size is a power of two, so `pos & mask`
@@ -23,7 +24,9 @@
  *   order; the worker then polls with a backoff (100 ms doubling to 1 s), as
  *   the pool-based loop did;
  * - SEQ counts events for the main thread's `Atomics.waitAsync`, so a wake-up
- *   is never lost between its check and its wait;
+ *   is never lost between its check and its wait; the worker notifies only
+ *   while WAITING says the main thread sleeps (a wake-up per 4 KiB read would
+ *   cost half the throughput);
  * - STOP asks the worker to end after the read in progress.
  * A read error ends the worker with a message; the caller reopens the port.
  */
@@ -36,7 +39,8 @@ const READ = 1;
 const EOF = 2;
 const STOP = 3;
 const SEQ = 4;
-const SLOTS = 5;
+const WAITING = 5;
+const SLOTS = 6;
 
 export interface PortReaderOptions {
   /** Bytes of the shared ring (a power of two). */
@@ -73,11 +77,12 @@ function readerThread(require: NodeJS.Require): void {
   const ring = new Uint8Array(input.ring);
   const size = ring.length;
   const mask = size - 1;
-  const [W, R, E, S, Q] = [0, 1, 2, 3, 4];
+  const [W, R, E, S, Q, A] = [0, 1, 2, 3, 4, 5];
   const stopped = (): boolean => Atomics.load(ctl, S) !== 0;
   const signal = (): void => {
     Atomics.add(ctl, Q, 1);
-    Atomics.notify(ctl, Q);
+    // Waking the main thread costs an event-loop wake-up: only when it sleeps.
+    if (Atomics.load(ctl, A) !== 0) Atomics.notify(ctl, Q);
   };
   let hostPresent = true;
   let backoff = input.backoffMinMs;
@@ -131,8 +136,10 @@ export class PortReadError extends Error {
 
 /**
  * Read `fd` until `signal` aborts (resolves) or a read fails (rejects with
- * PortReadError). `onData` gets the bytes in order, in chunks the caller owns;
- * `onHostGone` is called once per host disconnect, after the bytes before it.
+ * PortReadError). `onData` gets the bytes in order, as views of the ring that
+ * are valid only during the call (copy what must be kept: the frame decoder
+ * does); `onHostGone` is called once per host disconnect, after the bytes
+ * before it.
  */
 export async function readPort(
   fd: number,
@@ -147,7 +154,6 @@ export async function readPort(
   const ctlBuf = new SharedArrayBuffer(SLOTS * Int32Array.BYTES_PER_ELEMENT);
   const ringBuf = new SharedArrayBuffer(ringSize);
   const ctl = new Int32Array(ctlBuf);
-  const ring = new Uint8Array(ringBuf);
   const mask = ringSize - 1;
   let read = (options.initialPosition ?? 0) | 0;
   ctl[WRITE] = read;
@@ -195,12 +201,12 @@ export async function readPort(
     if (fill === 0) return false;
     const at = read & mask;
     const n = Math.min(fill, ringSize - at, maxBatch);
-    const chunk = Buffer.allocUnsafe(n);
-    chunk.set(ring.subarray(at, at + n));
+    // The bytes are lent, not copied: the worker will not overwrite them
+    // until READ moves past them, after onData returns.
+    onData(Buffer.from(ringBuf, at, n));
     read = (read + n) | 0;
     Atomics.store(ctl, READ, read);
     Atomics.notify(ctl, READ);
-    onData(chunk);
     return true;
   };
 
@@ -212,8 +218,12 @@ export async function readPort(
         await new Promise((resolve) => setImmediate(resolve));
         continue;
       }
+      // Announce the sleep, then look again: either the worker sees WAITING
+      // after its SEQ bump and notifies, or the wait sees SEQ changed.
+      Atomics.store(ctl, WAITING, 1);
       const wait = Atomics.waitAsync(ctl, SEQ, seq);
       if (wait.async) await Promise.race([wait.value, failed]);
+      Atomics.store(ctl, WAITING, 0);
     }
   } finally {
     signal?.removeEventListener('abort', stop);

@@ -209,7 +209,7 @@ export class AgentSession {
     this.#sendHello('');
   }
 
-  /** Bytes read from the channel. The buffer must not be reused by the caller. */
+  /** Bytes read from the channel; nothing of `chunk` is kept after the call. */
   push(chunk: Buffer): void {
     this.#decoder.push(chunk);
   }

@@ -70,8 +70,9 @@ export class FrameDecoder {
   /** A data frame whose header failed validation but whose length is known: its payload is skipped. */
   #skipping = false;
   #remaining = 0;
-  #payloadParts: Buffer[] = [];
-  #payloadLength = 0;
+  /** The frame's payload, allocated at its header and filled as bytes arrive. */
+  #payload: Buffer | undefined;
+  #filled = 0;
 
   constructor(emit: (event: Decoded) => void, options: DecoderOptions = {}) {
     this.#emit = emit;
@@ -87,7 +88,7 @@ export class FrameDecoder {
 
   /** Bytes held for an incomplete line or frame (bounded by maxLine + maxChunk). */
   get bufferedBytes(): number {
-    return this.#lineLength + this.#payloadLength;
+    return this.#lineLength + this.#filled;
   }
 
   /** Forget any partial line or frame (a new session starts). */
@@ -100,18 +101,23 @@ export class FrameDecoder {
     this.#header = undefined;
     this.#skipping = false;
     this.#remaining = 0;
-    this.#payloadParts = [];
-    this.#payloadLength = 0;
+    this.#payload = undefined;
+    this.#filled = 0;
   }
 
+  /**
+   * Decode `chunk`. Nothing of it is kept after the call (payloads and
+   * partial lines are copied): the caller may reuse its buffer, and a small
+   * slice never pins a large one.
+   */
   push(chunk: Buffer): void {
     let pos = 0;
     while (pos < chunk.length) {
       if (this.#mode === 'data') {
         const take = Math.min(this.#remaining, chunk.length - pos);
-        if (!this.#skipping) {
-          this.#payloadParts.push(chunk.subarray(pos, pos + take));
-          this.#payloadLength += take;
+        if (this.#payload !== undefined) {
+          chunk.copy(this.#payload, this.#filled, pos, pos + take);
+          this.#filled += take;
         }
         this.#remaining -= take;
         pos += take;
@@ -141,7 +147,6 @@ export class FrameDecoder {
           this.#lineLength = 0;
           return;
         }
-        // Copy: the caller may reuse its buffer, and a small slice must not pin a big one.
         this.#lineParts.push(Buffer.from(chunk.subarray(pos)));
         this.#lineLength += rest;
         return;
@@ -217,25 +222,24 @@ export class FrameDecoder {
       this.#emit({ kind: 'bad', reason: 'bad-data-header', detail: `data frame skipped: ${describeIssues(header.issues)}` });
     }
     this.#remaining = n;
-    this.#payloadParts = [];
-    this.#payloadLength = 0;
+    // One copy per payload byte, however the frame was split across chunks.
+    this.#payload = this.#skipping ? undefined : Buffer.allocUnsafe(n);
+    this.#filled = 0;
     if (n === 0) this.#finishFrame();
     else this.#mode = 'data';
   }
 
   #finishFrame(): void {
     const header = this.#header;
-    const parts = this.#payloadParts;
-    const length = this.#payloadLength;
+    const payload = this.#payload;
     this.#mode = 'line';
     this.#header = undefined;
-    this.#payloadParts = [];
-    this.#payloadLength = 0;
-    if (this.#skipping || header === undefined) {
+    this.#payload = undefined;
+    this.#filled = 0;
+    if (this.#skipping || header === undefined || payload === undefined) {
       this.#skipping = false;
       return;
     }
-    const payload = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, length);
     this.#emit({ kind: 'data', header, payload });
   }
 }

@@ -40,7 +40,7 @@ async function startReader(options: Partial<PortReaderOptions> = {}, consumeMs =
   const running = readPort(
     reader.fd,
     (data) => {
-      events.push({ data });
+      events.push({ data: Buffer.from(data) }); // a view of the ring: copy it
       // A slow consumer: this thread is blocked while the reader thread goes on.
       if (consumeMs > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, consumeMs);
       wake?.();

@@ -87,6 +87,18 @@ describe('FrameDecoder', () => {
     }
   });
 
+  it('keeps nothing of a chunk after push: the caller may overwrite it at once (the agent lends views of its ring)', () => {
+    const events: Decoded[] = [];
+    const decoder = new FrameDecoder((e) => events.push(e));
+    const scratch = Buffer.alloc(7);
+    for (let pos = 0; pos < stream.length; pos += scratch.length) {
+      const n = stream.copy(scratch, 0, pos, pos + scratch.length);
+      decoder.push(scratch.subarray(0, n));
+      scratch.fill(0xee); // what a reused buffer would do to anything kept
+    }
+    expect(events).toEqual(expected);
+  });
+
   it('discards an over-long line up to its newline, reports it once, and goes on', () => {
     const long = Buffer.alloc(300, 0x61);
     const events = decodeAll([long.subarray(0, 100), long.subarray(100), Buffer.from('aaa\n{"t":"cancel","id":1}\n')], { maxLine: 64 });
