@@ -17,6 +17,19 @@ import { RemoteError, parseParams, type Call } from './session.ts';
 
 export const KILL_GRACE_MS = 2000;
 
+/**
+ * Variables of the agent's own unit (its tuning, see src/image/agent-unit.ts)
+ * that commands do not inherit; a caller may still pass them in `env`.
+ */
+export const AGENT_ONLY_ENV = ['OPENSSL_ia32cap'] as const;
+
+/** The environment of a command: the agent's, minus its own tuning, plus the caller's. */
+export function commandEnv(agentEnv: NodeJS.ProcessEnv, callerEnv: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...agentEnv };
+  for (const name of AGENT_ONLY_ENV) delete env[name];
+  return { ...env, ...callerEnv };
+}
+
 /** `'a b'` → `'a b'` quoted for sh: every byte literal. */
 export function shellQuote(word: string): string {
   return `'${word.replace(/'/g, `'\\''`)}'`;
@@ -24,7 +37,7 @@ export function shellQuote(word: string): string {
 
 export async function execMethod(call: Call, rawParams: unknown): Promise<ExecResult> {
   const p = parseParams(ExecParamsSchema, rawParams, 'exec');
-  const env: NodeJS.ProcessEnv = { ...process.env, ...(p.env ?? {}) };
+  const env = commandEnv(process.env, p.env);
   let file = p.argv[0] as string;
   let args = p.argv.slice(1);
   if (p.tty) {

@@ -105,6 +105,13 @@ describe('the agent in a real Debian guest', () => {
     expect(literal.out).toBe('$(id -u); ls\n');
   });
 
+  it("the agent runs with its unit's OpenSSL tuning; commands do not inherit it", async () => {
+    const pid = (await run(['systemctl', 'show', '--property=MainPID', '--value', 'goship-agent'])).out.trim();
+    const environ = (await run(['cat', `/proc/${pid}/environ`])).out.split('\0');
+    expect(environ).toContain('OPENSSL_ia32cap=~0x1000020000000000:~0x128');
+    expect((await run(['env'])).out).not.toMatch(/OPENSSL_ia32cap/);
+  });
+
   it('cloud-init installed the SSH key for the goship user, once', async () => {
     // cloud-init's final stage may still run right after the agent is ready.
     await run(['cloud-init', 'status', '--wait']);

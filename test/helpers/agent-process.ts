@@ -19,8 +19,8 @@ export interface RunningAgent {
 }
 
 /** Start `node dist/goship-agent.mjs ARGS`; with `--listen`, resolve once it listens. */
-export async function spawnAgent(args: string[], options: { waitFor?: RegExp } = {}): Promise<RunningAgent> {
-  const child = spawn(process.execPath, [AGENT_BUNDLE, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+export async function spawnAgent(args: string[], options: { waitFor?: RegExp; env?: NodeJS.ProcessEnv } = {}): Promise<RunningAgent> {
+  const child = spawn(process.execPath, [AGENT_BUNDLE, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: options.env ?? process.env });
   let log = '';
   child.stderr?.setEncoding('utf8');
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
@@ -44,8 +44,8 @@ export async function spawnAgent(args: string[], options: { waitFor?: RegExp } =
   };
 }
 
-export function listenAgent(socketPath: string): Promise<RunningAgent> {
-  return spawnAgent(['--listen', socketPath], { waitFor: /listening on/ });
+export function listenAgent(socketPath: string, env?: NodeJS.ProcessEnv): Promise<RunningAgent> {
+  return spawnAgent(['--listen', socketPath], { waitFor: /listening on/, ...(env ? { env } : {}) });
 }
 
 export async function tempDir(prefix = 'gsa-'): Promise<{ dir: string; cleanup: () => Promise<void> }> {

@@ -24,7 +24,8 @@ let agent: RunningAgent;
 beforeAll(async () => {
   ({ dir, cleanup } = await tempDir());
   sock = join(dir, 'agent.sock');
-  agent = await listenAgent(sock);
+  // Started like the agent's unit starts it: with its OpenSSL tuning set.
+  agent = await listenAgent(sock, { ...process.env, OPENSSL_ia32cap: '~0x1000020000000000:~0x128' });
 });
 
 afterAll(async () => {
@@ -104,6 +105,14 @@ describe('agent over a unix socket (--listen test mode)', () => {
       const env = collector();
       await c.exec(['sh', '-c', 'echo "$GREETING" && pwd'], { env: { GREETING: 'hi there' }, cwd: dir, stdout: env.w });
       expect(env.text()).toBe(`hi there\n${dir}\n`);
+
+      // The agent's own tuning stays with the agent; a caller may still set it.
+      const inherited = collector();
+      await c.exec(['sh', '-c', 'echo "[${OPENSSL_ia32cap-unset}] [$PATH]"'], { stdout: inherited.w });
+      expect(inherited.text()).toBe(`[unset] [${process.env.PATH}]\n`);
+      const explicit = collector();
+      await c.exec(['sh', '-c', 'echo "[$OPENSSL_ia32cap]"'], { env: { OPENSSL_ia32cap: ':~0x20' }, stdout: explicit.w });
+      expect(explicit.text()).toBe('[:~0x20]\n');
     });
   });
 
