@@ -18,10 +18,11 @@ import { RemoteError, parseParams, type Call } from './session.ts';
 export const KILL_GRACE_MS = 2000;
 
 /**
- * Variables of the agent's own unit (its tuning, see src/image/agent-unit.ts)
- * that commands do not inherit; a caller may still pass them in `env`.
+ * The agent's own tuning, which commands do not inherit (a caller may still
+ * pass them in `env`): OpenSSL's CPU mask from its unit
+ * (src/image/agent-unit.ts) and the thread-pool size it sets in main.ts.
  */
-export const AGENT_ONLY_ENV = ['OPENSSL_ia32cap'] as const;
+export const AGENT_ONLY_ENV = ['OPENSSL_ia32cap', 'UV_THREADPOOL_SIZE'] as const;
 
 /** The environment of a command: the agent's, minus its own tuning, plus the caller's. */
 export function commandEnv(agentEnv: NodeJS.ProcessEnv, callerEnv: Record<string, string> = {}): NodeJS.ProcessEnv {

@@ -108,8 +108,8 @@ describe('agent over a unix socket (--listen test mode)', () => {
 
       // The agent's own tuning stays with the agent; a caller may still set it.
       const inherited = collector();
-      await c.exec(['sh', '-c', 'echo "[${OPENSSL_ia32cap-unset}] [$PATH]"'], { stdout: inherited.w });
-      expect(inherited.text()).toBe(`[unset] [${process.env.PATH}]\n`);
+      await c.exec(['sh', '-c', 'echo "[${OPENSSL_ia32cap-unset}] [${UV_THREADPOOL_SIZE-unset}] [$PATH]"'], { stdout: inherited.w });
+      expect(inherited.text()).toBe(`[unset] [unset] [${process.env.PATH}]\n`);
       const explicit = collector();
       await c.exec(['sh', '-c', 'echo "[$OPENSSL_ia32cap]"'], { env: { OPENSSL_ia32cap: ':~0x20' }, stdout: explicit.w });
       expect(explicit.text()).toBe('[:~0x20]\n');
