@@ -151,6 +151,14 @@ else
     sleep 0.05
   done
   acpid -d -c /etc/acpi >/dev/null 2>&1 &
+  acpid=$!
+  # Announce only once acpid holds an event device open: a button pressed
+  # before that is lost (a test pressing it right after the line saw it lost).
+  i=0
+  while [ $i -lt 200 ] && ! ls -l /proc/$acpid/fd 2>/dev/null | grep -q /dev/input/event; do
+    i=$((i + 1))
+    sleep 0.05
+  done
   echo "goship-fastguest: acpid handles the power button"
 fi
 
