@@ -108,9 +108,10 @@ try {
     rawCounts.push(r.counted);
   }
 
-  const upMiBs = size / MiB / (median(uploadMs) / 1000);
-  const rawMiBs = size / MiB / (median(rawMs) / 1000);
-  const rates = (ms) => ms.map((x) => `${(size / MiB / (x / 1000)).toFixed(1)}`).join(', ');
+  const mibs = (ms) => size / MiB / (ms / 1000);
+  const upMiBs = mibs(median(uploadMs));
+  const rawMiBs = mibs(median(rawMs));
+  const rates = (ms) => ms.map((x) => mibs(x).toFixed(1)).join(', ');
   console.log(`Guest agent, Debian image under TCG (${runs} fresh boots; 50 pings; ${size / MiB} MiB transfers)`);
   console.log(`boot → agent ready (median)   ${fmt(median(readyMs))}   runs: ${readyMs.map(fmt).join(', ')}   target ≤ 15 s`);
   console.log(`agent round trip (median)     ${fmt(median(rtt))}`);
