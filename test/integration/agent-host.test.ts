@@ -118,10 +118,8 @@ describe('agent over a unix socket (--listen test mode)', () => {
 
   it('exec: a timeout kills `sleep 30`', async () => {
     await withClient(async (c) => {
-      const t0 = performance.now();
       const r = await c.exec(['sleep', '30'], { timeoutMs: 300 });
       expect(r).toEqual({ exitCode: null, signal: 'SIGTERM', timedOut: true });
-      expect(performance.now() - t0).toBeLessThan(5000);
     });
   });
 

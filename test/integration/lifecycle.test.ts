@@ -188,9 +188,8 @@ describe('VM lifecycle on real QEMU', () => {
       process.kill(vm.pid!, 'SIGSTOP');
       const hanging = q.queryStatus({ timeoutMs: 30_000 });
       process.kill(vm.pid!, 'SIGKILL');
-      const t0 = Date.now();
+      // Closed by the EOF, not by the 30 s timer (that would be EQMP_TIMEOUT).
       await expect(hanging).rejects.toMatchObject({ code: 'EQMP_CLOSED' });
-      expect(Date.now() - t0).toBeLessThan(10_000);
     });
     await rt.vms.reconcile();
     expect((await rt.vms.get('lc-basic')).state).toBe('crashed');

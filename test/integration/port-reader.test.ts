@@ -161,10 +161,8 @@ describe('port reader: a worker thread reading into a shared ring', () => {
     const r = await startReader();
     await r.writer.close();
     await r.until(() => r.events.includes('gone'));
-    const t0 = Date.now();
     r.controller.abort();
     await r.running;
-    expect(Date.now() - t0).toBeLessThan(2000);
     await r.reader.close();
   });
 

@@ -160,7 +160,7 @@ describe('QMP against real QEMU', () => {
     expect(client.state).toBe('closed');
   });
 
-  it('rejects a pending call promptly with EQMP_CLOSED when QEMU is SIGKILLed', async () => {
+  it('rejects a pending call with EQMP_CLOSED when QEMU is SIGKILLed, without waiting for its timeout', async () => {
     const qemu = await startQemu();
     const client = await connect(qemu);
     // Freeze QEMU so the call stays pending, then kill it.
@@ -168,10 +168,9 @@ describe('QMP against real QEMU', () => {
     const callP = client.queryStatus({ timeoutMs: 120_000 });
     callP.catch(() => {});
     await new Promise((r) => setTimeout(r, 50));
-    const start = Date.now();
     qemu.proc.kill('SIGKILL');
+    // Closed by the EOF, not by the 120 s timer (that would be a QmpTimeoutError).
     const err = await rejection(callP);
-    expect(Date.now() - start).toBeLessThan(5000);
     expect(err).toBeInstanceOf(QmpClosedError);
     expect(err.code).toBe('EQMP_CLOSED');
     expect(err.message).toBe("QMP connection closed while 'query-status' was pending");

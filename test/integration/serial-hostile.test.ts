@@ -150,9 +150,8 @@ describe('host client against a hostile guest', () => {
 
   it('refuses a hello with another protocol version, at once and clearly', async () => {
     guest = await startHostileGuest(dir, { protocol: 2 });
-    const t0 = performance.now();
-    const err = await AgentClient.connect(guest.path, { timeoutMs: 5000 }).catch((e: unknown) => e);
-    expect(performance.now() - t0).toBeLessThan(2000);
+    // Refused by the hello itself, not by the timeout (that would be an AgentTimeoutError).
+    const err = await AgentClient.connect(guest.path, { timeoutMs: 60_000 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(AgentProtocolError);
     expect((err as AgentProtocolError).message).toBe(
       `agent on ${guest.path}: incompatible protocol version 2 (agent "hostile"); this host speaks version 1`,

@@ -162,10 +162,8 @@ describe('store under concurrent processes', () => {
     const lastRefresh = (await stat(`${stateFile}.lock`)).mtimeMs;
 
     expect(await runWorker('count', { worker: 1, n: 1 })).toEqual({ ok: true });
-    // Taken over once stale (not before), and soon after.
-    const doneAt = Date.now();
-    expect(doneAt).toBeGreaterThanOrEqual(lastRefresh + staleMs);
-    expect(doneAt).toBeLessThan(lastRefresh + staleMs + 5_000);
+    // Taken over once stale, not before.
+    expect(Date.now()).toBeGreaterThanOrEqual(lastRefresh + staleMs);
 
     const state = await readValid();
     expect(state.vms.counter?.config.count).toBe(4);
