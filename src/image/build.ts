@@ -24,9 +24,11 @@ import { execa } from 'execa';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmod, copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { GoshipError, ValidationError } from '../errors.ts';
+import { ValidationError } from '../errors.ts';
+import { ImageError } from './errors.ts';
 import type { Issue } from '../errors.ts';
 import { FILES } from '../layout.ts';
+import { pidAlive } from '../proc.ts';
 import { AGENT_GUEST_PATH, AGENT_UNIT, AGENT_UNIT_GUEST_PATH, AGENT_UNIT_NAME } from './agent-unit.ts';
 import { MANIFEST_FORMAT, readManifest, sha256File, writeManifest } from './manifest.ts';
 import type { ImageManifest } from './manifest.ts';
@@ -393,7 +395,7 @@ export async function buildImage(opts: BuildImageOptions): Promise<ImageInfo> {
   try {
     agentSha256 = await sha256File(agentBundle);
   } catch (cause) {
-    throw new GoshipError('EAGENT_BUNDLE', `cannot read the agent bundle ${agentBundle}: ${(cause as Error).message}`, {
+    throw new ImageError('EAGENT_BUNDLE', `cannot read the agent bundle ${agentBundle}: ${(cause as Error).message}`, {
       hint: 'build it: npm run build (writes dist/goship-agent.mjs)',
       cause,
     });
@@ -513,7 +515,7 @@ async function isFile(path: string): Promise<boolean> {
 
 async function checkHost(): Promise<void> {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-    throw new GoshipError('EIMAGE_BUILD', 'building an image needs root: mmdebstrap writes a root-owned tree that mkfs.ext4 copies as is', {
+    throw new ImageError('EIMAGE_BUILD', 'building an image needs root: mmdebstrap writes a root-owned tree that mkfs.ext4 copies as is', {
       hint: 'run it as root (sudo goshipctl image build), or import a cloud image instead: goshipctl image import',
     });
   }
@@ -527,7 +529,7 @@ async function checkHost(): Promise<void> {
     if (r.exitCode !== 0) missing.push(pkg);
   }
   if (missing.length > 0) {
-    throw new GoshipError('EIMAGE_BUILD', `cannot build an image: missing host tools (${missing.join(', ')})`, {
+    throw new ImageError('EIMAGE_BUILD', `cannot build an image: missing host tools (${missing.join(', ')})`, {
       hint: `install them: apt-get install -y ${missing.join(' ')}`,
     });
   }
@@ -536,7 +538,7 @@ async function checkHost(): Promise<void> {
 async function run(cmd: string, args: string[]): Promise<void> {
   const r = await execa(cmd, args, { reject: false, all: true, env: { PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` } });
   if (r.exitCode !== 0) {
-    throw new GoshipError('EIMAGE_BUILD', `${cmd} failed (exit ${r.exitCode ?? r.signal}): ${tail(r.all ?? '', 15)}`, {
+    throw new ImageError('EIMAGE_BUILD', `${cmd} failed (exit ${r.exitCode ?? r.signal}): ${tail(r.all ?? '', 15)}`, {
       hint: `the command was: ${[cmd, ...args].join(' ')}`,
     });
   }
@@ -596,7 +598,7 @@ async function runMmdebstrap(o: {
   });
   const r = await child;
   if (r.exitCode !== 0) {
-    throw new GoshipError('EIMAGE_BUILD', `mmdebstrap failed (exit ${r.exitCode ?? r.signal}): ${lines.slice(-20).join('\n')}`, {
+    throw new ImageError('EIMAGE_BUILD', `mmdebstrap failed (exit ${r.exitCode ?? r.signal}): ${lines.slice(-20).join('\n')}`, {
       hint: 'check that the Debian archive is reachable and every package name exists in the suite',
     });
   }
@@ -608,12 +610,12 @@ async function copyKernel(tree: string, out: string): Promise<string> {
   const kernels = (await readdir(boot)).filter((f) => f.startsWith('vmlinuz-')).sort();
   const kernel = kernels.at(-1);
   if (!kernel) {
-    throw new GoshipError('EIMAGE_BUILD', 'the image has no kernel in /boot', { hint: 'include a kernel package, e.g. linux-image-cloud-amd64' });
+    throw new ImageError('EIMAGE_BUILD', 'the image has no kernel in /boot', { hint: 'include a kernel package, e.g. linux-image-cloud-amd64' });
   }
   const version = kernel.slice('vmlinuz-'.length);
   const initrd = join(boot, `initrd.img-${version}`);
   if (!(await isFile(initrd))) {
-    throw new GoshipError('EIMAGE_BUILD', `the image has no initramfs for kernel ${version}`, { hint: 'include initramfs-tools' });
+    throw new ImageError('EIMAGE_BUILD', `the image has no initramfs for kernel ${version}`, { hint: 'include initramfs-tools' });
   }
   await copyFile(join(boot, kernel), join(out, FILES.imageKernel));
   await copyFile(initrd, join(out, FILES.imageInitrd));
@@ -626,7 +628,7 @@ async function copyKernel(tree: string, out: string): Promise<string> {
 async function duBytes(dir: string): Promise<number> {
   const r = await execa('du', ['-s', '-x', '-B1', dir]);
   const n = Number.parseInt(r.stdout.split(/\s/)[0] ?? '', 10);
-  if (!Number.isFinite(n)) throw new GoshipError('EIMAGE_BUILD', `cannot measure ${dir}: du said ${JSON.stringify(r.stdout)}`);
+  if (!Number.isFinite(n)) throw new ImageError('EIMAGE_BUILD', `cannot measure ${dir}: du said ${JSON.stringify(r.stdout)}`);
   return n;
 }
 
@@ -680,12 +682,6 @@ export async function sweepStaleBuilds(imagesDir: string): Promise<void> {
     const m = /^\.build-(\d+)-[0-9a-f]+$/.exec(e);
     if (!m) continue;
     const pid = Number(m[1]);
-    let alive = true;
-    try {
-      process.kill(pid, 0);
-    } catch (err) {
-      alive = (err as NodeJS.ErrnoException).code === 'EPERM';
-    }
-    if (!alive) await removeBuildDir(join(imagesDir, e));
+    if (!pidAlive(pid)) await removeBuildDir(join(imagesDir, e));
   }
 }

@@ -7,20 +7,12 @@ import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { GoshipError } from '../errors.ts';
+import { QemuError } from './errors.ts';
+import { statState } from '../proc.ts';
 import { processMarker } from './argv.ts';
 
-export { processMarker };
+export { processMarker, statState };
 
-/** Whether any process has this PID (ours or not): `kill(pid, 0)`, EPERM counting as alive. */
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Pure: does this NUL-separated /proc/PID/cmdline belong to the VM with this marker? */
 export function cmdlineHasMarker(cmdline: string, marker: string): boolean {
@@ -34,12 +26,6 @@ export function cmdlineHasMarker(cmdline: string, marker: string): boolean {
   return false;
 }
 
-/** Pure: the state letter of /proc/PID/stat (`R`, `S`, `Z`…). */
-export function statState(stat: string): string | undefined {
-  // pid (comm) S … : comm may contain spaces and parentheses; the state follows the last ')'.
-  const close = stat.lastIndexOf(')');
-  return close < 0 ? undefined : stat.slice(close + 2, close + 3) || undefined;
-}
 
 /**
  * True when `pid` is alive, not a zombie, and its command line carries `marker`.
@@ -112,7 +98,7 @@ export interface Launched {
  */
 export async function launchDetached(argv: readonly string[], logFile: string): Promise<Launched> {
   const [binary, ...args] = argv;
-  if (!binary) throw new GoshipError('EINVALID', 'empty argv');
+  if (!binary) throw new QemuError('EINVALID', 'empty argv');
   const fd = openSync(logFile, 'a', 0o600);
   try {
     const child = spawn(binary, args, { detached: true, stdio: ['ignore', fd, fd] });
@@ -123,7 +109,7 @@ export async function launchDetached(argv: readonly string[], logFile: string): 
       child.once('spawn', resolve);
       child.once('error', (err: NodeJS.ErrnoException) => {
         const hint = err.code === 'ENOENT' ? 'install QEMU: apt-get install qemu-system-x86' : undefined;
-        reject(new GoshipError('EQEMU_SPAWN', `cannot start ${binary}: ${err.message}`, hint ? { hint, cause: err } : { cause: err }));
+        reject(new QemuError('EQEMU_SPAWN', `cannot start ${binary}: ${err.message}`, hint ? { hint, cause: err } : { cause: err }));
       });
     });
     child.unref();

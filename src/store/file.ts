@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Adapter } from 'lowdb';
+import { pidAlive } from '../proc.ts';
 import { decodeState, encodeState } from './decode.ts';
 import { StoreCorruptError, StoreInvalidError, StoreVersionError } from './errors.ts';
 import { checkState } from './schema.ts';
@@ -158,15 +159,6 @@ export async function writeFileAtomic(file: string, text: string): Promise<void>
   await fsyncDir(dirname(file));
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return errno(err) === 'EPERM';
-  }
-}
-
 /**
  * Removes temporary files left by writers that died between open and rename.
  * Call it only while holding the lock; files of live processes are kept.
@@ -183,7 +175,7 @@ export async function removeOrphanTemps(file: string): Promise<void> {
     const m = TEMP_RE.exec(name);
     if (m === null || m[1] !== basename(file)) continue;
     const pid = Number(m[2]);
-    if (pid !== process.pid && !isAlive(pid)) await unlink(join(dir, name)).catch(() => undefined);
+    if (pid !== process.pid && !pidAlive(pid)) await unlink(join(dir, name)).catch(() => undefined);
   }
 }
 

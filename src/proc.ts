@@ -1,0 +1,37 @@
+/**
+ * Facts about processes from /proc, shared by every module that must know
+ * whether a recorded PID still stands for a running process (the store's
+ * writers, interrupted operations, stale builds, QEMU and its monitor).
+ */
+import { readFileSync } from 'node:fs';
+
+/** Pure: the state letter of a /proc/PID/stat line (`R`, `S`, `Z`…). */
+export function statState(stat: string): string | undefined {
+  // pid (comm) S … : comm may contain spaces and parentheses; the state follows the last ')'.
+  const close = stat.lastIndexOf(')');
+  return close < 0 ? undefined : stat.slice(close + 2, close + 3) || undefined;
+}
+
+/**
+ * Whether `pid` is a live process (ours or not). A zombie (`Z`) or a dead
+ * (`X`) process is gone: it has exited and only waits to be reaped, which on
+ * some hosts PID 1 does late. Where /proc cannot be read, `kill(pid, 0)`
+ * decides (EPERM counts as alive).
+ */
+export function pidAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === 'EPERM';
+    }
+  }
+  const state = statState(stat);
+  return state !== 'Z' && state !== 'X';
+}
