@@ -6,7 +6,8 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { QmpClient, Runtime, ensureFastGuest, Layout } from '../dist/lib.mjs';
+import { QmpClient, Runtime, Layout } from '../dist/lib.mjs';
+import { ensureFastGuest } from '../dist/test-support.mjs';
 import { cacheDir, median, now, report, spawnPlain, tempEnv, waitForFile } from './lib.mjs';
 
 const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 10;

@@ -1,4 +1,73 @@
 /**
+ * Every error code GoShip raises, declared once, each with what it means.
+ * Scripts match on the code (`--json` prints it); the CLI maps each to an
+ * exit status (src/cli/output.ts, checked to cover every code by a test);
+ * docs/cli.md lists them. A module's error classes narrow `code` to the
+ * subset they raise.
+ */
+export const ERROR_CODES = {
+  // bad input (exit 2)
+  EINVALID: 'invalid input: a flag, a spec field, a name, a size or a path (every problem is listed)',
+  EPARSE: 'a spec or state file that is not valid YAML or JSON',
+  EUSAGE: 'a command line goshipctl cannot parse (unknown command, missing argument)',
+  // not found (exit 3)
+  ENOTFOUND: 'no such project, VM, image, app or node',
+  EIMAGE_MISSING: 'the image a project or VM needs is not there',
+  // conflict (exit 4)
+  EEXIST: 'the name is taken',
+  ESTATE: 'the record is in the wrong state for the command (running, stopped, busy, broken)',
+  EPORT_TAKEN: 'a host port is forwarded by another project, VM or app, or bound by another program',
+  // failed (exit 1)
+  ENOTSUP: 'something GoShip does not do (yet), said plainly',
+  EINTERNAL: 'a bug: an error GoShip did not expect',
+  EREAD: 'a file GoShip was asked to read cannot be read',
+  ESTOP: 'a VM that is still running after every step of the stop escalation',
+  // QEMU and qemu-img
+  EQEMU_MISSING: 'qemu-system-x86_64 is not installed',
+  EQEMU_VERSION: 'the output of qemu-system-x86_64 --version cannot be read',
+  EQEMU_START: 'QEMU did not come up (no QMP socket)',
+  EQEMU_SPAWN: 'QEMU could not be started at all',
+  EQEMU_EXIT: 'QEMU exited while it was being started',
+  EQEMU_OPTS: 'a value that cannot be written as a QEMU option',
+  EQEMU_IMG: 'qemu-img failed',
+  EQEMU_USER: 'the unprivileged user QEMU runs as is missing or cannot reach the VM files',
+  // QMP
+  EQMP_CONNECT: 'the QMP socket cannot be reached',
+  EQMP_COMMAND: 'QEMU refused a QMP command',
+  EQMP_CLOSED: 'the QMP connection closed',
+  EQMP_TIMEOUT: 'QEMU did not answer a QMP command in time',
+  EQMP_FRAME: 'a QMP line over the size limit',
+  EQMP_PROTOCOL: 'QEMU sent something that is not QMP',
+  EQMP_STATE: 'a QMP call in the wrong connection state',
+  EQMP_HMP: 'an HMP command (through human-monitor-command) failed',
+  EQMP_EVENTS_OVERFLOW: 'an event listener fell too far behind',
+  // the agent channel
+  EAGENT_TIMEOUT: 'the guest agent did not answer in time',
+  EAGENT_CLOSED: 'the agent channel closed (agent restarted, guest rebooted, client closed)',
+  EAGENT_PROTOCOL: 'the guest sent something that breaks the agent protocol',
+  EAGENT_REMOTE: 'the guest agent answered with an error (its own code is kept)',
+  EAGENT_BUNDLE: 'the guest agent bundle (dist/goship-agent.mjs) is missing',
+  // images
+  EIMAGE_BUILD: 'an image build failed',
+  EIMAGE_IMPORT: 'an image import failed',
+  EIMAGE_MANIFEST: "an image's manifest cannot be read",
+  EIMAGE_BROKEN: 'an image directory without its disk',
+  EIMAGE_FORMAT: 'a base image that is neither qcow2 nor raw',
+  EIMAGE_CHECKSUM: "an image's disk does not match its manifest",
+  // cloud-init
+  ESEED: 'the cloud-init seed ISO could not be written',
+  // the store
+  ESTORE_CORRUPT: 'the state file is corrupt (a backup was kept)',
+  ESTORE_VERSION: 'the state file was written by a newer GoShip',
+  ESTORE_LOCK: 'the state lock could not be taken in time',
+  ESTORE_INVALID: 'a write that would break the state schema was refused',
+  // the host probe
+  EHOSTFIXTURE: 'a host fixture directory (tests) is incomplete',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/**
  * The base of every error GoShip raises on purpose.
  *
  * `code` is stable (scripts match on it, `--json` prints it); the message says
@@ -6,10 +75,10 @@
  * on its own line. The original error, if any, is kept in `cause`.
  */
 export class GoshipError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly hint: string | undefined;
 
-  constructor(code: string, message: string, options: { hint?: string; cause?: unknown } = {}) {
+  constructor(code: ErrorCode, message: string, options: { hint?: string; cause?: unknown } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = code;
@@ -17,7 +86,7 @@ export class GoshipError extends Error {
   }
 
   /** The stable shape `--json` prints for an error. */
-  toJSON(): { code: string; message: string; hint?: string } {
+  toJSON(): { code: ErrorCode; message: string; hint?: string } {
     return this.hint === undefined
       ? { code: this.code, message: this.message }
       : { code: this.code, message: this.message, hint: this.hint };

@@ -6,8 +6,9 @@
  *     const { project } = await rt.projects.create({ name: 'web', cpus: 2, memory: '2G' });
  */
 export { GoshipError, ValidationError, NotSupportedError, type Issue } from './errors.ts';
-export { Layout, FILES, AGENT_PORT_NAME } from './layout.ts';
-export { Runtime, VmService, ProjectService, parsePort, validateProjectOptions, ImageService, DEFAULT_STOP_TIMEOUTS } from './runtime/index.ts';
+export { Layout, FILES } from './layout.ts';
+export { AGENT_PORT_NAME, PROTOCOL_VERSION } from './protocol/index.ts';
+export { Runtime, VmService, ProjectService, parsePort, validateProjectOptions, ImageService, DEFAULT_STOP_TIMEOUTS, qemuVersion } from './runtime/index.ts';
 export type {
   RuntimeOptions,
   CreateVmOptions,
@@ -24,10 +25,10 @@ export type {
   ImageSource,
   ResolvedImage,
 } from './runtime/index.ts';
-export { buildArgv, resolveSpec, loadSpecFile, qemuOpts, parseSize, qemuVersion } from './qemu/index.ts';
+export { buildArgv, resolveSpec, loadSpecFile, qemuOpts, parseSize } from './qemu/index.ts';
 export type { VmSpec, VmConfig, HostFacts } from './qemu/index.ts';
 export { QmpClient } from './qmp/index.ts';
 export { AgentClient } from './serial/index.ts';
 export { Store } from './store/index.ts';
 export type { State, Project, Vm, Image, App, Node } from './store/index.ts';
-export { ensureFastGuest, buildImage } from './image/index.ts';
+export { buildImage } from './image/index.ts';

@@ -12,9 +12,6 @@ import { join } from 'node:path';
 /** Linux `sun_path` is 108 bytes including the terminating NUL. */
 export const UNIX_SOCKET_PATH_MAX = 107;
 
-/** The virtio-serial port name the guest agent opens (`/dev/virtio-ports/<name>`). */
-export const AGENT_PORT_NAME = 'org.goship.agent.0';
-
 export const FILES = {
   overlay: 'disk.qcow2',
   seed: 'seed.iso',

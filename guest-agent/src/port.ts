@@ -13,9 +13,8 @@
 import { Buffer } from 'node:buffer';
 import { open, readFile, readdir, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AGENT_PORT_NAME } from '../../src/layout.ts';
+import { AGENT_PORT_NAME, encodeLine } from '../../src/protocol/index.ts';
 import { FdLink, type Link } from './link.ts';
-import { encodeLine } from '../../src/protocol/index.ts';
 import { readPort } from './port-reader.ts';
 import { AgentSession, type AgentContext, type Handler } from './session.ts';
 

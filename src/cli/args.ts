@@ -4,6 +4,7 @@
  * value options are read back from the raw argv here.
  */
 import { GoshipError } from '../errors.ts';
+import { parseSize } from '../runtime/index.ts';
 
 /** Every raw value given for `--name` (`--name v` or `--name=v`), in order. */
 export function rawValues(argv: readonly string[], name: string): string[] {
@@ -36,4 +37,29 @@ export function intOption(argv: readonly string[], name: string, what: string): 
   if (raw === undefined) return undefined;
   if (!/^\d+$/.test(raw)) throw new GoshipError('EINVALID', `--${name}: expected ${what}, got "${raw}"`);
   return Number(raw);
+}
+
+/**
+ * The longest timeout a command takes, in seconds: Node's timers hold at most
+ * 2^31 - 1 ms (about 24.8 days); a longer one would fire at once.
+ */
+export const MAX_TIMEOUT_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
+
+/** A `--timeout`-like option in whole seconds, 1 to MAX_TIMEOUT_SECONDS, returned in milliseconds. */
+export function secondsOption(argv: readonly string[], name: string): number | undefined {
+  const s = intOption(argv, name, 'a whole number of seconds');
+  if (s === undefined) return undefined;
+  if (s < 1 || s > MAX_TIMEOUT_SECONDS) {
+    throw new GoshipError('EINVALID', `--${name}: expected 1 to ${MAX_TIMEOUT_SECONDS} seconds (about 24 days), got ${s}`);
+  }
+  return s * 1000;
+}
+
+/** A size option (`--disk 20G`), in bytes. */
+export function sizeOption(argv: readonly string[], name: string): number | undefined {
+  const raw = rawValue(argv, name);
+  if (raw === undefined) return undefined;
+  const r = parseSize(raw);
+  if (!r.ok) throw new GoshipError('EINVALID', `--${name}: ${r.message}`);
+  return r.bytes;
 }

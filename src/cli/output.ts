@@ -3,7 +3,7 @@
  * errors on stderr in one line (plus the hint), progress on a TTY only.
  */
 import pc from 'picocolors';
-import { GoshipError } from '../errors.ts';
+import { GoshipError, type ErrorCode } from '../errors.ts';
 
 /** Exit codes, stable for scripts (docs/cli.md). */
 export const EXIT = {
@@ -14,7 +14,14 @@ export const EXIT = {
   conflict: 4,
 } as const;
 
-const CODE_EXIT: Record<string, number> = {
+type ExitStatus = (typeof EXIT)[keyof typeof EXIT];
+
+/**
+ * Every error code's exit status. A `Record` over ErrorCode, so a code added
+ * to src/errors.ts without an exit status here does not compile (and a test
+ * checks the table against ERROR_CODES as well).
+ */
+export const CODE_EXIT: Record<ErrorCode, ExitStatus> = {
   EINVALID: EXIT.invalid,
   EPARSE: EXIT.invalid,
   EUSAGE: EXIT.invalid,
@@ -22,9 +29,48 @@ const CODE_EXIT: Record<string, number> = {
   EIMAGE_MISSING: EXIT.notFound,
   EEXIST: EXIT.conflict,
   ESTATE: EXIT.conflict,
+  EPORT_TAKEN: EXIT.conflict,
+  ENOTSUP: EXIT.failed,
+  EINTERNAL: EXIT.failed,
+  EREAD: EXIT.failed,
+  ESTOP: EXIT.failed,
+  EQEMU_MISSING: EXIT.failed,
+  EQEMU_VERSION: EXIT.failed,
+  EQEMU_START: EXIT.failed,
+  EQEMU_SPAWN: EXIT.failed,
+  EQEMU_EXIT: EXIT.failed,
+  EQEMU_OPTS: EXIT.failed,
+  EQEMU_IMG: EXIT.failed,
+  EQEMU_USER: EXIT.failed,
+  EQMP_CONNECT: EXIT.failed,
+  EQMP_COMMAND: EXIT.failed,
+  EQMP_CLOSED: EXIT.failed,
+  EQMP_TIMEOUT: EXIT.failed,
+  EQMP_FRAME: EXIT.failed,
+  EQMP_PROTOCOL: EXIT.failed,
+  EQMP_STATE: EXIT.failed,
+  EQMP_HMP: EXIT.failed,
+  EQMP_EVENTS_OVERFLOW: EXIT.failed,
+  EAGENT_TIMEOUT: EXIT.failed,
+  EAGENT_CLOSED: EXIT.failed,
+  EAGENT_PROTOCOL: EXIT.failed,
+  EAGENT_REMOTE: EXIT.failed,
+  EAGENT_BUNDLE: EXIT.failed,
+  EIMAGE_BUILD: EXIT.failed,
+  EIMAGE_IMPORT: EXIT.failed,
+  EIMAGE_MANIFEST: EXIT.failed,
+  EIMAGE_BROKEN: EXIT.failed,
+  EIMAGE_FORMAT: EXIT.failed,
+  EIMAGE_CHECKSUM: EXIT.failed,
+  ESEED: EXIT.failed,
+  ESTORE_CORRUPT: EXIT.failed,
+  ESTORE_VERSION: EXIT.failed,
+  ESTORE_LOCK: EXIT.failed,
+  ESTORE_INVALID: EXIT.failed,
+  EHOSTFIXTURE: EXIT.failed,
 };
 
-export function exitCodeFor(err: unknown): number {
+export function exitCodeFor(err: unknown): ExitStatus {
   return err instanceof GoshipError ? (CODE_EXIT[err.code] ?? EXIT.failed) : EXIT.failed;
 }
 

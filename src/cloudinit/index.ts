@@ -5,7 +5,7 @@ export { seedEntries, validateSeed } from './seed.ts';
 export { writeSeedIso, buildSeed, xorrisoArgs } from './seed-iso.ts';
 export type { WriteSeedIsoOptions } from './seed-iso.ts';
 export { SeedError, SEED_SUBJECT } from './errors.ts';
-export { SSH_KEY_TYPES } from './validate.ts';
+export { SSH_KEY_TYPES, checkSshKey } from './validate.ts';
 export {
   SEED_VOLUME_ID,
   SEED_FILES,

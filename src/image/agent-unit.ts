@@ -10,7 +10,7 @@
  * (`/dev/virtio-ports/NAME`, else a sysfs scan) and retries while the port is
  * absent, so starting before udev's coldplug is safe.
  */
-import { AGENT_PORT_NAME } from '../layout.ts';
+import { AGENT_PORT_NAME } from '../protocol/index.ts';
 
 /** The directory of the agent in the guest. */
 export const AGENT_GUEST_DIR = '/usr/local/lib/goship';

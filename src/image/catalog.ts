@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { GoshipError, ValidationError } from '../errors.ts';
+import { ImageError } from './errors.ts';
 import type { Issue } from '../errors.ts';
 import { FILES } from '../layout.ts';
 import { MANIFEST_FORMAT, readManifest, sha256File, writeManifest } from './manifest.ts';
@@ -65,7 +66,7 @@ export function imageNameIssues(name: string, path = 'name'): Issue[] {
 export async function imageInfoFromDir(dir: string, name: string): Promise<ImageInfo> {
   const manifest = await readManifest(dir);
   if (!manifest) {
-    throw new GoshipError('ENOTFOUND', `image ${name} does not exist`, {
+    throw new ImageError('ENOTFOUND', `image ${name} does not exist`, {
       hint: name === 'default' ? 'build it: goshipctl image build' : 'goshipctl image list shows the images',
     });
   }
@@ -74,7 +75,7 @@ export async function imageInfoFromDir(dir: string, name: string): Promise<Image
   try {
     sizeBytes = (await stat(base)).size;
   } catch (cause) {
-    throw new GoshipError('EIMAGE_BROKEN', `image ${name} has no ${FILES.imageBase}`, { hint: `remove it and build or import it again: goshipctl image rm ${name}`, cause });
+    throw new ImageError('EIMAGE_BROKEN', `image ${name} has no ${FILES.imageBase}`, { hint: `remove it and build or import it again: goshipctl image rm ${name}`, cause });
   }
   const info: ImageInfo = { name, dir, base, sizeBytes, sha256: manifest.base.sha256, manifest };
   if (manifest.kernel) {
@@ -101,7 +102,7 @@ export async function listImages(imagesDir: string): Promise<ImageEntry[]> {
       entries.push({ ok: true, ...(await imageInfoFromDir(dir, name)) });
     } catch (error) {
       if (error instanceof GoshipError && error.code === 'ENOTFOUND') continue; // not an image directory
-      entries.push({ ok: false, name, dir, error: error instanceof GoshipError ? error : new GoshipError('EIMAGE_BROKEN', String(error), { cause: error }) });
+      entries.push({ ok: false, name, dir, error: error instanceof GoshipError ? error : new ImageError('EIMAGE_BROKEN', String(error), { cause: error }) });
     }
   }
   return entries;
@@ -114,7 +115,7 @@ export async function imageInfo(imagesDir: string, name: string, opts: { verify?
   if (opts.verify) {
     const actual = await sha256File(info.base);
     if (actual !== info.sha256) {
-      throw new GoshipError('EIMAGE_CHECKSUM', `image ${name}: ${FILES.imageBase} has sha256 ${actual}, the manifest says ${info.sha256}`, {
+      throw new ImageError('EIMAGE_CHECKSUM', `image ${name}: ${FILES.imageBase} has sha256 ${actual}, the manifest says ${info.sha256}`, {
         hint: `the base image was changed after it was built: rebuild or re-import it`,
       });
     }
@@ -131,7 +132,7 @@ export async function removeImage(imagesDir: string, name: string): Promise<void
     await rename(dir, trash);
   } catch (cause) {
     if ((cause as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new GoshipError('ENOTFOUND', `image ${name} does not exist`, { hint: 'goshipctl image list shows the images' });
+      throw new ImageError('ENOTFOUND', `image ${name} does not exist`, { hint: 'goshipctl image list shows the images' });
     }
     throw cause;
   }
@@ -160,7 +161,7 @@ interface QemuImgInfo {
 export async function qemuImgInfo(file: string): Promise<QemuImgInfo> {
   const r = await execa('qemu-img', ['info', '--output=json', resolve(file)], { reject: false });
   if (r.exitCode !== 0) {
-    throw new GoshipError('EIMAGE_IMPORT', `qemu-img cannot read ${file}: ${r.stderr.trim() || `exit ${r.exitCode}`}`, {
+    throw new ImageError('EIMAGE_IMPORT', `qemu-img cannot read ${file}: ${r.stderr.trim() || `exit ${r.exitCode}`}`, {
       hint: 'give a qcow2 or raw disk image',
     });
   }
@@ -201,17 +202,17 @@ export async function importImage(imagesDir: string, name: string, file: string,
 
   const finalDir = join(imagesDir, name);
   if (!opts.force && (await readManifest(finalDir).catch(() => ({})))) {
-    throw new GoshipError('EEXISTS', `image ${name} already exists`, { hint: `pick another name, or remove it first: goshipctl image rm ${name}` });
+    throw new ImageError('EEXIST', `image ${name} already exists`, { hint: `pick another name, or remove it first: goshipctl image rm ${name}` });
   }
 
   const info = await qemuImgInfo(src);
   if (info.format !== 'qcow2' && info.format !== 'raw') {
-    throw new GoshipError('EIMAGE_IMPORT', `cannot import ${file}: its format is ${info.format}, expected qcow2 or raw`, {
+    throw new ImageError('EIMAGE_IMPORT', `cannot import ${file}: its format is ${info.format}, expected qcow2 or raw`, {
       hint: `convert it first: qemu-img convert -O qcow2 ${file} image.qcow2`,
     });
   }
   if (info['backing-filename']) {
-    throw new GoshipError('EIMAGE_IMPORT', `cannot import ${file}: it is an overlay on ${info['backing-filename']}`, {
+    throw new ImageError('EIMAGE_IMPORT', `cannot import ${file}: it is an overlay on ${info['backing-filename']}`, {
       hint: `flatten it first: qemu-img convert -O qcow2 ${file} image.qcow2`,
     });
   }
@@ -226,7 +227,7 @@ export async function importImage(imagesDir: string, name: string, file: string,
       await copyFile(src, base);
     } else {
       const r = await execa('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', src, base], { reject: false, all: true });
-      if (r.exitCode !== 0) throw new GoshipError('EIMAGE_IMPORT', `qemu-img convert failed: ${(r.all ?? '').trim()}`);
+      if (r.exitCode !== 0) throw new ImageError('EIMAGE_IMPORT', `qemu-img convert failed: ${(r.all ?? '').trim()}`);
     }
     if (opts.kernel !== undefined) await copyFile(resolve(opts.kernel), join(out, FILES.imageKernel));
     if (opts.initrd !== undefined) await copyFile(resolve(opts.initrd), join(out, FILES.imageInitrd));
@@ -255,7 +256,7 @@ export async function importImage(imagesDir: string, name: string, file: string,
       const code = (cause as NodeJS.ErrnoException).code;
       if ((code !== 'ENOTEMPTY' && code !== 'EEXIST') || !opts.force) {
         if (code === 'ENOTEMPTY' || code === 'EEXIST') {
-          throw new GoshipError('EEXISTS', `image ${name} already exists`, { hint: `remove it first: goshipctl image rm ${name}` });
+          throw new ImageError('EEXIST', `image ${name} already exists`, { hint: `remove it first: goshipctl image rm ${name}` });
         }
         throw cause;
       }

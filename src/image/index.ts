@@ -1,5 +1,5 @@
 // Base images: the builder (mmdebstrap → ext4 → qcow2) and the catalogue.
-// and the fast test guest (fastguest.ts): the only public door of src/image.
+// The only public door of src/image.
 export {
   buildImage,
   imageCacheKey,
@@ -46,4 +46,3 @@ export type { ImageManifest } from './manifest.ts';
 export { AGENT_UNIT, AGENT_UNIT_NAME, AGENT_UNIT_GUEST_PATH, AGENT_GUEST_DIR, AGENT_GUEST_PATH, AGENT_GUEST_NODE } from './agent-unit.ts';
 export { PHASE_START } from './progress.ts';
 export type { BuildPhase, BuildProgress, ProgressListener } from './progress.ts';
-export { ensureFastGuest, type FastGuest, type FastGuestOptions } from './fastguest.ts';

@@ -8,7 +8,7 @@ import { createReadStream } from 'node:fs';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as v from 'valibot';
-import { GoshipError } from '../errors.ts';
+import { ImageError } from './errors.ts';
 import { FILES } from '../layout.ts';
 
 /** Bump when the manifest's shape changes incompatibly. */
@@ -62,13 +62,13 @@ export const ManifestSchema = v.object({
 
 export type ImageManifest = v.InferOutput<typeof ManifestSchema>;
 
-/** Parses manifest text; throws GoshipError EIMAGE_MANIFEST naming the first bad field. */
+/** Parses manifest text; throws ImageError EIMAGE_MANIFEST naming the first bad field. */
 export function parseManifest(text: string, where: string): ImageManifest {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch (cause) {
-    throw new GoshipError('EIMAGE_MANIFEST', `image manifest ${where} is not JSON: ${(cause as Error).message}`, {
+    throw new ImageError('EIMAGE_MANIFEST', `image manifest ${where} is not JSON: ${(cause as Error).message}`, {
       hint: 'rebuild or re-import the image',
       cause,
     });
@@ -77,7 +77,7 @@ export function parseManifest(text: string, where: string): ImageManifest {
   if (!r.success) {
     const issue = r.issues[0];
     const path = issue?.path?.map((p) => String(p.key)).join('.') ?? '';
-    throw new GoshipError('EIMAGE_MANIFEST', `image manifest ${where} is invalid: ${path ? `${path}: ` : ''}${issue?.message ?? 'unknown problem'}`, {
+    throw new ImageError('EIMAGE_MANIFEST', `image manifest ${where} is invalid: ${path ? `${path}: ` : ''}${issue?.message ?? 'unknown problem'}`, {
       hint: 'rebuild or re-import the image',
     });
   }
@@ -92,7 +92,7 @@ export async function readManifest(dir: string): Promise<ImageManifest | undefin
     text = await readFile(file, 'utf8');
   } catch (cause) {
     if ((cause as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new GoshipError('EIMAGE_MANIFEST', `cannot read image manifest ${file}: ${(cause as Error).message}`, { cause });
+    throw new ImageError('EIMAGE_MANIFEST', `cannot read image manifest ${file}: ${(cause as Error).message}`, { cause });
   }
   return parseManifest(text, file);
 }

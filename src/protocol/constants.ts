@@ -3,6 +3,9 @@
  * the guest agent (guest-agent/). Runs on the guest's Node 18: built-ins only.
  */
 
+/** The virtio-serial port name the guest agent opens (`/dev/virtio-ports/<name>`): a reverse-DNS name. */
+export const AGENT_PORT_NAME = 'org.goship.agent.0';
+
 /** Bumped on any incompatible change of the wire format or of a method. */
 export const PROTOCOL_VERSION = 1;
 

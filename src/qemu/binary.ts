@@ -1,7 +1,7 @@
 /**
- * The QEMU binary: its version as printed by `--version`, and as reported over
- * QMP `query-version` by a QEMU started with `-machine none -nodefaults -S`
- * (which also proves QMP works on this host).
+ * The QEMU binary: its version as printed by `--version`, its machine-type
+ * aliases, and a bare QEMU (`-machine none -nodefaults -S`) with only a QMP
+ * socket, which the runtime asks for `query-version` (proving QMP works here).
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
@@ -9,8 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
-import { GoshipError } from '../errors.ts';
-import { QmpClient } from '../qmp/index.ts';
+import { QemuError } from './errors.ts';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 
@@ -20,17 +19,8 @@ export function parseQemuVersionText(text: string): { version: string; package: 
   return m ? { version: m[1]!, package: m[2] || undefined } : undefined;
 }
 
-export interface QemuVersionReport {
-  binary: string;
-  /** From `--version`. */
-  version: string;
-  package: string | undefined;
-  /** From QMP `query-version` of a live QEMU. */
-  qmp: { version: string; package: string };
-}
-
-function notInstalled(binary: string, cause: unknown): GoshipError {
-  return new GoshipError('EQEMU_MISSING', `${binary} is not installed or not executable`, {
+function notInstalled(binary: string, cause: unknown): QemuError {
+  return new QemuError('EQEMU_MISSING', `${binary} is not installed or not executable`, {
     hint: 'install it: apt-get install qemu-system-x86',
     cause,
   });
@@ -51,7 +41,8 @@ export async function waitForPath(path: string, timeoutMs: number, alive: () => 
   }
 }
 
-export async function qemuVersion(binary = QEMU_BINARY): Promise<QemuVersionReport> {
+/** `BINARY --version`, parsed. */
+export async function readQemuVersion(binary = QEMU_BINARY): Promise<{ version: string; package: string | undefined }> {
   let text: string;
   try {
     text = (await execa(binary, ['--version'])).stdout;
@@ -59,32 +50,64 @@ export async function qemuVersion(binary = QEMU_BINARY): Promise<QemuVersionRepo
     throw notInstalled(binary, cause);
   }
   const parsed = parseQemuVersionText(text);
-  if (!parsed) throw new GoshipError('EQEMU_VERSION', `cannot read the version from '${binary} --version': ${text.split('\n')[0]}`);
+  if (!parsed) throw new QemuError('EQEMU_VERSION', `cannot read the version from '${binary} --version': ${text.split('\n')[0]}`);
+  return parsed;
+}
 
+/** A QEMU with no machine (`-machine none -S`), only a QMP socket: for asking QEMU about itself. */
+export interface BareQemu {
+  /** Its QMP socket, already created. */
+  socket: string;
+  /** Kills it and removes its socket directory. */
+  dispose(): Promise<void>;
+}
+
+/** Starts `BINARY -machine none -nodefaults -S` with a QMP socket in a private temporary directory. */
+export async function startBareQemu(binary = QEMU_BINARY): Promise<BareQemu> {
   const dir = await mkdtemp(join(tmpdir(), 'goship-v-'));
-  const sock = join(dir, 'qmp.sock');
-  const child = spawn(binary, ['-machine', 'none', '-nodefaults', '-no-user-config', '-display', 'none', '-S', '-qmp', `unix:${sock},server=on,wait=off`], {
+  const socket = join(dir, 'qmp.sock');
+  const child = spawn(binary, ['-machine', 'none', '-nodefaults', '-no-user-config', '-display', 'none', '-S', '-qmp', `unix:${socket},server=on,wait=off`], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   let exited = false;
-  child.once('exit', () => (exited = true));
-  try {
-    if (!(await waitForPath(sock, 10_000, () => !exited))) {
-      throw new GoshipError('EQEMU_START', `${binary} -machine none did not open its QMP socket: ${stderr.trim() || 'no output'}`);
+  const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  void gone.then(() => (exited = true));
+  child.once('error', () => (exited = true));
+  const dispose = async (): Promise<void> => {
+    if (!exited) {
+      child.kill('SIGKILL');
+      await gone;
     }
-    const qmp = await QmpClient.connect(sock, { timeoutMs: 5000 });
-    try {
-      const v = await qmp.queryVersion();
-      const q = v.qemu;
-      await qmp.quit();
-      return { binary, version: parsed.version, package: parsed.package, qmp: { version: `${q.major}.${q.minor}.${q.micro}`, package: v.package.trim() } };
-    } finally {
-      await qmp.close();
-    }
-  } finally {
-    if (!exited) child.kill('SIGKILL');
     await rm(dir, { recursive: true, force: true });
+  };
+  if (!(await waitForPath(socket, 10_000, () => !exited))) {
+    await dispose();
+    throw new QemuError('EQEMU_START', `${binary} -machine none did not open its QMP socket: ${stderr.trim() || 'no output'}`, {
+      hint: 'run it by hand to see why: ' + `${binary} -machine none -nodefaults -display none -S -qmp stdio`,
+    });
   }
+  return { socket, dispose };
+}
+
+/** Pure: `-machine help` → each alias and the versioned type it stands for (`q35` → `pc-q35-7.2`). */
+export function parseMachineAliases(text: string): Map<string, string> {
+  const aliases = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const m = /^(\S+)\s.*\(alias of (\S+)\)/.exec(line);
+    if (m) aliases.set(m[1]!, m[2]!);
+  }
+  return aliases;
+}
+
+/** The versioned machine type an alias stands for on this QEMU (`-machine help`). */
+export async function machineAliases(binary = QEMU_BINARY): Promise<Map<string, string>> {
+  let text: string;
+  try {
+    text = (await execa(binary, ['-machine', 'help'])).stdout;
+  } catch (cause) {
+    throw notInstalled(binary, cause);
+  }
+  return parseMachineAliases(text);
 }

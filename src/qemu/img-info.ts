@@ -1,7 +1,7 @@
 /**
  * Pure parsing of `qemu-img info --output=json --backing-chain`.
  */
-import { GoshipError } from '../errors.ts';
+import { QemuError } from './errors.ts';
 
 export interface ImageLayer {
   /** File name as QEMU reports it. */
@@ -19,11 +19,11 @@ export interface ImageLayer {
 
 function asLayer(raw: unknown, source: string): ImageLayer {
   if (typeof raw !== 'object' || raw === null) {
-    throw new GoshipError('EQEMU_IMG', `qemu-img info: unexpected output for ${source}: not an object`);
+    throw new QemuError('EQEMU_IMG', `qemu-img info: unexpected output for ${source}: not an object`);
   }
   const r = raw as Record<string, unknown>;
   if (typeof r.filename !== 'string' || typeof r.format !== 'string' || typeof r['virtual-size'] !== 'number') {
-    throw new GoshipError('EQEMU_IMG', `qemu-img info: unexpected output for ${source}: missing filename, format or virtual-size`);
+    throw new QemuError('EQEMU_IMG', `qemu-img info: unexpected output for ${source}: missing filename, format or virtual-size`);
   }
   return {
     filename: r.filename,
@@ -44,9 +44,9 @@ export function parseImageChain(json: string, source = 'image'): ImageLayer[] {
   try {
     raw = JSON.parse(json);
   } catch (cause) {
-    throw new GoshipError('EQEMU_IMG', `qemu-img info: output for ${source} is not JSON`, { cause });
+    throw new QemuError('EQEMU_IMG', `qemu-img info: output for ${source} is not JSON`, { cause });
   }
   const list = Array.isArray(raw) ? raw : [raw];
-  if (list.length === 0) throw new GoshipError('EQEMU_IMG', `qemu-img info: empty backing chain for ${source}`);
+  if (list.length === 0) throw new QemuError('EQEMU_IMG', `qemu-img info: empty backing chain for ${source}`);
   return list.map((l) => asLayer(l, source));
 }

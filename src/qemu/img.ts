@@ -4,7 +4,7 @@
  */
 import { execa } from 'execa';
 import { access, constants, rm } from 'node:fs/promises';
-import { GoshipError } from '../errors.ts';
+import { QemuError } from './errors.ts';
 import { type ImageLayer, parseImageChain } from './img-info.ts';
 
 export const QEMU_IMG = 'qemu-img';
@@ -16,10 +16,10 @@ async function runImg(args: string[]): Promise<string> {
   } catch (cause) {
     const e = cause as { code?: string; stderr?: string; shortMessage?: string };
     if (e.code === 'ENOENT') {
-      throw new GoshipError('EQEMU_IMG', 'qemu-img is not installed', { hint: 'install it: apt-get install qemu-utils', cause });
+      throw new QemuError('EQEMU_IMG', 'qemu-img is not installed', { hint: 'install it: apt-get install qemu-utils', cause });
     }
     const why = (e.stderr ?? e.shortMessage ?? String(cause)).trim().split('\n').pop();
-    throw new GoshipError('EQEMU_IMG', `qemu-img ${args[0]} failed: ${why}`, { cause });
+    throw new QemuError('EQEMU_IMG', `qemu-img ${args[0]} failed: ${why}`, { cause });
   }
 }
 
@@ -33,11 +33,11 @@ export async function inspectBase(path: string): Promise<ImageLayer> {
   try {
     await access(path, constants.R_OK);
   } catch (cause) {
-    throw new GoshipError('EIMAGE_MISSING', `base image not found: ${path}`, { cause });
+    throw new QemuError('EIMAGE_MISSING', `base image not found: ${path}`, { cause });
   }
   const [top] = parseImageChain(await runImg(['info', '--output=json', '-U', path]), path);
   if (!top || (top.format !== 'qcow2' && top.format !== 'raw')) {
-    throw new GoshipError('EIMAGE_FORMAT', `base image ${path} is ${top?.format ?? 'unknown'}: only qcow2 and raw are supported`, {
+    throw new QemuError('EIMAGE_FORMAT', `base image ${path} is ${top?.format ?? 'unknown'}: only qcow2 and raw are supported`, {
       hint: `convert it: qemu-img convert -O qcow2 ${path} base.qcow2`,
     });
   }
@@ -60,7 +60,7 @@ export interface OverlayOptions {
 export async function createOverlay(opts: OverlayOptions): Promise<ImageLayer[]> {
   const base = await inspectBase(opts.base);
   if (opts.sizeBytes !== undefined && opts.sizeBytes < base.virtualSize) {
-    throw new GoshipError(
+    throw new QemuError(
       'EINVALID',
       `disk size ${opts.sizeBytes} bytes is smaller than the base image (${base.virtualSize} bytes): a disk can only grow`,
     );

@@ -1,7 +1,9 @@
 /**
  * src/qemu: the VmSpec → argv contract (pure: spec.ts, validate.ts, argv.ts,
  * devices/), and the thin effectful edges around it: qemu-img overlays
- * (img.ts), QEMU processes (process.ts), the binary's version (binary.ts).
+ * (img.ts), QEMU processes (process.ts), the binary (binary.ts: its version,
+ * machine aliases, a bare QEMU to ask over QMP). It never imports src/qmp or
+ * the store.
  */
 export { qemuOpts } from './opts.ts';
 export type { OptValue } from './opts.ts';
@@ -57,4 +59,5 @@ export { loadSpecFile, parseSpecJson, parseSpecYaml } from './spec-file.ts';
 export { createOverlay, imageChain, inspectBase, type OverlayOptions } from './img.ts';
 export { parseImageChain, type ImageLayer } from './img-info.ts';
 export { cmdlineHasMarker, isOurProcess, launchDetached, logTail, signalOurs, statState, waitGone, type Launched } from './process.ts';
-export { QEMU_BINARY, parseQemuVersionText, qemuVersion, waitForPath, type QemuVersionReport } from './binary.ts';
+export { QEMU_BINARY, parseQemuVersionText, parseMachineAliases, readQemuVersion, machineAliases, startBareQemu, waitForPath, type BareQemu } from './binary.ts';
+export { QemuError, QemuExitError, type QemuErrorCode } from './errors.ts';

@@ -3,7 +3,7 @@
  * Every option string in GoShip's argv comes from here, never from a template
  * literal: a `,` inside a value must be written `,,`, which is easy to forget.
  */
-import { GoshipError } from '../errors.ts';
+import { QemuError } from './errors.ts';
 
 /**
  * One option value. Booleans become `on`/`off`; `undefined` is skipped; an
@@ -14,8 +14,8 @@ export type OptValue = string | number | boolean | undefined | readonly (string 
 
 const KEY = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 
-function refuse(message: string): GoshipError {
-  return new GoshipError('EQEMU_OPTS', `cannot encode a QEMU option: ${message}`);
+function refuse(message: string): QemuError {
+  return new QemuError('EQEMU_OPTS', `cannot encode a QEMU option: ${message}`);
 }
 
 /** `,` doubled; newlines refused (QEMU reads one option per argument, a newline is never meant). */
@@ -40,7 +40,7 @@ function scalar(value: string | number | boolean, key: string): string {
  * qemuOpts('virtio-blk-pci', { drive: 'disk0', 'write-cache': true }) → 'virtio-blk-pci,drive=disk0,write-cache=on'
  * qemuOpts(undefined, { filename: '/tmp/a,b' })                      → 'filename=/tmp/a,,b'
  *
- * Refuses (GoshipError EQEMU_OPTS) a `first` containing `=` (QEMU would read it
+ * Refuses (QemuError EQEMU_OPTS) a `first` containing `=` (QEMU would read it
  * as a key), a newline anywhere, an empty or malformed key, a non-finite number.
  */
 export function qemuOpts(first: string | undefined, opts: Record<string, OptValue>): string {

@@ -1,20 +1,20 @@
 /**
  * Reads a VM spec file: `.json` as JSON, anything else as YAML (1.2, which
  * also reads JSON). Returns the raw value for resolveSpec; a syntax error is
- * a GoshipError EPARSE naming the file, line and column.
+ * a QemuError EPARSE naming the file, line and column.
  */
 import { readFile } from 'node:fs/promises';
 import { parseDocument } from 'yaml';
-import { GoshipError } from '../errors.ts';
+import { QemuError } from './errors.ts';
 
 export interface SpecPosition {
   line: number;
   column: number;
 }
 
-function parseError(file: string, pos: SpecPosition | undefined, why: string, cause: unknown): GoshipError {
+function parseError(file: string, pos: SpecPosition | undefined, why: string, cause: unknown): QemuError {
   const where = pos ? `${file}:${pos.line}:${pos.column}` : file;
-  return new GoshipError('EPARSE', `cannot parse VM spec ${where}: ${why}`, {
+  return new QemuError('EPARSE', `cannot parse VM spec ${where}: ${why}`, {
     hint: `fix the syntax at line ${pos?.line ?? '?'}, column ${pos?.column ?? '?'} of ${file}`,
     cause,
   });
@@ -62,7 +62,7 @@ export async function loadSpecFile(path: string): Promise<unknown> {
   } catch (cause) {
     const code = (cause as NodeJS.ErrnoException).code;
     const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : String((cause as Error).message);
-    throw new GoshipError('EREAD', `cannot read VM spec ${path}: ${why}`, { cause });
+    throw new QemuError('EREAD', `cannot read VM spec ${path}: ${why}`, { cause });
   }
   return path.toLowerCase().endsWith('.json') ? parseSpecJson(text, path) : parseSpecYaml(text, path);
 }

@@ -2,7 +2,7 @@
  * Stop escalation: graceful first, then harder, each step after a timeout.
  * agent `shutdown` → ACPI `system_powerdown` → QMP `quit` → SIGTERM → SIGKILL.
  */
-import { GoshipError } from '../errors.ts';
+import { RuntimeError } from './errors.ts';
 
 export type StopStepName = 'agent' | 'acpi' | 'quit' | 'sigterm' | 'sigkill';
 
@@ -50,7 +50,7 @@ export async function escalate(
     }
     attempts.push({ step: step.name, outcome: 'timeout' });
   }
-  throw new GoshipError('ESTOP', `the process is still running after ${attempts.map((a) => a.step).join(', ')}`, {
+  throw new RuntimeError('ESTOP', `the process is still running after ${attempts.map((a) => a.step).join(', ')}`, {
     hint: 'look for it with ps; a process in uninterruptible sleep (state D) cannot be killed until its I/O ends',
   });
 }

@@ -1,7 +1,12 @@
-/** The host probe's report, reduced to the facts a VM spec is validated against. */
+/**
+ * The host: the probe's report (and the facts a VM spec is validated
+ * against), and QEMU's version, as `--version` prints it and as a live QEMU
+ * reports it over QMP (which also proves QMP works on this host).
+ */
 import { cpus, totalmem } from 'node:os';
-import { chooseAccel, probeHost, type HostReport } from '../kvm-probe/index.ts';
-import type { HostFacts } from '../qemu/index.ts';
+import { chooseAccel, probeHost, type AccelChoice, type HostReport } from '../kvm-probe/index.ts';
+import { QEMU_BINARY, readQemuVersion, startBareQemu, type HostFacts } from '../qemu/index.ts';
+import { QmpClient } from '../qmp/index.ts';
 
 /** Pure: HostReport → HostFacts (os fallbacks only where the probe could not read a value). */
 export function factsFromReport(report: HostReport, fallback = { cpuCount: cpus().length, memTotalBytes: totalmem() }): HostFacts {
@@ -9,7 +14,8 @@ export function factsFromReport(report: HostReport, fallback = { cpuCount: cpus(
   return {
     cpuCount: report.cpu.logicalCpus ?? fallback.cpuCount,
     memTotalBytes: report.memory.totalBytes ?? fallback.memTotalBytes,
-    kvm: { usable: accel.accel === 'kvm', reason: accel.reason },
+    // The probe's own reason: the spec's accelerator message adds "KVM is (not) usable" itself.
+    kvm: { usable: accel.accel === 'kvm', reason: report.kvm.reason },
     confidential: report.confidential,
   };
 }
@@ -17,3 +23,38 @@ export function factsFromReport(report: HostReport, fallback = { cpuCount: cpus(
 export async function hostFacts(): Promise<HostFacts> {
   return factsFromReport(await probeHost());
 }
+
+export interface QemuVersionReport {
+  binary: string;
+  /** From `--version`. */
+  version: string;
+  package: string | undefined;
+  /** From QMP `query-version` of a live QEMU. */
+  qmp: { version: string; package: string };
+}
+
+/** `--version`, then `query-version` over QMP of a bare QEMU (`-machine none -S`). */
+export async function qemuVersion(binary = QEMU_BINARY): Promise<QemuVersionReport> {
+  const text = await readQemuVersion(binary);
+  const bare = await startBareQemu(binary);
+  try {
+    const qmp = await QmpClient.connect(bare.socket, { timeoutMs: 5000 });
+    try {
+      const v = await qmp.queryVersion();
+      const q = v.qemu;
+      return { binary, version: text.version, package: text.package, qmp: { version: `${q.major}.${q.minor}.${q.micro}`, package: v.package.trim() } };
+    } finally {
+      await qmp.close();
+    }
+  } finally {
+    await bare.dispose();
+  }
+}
+
+export interface VersionReport {
+  goship: string;
+  node: string;
+  qemu: QemuVersionReport;
+  accel: AccelChoice;
+}
+

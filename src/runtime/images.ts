@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { GoshipError } from '../errors.ts';
+import { RuntimeError } from './errors.ts';
 import type { Layout } from '../layout.ts';
 import type { AgentInstall } from '../cloudinit/index.ts';
 import {
@@ -43,7 +43,7 @@ export function agentBundlePath(): string {
   const here = dirname(fileURLToPath(import.meta.url));
   const candidates = [join(here, 'goship-agent.mjs'), join(here, '..', '..', 'dist', 'goship-agent.mjs'), join(here, '..', 'dist', 'goship-agent.mjs')];
   const found = candidates.find((c) => existsSync(c));
-  if (!found) throw new GoshipError('EAGENT_BUNDLE', 'the guest agent bundle (dist/goship-agent.mjs) is missing', { hint: 'build it: npm run build' });
+  if (!found) throw new RuntimeError('EAGENT_BUNDLE', 'the guest agent bundle (dist/goship-agent.mjs) is missing', { hint: 'build it: npm run build' });
   return found;
 }
 
@@ -96,7 +96,7 @@ export class ImageService implements ImageSource {
   async remove(name: string): Promise<void> {
     const users = Object.values((await this.store.read()).vms).filter((v) => v.image === name);
     if (users.length > 0) {
-      throw new GoshipError('ESTATE', `image ${name} is the base of ${users.map((v) => v.name).join(', ')}`, {
+      throw new RuntimeError('ESTATE', `image ${name} is the base of ${users.map((v) => v.name).join(', ')}`, {
         hint: 'delete those VMs or projects first: their disks are overlays on it',
       });
     }

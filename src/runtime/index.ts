@@ -11,7 +11,8 @@ import { Layout, type Env } from '../layout.ts';
 import type { HostFacts } from '../qemu/index.ts';
 import { QEMU_BINARY } from '../qemu/index.ts';
 import { Store } from '../store/index.ts';
-import { hostFacts } from './host.ts';
+import { chooseAccel, probeHost, type HostReport } from '../kvm-probe/index.ts';
+import { hostFacts, qemuVersion, type VersionReport } from './host.ts';
 import { VmService } from './vms.ts';
 import { ProjectService } from './projects.ts';
 import { ImageService, type ImageSource } from './images.ts';
@@ -31,6 +32,7 @@ export class Runtime {
   readonly projects: ProjectService;
   readonly images: ImageService;
   private hostCache: Promise<HostFacts> | undefined;
+  private readonly qemuBinary: string;
 
   private constructor(
     readonly layout: Layout,
@@ -38,12 +40,13 @@ export class Runtime {
     opts: RuntimeOptions,
   ) {
     if (opts.host) this.hostCache = Promise.resolve(opts.host);
+    this.qemuBinary = opts.qemuBinary ?? QEMU_BINARY;
     this.vms = new VmService({
       layout,
       store,
       host: () => this.host(),
       now: () => new Date().toISOString(),
-      qemuBinary: opts.qemuBinary ?? QEMU_BINARY,
+      qemuBinary: this.qemuBinary,
     });
     this.images = new ImageService(layout, store, () => new Date().toISOString());
     this.projects = new ProjectService({
@@ -66,6 +69,17 @@ export class Runtime {
     this.hostCache ??= hostFacts();
     return this.hostCache;
   }
+
+  /** The probe's whole report of this host (`goshipctl host`). */
+  hostReport(): Promise<HostReport> {
+    return probeHost();
+  }
+
+  /** GoShip's, Node's and QEMU's versions (`--version` and QMP) and the accelerator `auto` picks (`goshipctl version`). */
+  async versions(goship: string): Promise<VersionReport> {
+    const [qemu, report] = await Promise.all([qemuVersion(this.qemuBinary), probeHost()]);
+    return { goship, node: process.version, qemu, accel: chooseAccel(report) };
+  }
 }
 
 export { VmService } from './vms.ts';
@@ -75,3 +89,10 @@ export { ImageService, agentBundlePath, type ImageSource, type ResolvedImage } f
 export type { CreateVmOptions, StartVmOptions, StopVmOptions, StopVmResult, ReconcileChange } from './vms.ts';
 export type { EscalationResult, StopStepName } from './escalate.ts';
 export { DEFAULT_STOP_TIMEOUTS, type StopTimeouts } from './machine.ts';
+export { factsFromReport, qemuVersion, type QemuVersionReport, type VersionReport } from './host.ts';
+export { RuntimeError, stateError, busyError } from './errors.ts';
+// What the CLI shows of the layers below, through the runtime's door only.
+export { formatHostReport, type HostReport, type AccelChoice } from '../kvm-probe/index.ts';
+export { loadSpecFile, parseSize, NAME_PATTERN } from '../qemu/index.ts';
+export type { ImageInfo, ImageEntry } from '../image/index.ts';
+export type { Vm, Project, PortForward } from '../store/index.ts';

@@ -3,11 +3,11 @@
  * (the escalation), ask QMP. No store access here: the callers record results.
  */
 import { mkdir, rm, writeFile } from 'node:fs/promises';
-import { GoshipError } from '../errors.ts';
+import { QemuExitError } from '../qemu/index.ts';
+import { stateError } from './errors.ts';
 import { QmpClient } from '../qmp/index.ts';
 import type { QmpStatusInfo } from '../qmp/index.ts';
-import { waitForPath } from '../qemu/binary.ts';
-import { isOurProcess, launchDetached, logTail, processMarker, signalOurs, waitGone } from '../qemu/process.ts';
+import { isOurProcess, launchDetached, logTail, processMarker, signalOurs, waitForPath, waitGone } from '../qemu/index.ts';
 import { escalate, type EscalationResult, type StopStep } from './escalate.ts';
 
 export interface MachinePaths {
@@ -28,20 +28,6 @@ export interface BootResult {
 
 /** How long QEMU may take to create its QMP socket after spawn. */
 export const QMP_SOCKET_TIMEOUT_MS = 10_000;
-
-export class QemuExitError extends GoshipError {
-  constructor(
-    readonly exitCode: number | null,
-    readonly signal: string | null,
-    readonly logTail: string,
-    readonly argv: readonly string[],
-    logPath: string,
-  ) {
-    const how = signal ? `was killed by ${signal}` : `exited with code ${exitCode}`;
-    const tail = logTail ? `: ${logTail.split('\n').slice(-3).join(' | ')}` : '';
-    super('EQEMU_EXIT', `QEMU ${how} during start${tail}`, { hint: `read ${logPath}; the argv is in the VM's argv.json` });
-  }
-}
 
 /**
  * Spawns QEMU paused (-S), waits for its QMP socket, connects and sends `cont`.
@@ -152,7 +138,7 @@ export async function stopMachine(id: string, pid: number, qmpSocket: string, op
   const t = { ...DEFAULT_STOP_TIMEOUTS, ...opts.timeouts };
   const marker = processMarker(id);
   const signal = (sig: NodeJS.Signals) => async () => {
-    if (!(await signalOurs(pid, marker, sig))) throw new GoshipError('EGONE', 'the process is already gone');
+    if (!(await signalOurs(pid, marker, sig))) throw stateError('the process is already gone');
   };
   const steps: StopStep[] = [];
   if (!opts.force) {

@@ -4,8 +4,9 @@
  * it and waits for the agent.
  */
 import { readFile, stat } from 'node:fs/promises';
-import { GoshipError, ValidationError, type Issue } from '../errors.ts';
-import { checkSshKey } from '../cloudinit/validate.ts';
+import { ValidationError, type Issue } from '../errors.ts';
+import { RuntimeError } from './errors.ts';
+import { checkSshKey } from '../cloudinit/index.ts';
 import { NAME_PATTERN, NAME_RULE, parseSize, type HostFacts } from '../qemu/index.ts';
 import {
   type PortForward,
@@ -19,7 +20,8 @@ import {
 } from '../store/index.ts';
 import type { ConnectProgress } from '../serial/index.ts';
 import type { ImageSource } from './images.ts';
-import { LIVE_STATES, busyError, opAbandoned, stateError, type StopVmResult, type VmService } from './vms.ts';
+import { busyError, stateError } from './errors.ts';
+import { LIVE_STATES, opAbandoned, type StopVmResult, type VmService } from './vms.ts';
 import type { StopTimeouts } from './machine.ts';
 
 export const PROJECT_DEFAULTS = { cpus: 1, memory: '1G', disk: '10G', image: 'default' } as const;
@@ -313,7 +315,7 @@ export async function readSshKeys(files: string[]): Promise<string[]> {
     try {
       text = await readFile(f, 'utf8');
     } catch (cause) {
-      throw new GoshipError('EINVALID', `--ssh-key: cannot read ${f}: ${(cause as Error).message}`, { cause });
+      throw new RuntimeError('EINVALID', `--ssh-key: cannot read ${f}: ${(cause as Error).message}`, { cause });
     }
     keys.push(...text.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#')));
   }

@@ -9,13 +9,12 @@
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
-import { GoshipError } from '../errors.ts';
+import { RuntimeError, busyError, stateError } from './errors.ts';
 import type { Layout } from '../layout.ts';
 import { buildSeed, type SeedOptions } from '../cloudinit/index.ts';
-import { buildArgv, resolveSpec, type HostFacts, type VmConfig, type VmSpec } from '../qemu/index.ts';
-import { createOverlay, imageChain } from '../qemu/img.ts';
-import type { ImageLayer } from '../qemu/img-info.ts';
-import { isOurProcess, logTail, pidAlive, processMarker } from '../qemu/process.ts';
+import { buildArgv, createOverlay, imageChain, resolveSpec, type HostFacts, type ImageLayer, type VmConfig, type VmSpec } from '../qemu/index.ts';
+import { isOurProcess, logTail, processMarker } from '../qemu/index.ts';
+import { pidAlive } from '../proc.ts';
 import { AgentClient, type ConnectProgress } from '../serial/index.ts';
 import { type PendingOp, type State, type Store, type Vm, findRecord, requireRecord, assertNameFree, LOCAL_NODE } from '../store/index.ts';
 import type { EscalationResult } from './escalate.ts';
@@ -68,16 +67,6 @@ export interface ReconcileChange {
   from: Vm['state'];
   to: Vm['state'];
   reason: string;
-}
-
-/** The VM or project is in the wrong state for the command (exit code 4). */
-export function stateError(message: string, hint?: string): GoshipError {
-  return new GoshipError('ESTATE', message, hint === undefined ? {} : { hint });
-}
-
-/** Another goshipctl is carrying out an operation on the record. */
-export function busyError(what: string, op: PendingOp, hint?: string): GoshipError {
-  return stateError(`${what} is busy: goshipctl (pid ${op.pid}) is running ${op.kind} on it`, hint);
 }
 
 /**
@@ -339,7 +328,7 @@ export class VmService {
     } catch (err) {
       const alive = (await livePid(vm)) !== undefined;
       const why = err instanceof Error ? err.message : String(err);
-      throw new GoshipError(
+      throw new RuntimeError(
         'EAGENT_TIMEOUT',
         alive ? `VM ${name} is running but its agent did not answer within ${Math.round(timeoutMs / 1000)} s: ${why}` : `VM ${name} stopped before its agent answered: ${why}`,
         { hint: `read ${vm.paths.consoleLog} (guest console) and ${vm.paths.qemuLog}`, cause: err },
@@ -452,7 +441,7 @@ export class VmService {
   /** Sends one raw QMP command (`{"execute": …, "arguments": …}`) and returns QEMU's answer. */
   async qmpRaw(name: string, command: unknown): Promise<unknown> {
     if (typeof command !== 'object' || command === null || typeof (command as { execute?: unknown }).execute !== 'string') {
-      throw new GoshipError('EINVALID', 'QMP command: expected a JSON object like {"execute": "query-status"}');
+      throw new RuntimeError('EINVALID', 'QMP command: expected a JSON object like {"execute": "query-status"}');
     }
     const c = command as { execute: string; arguments?: Record<string, unknown> };
     const vm = await this.get(name);
@@ -464,7 +453,7 @@ export class VmService {
   async agent(name: string, timeoutMs = 10_000): Promise<AgentClient> {
     const vm = await this.get(name);
     if (!LIVE_STATES.has(vm.state)) throw stateError(`VM ${name} is not running (state: ${vm.state})`, `start it: goshipctl vm start ${name}`);
-    if ((vm.config as VmSpec).agent === false) throw new GoshipError('ENOTSUP', `VM ${name} has no agent port (agent: false in its spec)`);
+    if ((vm.config as VmSpec).agent === false) throw new RuntimeError('ENOTSUP', `VM ${name} has no agent port (agent: false in its spec)`);
     return AgentClient.connect(vm.paths.agentSocket, { timeoutMs });
   }
 }

@@ -54,6 +54,10 @@ describe('goshipctl image', () => {
     expect(missing.stderr.split('\n')[0]).toMatch(/^goshipctl: error: /);
 
     expect((await g(['image', 'import', 'base', disk])).code).toBe(0);
+    // A name that is taken: exit 4 like every other taken name, the image untouched.
+    const taken = await g(['image', 'import', 'base', disk, '--json']);
+    expect(taken.code).toBe(4);
+    expect(JSON.parse(taken.stderr)).toEqual({ error: { code: 'EEXIST', message: 'image base already exists', hint: 'pick another name, or remove it first: goshipctl image rm base' } });
     // A project on that image (not started): its overlay stands on the base.
     const created = await g(['project', 'create', 'onbase', '--image', 'base', '--no-start', '--memory', '256M']);
     expect(created.code).toBe(0);

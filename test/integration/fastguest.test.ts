@@ -29,8 +29,8 @@ import {
   kernelDependency,
   moduleOrder,
   newcArchive,
-} from '../../src/image/fastguest.ts';
-import type { FastGuest } from '../../src/image/fastguest.ts';
+} from '../support/fastguest.ts';
+import type { FastGuest } from '../support/fastguest.ts';
 import { fastGuest } from '../helpers/fast-guest.ts';
 
 const BUILD_TIMEOUT = 900_000; // a cold build downloads ~27 MB and unpacks a kernel .deb

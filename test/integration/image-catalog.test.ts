@@ -111,7 +111,7 @@ describe('importImage', () => {
 
   it('refuses a name that exists, unless forced', async () => {
     const err = await caught(importImage(images, 'cloud', qcow));
-    expect(err.code).toBe('EEXISTS');
+    expect(err.code).toBe('EEXIST');
     expect(err.message).toBe('image cloud already exists');
     expect(err.hint).toBe('pick another name, or remove it first: goshipctl image rm cloud');
     const again = await importImage(images, 'cloud', qcow, { force: true, cmdline: undefined });

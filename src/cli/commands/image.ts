@@ -1,6 +1,6 @@
 /** goshipctl image …: base images (built from Debian packages, or imported). */
 import type { CAC } from 'cac';
-import type { ImageInfo } from '../../image/index.ts';
+import type { ImageInfo } from '../../runtime/index.ts';
 import { rawValue, rawValues } from '../args.ts';
 import { type CommandContext, bytes } from '../context.ts';
 import { table } from '../output.ts';

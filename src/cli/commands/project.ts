@@ -1,7 +1,7 @@
 /** goshipctl project …: one VM per project, ready for work. */
 import type { CAC } from 'cac';
 import { readSshKeys, type ProjectView } from '../../runtime/index.ts';
-import { intOption, rawValue, rawValues } from '../args.ts';
+import { intOption, rawValue, rawValues, secondsOption } from '../args.ts';
 import { type CommandContext, bytes, since } from '../context.ts';
 import { table } from '../output.ts';
 import { agentProgress } from './vm.ts';
@@ -65,7 +65,7 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
       const memory = rawValue(a, 'memory');
       const disk = rawValue(a, 'disk');
       const image = rawValue(a, 'image');
-      const timeout = intOption(a, 'timeout', 'a whole number of seconds');
+      const timeoutMs = secondsOption(a, 'timeout');
       const p = o.start === false ? undefined : agentProgress(ctx, name, rt.layout.vmFile(name, 'consoleLog'));
       try {
         const view = await rt.projects.create({
@@ -77,7 +77,7 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
           sshKeys,
           ports: rawValues(a, 'port'),
           noStart: o.start === false,
-          agentTimeoutMs: (timeout ?? 300) * 1000,
+          agentTimeoutMs: timeoutMs ?? 300_000,
           ...(p ? { onAgentProgress: p.onAgentProgress } : {}),
         });
         p?.done();
@@ -143,10 +143,10 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
     .option('--timeout <seconds>', 'how long to wait for the agent (default 300)')
     .action(async (name: string) => {
       const rt = await ctx.runtime();
-      const timeout = intOption(a, 'timeout', 'a whole number of seconds') ?? 300;
+      const timeoutMs = secondsOption(a, 'timeout') ?? 300_000;
       const p = agentProgress(ctx, name, rt.layout.vmFile(name, 'consoleLog'));
       try {
-        const view = await rt.projects.start(name, { agentTimeoutMs: timeout * 1000, onAgentProgress: p.onAgentProgress });
+        const view = await rt.projects.start(name, { agentTimeoutMs: timeoutMs, onAgentProgress: p.onAgentProgress });
         p.done();
         ctx.out.result(projectJson(view), () => `project ${name} is ready (VM pid ${view.vm?.pid})`);
       } catch (err) {

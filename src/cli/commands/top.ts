@@ -1,7 +1,6 @@
 /** goshipctl version, goshipctl host. */
 import type { CAC } from 'cac';
-import { chooseAccel, formatHostReport, probeHost } from '../../kvm-probe/index.ts';
-import { qemuVersion } from '../../qemu/index.ts';
+import { formatHostReport } from '../../runtime/index.ts';
 import type { CommandContext } from '../context.ts';
 import { VERSION } from '../version.ts';
 
@@ -10,9 +9,9 @@ export function registerTop(cli: CAC, ctx: CommandContext): void {
     .command('version', 'GoShip, QEMU and QMP versions, and the accelerator `auto` picks')
     .example('goshipctl version --json')
     .action(async () => {
-      const [qemu, report] = await Promise.all([qemuVersion(), probeHost()]);
-      const accel = chooseAccel(report);
-      const data = { goship: VERSION, node: process.version, qemu, accel };
+      const rt = await ctx.runtime();
+      const data = await rt.versions(VERSION);
+      const { qemu, accel } = data;
       ctx.out.result(data, () =>
         [
           `goship   ${VERSION} (node ${process.version})`,
@@ -27,7 +26,8 @@ export function registerTop(cli: CAC, ctx: CommandContext): void {
     .command('host', 'what this host can do: CPU, topology, NUMA, hugepages, KVM, SEV/TDX')
     .example('goshipctl host --json')
     .action(async () => {
-      const report = await probeHost();
+      const rt = await ctx.runtime();
+      const report = await rt.hostReport();
       ctx.out.result(report, () => formatHostReport(report));
     });
 }

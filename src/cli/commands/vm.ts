@@ -4,9 +4,8 @@ import { stat } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import type { CAC } from 'cac';
 import { GoshipError } from '../../errors.ts';
-import { loadSpecFile, parseSize } from '../../qemu/index.ts';
-import type { Vm } from '../../store/index.ts';
-import { intOption, rawValue, rawValues } from '../args.ts';
+import { loadSpecFile, type Vm } from '../../runtime/index.ts';
+import { rawValue, rawValues, secondsOption, sizeOption } from '../args.ts';
 import { type CommandContext, bytes, shellQuote, since } from '../context.ts';
 import { EXIT, table } from '../output.ts';
 
@@ -14,20 +13,6 @@ import { EXIT, table } from '../output.ts';
 export function parseCpTarget(arg: string): { vm: string; path: string } | { local: string } {
   const m = /^([a-z0-9][a-z0-9-]{0,62}):(\/.*)$/.exec(arg);
   return m ? { vm: m[1]!, path: m[2]! } : { local: arg };
-}
-
-export function sizeOption(argv: readonly string[], name: string): number | undefined {
-  const raw = rawValue(argv, name);
-  if (raw === undefined) return undefined;
-  const r = parseSize(raw);
-  if (!r.ok) throw new GoshipError('EINVALID', `--${name}: ${r.message}`);
-  return r.bytes;
-}
-
-/** Seconds option → milliseconds. */
-function secondsOption(argv: readonly string[], name: string): number | undefined {
-  const s = intOption(argv, name, 'a whole number of seconds');
-  return s === undefined ? undefined : s * 1000;
 }
 
 export function vmRow(v: Vm): string[] {

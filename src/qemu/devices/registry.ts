@@ -4,7 +4,7 @@
  * The `DeviceRegistry` type makes a missing kind a compile error.
  */
 import type { Issue } from '../../errors.ts';
-import { AGENT_PORT_NAME } from '../../layout.ts';
+import { AGENT_PORT_NAME } from '../../protocol/index.ts';
 import type { VmConfig } from '../spec.ts';
 import * as agent from './agent.ts';
 import * as cdrom from './cdrom.ts';

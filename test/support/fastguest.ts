@@ -17,8 +17,19 @@ import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 
 import { hostname } from 'node:os';
 import { join, posix, relative, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { GoshipError } from '../errors.ts';
-import { pidAlive } from '../qemu/process.ts';
+import { pidAlive } from '../../src/proc.ts';
+
+/** A fast-guest build failure (test support: not one of GoShip's own error codes). */
+export class FastGuestError extends Error {
+  readonly code: string;
+  readonly hint: string | undefined;
+  constructor(code: string, message: string, options: { hint?: string; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'FastGuestError';
+    this.code = code;
+    this.hint = options.hint;
+  }
+}
 
 /** Bump whenever the build changes in a way the other key inputs do not capture. */
 export const FASTGUEST_BUILDER_VERSION = 2;
@@ -386,7 +397,7 @@ async function buildEntry(
       log(`fastguest: ${dir} was built concurrently; using it`);
     }
     const guest = await readEntry(dir, key);
-    if (!guest) throw new GoshipError('EINTERNAL', `fast guest entry ${dir} is incomplete after the build`);
+    if (!guest) throw new FastGuestError('EINTERNAL', `fast guest entry ${dir} is incomplete after the build`);
     return guest;
   } finally {
     await rm(build, { recursive: true, force: true });
@@ -412,9 +423,9 @@ async function run(file: string, args: string[], code: string, missingHint: stri
     return r.stdout;
   } catch (cause) {
     const e = cause as { code?: string; stderr?: string; shortMessage?: string };
-    if (e.code === 'ENOENT') throw new GoshipError(code, `${file} is not installed`, { hint: missingHint, cause });
+    if (e.code === 'ENOENT') throw new FastGuestError(code, `${file} is not installed`, { hint: missingHint, cause });
     const why = (e.stderr || e.shortMessage || String(cause)).trim().split('\n').filter(Boolean).pop() ?? '';
-    throw new GoshipError(code, `${file} ${args.join(' ')} failed: ${why}`, { cause });
+    throw new FastGuestError(code, `${file} ${args.join(' ')} failed: ${why}`, { cause });
   }
 }
 
@@ -441,7 +452,7 @@ async function aptShow(spec: string): Promise<string | undefined> {
   } catch (cause) {
     const e = cause as { code?: string };
     if (e.code === 'ENOENT') {
-      throw new GoshipError('EFASTGUEST', 'apt-cache is not installed: the fast test guest is built from Debian packages', {
+      throw new FastGuestError('EFASTGUEST', 'apt-cache is not installed: the fast test guest is built from Debian packages', {
         hint: 'build the test guest on Debian or Ubuntu (with apt), or copy a built cache entry here',
         cause,
       });
@@ -455,8 +466,8 @@ async function aptUpdate(log: (line: string) => void): Promise<void> {
   await run('apt-get', ['update', '-q'], 'EFASTGUEST', 'apt-get is missing');
 }
 
-function noListsError(what: string): GoshipError {
-  return new GoshipError('EFASTGUEST', `cannot find ${what} in the apt package lists`, {
+function noListsError(what: string): FastGuestError {
+  return new FastGuestError('EFASTGUEST', `cannot find ${what} in the apt package lists`, {
     hint: 'run `sudo apt-get update` once (building the test guest needs the Debian package lists), then retry',
   });
 }
@@ -472,14 +483,14 @@ async function resolveKernelPackage(log: (line: string) => void): Promise<Kernel
   }
   const dep = kernelDependency(aptField(meta, 'Depends') ?? aptField(meta, 'Pre-Depends') ?? '');
   if (!dep) {
-    throw new GoshipError('EFASTGUEST', `${FASTGUEST_KERNEL_METAPACKAGE} depends on no linux-image-*-cloud-amd64 package`);
+    throw new FastGuestError('EFASTGUEST', `${FASTGUEST_KERNEL_METAPACKAGE} depends on no linux-image-*-cloud-amd64 package`);
   }
   const show = await aptShow(dep.version ? `${dep.name}=${dep.version}` : dep.name);
   if (show === undefined) throw noListsError(dep.name);
   const version = aptField(show, 'Version');
   const sha256 = aptField(show, 'SHA256');
   if (!version || !sha256 || !/^[0-9a-f]{64}$/.test(sha256)) {
-    throw new GoshipError('EFASTGUEST', `apt-cache show ${dep.name} gives no Version/SHA256`);
+    throw new FastGuestError('EFASTGUEST', `apt-cache show ${dep.name} gives no Version/SHA256`);
   }
   return { name: dep.name, version, sha256 };
 }
@@ -494,10 +505,10 @@ async function downloadDeb(pkg: KernelPackage, dir: string, log: (line: string) 
     await download();
   } catch (first) {
     const e = first as { code?: string; stderr?: string };
-    if (e.code === 'ENOENT') throw new GoshipError('EFASTGUEST', 'apt-get is not installed', { cause: first });
+    if (e.code === 'ENOENT') throw new FastGuestError('EFASTGUEST', 'apt-get is not installed', { cause: first });
     const why = (e.stderr ?? '').trim().split('\n').filter((l) => !l.startsWith('W:')).pop() ?? String(first);
     if (!isRoot()) {
-      throw new GoshipError('EFASTGUEST', `apt-get download ${spec} failed: ${why}`, {
+      throw new FastGuestError('EFASTGUEST', `apt-get download ${spec} failed: ${why}`, {
         hint: 'run `sudo apt-get update`, then retry (or run the tests as root, which does it itself)',
         cause: first,
       });
@@ -507,15 +518,15 @@ async function downloadDeb(pkg: KernelPackage, dir: string, log: (line: string) 
       await download();
     } catch (second) {
       const why2 = ((second as { stderr?: string }).stderr ?? '').trim().split('\n').pop() ?? String(second);
-      throw new GoshipError('EFASTGUEST', `apt-get download ${spec} failed: ${why2}`, { cause: second });
+      throw new FastGuestError('EFASTGUEST', `apt-get download ${spec} failed: ${why2}`, { cause: second });
     }
   }
   const debs = (await readdir(dir)).filter((f) => f.endsWith('.deb'));
-  if (debs.length !== 1 || !debs[0]) throw new GoshipError('EFASTGUEST', `apt-get download ${spec} left ${debs.length} .deb files`);
+  if (debs.length !== 1 || !debs[0]) throw new FastGuestError('EFASTGUEST', `apt-get download ${spec} left ${debs.length} .deb files`);
   const deb = join(dir, debs[0]);
   const got = await sha256File(deb);
   if (got !== pkg.sha256) {
-    throw new GoshipError('EFASTGUEST', `${debs[0]} has sha256 ${got}, the package lists say ${pkg.sha256}`, {
+    throw new FastGuestError('EFASTGUEST', `${debs[0]} has sha256 ${got}, the package lists say ${pkg.sha256}`, {
       hint: 'run `apt-get update` and retry',
     });
   }
@@ -534,7 +545,7 @@ async function kernelRelease(tree: string): Promise<string> {
   const boot = await readdir(join(tree, 'boot')).catch(() => [] as string[]);
   const release = releases.find((r) => boot.includes(`vmlinuz-${r}`));
   if (releases.length !== 1 || !release) {
-    throw new GoshipError('EFASTGUEST', `the kernel package holds ${releases.length} module trees (${releases.join(', ')}), expected one with its vmlinuz`);
+    throw new FastGuestError('EFASTGUEST', `the kernel package holds ${releases.length} module trees (${releases.join(', ')}), expected one with its vmlinuz`);
   }
   return release;
 }
@@ -551,13 +562,13 @@ async function findBusybox(): Promise<string> {
       continue;
     }
     if (elfHasInterpreter(data)) {
-      throw new GoshipError('EFASTGUEST', `${p} is dynamically linked: the test initramfs needs a static busybox`, {
+      throw new FastGuestError('EFASTGUEST', `${p} is dynamically linked: the test initramfs needs a static busybox`, {
         hint: 'apt-get install busybox-static',
       });
     }
     return p;
   }
-  throw new GoshipError('EFASTGUEST', 'busybox is not installed: the test initramfs is built around it', {
+  throw new FastGuestError('EFASTGUEST', 'busybox is not installed: the test initramfs is built around it', {
     hint: 'apt-get install busybox-static',
   });
 }
@@ -673,7 +684,7 @@ async function resolveModules(modulesRoot: string, wanted: readonly string[]): P
     if (/\.ko$/.test(f)) files.set(moduleName(f), f);
     else if (/\.ko\.(xz|zst|gz)$/.test(f)) {
       // Debian bookworm ships uncompressed modules; busybox insmod could not load these anyway.
-      throw new GoshipError('EFASTGUEST', `compressed kernel module ${f}: not supported by the fast guest builder`);
+      throw new FastGuestError('EFASTGUEST', `compressed kernel module ${f}: not supported by the fast guest builder`);
     }
   }
   const builtin = new Set(
@@ -700,7 +711,7 @@ async function resolveModules(modulesRoot: string, wanted: readonly string[]): P
   try {
     order = moduleOrder(wanted, deps, builtin);
   } catch (cause) {
-    throw new GoshipError('EFASTGUEST', `kernel modules: ${(cause as Error).message}`, { cause });
+    throw new FastGuestError('EFASTGUEST', `kernel modules: ${(cause as Error).message}`, { cause });
   }
   const release = posix.basename(modulesRoot);
   return order.map((name) => ({ name, path: posix.join(release, relative(modulesRoot, files.get(name) as string).split('\\').join('/')) }));

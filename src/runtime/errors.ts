@@ -1,0 +1,23 @@
+/** Errors the runtime raises itself: records in the wrong state, busy records, bad requests. */
+import { GoshipError, type ErrorCode } from '../errors.ts';
+import type { PendingOp } from '../store/index.ts';
+
+export type RuntimeErrorCode = Extract<ErrorCode, 'ESTATE' | 'EINVALID' | 'ENOTSUP' | 'EPORT_TAKEN' | 'EAGENT_TIMEOUT' | 'EAGENT_BUNDLE' | 'EQEMU_USER' | 'ESTOP'>;
+
+export class RuntimeError extends GoshipError {
+  declare readonly code: RuntimeErrorCode;
+
+  constructor(code: RuntimeErrorCode, message: string, options: { hint?: string; cause?: unknown } = {}) {
+    super(code, message, options);
+  }
+}
+
+/** The VM or project is in the wrong state for the command (exit code 4). */
+export function stateError(message: string, hint?: string): RuntimeError {
+  return new RuntimeError('ESTATE', message, hint === undefined ? {} : { hint });
+}
+
+/** Another goshipctl is carrying out an operation on the record. */
+export function busyError(what: string, op: PendingOp, hint?: string): RuntimeError {
+  return stateError(`${what} is busy: goshipctl (pid ${op.pid}) is running ${op.kind} on it`, hint);
+}
