@@ -125,6 +125,16 @@ export async function imageInfo(imagesDir: string, name: string, opts: { verify?
 
 /** Removes an image (renamed away first, so it disappears at once). */
 export async function removeImage(imagesDir: string, name: string): Promise<void> {
+  await rm(await detachImage(imagesDir, name), { recursive: true, force: true });
+}
+
+/**
+ * Takes an image out of the catalogue with one rename (to a private
+ * `.remove-*` directory, returned): from then on nothing finds it, and the
+ * caller removes the directory when it likes. Fast enough to run under the
+ * store lock.
+ */
+export async function detachImage(imagesDir: string, name: string): Promise<string> {
   validateImageName(name);
   const dir = join(imagesDir, name);
   const trash = join(imagesDir, `.remove-${process.pid}-${randomBytes(4).toString('hex')}`);
@@ -136,7 +146,7 @@ export async function removeImage(imagesDir: string, name: string): Promise<void
     }
     throw cause;
   }
-  await rm(trash, { recursive: true, force: true });
+  return trash;
 }
 
 export interface ImportOptions {

@@ -33,6 +33,7 @@ export {
   imageInfo,
   imageInfoFromDir,
   removeImage,
+  detachImage,
   importImage,
   qemuImgInfo,
   validateImageName,

@@ -4,7 +4,7 @@
  * boot files, and the agent install when the agent is not baked in).
  */
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RuntimeError } from './errors.ts';
@@ -16,7 +16,7 @@ import {
   imageInfo,
   importImage,
   listImages,
-  removeImage,
+  detachImage,
   type BuildImageOptions,
   type ImageEntry,
   type ImageInfo,
@@ -92,18 +92,24 @@ export class ImageService implements ImageSource {
     return imageInfo(this.layout.imagesDir, name, opts);
   }
 
-  /** Removes an image, unless a VM's overlay still stands on it. */
+  /**
+   * Removes an image, unless a VM's overlay still stands on it. The check and
+   * the rename that takes the image away happen under the store lock, where a
+   * VM's create also checks its base: one of the two always sees the other.
+   */
   async remove(name: string): Promise<void> {
-    const users = Object.values((await this.store.read()).vms).filter((v) => v.image === name);
-    if (users.length > 0) {
-      throw new RuntimeError('ESTATE', `image ${name} is the base of ${users.map((v) => v.name).join(', ')}`, {
-        hint: 'delete those VMs or projects first: their disks are overlays on it',
-      });
-    }
-    await removeImage(this.layout.imagesDir, name);
-    await this.store.update((draft) => {
+    const trash = await this.store.update(async (draft) => {
+      const users = Object.values(draft.vms).filter((v) => v.image === name);
+      if (users.length > 0) {
+        throw new RuntimeError('ESTATE', `image ${name} is the base of ${users.map((v) => v.name).join(', ')}`, {
+          hint: 'delete those VMs or projects first: their disks are overlays on it',
+        });
+      }
+      const dir = await detachImage(this.layout.imagesDir, name);
       delete draft.images[name];
+      return dir;
     });
+    await rm(trash, { recursive: true, force: true });
   }
 
   async resolve(name: string): Promise<ResolvedImage> {

@@ -237,6 +237,12 @@ export class VmService {
     await store.update((draft) => {
       assertNameFree(draft, 'vm', vm.name);
       assertNameFree(draft, 'vm', vm.id);
+      // Checked under the lock: `image remove` decides under it too (one of the two sees the other).
+      if (opts.base && !existsSync(opts.base.path)) {
+        throw new RuntimeError('EIMAGE_MISSING', `the base ${opts.base.name ? `of image ${opts.base.name} ` : ''}is gone: ${opts.base.path}`, {
+          hint: 'goshipctl image list shows the images',
+        });
+      }
       draft.vms[vm.id] = vm;
     });
     try {

@@ -4,6 +4,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Store } from '../../src/store/index.ts';
 import { goshipctl } from '../helpers/cli.ts';
 import { testEnv, type TestEnv } from '../helpers/runtime-env.ts';
 
@@ -67,4 +68,34 @@ describe('goshipctl image', () => {
     expect((await g(['project', 'delete', 'onbase'])).code).toBe(0);
     expect((await g(['image', 'remove', 'base'])).code).toBe(0);
   });
+
+  it('image remove decides under the store lock: a VM recorded while it waits keeps its base', async () => {
+    expect((await g(['image', 'import', 'race', disk])).code).toBe(0);
+    const store = await Store.open(env.layout);
+    let removal: Promise<{ code: number; stderr: string }> | undefined;
+    await store.update(async (draft) => {
+      // While this update holds the lock, `image remove` starts; it must wait for the lock
+      // before it looks for users (an unlocked read would see none and remove the image).
+      removal = g(['image', 'remove', 'race']);
+      const early = await Promise.race([removal.then(() => 'finished'), new Promise((r) => setTimeout(r, 2000, 'waiting'))]);
+      expect(early).toBe('waiting');
+      draft.vms.user = {
+        id: 'user',
+        name: 'user',
+        node: 'local',
+        createdAt: new Date().toISOString(),
+        state: 'defined',
+        image: 'race',
+        paths: { dir: '/d', qmpSocket: '/q', agentSocket: '/a', consoleLog: '/c', qemuLog: '/l', pidfile: '/p' },
+        config: {},
+      };
+    });
+    const r = await removal!;
+    expect([r.code, r.stderr.split('\n')[0]]).toEqual([4, 'goshipctl: error: image race is the base of user']);
+    expect(existsSync(join(env.layout.imageDir('race'), 'base.qcow2'))).toBe(true);
+    await store.update((draft) => {
+      delete draft.vms.user;
+    });
+    expect((await g(['image', 'remove', 'race'])).code).toBe(0);
+  }, 60_000);
 });
