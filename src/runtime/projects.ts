@@ -299,7 +299,7 @@ export class ProjectService {
       return structuredClone(rec);
     });
     const s = await this.ctx.store.read();
-    if (s.vms[p.vmId]) await this.ctx.vms.destroy(p.vmId, { force: true });
+    if (s.vms[p.vmId]) await this.ctx.vms.destroy(p.vmId, { force: true, ofProject: name });
     await this.ctx.store.update((draft) => {
       delete draft.projects[name];
       for (const [k, app] of Object.entries(draft.apps)) if (app.project === name) delete draft.apps[k];

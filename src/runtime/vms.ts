@@ -9,6 +9,7 @@
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { RuntimeError, busyError, stateError } from './errors.ts';
 import type { Layout } from '../layout.ts';
 import { buildSeed, type SeedOptions } from '../cloudinit/index.ts';
@@ -205,6 +206,8 @@ export class VmService {
   async create(opts: CreateVmOptions): Promise<Vm> {
     const { layout, store } = this.ctx;
     const spec: Record<string, unknown> = { ...opts.spec };
+    // A relative base is the caller's (qemu-img would resolve it against the overlay's directory).
+    if (opts.base) opts = { ...opts, base: { ...opts.base, path: resolve(opts.base.path) } };
     const id = (spec.id as string | undefined) ?? opts.spec.name;
     const paths = vmPaths(layout, id, { overlay: opts.base !== undefined, seed: opts.seed !== undefined });
     if (opts.base) {
@@ -407,12 +410,19 @@ export class VmService {
     return { ...result, vm: updated };
   }
 
-  /** Removes the VM: its process (with force), overlay, seed, logs, sockets and record. */
-  async destroy(name: string, opts: { force?: boolean } = {}): Promise<void> {
+  /**
+   * Removes the VM: its process (with force), overlay, seed, logs, sockets and
+   * record. A project's VM goes with its project (`project delete`), unless
+   * the project itself asks (`ofProject`).
+   */
+  async destroy(name: string, opts: { force?: boolean; ofProject?: string } = {}): Promise<void> {
     const { store, layout } = this.ctx;
     await this.reconcile();
     const vm = await store.update((draft) => {
       const rec = requireRecord(draft, 'vm', name);
+      if (rec.project !== undefined && rec.project !== opts.ofProject) {
+        throw stateError(`VM ${name} belongs to project ${rec.project}`, `delete the project instead: goshipctl project delete ${rec.project}`);
+      }
       if (rec.op && !opts.force) throw busyError(`VM ${name}`, rec.op, 'wait for it, or use --force');
       if (LIVE_STATES.has(rec.state) && !opts.force) {
         throw stateError(`VM ${name} is running`, `stop it first (goshipctl vm stop ${name}) or destroy it with --force`);

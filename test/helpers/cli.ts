@@ -10,9 +10,10 @@ export interface CliResult {
   stderr: string;
 }
 
-export async function goshipctl(args: string[], env: NodeJS.ProcessEnv, opts: { input?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+export async function goshipctl(args: string[], env: NodeJS.ProcessEnv, opts: { input?: string; timeoutMs?: number; cwd?: string } = {}): Promise<CliResult> {
   const r = await execa(process.execPath, [CLI, ...args], {
     env,
+    ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
     extendEnv: false,
     reject: false,
     timeout: opts.timeoutMs ?? 120_000,

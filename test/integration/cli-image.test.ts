@@ -62,6 +62,12 @@ describe('goshipctl image', () => {
     // A project on that image (not started): its overlay stands on the base.
     const created = await g(['project', 'create', 'onbase', '--image', 'base', '--no-start', '--memory', '256M']);
     expect(created.code).toBe(0);
+    // Its VM belongs to the project: vm destroy would leave the project pointing at nothing.
+    const destroy = await g(['vm', 'destroy', 'onbase', '--force']);
+    expect([destroy.code, destroy.stderr]).toEqual([
+      4,
+      'goshipctl: error: VM onbase belongs to project onbase\nhint: delete the project instead: goshipctl project delete onbase',
+    ]);
     const busy = await g(['image', 'remove', 'base']);
     expect(busy.code).toBe(4);
     expect(busy.stderr.split('\n')[0]).toBe('goshipctl: error: image base is the base of onbase');

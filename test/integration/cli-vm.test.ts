@@ -169,6 +169,22 @@ describe('goshipctl vm lifecycle (fast guest)', () => {
     expect(existsSync(env.layout.run) ? await readdir(env.layout.run) : []).toEqual([]);
   }, 120_000);
 
+  it('vm create --base ./relative.qcow2 takes the path relative to the caller, not to the overlay', async () => {
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', join(specDir, 'rel-base.qcow2'), '32M']);
+    const f = await specFile(
+      'rel.yaml',
+      `name: cv-rel\nmemory: 256M\nboot:\n  kernel: ${guest.kernel}\n  initrd: ${guest.initrd}\n  cmdline: ${guest.cmdline}\nnetwork:\n  mode: none\n`,
+    );
+    const made = await goshipctl(['vm', 'create', 'rel.yaml', '--base', './rel-base.qcow2', '--json'], env.env, { cwd: specDir });
+    expect([made.code, made.stderr]).toEqual([0, '']);
+    const overlay = (JSON.parse(made.stdout) as { paths: { overlay: string } }).paths.overlay;
+    const info = JSON.parse((await execa('qemu-img', ['info', '--output=json', overlay])).stdout) as { 'backing-filename': string };
+    expect(info['backing-filename']).toBe(join(specDir, 'rel-base.qcow2'));
+    const started = await goshipctl(['vm', 'start', 'cv-rel', '--no-wait'], env.env);
+    expect([started.code, started.stderr]).toEqual([0, '']);
+    expect((await goshipctl(['vm', 'destroy', 'cv-rel', '--force'], env.env)).code).toBe(0);
+  }, 120_000);
+
   it('a kill -9 of QEMU shows as crashed in the next vm list, with the end of its log', async () => {
     const f = await specFile(
       'crash.yaml',

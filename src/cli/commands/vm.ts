@@ -1,6 +1,7 @@
 /** goshipctl vm …: the VM level, for people learning the stack and for scripts. */
 import { createReadStream, existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import type { CAC } from 'cac';
 import { GoshipError } from '../../errors.ts';
@@ -76,7 +77,9 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
     .example('goshipctl vm create vm.yaml --base /srv/images/debian.qcow2 --disk 20G')
     .action(async (file: string) => {
       const spec = (await loadSpecFile(file)) as { name: string };
-      const base = rawValue(a, 'base');
+      // Relative to where the user typed it (qemu-img would take it relative to the overlay).
+      const baseRaw = rawValue(a, 'base');
+      const base = baseRaw === undefined ? undefined : resolve(baseRaw);
       const diskBytes = sizeOption(a, 'disk');
       const rt = await ctx.runtime();
       const vm = await rt.vms.create({ spec, ...(base ? { base: { path: base } } : {}), ...(diskBytes ? { diskBytes } : {}) });
