@@ -76,6 +76,17 @@ describe('goshipctl vm args', () => {
     expect(back.stdout.split('\0').filter((x, i, all) => i < all.length - 1 || x !== '')).toEqual(argv);
   });
 
+  it('the example --help names, examples/vm.yaml, exists and becomes an argv', async () => {
+    const repo = join(import.meta.dirname, '..', '..');
+    expect((await goshipctl([], env.env)).stdout).toContain('goshipctl vm args examples/vm.yaml --json');
+    const r = await goshipctl(['vm', 'args', 'examples/vm.yaml', '--json'], env.env, { cwd: repo });
+    expect([r.code, r.stderr]).toEqual([0, '']);
+    const argv = JSON.parse(r.stdout) as string[];
+    expect(argv.slice(0, 3)).toEqual(['qemu-system-x86_64', '-name', 'guest=example,process=goship-example']);
+    expect(argv).toContain('user,id=net0,hostfwd=tcp:127.0.0.1:8022-:22,hostfwd=udp:127.0.0.1:5353-:53');
+    expect(argv[argv.indexOf('-m') + 1]).toBe('size=512M');
+  });
+
   const bad: [string, string, string][] = [
     ['a name with /', 'name: "a/b"', 'name: expected 1-63 lowercase letters, digits or "-", not starting with "-" (it is used in file names), got "a/b"'],
     ['a name with ..', 'name: ".."', 'name: expected 1-63 lowercase letters, digits or "-", not starting with "-" (it is used in file names), got ".."'],
