@@ -74,6 +74,18 @@ export function exitCodeFor(err: unknown): ExitStatus {
   return err instanceof GoshipError ? (CODE_EXIT[err.code] ?? EXIT.failed) : EXIT.failed;
 }
 
+/**
+ * Pure: `text` without terminal control characters, for printing text that
+ * may come from a guest (its hostname, an agent's error message) or from any
+ * file: C0 controls but tab and newline, DEL, the C1 range (which holds the
+ * 8-bit CSI and OSC introducers) and the ESC of escape sequences become U+FFFD,
+ * so nothing a guest wrote can move the cursor, retitle the terminal or
+ * write to the clipboard.
+ */
+export function printable(text: string): string {
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, '\ufffd');
+}
+
 export interface OutputOptions {
   json: boolean;
   stdout?: NodeJS.WriteStream;
@@ -101,7 +113,7 @@ export class Output {
   result(data: unknown, human: () => string): void {
     if (this.json) this.out.write(`${JSON.stringify(data, null, 2)}\n`);
     else {
-      const text = human();
+      const text = printable(human());
       if (text) this.out.write(text.endsWith('\n') ? text : `${text}\n`);
     }
   }
@@ -113,7 +125,7 @@ export class Output {
 
   /** A note for humans on stderr; silent in --json mode. */
   note(text: string): void {
-    if (!this.json) this.err.write(`${text}\n`);
+    if (!this.json) this.err.write(`${printable(text)}\n`);
   }
 
   /** One line on stderr, the hint on its own line; in --json mode a JSON object on stderr. */
@@ -127,8 +139,8 @@ export class Output {
       return;
     }
     const label = this.colorize(pc.red, 'error:');
-    this.err.write(`goshipctl: ${label} ${e.message.replace(/\n/g, ' ')}\n`);
-    if (e.hint) this.err.write(`${this.colorize(pc.dim, 'hint:')} ${e.hint}\n`);
+    this.err.write(`goshipctl: ${label} ${printable(e.message.replace(/\n/g, ' '))}\n`);
+    if (e.hint) this.err.write(`${this.colorize(pc.dim, 'hint:')} ${printable(e.hint.replace(/\n/g, ' '))}\n`);
     if (process.env.GOSHIP_DEBUG && err instanceof Error && err.stack) this.err.write(`${err.stack}\n`);
   }
 
