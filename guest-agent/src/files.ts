@@ -7,14 +7,16 @@
  * one, never a partial write.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import {
   DownloadParamsSchema,
   MAX_CHUNK,
   REMOTE_CODES,
+  StatParamsSchema,
   UploadParamsSchema,
   type DownloadResult,
+  type StatResult,
   type UploadResult,
 } from '../../src/protocol/index.ts';
 import { RemoteError, parseParams, type Call } from './session.ts';
@@ -82,11 +84,25 @@ export async function downloadMethod(call: Call, rawParams: unknown): Promise<Do
   try {
     const st = await fh.stat();
     if (!st.isFile()) throw new RemoteError('EISDIR', `download ${p.path}: not a regular file`);
+    if (p.maxBytes !== undefined && st.size > p.maxBytes) {
+      throw new RemoteError(REMOTE_CODES.size, `download ${p.path}: ${st.size} bytes, more than the ${p.maxBytes} the host takes`);
+    }
     const hash = createHash('sha256');
-    const source = fh.createReadStream({ highWaterMark: MAX_CHUNK, autoClose: false, start: 0 });
+    // A file that grows while it is read is cut at the bound: one byte more tells the host.
+    const end = p.maxBytes === undefined ? undefined : p.maxBytes;
+    const source = fh.createReadStream({ highWaterMark: MAX_CHUNK, autoClose: false, start: 0, ...(end === undefined ? {} : { end }) });
     const size = await call.sendStream('file', source, (chunk) => hash.update(chunk));
+    if (p.maxBytes !== undefined && size > p.maxBytes) {
+      throw new RemoteError(REMOTE_CODES.size, `download ${p.path}: the file grew past the ${p.maxBytes} bytes the host takes`);
+    }
     return { size, sha256: hash.digest('hex'), mode: st.mode & 0o7777 };
   } finally {
     await fh.close().catch(() => undefined);
   }
+}
+
+export async function statMethod(_call: Call, rawParams: unknown): Promise<StatResult> {
+  const p = parseParams(StatParamsSchema, rawParams, 'stat');
+  const st = await stat(p.path);
+  return { type: st.isFile() ? 'file' : st.isDirectory() ? 'directory' : 'other', size: st.size, mode: st.mode & 0o7777, mtimeMs: st.mtimeMs };
 }

@@ -14,7 +14,7 @@
 process.env.UV_THREADPOOL_SIZE ??= '8';
 
 import { hostname } from 'node:os';
-import { downloadMethod, uploadMethod } from './files.ts';
+import { downloadMethod, statMethod, uploadMethod } from './files.ts';
 import { execMethod } from './exec.ts';
 import { serveUnixSocket } from './listen.ts';
 import { servePort } from './port.ts';
@@ -28,6 +28,7 @@ const handlers: Record<string, Handler> = {
   exec: execMethod,
   upload: uploadMethod,
   download: downloadMethod,
+  stat: statMethod,
   shutdown: shutdownMethod,
 };
 

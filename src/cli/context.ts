@@ -9,6 +9,12 @@ export class CommandContext {
     readonly out: Output,
     /** The arguments after the command group, as typed. */
     readonly argv: readonly string[],
+    /**
+     * Aborted when nobody reads goshipctl's output any more (stdout closed:
+     * `goshipctl vm exec … | head`). Streaming commands stop and cancel their
+     * work in the guest.
+     */
+    readonly signal: AbortSignal = new AbortController().signal,
   ) {}
 
   runtime(): Promise<Runtime> {

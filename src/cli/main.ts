@@ -66,10 +66,28 @@ function program(name: string, ctx: CommandContext, register: Register): CAC {
   return cli;
 }
 
+/** The exit status of a process killed by SIGPIPE, which is what a reader that went away means. */
+export const EXIT_PIPE_CLOSED = 128 + 13;
+
+/**
+ * A closed stdout (the reader of a pipe exited: `… | head`) ends goshipctl
+ * quietly, as it ends `docker exec … | head`: the running command is
+ * cancelled in the guest, nothing is printed, the exit status is 141.
+ */
+function watchStdout(): AbortSignal {
+  const closed = new AbortController();
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE' || err.code === 'ERR_STREAM_DESTROYED') closed.abort(err);
+    else throw err;
+  });
+  return closed.signal;
+}
+
 /** Runs goshipctl with `args` (without node and the script); resolves to the exit code. */
 export async function main(args: readonly string[]): Promise<number> {
   const json = args.includes('--json');
   const out = new Output({ json });
+  const stdoutClosed = watchStdout();
   const [first, ...rest] = args;
   if (first === undefined || first === '--help' || first === '-h' || first === 'help') {
     process.stdout.write(`${OVERVIEW}\n`);
@@ -80,7 +98,7 @@ export async function main(args: readonly string[]): Promise<number> {
     return EXIT.ok;
   }
   const group = GROUPS[first];
-  const ctx = new CommandContext(out, group ? rest : args);
+  const ctx = new CommandContext(out, group ? rest : args, stdoutClosed);
   const cli = group ? program(`goshipctl ${first}`, ctx, group.register) : program('goshipctl', ctx, registerTop);
   try {
     cli.parse(['node', 'goshipctl', ...(group ? rest : args)], { run: false });
@@ -90,8 +108,10 @@ export async function main(args: readonly string[]): Promise<number> {
       throw new GoshipError('EUSAGE', what, { hint: group ? `goshipctl ${first} --help lists them` : 'goshipctl --help lists the commands' });
     }
     const code = await cli.runMatchedCommand();
+    if (stdoutClosed.aborted) return EXIT_PIPE_CLOSED;
     return typeof code === 'number' ? code : EXIT.ok;
   } catch (err) {
+    if (stdoutClosed.aborted) return EXIT_PIPE_CLOSED;
     const e = err instanceof Error && !(err instanceof GoshipError) && /Unknown option|missing required args|value is missing/i.test(err.message)
       ? new GoshipError('EUSAGE', err.message.replace(/^error: /i, ''), { hint: `goshipctl ${group ? `${first} ` : ''}${group ? (rest[0] ?? '') : first} --help` })
       : err;

@@ -29,7 +29,7 @@ export const STREAM_NAMES = ['stdin', 'stdout', 'stderr', 'file'] as const;
 export type StreamName = (typeof STREAM_NAMES)[number];
 
 /** Every method the agent implements. */
-export const METHODS = ['ping', 'info', 'exec', 'upload', 'download', 'shutdown'] as const;
+export const METHODS = ['ping', 'info', 'exec', 'upload', 'download', 'stat', 'shutdown'] as const;
 export type MethodName = (typeof METHODS)[number];
 
 /**

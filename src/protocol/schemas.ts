@@ -162,7 +162,21 @@ export const UploadResultSchema = v.object({
   sha256: v.pipe(v.string(), v.regex(/^[0-9a-f]{64}$/)),
 });
 
-export const DownloadParamsSchema = v.object({ path: AbsolutePath });
+export const DownloadParamsSchema = v.object({
+  path: AbsolutePath,
+  /** The most bytes the host takes: a larger file is refused (ESIZE) before any byte is sent, one that grows is cut there. */
+  maxBytes: v.optional(ByteCount),
+});
+
+export const StatParamsSchema = v.object({ path: AbsolutePath });
+
+export const StatResultSchema = v.object({
+  /** What `path` is, following symbolic links. */
+  type: v.picklist(['file', 'directory', 'other']),
+  size: ByteCount,
+  mode: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0o7777)),
+  mtimeMs: v.number(),
+});
 
 export const DownloadResultSchema = v.object({
   size: ByteCount,
@@ -185,6 +199,8 @@ export type UploadParams = v.InferOutput<typeof UploadParamsSchema>;
 export type UploadResult = v.InferOutput<typeof UploadResultSchema>;
 export type DownloadParams = v.InferOutput<typeof DownloadParamsSchema>;
 export type DownloadResult = v.InferOutput<typeof DownloadResultSchema>;
+export type StatParams = v.InferOutput<typeof StatParamsSchema>;
+export type StatResult = v.InferOutput<typeof StatResultSchema>;
 export type ShutdownResult = v.InferOutput<typeof ShutdownResultSchema>;
 
 /** "path.to.field: message; …" from a failed valibot parse, for error replies and logs. */

@@ -12,7 +12,8 @@
 import { Buffer } from 'node:buffer';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, rename, stat, unlink } from 'node:fs/promises';
+import { open, rename, stat, statfs, unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { connect as netConnect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex, Readable, Writable } from 'node:stream';
@@ -33,6 +34,7 @@ import {
   PROTOCOL_VERSION,
   PingResultSchema,
   ShutdownResultSchema,
+  StatResultSchema,
   UploadParamsSchema,
   UploadResultSchema,
   describeIssues,
@@ -43,10 +45,11 @@ import {
   type ExecResult,
   type InfoResult,
   type ShutdownResult,
+  type StatResult,
   type StreamName,
   whenWritable,
 } from '../protocol/index.ts';
-import { AgentClosedError, AgentError, AgentProtocolError, AgentRemoteError, AgentTimeoutError } from './errors.ts';
+import { AgentClosedError, AgentError, AgentProtocolError, AgentRemoteError, AgentTimeoutError, TransferLimitError } from './errors.ts';
 
 /** What the agent said about itself in its hello. */
 export interface AgentHello {
@@ -90,6 +93,15 @@ export interface ExecOptions {
   timeoutMs?: number;
   /** Run under a pseudo-terminal (util-linux `script` in the guest); stderr then arrives on stdout. */
   tty?: boolean;
+  /** Aborting it cancels the command in the guest (its process group is killed); the call rejects with EAGENT_CLOSED. */
+  signal?: AbortSignal;
+}
+
+export interface DownloadOptions {
+  /** Refuse a file larger than this, before any byte moves, and stop a stream that passes it. Default: no bound but the announced size. */
+  maxBytes?: number;
+  /** Aborting it cancels the transfer; the partial file is removed. */
+  signal?: AbortSignal;
 }
 
 export interface UploadOptions {
@@ -142,6 +154,8 @@ interface Pending {
   credits: Map<StreamName, CreditWindow>;
   timer: NodeJS.Timeout | undefined;
   idleMs: number | undefined;
+  /** Detaches the caller's abort signal. */
+  unbind: (() => void) | undefined;
 }
 
 interface RequestSetup {
@@ -151,6 +165,8 @@ interface RequestSetup {
   timeoutMs?: number;
   /** Timeout re-armed by any data or ack of this request. */
   idleMs?: number;
+  /** The caller's abort: the request fails on this side and is cancelled in the guest. */
+  signal?: AbortSignal;
 }
 
 type State = 'syncing' | 'ready' | 'closed';
@@ -510,7 +526,7 @@ export class AgentClient {
       resolve = res;
       reject = rej;
     });
-    const p: Pending = { id, method, resolve, reject, sinks: new Map(), credits: new Map(), timer: undefined, idleMs: setup.idleMs };
+    const p: Pending = { id, method, resolve, reject, sinks: new Map(), credits: new Map(), timer: undefined, idleMs: setup.idleMs, unbind: undefined };
     for (const [s, sink] of Object.entries(setup.sinks ?? {}) as Array<[StreamName, Sink]>) {
       const ledger = new CreditLedger((n) => {
         if (this.#pending.get(id) === p) this.#write(encodeLine({ t: 'ack', id, s, n }));
@@ -523,6 +539,16 @@ export class AgentClient {
       p.timer = setTimeout(() => this.#timeout(p, timeoutMs), timeoutMs);
     }
     this.#pending.set(id, p);
+    const signal = setup.signal;
+    if (signal !== undefined) {
+      const onAbort = (): void => this.#fail(p, new AgentClosedError(`agent ${method}: cancelled by the caller`, { byClient: true, cause: signal.reason }));
+      if (signal.aborted) {
+        queueMicrotask(onAbort);
+      } else {
+        signal.addEventListener('abort', onAbort, { once: true });
+        p.unbind = () => signal.removeEventListener('abort', onAbort);
+      }
+    }
     this.#write(encodeLine({ t: 'req', id, m: method, p: params }));
     return { id, result, pending: p };
   }
@@ -543,6 +569,7 @@ export class AgentClient {
   #finish(p: Pending): void {
     this.#pending.delete(p.id);
     if (p.timer !== undefined) clearTimeout(p.timer);
+    p.unbind?.();
     for (const c of p.credits.values()) c.close(FINISHED);
   }
 
@@ -563,6 +590,7 @@ export class AgentClient {
     this.#pending.clear();
     for (const p of pending) {
       if (p.timer !== undefined) clearTimeout(p.timer);
+      p.unbind?.();
       for (const c of p.credits.values()) c.close(FINISHED);
       p.reject(reason);
     }
@@ -634,6 +662,7 @@ export class AgentClient {
       sinks: { stdout: out, stderr: err },
       ...(credit === undefined ? {} : { credits: { stdin: credit } }),
       ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs + EXEC_REPLY_GRACE_MS }),
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
     });
     if (credit !== undefined && options.stdin !== undefined) {
       const src = options.stdin;
@@ -700,13 +729,35 @@ export class AgentClient {
     return { bytes: r.bytes, sha256 };
   }
 
+  /** What `remotePath` is in the guest (following links): type, size, mode, mtime. */
+  async stat(remotePath: string): Promise<StatResult> {
+    const { result } = this.#request('stat', { path: remotePath }, { timeoutMs: this.#options.requestTimeoutMs ?? 15_000 });
+    return this.#validate(StatResultSchema, await result, 'stat');
+  }
+
   /**
    * Copy `remotePath` from the guest to `localPath` (chosen by the caller,
-   * never by the guest). Bytes go to a temporary file next to `localPath`,
-   * which is renamed only when size and sha256 match what the agent reports.
-   * The guest's mode is returned, not applied.
+   * never by the guest). The agent announces the file's size first (`stat`):
+   * a file larger than `maxBytes`, or than the free space where `localPath`
+   * goes, is refused before any byte moves, and the stream is cut (the
+   * request cancelled) as soon as it passes the announced size. Bytes go to a
+   * temporary file next to `localPath`, renamed only when size and sha256
+   * match what the agent reports. The guest's mode is returned, not applied.
    */
-  async download(remotePath: string, localPath: string): Promise<TransferResult & { mode: number }> {
+  async download(remotePath: string, localPath: string, options: DownloadOptions = {}): Promise<TransferResult & { mode: number }> {
+    const st = await this.stat(remotePath);
+    if (st.type !== 'file') throw new AgentRemoteError('download', 'EISDIR', `download ${remotePath}: not a regular file (${st.type})`);
+    const announced = st.size;
+    if (options.maxBytes !== undefined && announced > options.maxBytes) {
+      throw new TransferLimitError(`download ${remotePath}: the guest announces ${announced} bytes, more than the limit of ${options.maxBytes}`, {
+        hint: 'raise the limit (goshipctl vm cp --max-size SIZE) if you expect a file this large',
+      });
+    }
+    const fs = await statfs(dirname(localPath));
+    const free = fs.bavail * fs.bsize;
+    if (announced > free) {
+      throw new TransferLimitError(`download ${remotePath}: ${announced} bytes do not fit in the ${free} bytes free under ${dirname(localPath)}`);
+    }
     const tmp = `${localPath}.goship-partial-${randomBytes(6).toString('hex')}`;
     const fh = await open(tmp, 'wx', 0o600);
     const hash = createHash('sha256');
@@ -716,8 +767,15 @@ export class AgentClient {
     let pendingRef: Pending | undefined;
     const sink: Sink = {
       deliver: (payload, consumed) => {
-        hash.update(payload);
+        if (writeError !== undefined) return consumed();
         bytes += payload.length;
+        if (bytes > announced) {
+          // The guest said one size and sends more: stop at the bound.
+          writeError = new TransferLimitError(`download ${remotePath}: the guest sent more than the ${announced} bytes it announced; stopped`);
+          if (pendingRef) this.#fail(pendingRef, writeError as Error);
+          return consumed();
+        }
+        hash.update(payload);
         chain = chain.then(async () => {
           if (writeError !== undefined) return;
           try {
@@ -733,9 +791,10 @@ export class AgentClient {
     };
     let closed = false;
     try {
-      const { result, pending } = this.#request('download', { path: remotePath }, {
+      const { result, pending } = this.#request('download', { path: remotePath, maxBytes: announced }, {
         sinks: { file: sink },
         idleMs: this.#options.transferIdleTimeoutMs ?? 60_000,
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
       });
       pendingRef = pending;
       let raw: unknown;
@@ -761,7 +820,7 @@ export class AgentClient {
     } catch (err) {
       if (!closed) await fh.close().catch(() => undefined);
       await unlink(tmp).catch(() => undefined);
-      throw err;
+      throw writeError instanceof TransferLimitError ? writeError : err;
     }
   }
 

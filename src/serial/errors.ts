@@ -4,7 +4,7 @@
  */
 import { GoshipError } from '../errors.ts';
 
-export type AgentErrorCode = 'EAGENT_TIMEOUT' | 'EAGENT_CLOSED' | 'EAGENT_PROTOCOL' | 'EAGENT_REMOTE';
+export type AgentErrorCode = 'EAGENT_TIMEOUT' | 'EAGENT_CLOSED' | 'EAGENT_PROTOCOL' | 'EAGENT_REMOTE' | 'ELIMIT';
 
 /** Base of every agent-channel error. */
 export class AgentError extends GoshipError {
@@ -76,5 +76,12 @@ export class AgentRemoteError extends AgentError {
     this.method = method;
     this.remoteCode = remoteCode;
     this.remoteMessage = remoteMessage;
+  }
+}
+
+/** A transfer over its bound: larger than the caller's limit or the free space, or more than the guest announced. */
+export class TransferLimitError extends AgentError {
+  constructor(message: string, options: { hint?: string } = {}) {
+    super('ELIMIT', message, options);
   }
 }

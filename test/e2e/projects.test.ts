@@ -94,6 +94,20 @@ describe('two projects, each with its own VM', () => {
     const exit = await g(['vm', 'exec', 'alpha', '--', 'sh', '-c', 'exit 7']);
     expect(exit.code).toBe(7);
 
+    // `vm exec … | head`: a closed stdout ends goshipctl quietly (141, like SIGPIPE) and cancels the command in the guest.
+    const piped = await execa(
+      'bash',
+      ['-c', `node "$CLI" vm exec alpha -- sh -c 'seq 1 1000000; exec sleep 300' | head -c 6; echo " \${PIPESTATUS[0]}"`],
+      { env: { ...env.env, CLI }, reject: false },
+    );
+    expect([piped.stdout, piped.stderr]).toEqual(['1\n2\n3\n 141', '']);
+    let left = 'sleep';
+    for (let i = 0; i < 50 && left.includes('sleep'); i++) {
+      left = (await g(['vm', 'exec', 'alpha', '--', 'ps', '-eo', 'args'])).stdout.split('\n').filter((l) => l === 'sleep 300').join();
+      if (left) await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(left).toBe('');
+
     const stop = await json<{ state: string; endedBy: string; vm: { state: string } }>(['project', 'stop', 'alpha']);
     expect(stop.state).toBe('stopped');
     expect(stop.vm.state).toBe('stopped');

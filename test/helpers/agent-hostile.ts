@@ -85,6 +85,18 @@ export class HostilePeer {
     return { id: m.id as number, m: m.m as string, p: (m.p ?? {}) as Json };
   }
 
+  /** The next control message of type `t` the host sent (`cancel`, `ack`, `eof`…). */
+  async nextMessage(t: string): Promise<Json> {
+    const e = await this.next((d) => d.kind === 'message' && d.message.t === t);
+    return (e as { message: Json }).message;
+  }
+
+  /** Answer the host's `stat` of a download with a regular file of `size` bytes. */
+  async answerStat(size: number): Promise<void> {
+    const req = await this.nextRequest('stat');
+    this.sendLine({ t: 'res', id: req.id, r: { type: 'file', size, mode: 0o644, mtimeMs: 0 } });
+  }
+
   /** Answer pings correctly (echo), so the test can check the client still works. */
   async answerPing(): Promise<void> {
     const req = await this.nextRequest('ping');

@@ -201,6 +201,34 @@ describe('agent over a unix socket (--listen test mode)', () => {
     });
   }, 60_000);
 
+  it('stat describes a path; download refuses a file over maxBytes and a directory, leaving no file', async () => {
+    await withClient(async (c) => {
+      const src = join(dir, 'eight.txt');
+      await writeFile(src, '12345678');
+      expect(await c.stat(src)).toMatchObject({ type: 'file', size: 8 });
+      expect(await c.stat(dir)).toMatchObject({ type: 'directory' });
+      const tooBig = await c.download(src, join(dir, 'eight.copy'), { maxBytes: 7 }).catch((e: unknown) => e);
+      expect((tooBig as { code: string }).code).toBe('ELIMIT');
+      const notFile = await c.download(dir, join(dir, 'dir.copy')).catch((e: unknown) => e);
+      expect((notFile as AgentRemoteError).remoteCode).toBe('EISDIR');
+      const ok = await c.download(src, join(dir, 'eight.copy'), { maxBytes: 8 });
+      expect(ok.bytes).toBe(8);
+    });
+    // The agent itself refuses a file over the bound the host gives it, before sending a byte.
+    const s = connect(sock);
+    let text = '';
+    s.setEncoding('utf8');
+    s.on('data', (d: string) => (text += d));
+    await new Promise<void>((r) => s.once('connect', () => r()));
+    s.write('\n{"t":"sync","nonce":"n2"}\n');
+    s.write(encodeLine({ t: 'req', id: 1, m: 'download', p: { path: join(dir, 'eight.txt'), maxBytes: 3 } }));
+    for (let i = 0; i < 100 && !text.includes('"id":1'); i++) await new Promise((r) => setTimeout(r, 20));
+    s.destroy();
+    const lines = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.filter((l) => l.t === 'data')).toEqual([]);
+    expect(lines).toContainEqual({ t: 'res', id: 1, e: { code: 'ESIZE', message: `download ${join(dir, 'eight.txt')}: 8 bytes, more than the 3 the host takes` } });
+  });
+
   it('upload refuses a missing directory and leaves no temporary file', async () => {
     await withClient(async (c) => {
       const src = join(dir, 'small.txt');

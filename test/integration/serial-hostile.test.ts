@@ -20,6 +20,7 @@ import {
   AgentProtocolError,
   AgentRemoteError,
   AgentTimeoutError,
+  TransferLimitError,
 } from '../../src/serial/index.ts';
 import { startHostileGuest, type HostileGuest, type HostileOptions, type HostilePeer } from '../helpers/agent-hostile.ts';
 import { tempDir } from '../helpers/agent-process.ts';
@@ -203,8 +204,9 @@ describe('host client against a hostile guest', () => {
     const payload = Buffer.from('file contents from the guest\n');
     const sha256 = createHash('sha256').update(payload).digest('hex');
     const dl = client.download('/etc/hostname', local);
+    await peer.answerStat(payload.length);
     const req = await peer.nextRequest('download');
-    expect(req.p).toEqual({ path: '/etc/hostname' });
+    expect(req.p).toEqual({ path: '/etc/hostname', maxBytes: payload.length });
     await peer.send(encodeData(req.id, 'file', payload));
     peer.sendLine({ t: 'eof', id: req.id, s: 'file' });
     peer.sendLine({ t: 'res', id: req.id, r: { size: payload.length, sha256, mode: 0o4755, path: evil, localPath: evil } });
@@ -220,12 +222,54 @@ describe('host client against a hostile guest', () => {
     const { client, peer } = await session();
     const local = join(dir, 'out.bin');
     const dl = client.download('/x', local).catch((e: unknown) => e);
+    await peer.answerStat(3);
     const req = await peer.nextRequest('download');
     await peer.send(encodeData(req.id, 'file', Buffer.from('abc')));
     peer.sendLine({ t: 'res', id: req.id, r: { size: 3, sha256: '0'.repeat(64), mode: 0o644 } });
     const err = await dl;
     expect(err).toBeInstanceOf(AgentProtocolError);
     expect((err as Error).message).toMatch(/^agent download \/x: reported 3 bytes sha256 0{64}, received 3 bytes sha256 ba7816bf/);
+    expect(await readdir(dir)).toEqual(['hostile.sock']);
+    await client.close();
+  });
+
+  it('a download stops at the size the guest announced, cancels, and leaves no file', async () => {
+    const { client, peer } = await session();
+    const local = join(dir, 'flood.bin');
+    const dl = client.download('/var/log/huge', local).catch((e: unknown) => e);
+    await peer.answerStat(10);
+    const req = await peer.nextRequest('download');
+    // The guest announced 10 bytes and now sends far more than that.
+    await peer.send(encodeData(req.id, 'file', Buffer.alloc(64 * 1024, 0x41)));
+    const err = await dl;
+    expect(err).toBeInstanceOf(TransferLimitError);
+    expect((err as TransferLimitError).code).toBe('ELIMIT');
+    expect((err as Error).message).toBe('download /var/log/huge: the guest sent more than the 10 bytes it announced; stopped');
+    expect(await peer.nextMessage('cancel')).toMatchObject({ t: 'cancel', id: req.id });
+    expect(await readdir(dir)).toEqual(['hostile.sock']);
+    await client.close();
+  });
+
+  it('a download larger than the caller allows is refused before any byte moves', async () => {
+    const { client, peer } = await session();
+    const dl = client.download('/big', join(dir, 'big.bin'), { maxBytes: 1024 }).catch((e: unknown) => e);
+    await peer.answerStat(5 * 1024 ** 3);
+    const err = await dl;
+    expect((err as TransferLimitError).code).toBe('ELIMIT');
+    expect((err as Error).message).toBe('download /big: the guest announces 5368709120 bytes, more than the limit of 1024');
+    expect((err as TransferLimitError).hint).toBe('raise the limit (goshipctl vm cp --max-size SIZE) if you expect a file this large');
+    expect(peer.received.filter((e) => e.kind === 'message' && e.message.t === 'req' && e.message.m === 'download')).toEqual([]);
+    expect(await readdir(dir)).toEqual(['hostile.sock']);
+    await client.close();
+  });
+
+  it('a download that does not fit the free disk space is refused before any byte moves', async () => {
+    const { client, peer } = await session();
+    const dl = client.download('/huge', join(dir, 'huge.bin')).catch((e: unknown) => e);
+    await peer.answerStat(Number.MAX_SAFE_INTEGER);
+    const err = await dl;
+    expect((err as TransferLimitError).code).toBe('ELIMIT');
+    expect((err as Error).message).toMatch(new RegExp(`^download /huge: ${Number.MAX_SAFE_INTEGER} bytes do not fit in the \\d+ bytes free under `));
     expect(await readdir(dir)).toEqual(['hostile.sock']);
     await client.close();
   });

@@ -10,6 +10,10 @@ import { rawValue, rawValues, secondsOption, sizeOption } from '../args.ts';
 import { type CommandContext, bytes, shellQuote, since } from '../context.ts';
 import { EXIT, table } from '../output.ts';
 
+/** What `vm cp NAME:/PATH FILE` takes at most from a guest unless --max-size says otherwise: a guest must not fill the host's disk. */
+export const DEFAULT_CP_MAX_SIZE = '1G';
+const DEFAULT_CP_MAX_BYTES = 1024 ** 3;
+
 /** `NAME:PATH` → {vm, path}; a local path otherwise. */
 export function parseCpTarget(arg: string): { vm: string; path: string } | { local: string } {
   const m = /^([a-z0-9][a-z0-9-]{0,62}):(\/.*)$/.exec(arg);
@@ -51,7 +55,7 @@ async function followFile(ctx: CommandContext, path: string, follow: boolean): P
   };
   await pump();
   if (!follow) return;
-  for (;;) {
+  while (!ctx.signal.aborted) {
     await new Promise((r) => setTimeout(r, 200));
     await pump();
   }
@@ -247,6 +251,7 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
           ...(process.stdin.isTTY ? {} : { stdin: process.stdin }),
           stdout: process.stdout,
           stderr: process.stderr,
+          signal: ctx.signal,
         });
         if (ctx.out.json) process.stderr.write(`${JSON.stringify(r)}\n`);
         return r.exitCode ?? (r.signal ? 128 + signalNumber(r.signal) : EXIT.failed);
@@ -260,6 +265,7 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
   cli
     .command('cp <src> <dst>', 'copy a file into or out of a VM: vm cp FILE NAME:/PATH, vm cp NAME:/PATH FILE')
     .option('--mode <octal>', 'file mode in the guest (upload), e.g. 0644')
+    .option('--max-size <size>', `largest file taken from the guest (download; default ${DEFAULT_CP_MAX_SIZE})`)
     .action(async (src: string, dst: string) => {
       const s = parseCpTarget(src);
       const d = parseCpTarget(dst);
@@ -275,9 +281,10 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
           await agent.close();
         }
       } else if ('vm' in s && 'local' in d) {
+        const maxBytes = sizeOption(a, 'max-size') ?? DEFAULT_CP_MAX_BYTES;
         const agent = await rt.vms.agent(s.vm);
         try {
-          const r = await agent.download(s.path, d.local);
+          const r = await agent.download(s.path, d.local, { maxBytes, signal: ctx.signal });
           ctx.out.result(r, () => `${s.vm}:${s.path} → ${d.local} (${bytes(r.bytes)}, sha256 ${r.sha256})`);
         } finally {
           await agent.close();
