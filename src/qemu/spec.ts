@@ -36,7 +36,10 @@ export const DEFAULT_SEV_POLICY = { sev: 0x1, 'sev-es': 0x5, 'sev-snp': 0x30000 
 /** virtio-blk's serial is at most 20 bytes (VIRTIO_BLK_ID_BYTES). */
 export const DISK_SERIAL_MAX = 20;
 
+/** The machine-type aliases; each stands for the newest versioned type of this QEMU (`q35` → `pc-q35-7.2`). */
 export const MACHINES = ['q35', 'pc'] as const;
+/** An alias, or a versioned type (`pc-q35-7.2`, `pc-i440fx-7.2`): what GoShip pins when it creates a VM. */
+export const MACHINE_PATTERN = /^(q35|pc|pc-q35-\d{1,3}\.\d{1,3}|pc-i440fx-\d{1,3}\.\d{1,3})$/;
 export const ACCELS = ['auto', 'kvm', 'tcg'] as const;
 export const DISK_FORMATS = ['qcow2', 'raw'] as const;
 export const DISK_CACHES = ['none', 'writeback', 'writethrough', 'directsync', 'unsafe'] as const;
@@ -46,7 +49,7 @@ export const NETWORK_MODES = ['user', 'none'] as const;
 export const PROTOCOLS = ['tcp', 'udp'] as const;
 export const CONFIDENTIAL_TYPES = ['sev', 'sev-es', 'sev-snp', 'tdx'] as const;
 
-export type MachineType = (typeof MACHINES)[number];
+export type MachineType = (typeof MACHINES)[number] | `pc-q35-${number}.${number}` | `pc-i440fx-${number}.${number}`;
 export type Accel = (typeof ACCELS)[number];
 export type DiskFormat = (typeof DISK_FORMATS)[number];
 export type DiskCache = (typeof DISK_CACHES)[number];
@@ -247,8 +250,15 @@ export const VmSpecSchema = strict({
   name: name(),
   /** GoShip's id of the VM: `-name …,process=goship-ID`. Default: the name. */
   id: v.optional(name()),
-  /** `-machine TYPE`. Default q35. */
-  machine: v.optional(oneOf(MACHINES), DEFAULT_MACHINE),
+  /** `-machine TYPE`: "q35", "pc", or a versioned type ("pc-q35-7.2"). Default q35; a created VM gets the versioned type pinned. */
+  machine: v.optional(
+    v.pipe(
+      v.string((i) => `expected "q35" or "pc", or a versioned type such as "pc-q35-7.2", got ${shown(i.input)}`),
+      v.check((s) => MACHINE_PATTERN.test(s), (i) => `expected "q35" or "pc", or a versioned type such as "pc-q35-7.2", got ${shown(i.input)}`),
+      v.transform((s) => s as MachineType),
+    ),
+    DEFAULT_MACHINE,
+  ),
   /** `-accel kvm|tcg`; auto picks KVM when the host can run a normal guest with it. */
   accel: v.optional(oneOf(ACCELS), DEFAULT_ACCEL),
   cpu: v.optional(CpuSchema, {}),

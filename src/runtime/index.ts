@@ -9,7 +9,7 @@
  */
 import { Layout, type Env } from '../layout.ts';
 import type { HostFacts } from '../qemu/index.ts';
-import { QEMU_BINARY } from '../qemu/index.ts';
+import { QEMU_BINARY, machineAliases } from '../qemu/index.ts';
 import { Store } from '../store/index.ts';
 import { chooseAccel, probeHost, type HostReport } from '../kvm-probe/index.ts';
 import { hostFacts, qemuVersion, type VersionReport } from './host.ts';
@@ -32,6 +32,7 @@ export class Runtime {
   readonly projects: ProjectService;
   readonly images: ImageService;
   private hostCache: Promise<HostFacts> | undefined;
+  private aliasCache: Promise<Map<string, string>> | undefined;
   private readonly qemuBinary: string;
 
   private constructor(
@@ -47,6 +48,10 @@ export class Runtime {
       host: () => this.host(),
       now: () => new Date().toISOString(),
       qemuBinary: this.qemuBinary,
+      machineAliases: () => {
+        this.aliasCache ??= machineAliases(this.qemuBinary);
+        return this.aliasCache;
+      },
     });
     this.images = new ImageService(layout, store, () => new Date().toISOString());
     this.projects = new ProjectService({

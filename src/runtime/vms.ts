@@ -13,7 +13,7 @@ import { resolve } from 'node:path';
 import { RuntimeError, busyError, stateError } from './errors.ts';
 import type { Layout } from '../layout.ts';
 import { buildSeed, type SeedOptions } from '../cloudinit/index.ts';
-import { buildArgv, createOverlay, imageChain, resolveSpec, type HostFacts, type ImageLayer, type VmConfig, type VmSpec } from '../qemu/index.ts';
+import { DEFAULT_MACHINE, MACHINES, buildArgv, createOverlay, imageChain, resolveSpec, type HostFacts, type ImageLayer, type VmConfig, type VmSpec } from '../qemu/index.ts';
 import { isOurProcess, logTail, processMarker } from '../qemu/index.ts';
 import { pidAlive } from '../proc.ts';
 import { AgentClient, type ConnectProgress } from '../serial/index.ts';
@@ -32,6 +32,8 @@ export interface VmContext {
   host: () => Promise<HostFacts>;
   now: () => string;
   qemuBinary: string;
+  /** This QEMU's machine-type aliases (`q35` → `pc-q35-7.2`), asked once. */
+  machineAliases: () => Promise<Map<string, string>>;
 }
 
 export interface CreateVmOptions {
@@ -120,6 +122,18 @@ export class VmService {
       paths: { qmpSocket, agentSocket, consoleLog, pidfile },
       exists: (p) => known.has(p) || existsSync(p),
     });
+  }
+
+  /**
+   * The versioned machine type an alias stands for on this QEMU, as libvirt
+   * pins it at define time: a QEMU upgrade then does not change the guest's
+   * hardware under it. A versioned type (or an alias this QEMU does not list)
+   * stays as it is.
+   */
+  async pinnedMachine(machine: unknown): Promise<unknown> {
+    const m = machine ?? DEFAULT_MACHINE;
+    if (typeof m !== 'string' || !(MACHINES as readonly string[]).includes(m)) return m;
+    return (await this.ctx.machineAliases()).get(m) ?? m;
   }
 
   /** The argv a spec becomes, without creating anything (`goshipctl vm args`). */
@@ -221,6 +235,7 @@ export class VmService {
       }
     }
     if (opts.seed) spec.seed = paths.seed!;
+    spec.machine = await this.pinnedMachine(spec.machine);
     // Validate everything before anything is written.
     await this.resolve({ config: spec }, [paths.overlay, paths.seed].filter((p): p is string => p !== undefined));
 
@@ -284,6 +299,15 @@ export class VmService {
       rec.op = this.op('start');
       return structuredClone(rec);
     });
+    // A VM recorded before machine types were pinned gets its type now, and keeps it.
+    const machine = await this.pinnedMachine(vm.config.machine);
+    if (machine !== vm.config.machine) {
+      vm.config = { ...vm.config, machine };
+      await store.update((draft) => {
+        const rec = findRecord(draft, 'vm', vm.id);
+        if (rec) rec.config = { ...rec.config, machine };
+      });
+    }
     let argv: string[];
     try {
       argv = buildArgv(await this.resolve(vm), this.ctx.qemuBinary);

@@ -62,6 +62,11 @@ describe('goshipctl image', () => {
     // A project on that image (not started): its overlay stands on the base.
     const created = await g(['project', 'create', 'onbase', '--image', 'base', '--no-start', '--memory', '256M']);
     expect(created.code).toBe(0);
+    // Its machine type is pinned at create: the versioned type q35 stands for on this QEMU.
+    const help = (await execa('qemu-system-x86_64', ['-machine', 'help'])).stdout;
+    const pinned = /^q35\s.*\(alias of (pc-q35-\d+\.\d+)\)/m.exec(help)![1];
+    const status = JSON.parse((await g(['vm', 'status', 'onbase', '--json'])).stdout) as { config: { machine: string } };
+    expect(status.config.machine).toBe(pinned);
     // Its VM belongs to the project: vm destroy would leave the project pointing at nothing.
     const destroy = await g(['vm', 'destroy', 'onbase', '--force']);
     expect([destroy.code, destroy.stderr]).toEqual([

@@ -65,7 +65,7 @@ describe('resolveSpec: one bad field at a time', () => {
     [{ name: 'web', cpu: { model: 'max,+avx' } }, [{ path: 'cpu.model', message: 'expected a CPU model name such as "max", "host" or "EPYC-v4" (letters, digits, "_", ".", "-"), got "max,+avx"' }]],
     [{ name: 'web', accel: 'xen' }, [{ path: 'accel', message: 'expected "auto", "kvm" or "tcg", got "xen"' }]],
     [{ name: 'web', accel: 'kvm' }, [{ path: 'accel', message: '"kvm" was requested but KVM is not usable on this host: no vmx or svm flag in /proc/cpuinfo (module kvm_pvm); use "auto" or "tcg"' }]],
-    [{ name: 'web', machine: 'virt' }, [{ path: 'machine', message: 'expected "q35" or "pc", got "virt"' }]],
+    [{ name: 'web', machine: 'virt' }, [{ path: 'machine', message: 'expected "q35" or "pc", or a versioned type such as "pc-q35-7.2", got "virt"' }]],
     [{ name: 'web', disks: [{ path: '/vms/web/disk.qcow2' }, { path: '/x/y' }] }, [{ path: 'disks[1].path', message: 'file does not exist: /x/y' }]],
     [{ name: 'web', disks: [{ path: 'disk.qcow2' }] }, [{ path: 'disks[0].path', message: 'expected an absolute path, got "disk.qcow2"' }]],
     [{ name: 'web', disks: [{ path: '/a\nb' }] }, [{ path: 'disks[0].path', message: 'a path must not contain a newline or NUL byte' }]],
