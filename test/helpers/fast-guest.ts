@@ -1,6 +1,6 @@
 /**
  * The fast test guest for lifecycle tests: Debian's cloud kernel + a busybox
- * initramfs, built once by src/image/fastguest.ts and cached between runs in
+ * initramfs, built once by test/support/fastguest.ts and cached between runs in
  * `${XDG_CACHE_HOME:-$HOME/.cache}/goship-test/fastguest`. See docs/test-guests.md.
  */
 import { homedir } from 'node:os';

@@ -1,6 +1,6 @@
 /**
  * The fast test guest, for real: built from Debian packages by
- * src/image/fastguest.ts, booted under TCG by QEMU (no mocks), checked on its
+ * test/support/fastguest.ts, booted under TCG by QEMU (no mocks), checked on its
  * serial console, its virtio-serial agent port and its ACPI power button.
  */
 import { createHash } from 'node:crypto';
@@ -357,7 +357,7 @@ describe('fast test guest', () => {
         const script = join(cache, '..', `goship-fg-runner-${process.pid}.mjs`);
         await build({
           stdin: {
-            contents: `import { ensureFastGuest } from ${JSON.stringify(join(process.cwd(), 'src/image/fastguest.ts'))};\n` +
+            contents: `import { ensureFastGuest } from ${JSON.stringify(join(process.cwd(), 'test/support/fastguest.ts'))};\n` +
               `console.log(JSON.stringify(await ensureFastGuest(process.argv[2])));\n`,
             resolveDir: process.cwd(),
             loader: 'ts',
