@@ -32,6 +32,7 @@ export const ERROR_CODES = {
   EQEMU_OPTS: 'a value that cannot be written as a QEMU option',
   EQEMU_IMG: 'qemu-img failed',
   EQEMU_USER: 'the unprivileged user QEMU runs as is missing or cannot reach the VM files',
+  EMONITOR: "a VM's monitor process could not be started or did not answer",
   // QMP
   EQMP_CONNECT: 'the QMP socket cannot be reached',
   EQMP_COMMAND: 'QEMU refused a QMP command',

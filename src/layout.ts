@@ -19,8 +19,18 @@ export const FILES = {
   qemuLog: 'qemu.log',
   pidfile: 'qemu.pid',
   argv: 'argv.json',
+  /** GoShip's QMP monitor: only the VM's monitor process connects to it. */
   qmpSocket: 'qmp.sock',
+  /** A second QMP monitor for people (`vm qmp`, qmp-shell, socat): holding it never blocks GoShip. */
+  qmpUserSocket: 'qmp-user.sock',
+  /** The agent's virtio-serial chardev: the VM's monitor holds the one session. */
   agentSocket: 'agent.sock',
+  /** The serial console's chardev: the VM's monitor reads it into console.log. */
+  consoleSocket: 'console.sock',
+  /** The VM's monitor serves GoShip's clients here (owner-only). */
+  monitorSocket: 'monitor.sock',
+  /** What the monitor process writes about itself. */
+  monitorLog: 'monitor.log',
   imageBase: 'base.qcow2',
   imageKernel: 'vmlinuz',
   imageInitrd: 'initrd.img',
@@ -84,10 +94,14 @@ export class Layout {
   vmRunDir(id: string): string {
     return join(this.run, id);
   }
+  /** A socket in the VM's run directory. */
+  vmSocket(id: string, file: 'qmpSocket' | 'qmpUserSocket' | 'agentSocket' | 'consoleSocket' | 'monitorSocket'): string {
+    return join(this.vmRunDir(id), FILES[file]);
+  }
   qmpSocket(id: string): string {
-    return join(this.vmRunDir(id), FILES.qmpSocket);
+    return this.vmSocket(id, 'qmpSocket');
   }
   agentSocket(id: string): string {
-    return join(this.vmRunDir(id), FILES.agentSocket);
+    return this.vmSocket(id, 'agentSocket');
   }
 }

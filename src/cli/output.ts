@@ -43,6 +43,7 @@ export const CODE_EXIT: Record<ErrorCode, ExitStatus> = {
   EQEMU_OPTS: EXIT.failed,
   EQEMU_IMG: EXIT.failed,
   EQEMU_USER: EXIT.failed,
+  EMONITOR: EXIT.failed,
   EQMP_CONNECT: EXIT.failed,
   EQMP_COMMAND: EXIT.failed,
   EQMP_CLOSED: EXIT.failed,

@@ -30,6 +30,10 @@ export {
   DEFAULT_SEV_POLICY,
   HUGEPAGE_MOUNTS,
   MIN_MEMORY_BYTES,
+  MIN_CONSOLE_MAX_BYTES,
+  RESTART_POLICIES,
+  DEFAULT_CONSOLE_MAX_SIZE,
+  DEFAULT_CONSOLE_KEEP,
 } from './spec.ts';
 export type {
   VmSpec,
@@ -52,6 +56,7 @@ export type {
   DiskCache,
   HugepageSize,
   ConfidentialType,
+  RestartPolicy,
 } from './spec.ts';
 export { resolveSpec, VM_SPEC_SUBJECT, VM_SPEC_HINT } from './validate.ts';
 export { buildArgv, processMarker, DEFAULT_QEMU_BINARY, SANDBOX_OPTS } from './argv.ts';

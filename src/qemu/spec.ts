@@ -48,6 +48,13 @@ export const FIRMWARES = ['bios', 'uefi'] as const;
 export const NETWORK_MODES = ['user', 'none'] as const;
 export const PROTOCOLS = ['tcp', 'udp'] as const;
 export const CONFIDENTIAL_TYPES = ['sev', 'sev-es', 'sev-snp', 'tdx'] as const;
+/** What the VM's monitor does when QEMU crashes: nothing, or start it again with backoff. */
+export const RESTART_POLICIES = ['no', 'on-crash'] as const;
+/** console.log is rotated at this size; `keep` older files stay (console.log.1 …). Two files of 8 MiB by default. */
+export const DEFAULT_CONSOLE_MAX_SIZE = '8M';
+export const DEFAULT_CONSOLE_KEEP = 1;
+/** The smallest console.log cap accepted. */
+export const MIN_CONSOLE_MAX_BYTES = 64 * 1024;
 
 export type MachineType = (typeof MACHINES)[number] | `pc-q35-${number}.${number}` | `pc-i440fx-${number}.${number}`;
 export type Accel = (typeof ACCELS)[number];
@@ -55,6 +62,7 @@ export type DiskFormat = (typeof DISK_FORMATS)[number];
 export type DiskCache = (typeof DISK_CACHES)[number];
 export type HugepageSize = (typeof HUGEPAGE_SIZES)[number];
 export type ConfidentialType = (typeof CONFIDENTIAL_TYPES)[number];
+export type RestartPolicy = (typeof RESTART_POLICIES)[number];
 
 // ─── Messages ───────────────────────────────────────────────────────────────
 
@@ -245,6 +253,13 @@ export const ConfidentialSchema = strict({
   reducedPhysBits: v.optional(int(0, 63)),
 });
 
+export const ConsoleLogSchema = strict({
+  /** console.log is rotated once it reaches this size. Default 8M. */
+  maxSize: v.optional(size(), DEFAULT_CONSOLE_MAX_SIZE),
+  /** How many rotated files are kept beside console.log (console.log.1 …). Default 1. */
+  keep: v.optional(int(1, 9), DEFAULT_CONSOLE_KEEP),
+});
+
 export const VmSpecSchema = strict({
   /** The VM's name: `-name guest=NAME`; used in file names. */
   name: name(),
@@ -281,6 +296,10 @@ export const VmSpecSchema = strict({
   /** `-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny`. Default true. */
   sandbox: v.optional(bool(), true),
   confidential: v.optional(ConfidentialSchema),
+  /** Not a QEMU option: the VM's monitor starts a crashed QEMU again ("on-crash", backoff 1 s doubling to 60 s) or not ("no"). Default no. */
+  restart: v.optional(oneOf(RESTART_POLICIES), 'no'),
+  /** Not a QEMU option: how the monitor keeps console.log (rotated at `maxSize`, `keep` older files). */
+  console: v.optional(ConsoleLogSchema, {}),
 });
 
 /** What a user writes (every optional field may be left out). */
@@ -306,9 +325,13 @@ export interface HostFacts {
 
 /** Per-instance files, from layout.ts. */
 export interface VmPaths {
+  /** GoShip's QMP socket (the VM's monitor holds it). */
   qmpSocket: string;
+  /** The people's QMP socket. */
+  qmpUserSocket: string;
   agentSocket: string;
-  consoleLog: string;
+  /** The serial console's socket (the VM's monitor writes what it reads to console.log). */
+  consoleSocket: string;
   pidfile: string;
 }
 
@@ -380,5 +403,9 @@ export interface VmConfig {
   agent: boolean;
   sandbox: boolean;
   confidential: ConfidentialConfig | undefined;
+  /** The monitor's restart policy. */
+  restart: RestartPolicy;
+  /** The monitor's console log: rotated at maxBytes, `keep` older files. */
+  console: { maxBytes: number; keep: number };
   paths: VmPaths;
 }

@@ -25,6 +25,7 @@ import {
   DEFAULT_SEV_POLICY,
   DEFAULT_SEV_REDUCED_PHYS_BITS,
   HUGEPAGE_MOUNTS,
+  MIN_CONSOLE_MAX_BYTES,
   MIN_MEMORY_BYTES,
   VmSpecSchema,
   shown,
@@ -210,6 +211,11 @@ export function resolveSpec(input: unknown, ctx: ResolveContext): VmConfig {
     issues.push({ path: 'network.forwards', message: 'forwards need network mode "user"; mode is "none"' });
   }
   issues.push(...plainPath(ctx.paths.pidfile, 'paths.pidfile'));
+  const consoleSize = parseSize(s.console.maxSize);
+  const consoleMaxBytes = consoleSize.ok ? consoleSize.bytes : 0;
+  if (consoleSize.ok && consoleMaxBytes < MIN_CONSOLE_MAX_BYTES) {
+    issues.push({ path: 'console.maxSize', message: `must be at least ${formatSize(MIN_CONSOLE_MAX_BYTES)}, got ${shown(s.console.maxSize)}` });
+  }
 
   const config: VmConfig = {
     name: s.name,
@@ -230,6 +236,8 @@ export function resolveSpec(input: unknown, ctx: ResolveContext): VmConfig {
     agent: s.agent,
     sandbox: s.sandbox,
     confidential,
+    restart: s.restart,
+    console: { maxBytes: consoleMaxBytes, keep: s.console.keep },
     paths: { ...ctx.paths },
   };
 

@@ -52,6 +52,7 @@ export class Runtime {
         this.aliasCache ??= machineAliases(this.qemuBinary);
         return this.aliasCache;
       },
+      qemuUser: async () => undefined,
     });
     this.images = new ImageService(layout, store, () => new Date().toISOString());
     this.projects = new ProjectService({
@@ -92,8 +93,8 @@ export { ProjectService, parsePort, validateProjectOptions, readSshKeys, PROJECT
 export type { CreateProjectOptions, ProjectView, ProjectInfo } from './projects.ts';
 export { ImageService, agentBundlePath, type ImageSource, type ResolvedImage } from './images.ts';
 export type { CreateVmOptions, StartVmOptions, StopVmOptions, StopVmResult, ReconcileChange } from './vms.ts';
-export type { EscalationResult, StopStepName } from './escalate.ts';
-export { DEFAULT_STOP_TIMEOUTS, type StopTimeouts } from './machine.ts';
+export { DEFAULT_STOP_TIMEOUTS, type EscalationResult, type StopStepName, type StopTimeouts, type Forward } from '../monitor/index.ts';
+export { LIVE_STATES, reconcileDecision, type ReconcileDecision, type ReconcileFacts } from './reconcile.ts';
 export { factsFromReport, qemuVersion, type QemuVersionReport, type VersionReport } from './host.ts';
 export { RuntimeError, stateError, busyError } from './errors.ts';
 // What the CLI shows of the layers below, through the runtime's door only.

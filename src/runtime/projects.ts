@@ -22,7 +22,7 @@ import type { ConnectProgress } from '../serial/index.ts';
 import type { ImageSource } from './images.ts';
 import { busyError, stateError } from './errors.ts';
 import { LIVE_STATES, opAbandoned, type StopVmResult, type VmService } from './vms.ts';
-import type { StopTimeouts } from './machine.ts';
+import type { StopTimeouts } from '../monitor/index.ts';
 
 export const PROJECT_DEFAULTS = { cpus: 1, memory: '1G', disk: '10G', image: 'default' } as const;
 

@@ -1,6 +1,8 @@
 /**
  * VM lifecycle: create, start, stop, destroy, reconcile. The store holds the
- * records; QEMU, QMP, the agent channel and the files are driven from here.
+ * records; each running VM has a monitor process (src/monitor) that is
+ * QEMU's parent and the one holder of its QMP connection and agent session:
+ * start launches the monitor, everything after talks to it.
  *
  * Crash safety: before its first side effect an operation writes `op` (its
  * kind and this process's PID) into the record, and clears it after the last.
@@ -10,21 +12,33 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { RuntimeError, busyError, stateError } from './errors.ts';
 import type { Layout } from '../layout.ts';
 import { buildSeed, type SeedOptions } from '../cloudinit/index.ts';
-import { DEFAULT_MACHINE, MACHINES, buildArgv, createOverlay, imageChain, resolveSpec, type HostFacts, type ImageLayer, type VmConfig, type VmSpec } from '../qemu/index.ts';
-import { isOurProcess, logTail, processMarker } from '../qemu/index.ts';
+import { MonitorClient, isMonitorCmdline, startMonitor, writeLaunch, type EscalationResult, type Forward, type StopTimeouts } from '../monitor/index.ts';
+import {
+  DEFAULT_MACHINE,
+  MACHINES,
+  buildArgv,
+  createOverlay,
+  imageChain,
+  isOurProcess,
+  logTail,
+  processMarker,
+  resolveSpec,
+  type HostFacts,
+  type ImageLayer,
+  type VmConfig,
+  type VmSpec,
+} from '../qemu/index.ts';
 import { pidAlive } from '../proc.ts';
-import { AgentClient, type ConnectProgress } from '../serial/index.ts';
+import type { AgentClient, ConnectProgress } from '../serial/index.ts';
 import { type PendingOp, type State, type Store, type Vm, findRecord, requireRecord, assertNameFree, LOCAL_NODE } from '../store/index.ts';
-import type { EscalationResult } from './escalate.ts';
-import { bootMachine, stopMachine, withQmp, type StopTimeouts } from './machine.ts';
-import { machinePaths, vmPaths } from './paths.ts';
+import { RuntimeError, busyError, stateError } from './errors.ts';
+import { vmPaths } from './paths.ts';
+import { LIVE_STATES, reconcileDecision, type ReconcileDecision } from './reconcile.ts';
 import { trace } from './trace.ts';
 
-/** States in which the VM's QEMU process should exist. */
-export const LIVE_STATES: ReadonlySet<Vm['state']> = new Set(['starting', 'running', 'ready', 'stopping']);
+export { LIVE_STATES };
 
 export interface VmContext {
   layout: Layout;
@@ -34,12 +48,14 @@ export interface VmContext {
   qemuBinary: string;
   /** This QEMU's machine-type aliases (`q35` → `pc-q35-7.2`), asked once. */
   machineAliases: () => Promise<Map<string, string>>;
+  /** Run QEMU as this user (when GoShip runs as root); undefined: as GoShip's own user. */
+  qemuUser: () => Promise<{ uid: number; gid: number; name: string } | undefined>;
 }
 
 export interface CreateVmOptions {
   /** The VM spec. For an image-backed VM, `disks` and `boot` come from the image unless given. */
   spec: VmSpec & { name: string };
-  /** Base image: the VM gets a qcow2 overlay on it as its first disk. */
+  /** Base image: the VM gets a qcow2 overlay on it as its first disk. A relative path is the caller's. */
   base?: { path: string; kernel?: string; initrd?: string; cmdline?: string; name?: string };
   /** Overlay virtual size in bytes (at least the base's). */
   diskBytes?: number;
@@ -72,15 +88,6 @@ export interface ReconcileChange {
   reason: string;
 }
 
-/**
- * Pure: did the guest power itself off? Linux prints `reboot: Power down` on
- * its console as the very last thing before QEMU exits; a QEMU that was killed
- * or crashed leaves no such line.
- */
-export function guestPoweredOff(consoleTail: string): boolean {
-  return /reboot: Power down\s*$/.test(consoleTail.trimEnd());
-}
-
 /** An op whose goshipctl process is gone (killed, crashed). */
 export function opAbandoned(op: PendingOp | undefined): boolean {
   return op !== undefined && op.pid !== process.pid && !pidAlive(op.pid);
@@ -104,6 +111,14 @@ export async function livePid(vm: Vm): Promise<number | undefined> {
   return undefined;
 }
 
+/** Whether the VM's recorded monitor is alive and is this VM's monitor (not a reused PID). */
+export async function monitorAlive(vm: Vm, home: string): Promise<boolean> {
+  const pid = vm.monitor?.pid;
+  if (pid === undefined || !pidAlive(pid)) return false;
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'latin1').catch(() => '');
+  return isMonitorCmdline(cmdline, vm.id, home);
+}
+
 export class VmService {
   constructor(private readonly ctx: VmContext) {}
 
@@ -116,10 +131,10 @@ export class VmService {
     const spec = vm.config as VmSpec;
     const id = (spec.id as string | undefined) ?? (spec.name as string);
     const known = new Set(extraExisting);
-    const { qmpSocket, agentSocket, consoleLog, pidfile } = vmPaths(this.ctx.layout, id);
+    const { qmpSocket, qmpUserSocket, agentSocket, consoleSocket, pidfile } = vmPaths(this.ctx.layout, id);
     return resolveSpec(spec, {
       host,
-      paths: { qmpSocket, agentSocket, consoleLog, pidfile },
+      paths: { qmpSocket, qmpUserSocket, agentSocket, consoleSocket, pidfile },
       exists: (p) => known.has(p) || existsSync(p),
     });
   }
@@ -142,69 +157,70 @@ export class VmService {
   }
 
   /**
-   * Compares every record with /proc. A VM recorded as live whose process is
-   * gone (or whose PID now belongs to another process) becomes `crashed`, with
-   * the end of its log; a QEMU that runs although the record says otherwise
-   * (a goshipctl killed between spawn and record) is adopted; ops of dead
-   * goshipctl processes are cleared.
+   * Compares every record with what runs. A QEMU without its monitor gets a
+   * new monitor that adopts it; a VM recorded as live whose QEMU and monitor
+   * are both gone ended where nothing saw it (`crashed`, end `lost`, with the
+   * end of its log); operations of dead goshipctl processes are cleared.
    */
   async reconcile(): Promise<ReconcileChange[]> {
     const snapshot = await this.ctx.store.read();
-    const facts = new Map<string, number | undefined>();
-    let suspicious = false;
+    const decisions = new Map<string, ReconcileDecision>();
     for (const vm of Object.values(snapshot.vms)) {
-      const pid = await livePid(vm);
-      facts.set(vm.id, pid);
-      if ((pid === undefined && LIVE_STATES.has(vm.state)) || (pid !== undefined && !LIVE_STATES.has(vm.state)) || opAbandoned(vm.op)) {
-        suspicious = true;
-      }
+      const d = reconcileDecision(vm, {
+        qemuPid: await livePid(vm),
+        monitorAlive: await monitorAlive(vm, this.ctx.layout.home),
+        opAbandoned: opAbandoned(vm.op),
+      });
+      if (d.action !== 'none' && d.action !== 'busy') decisions.set(vm.id, d);
     }
-    if (!suspicious) return [];
+    if (decisions.size === 0) return [];
     const tails = new Map<string, string>();
-    const poweredOff = new Set<string>();
-    for (const vm of Object.values(snapshot.vms)) {
-      if (facts.get(vm.id) === undefined && LIVE_STATES.has(vm.state)) {
-        tails.set(vm.id, await logTail(vm.paths.qemuLog));
-        if (guestPoweredOff(await logTail(vm.paths.consoleLog, 5))) poweredOff.add(vm.id);
+    for (const [id, d] of decisions) if (d.action === 'ended') tails.set(id, await logTail(snapshot.vms[id]!.paths.qemuLog));
+    const changes = await this.ctx.store.update((draft) => {
+      const out: ReconcileChange[] = [];
+      for (const [id, d] of decisions) {
+        const vm = draft.vms[id];
+        // Changed since the snapshot (another goshipctl, or the monitor): its own writer is right.
+        const before = snapshot.vms[id];
+        if (!vm || !before || vm.state !== before.state || vm.op?.pid !== before.op?.pid) continue;
+        const from = vm.state;
+        const op = vm.op;
+        if ('clearOp' in d ? d.clearOp : d.action === 'clear-op') delete vm.op;
+        if (op?.kind === 'create') vm.note = 'create was interrupted: its files may be incomplete; destroy it and create it again';
+        switch (d.action) {
+          case 'ended':
+            vm.state = d.state;
+            vm.stoppedAt = this.ctx.now();
+            vm.end = { ...d.end, at: this.ctx.now(), logTail: tails.get(id) ?? '' };
+            delete vm.pid;
+            delete vm.monitor;
+            out.push({ vm: id, from, to: vm.state, reason: d.end.summary });
+            break;
+          case 'fix-pid':
+            vm.pid = d.pid;
+            break;
+          case 'clear-op':
+            out.push({ vm: id, from, to: vm.state, reason: `cleared an interrupted ${d.op.kind} (goshipctl pid ${d.op.pid} is gone)` });
+            break;
+          case 'adopt':
+            break;
+        }
+      }
+      return out;
+    });
+    for (const [id, d] of decisions) {
+      if (d.action !== 'adopt') continue;
+      const vm = (await this.ctx.store.read()).vms[id];
+      if (!vm) continue;
+      try {
+        await startMonitor({ layout: this.ctx.layout, vm, adopt: true });
+        changes.push({ vm: id, from: vm.state, to: LIVE_STATES.has(vm.state) ? vm.state : 'running', reason: `a new monitor adopted its running QEMU (pid ${d.pid})` });
+      } catch (err) {
+        // Another goshipctl's monitor won the claim, or the QEMU went meanwhile: the next look decides.
+        trace(`vm ${id}: adopting failed: ${(err as Error).message}`);
       }
     }
-    return this.ctx.store.update((draft) => {
-      const changes: ReconcileChange[] = [];
-      for (const vm of Object.values(draft.vms)) {
-        if (!facts.has(vm.id)) continue; // created since the snapshot
-        if (vm.op && !opAbandoned(vm.op)) continue; // another goshipctl is working on it right now
-        const pid = facts.get(vm.id);
-        const from = vm.state;
-        const interrupted = vm.op;
-        delete vm.op;
-        if (pid === undefined && LIVE_STATES.has(vm.state)) {
-          const stopping = from === 'stopping';
-          const off = poweredOff.has(vm.id);
-          vm.state = stopping || off ? 'stopped' : 'crashed';
-          vm.stoppedAt = this.ctx.now();
-          delete vm.pid;
-          if (stopping) vm.stopReason = 'stopped (the goshipctl that stopped it was interrupted)';
-          else if (off) vm.stopReason = 'the guest powered itself off';
-          else vm.crash = { at: this.ctx.now(), logTail: tails.get(vm.id) ?? '' };
-          const reason = stopping ? 'process gone after an interrupted stop' : off ? 'guest powered off' : 'process gone';
-          changes.push({ vm: vm.id, from, to: vm.state, reason });
-        } else if (pid !== undefined && (!LIVE_STATES.has(vm.state) || (interrupted && vm.state !== 'running' && vm.state !== 'ready'))) {
-          // A QEMU runs that no finished operation recorded: a goshipctl was killed between spawn and record.
-          vm.state = 'running';
-          vm.pid = pid;
-          vm.startedAt ??= this.ctx.now();
-          changes.push({ vm: vm.id, from, to: 'running', reason: `adopted running QEMU (pid ${pid}) left by an interrupted ${interrupted?.kind ?? 'start'}` });
-        } else if (pid !== undefined && vm.pid !== pid) {
-          vm.pid = pid;
-        } else if (interrupted) {
-          changes.push({ vm: vm.id, from, to: vm.state, reason: `cleared an interrupted ${interrupted.kind} (goshipctl pid ${interrupted.pid} is gone)` });
-        }
-        if (interrupted?.kind === 'create') {
-          vm.stopReason = 'create was interrupted: its files may be incomplete; destroy it and create it again';
-        }
-      }
-      return changes;
-    });
+    return changes;
   }
 
   async list(): Promise<Vm[]> {
@@ -285,7 +301,11 @@ export class VmService {
     });
   }
 
-  /** Spawns QEMU, sends `cont`, records `running`; with waitAgent, waits for the agent (`ready`). */
+  /**
+   * Starts the VM: builds the argv, starts its monitor (which spawns QEMU
+   * paused, connects QMP, the console and the agent channel, sends `cont` and
+   * records `running`); with waitAgent, waits for the agent (`ready`).
+   */
   async start(name: string, opts: StartVmOptions = {}): Promise<Vm> {
     const { layout, store } = this.ctx;
     await this.reconcile();
@@ -299,41 +319,51 @@ export class VmService {
       rec.op = this.op('start');
       return structuredClone(rec);
     });
-    // A VM recorded before machine types were pinned gets its type now, and keeps it.
-    const machine = await this.pinnedMachine(vm.config.machine);
-    if (machine !== vm.config.machine) {
-      vm.config = { ...vm.config, machine };
+    try {
+      // A VM recorded before machine types were pinned gets its type now, and keeps it.
+      const machine = await this.pinnedMachine(vm.config.machine);
+      if (machine !== vm.config.machine) {
+        vm.config = { ...vm.config, machine };
+        await store.update((draft) => {
+          const rec = findRecord(draft, 'vm', vm.id);
+          if (rec) rec.config = { ...rec.config, machine };
+        });
+      }
+      const config = await this.resolve(vm);
+      const argv = buildArgv(config, this.ctx.qemuBinary);
+      trace(`vm ${name}: argv built`);
+      await mkdir(vm.paths.dir, { recursive: true, mode: 0o700 });
+      await mkdir(layout.vmRunDir(vm.id), { recursive: true, mode: 0o700 });
+      const user = await this.ctx.qemuUser();
+      await writeLaunch(vm.paths.dir, { argv, restart: config.restart, console: config.console, ...(user ? { user } : {}) });
+      const report = await startMonitor({ layout, vm: { ...vm, argv } });
+      trace(`vm ${name}: monitor ${report.pid}, QEMU running (pid ${report.qemuPid})`);
+      // The monitor records this as well; the caller sees it as soon as start returns.
       await store.update((draft) => {
         const rec = findRecord(draft, 'vm', vm.id);
-        if (rec) rec.config = { ...rec.config, machine };
-      });
-    }
-    let argv: string[];
-    try {
-      argv = buildArgv(await this.resolve(vm), this.ctx.qemuBinary);
-      trace(`vm ${name}: argv built`);
-      const booted = await bootMachine(vm.id, argv, machinePaths(layout, vm.id, vm.paths));
-      trace(`vm ${name}: QEMU running (pid ${booted.pid})`);
-      await store.update((draft) => {
-        const rec = requireRecord(draft, 'vm', vm.id);
-        rec.state = 'running';
-        rec.pid = booted.pid;
+        if (!rec) return;
+        if (rec.state === 'starting') {
+          rec.state = 'running';
+          delete rec.agent;
+        }
+        rec.pid = report.qemuPid;
         rec.argv = argv;
-        rec.startedAt = this.ctx.now();
-        delete rec.crash;
-        delete rec.stopReason;
+        rec.startedAt ??= this.ctx.now();
+        rec.monitor ??= { pid: report.pid, startedAt: this.ctx.now() };
+        delete rec.end;
+        delete rec.note;
         delete rec.stoppedAt;
-        delete rec.agent;
-        if (!opts.waitAgent) delete rec.op;
+        if (!opts.waitAgent && rec.op?.pid === process.pid) delete rec.op;
       });
     } catch (err) {
       await store.update((draft) => {
         const rec = findRecord(draft, 'vm', vm.id);
         if (!rec) return;
         rec.state = 'stopped';
-        rec.stopReason = `start failed: ${err instanceof Error ? err.message : String(err)}`;
+        rec.end = { at: this.ctx.now(), kind: 'crashed', summary: `start failed: ${err instanceof Error ? err.message : String(err)}` };
         delete rec.op;
         delete rec.pid;
+        delete rec.monitor;
       });
       throw err;
     }
@@ -341,97 +371,83 @@ export class VmService {
     try {
       return await this.waitReady(vm.id, opts);
     } finally {
-      await store.update((draft) => {
-        const rec = findRecord(draft, 'vm', vm.id);
-        if (rec?.op?.pid === process.pid) delete rec.op;
-      });
+      await this.clearOp(vm.id);
     }
   }
 
-  /** Waits for the agent's hello and records `ready`. */
+  private async clearOp(id: string): Promise<void> {
+    await this.ctx.store.update((draft) => {
+      const rec = findRecord(draft, 'vm', id);
+      if (rec?.op?.pid === process.pid) delete rec.op;
+    });
+  }
+
+  /** Waits (through the VM's monitor) for the agent's hello and records `ready`. */
   async waitReady(name: string, opts: StartVmOptions = {}): Promise<Vm> {
     const vm = await this.get(name);
     const timeoutMs = opts.agentTimeoutMs ?? 120_000;
-    let client: AgentClient;
+    const started = Date.now();
+    opts.onAgentProgress?.({ phase: 'syncing', attempt: 1, elapsedMs: 0 });
+    const monitor = await this.monitor(name);
+    let hello: { agent: string; hostname: string; bootId: string };
     try {
-      client = await AgentClient.connect(vm.paths.agentSocket, {
-        timeoutMs,
-        ...(opts.onAgentProgress ? { onProgress: opts.onAgentProgress } : {}),
-      });
+      hello = await monitor.waitAgent(timeoutMs);
     } catch (err) {
-      const alive = (await livePid(vm)) !== undefined;
+      const alive = (await livePid(await this.get(name))) !== undefined;
       const why = err instanceof Error ? err.message : String(err);
       throw new RuntimeError(
         'EAGENT_TIMEOUT',
         alive ? `VM ${name} is running but its agent did not answer within ${Math.round(timeoutMs / 1000)} s: ${why}` : `VM ${name} stopped before its agent answered: ${why}`,
         { hint: `read ${vm.paths.consoleLog} (guest console) and ${vm.paths.qemuLog}`, cause: err },
       );
+    } finally {
+      await monitor.close();
     }
-    const hello = client.hello;
     trace(`vm ${name}: agent hello`);
-    await client.close();
+    opts.onAgentProgress?.({ phase: 'ready', attempt: 1, elapsedMs: Date.now() - started, hello: { ...hello, protocol: monitor.agent.hello.protocol } });
+    // The monitor records it too; writing it here means the caller sees it as soon as this returns.
     return this.ctx.store.update((draft) => {
       const rec = requireRecord(draft, 'vm', name);
-      if (rec.state === 'running') rec.state = 'ready';
-      rec.agent = { version: hello.agent, protocol: hello.protocol, hostname: hello.hostname, bootId: hello.bootId, readyAt: this.ctx.now() };
+      if (rec.state === 'running' || rec.state === 'starting') rec.state = 'ready';
+      rec.agent = { version: hello.agent, protocol: monitor.agent.hello.protocol, hostname: hello.hostname, bootId: hello.bootId, readyAt: rec.agent?.readyAt ?? this.ctx.now() };
       return rec;
     });
   }
 
-  /** Stops a running VM: agent shutdown → ACPI → quit → SIGTERM → SIGKILL. */
+  /** Stops a running VM: its monitor runs agent shutdown → ACPI → quit → SIGTERM → SIGKILL and records the end. */
   async stop(name: string, opts: StopVmOptions = {}): Promise<StopVmResult> {
     const { store } = this.ctx;
     await this.reconcile();
-    const vm = await store.update((draft) => {
+    const before = await store.update((draft) => {
       const rec = requireRecord(draft, 'vm', name);
       if (rec.op) throw busyError(`VM ${name}`, rec.op);
-      if (!LIVE_STATES.has(rec.state) || rec.pid === undefined) {
+      if (!LIVE_STATES.has(rec.state)) {
         throw stateError(`VM ${name} is not running (state: ${rec.state})`, `start it: goshipctl vm start ${name}`);
       }
+      const was = rec.state;
       rec.state = 'stopping';
       rec.op = this.op('stop');
-      return structuredClone(rec);
+      return { id: rec.id, was };
     });
-    const config = vm.config as VmSpec;
-    const agentShutdown =
-      config.agent !== false && vm.agent !== undefined
-        ? async () => {
-            const client = await AgentClient.connect(vm.paths.agentSocket, { timeoutMs: 3000 });
-            try {
-              await client.shutdown();
-            } finally {
-              await client.close();
-            }
-          }
-        : undefined;
     let result: EscalationResult;
     try {
-      result = await stopMachine(vm.id, vm.pid!, vm.paths.qmpSocket, {
-        ...(opts.force ? { force: true } : {}),
-        ...(opts.timeouts ? { timeouts: opts.timeouts } : {}),
-        ...(agentShutdown ? { agentShutdown } : {}),
-      });
+      const monitor = await this.monitor(before.id);
+      try {
+        result = await monitor.stop(opts);
+      } finally {
+        await monitor.close();
+      }
     } catch (err) {
       await store.update((draft) => {
-        const rec = findRecord(draft, 'vm', vm.id);
-        if (rec) {
-          rec.state = 'running';
-          delete rec.op;
-        }
+        const rec = findRecord(draft, 'vm', before.id);
+        if (rec?.op?.pid !== process.pid) return;
+        if (rec.state === 'stopping') rec.state = before.was;
+        delete rec.op;
       });
       throw err;
     }
-    await rm(this.ctx.layout.vmRunDir(vm.id), { recursive: true, force: true });
-    const updated = await store.update((draft) => {
-      const rec = requireRecord(draft, 'vm', vm.id);
-      rec.state = 'stopped';
-      rec.stoppedAt = this.ctx.now();
-      rec.stopReason = result.endedBy === 'already' ? 'the process was already gone' : `stopped by ${result.endedBy}`;
-      delete rec.pid;
-      delete rec.op;
-      return rec;
-    });
-    return { ...result, vm: updated };
+    await this.clearOp(before.id);
+    return { endedBy: result.endedBy, attempts: result.attempts, vm: await this.get(before.id) };
   }
 
   /**
@@ -453,8 +469,14 @@ export class VmService {
       }
       return structuredClone(rec);
     });
-    const pid = await livePid(vm);
-    if (pid !== undefined) await stopMachine(vm.id, pid, vm.paths.qmpSocket, { force: true });
+    if ((await livePid(vm)) !== undefined || (await monitorAlive(vm, layout.home))) {
+      const monitor = await this.monitor(vm.id);
+      try {
+        await monitor.stop({ force: true });
+      } finally {
+        await monitor.close();
+      }
+    }
     await rm(vm.paths.dir, { recursive: true, force: true });
     await rm(layout.vmRunDir(vm.id), { recursive: true, force: true });
     await store.update((draft) => {
@@ -468,33 +490,82 @@ export class VmService {
     return vm.paths.overlay ? imageChain(vm.paths.overlay) : undefined;
   }
 
-  /** Live QMP status of a running VM. */
+  /**
+   * A client of the VM's monitor. A running QEMU whose monitor is gone (killed)
+   * gets a new monitor that adopts it first. The caller closes the client.
+   */
+  async monitor(name: string, timeoutMs = 10_000): Promise<MonitorClient> {
+    let vm = await this.get(name);
+    if (!LIVE_STATES.has(vm.state) && (await livePid(vm)) === undefined) {
+      throw stateError(`VM ${name} is not running (state: ${vm.state})`, `start it: goshipctl vm start ${name}`);
+    }
+    if (!(await monitorAlive(vm, this.ctx.layout.home))) {
+      if ((await livePid(vm)) === undefined) {
+        // Its monitor may be finishing the record right now: look again once.
+        await this.reconcile();
+        vm = await this.get(name);
+        throw stateError(`VM ${name} is not running (state: ${vm.state})`, `start it: goshipctl vm start ${name}`);
+      }
+      trace(`vm ${name}: no monitor; adopting its QEMU`);
+      await startMonitor({ layout: this.ctx.layout, vm, adopt: true }).catch(async (err: unknown) => {
+        // Another goshipctl adopted it at the same moment: its monitor serves us too.
+        if (!(await monitorAlive(await this.get(name), this.ctx.layout.home))) throw err;
+      });
+    }
+    try {
+      return await MonitorClient.connect(vm.paths.monitorSocket, timeoutMs);
+    } catch (err) {
+      throw new RuntimeError('EMONITOR', `the monitor of VM ${name} does not answer on ${vm.paths.monitorSocket}: ${(err as Error).message}`, {
+        hint: `read ${vm.paths.monitorLog}`,
+        cause: err,
+      });
+    }
+  }
+
+  /** Live QMP status of a running VM (through its monitor). */
   async qmpStatus(name: string): Promise<{ status: string; running: boolean } | undefined> {
     const vm = await this.get(name);
     if (!LIVE_STATES.has(vm.state)) return undefined;
-    return withQmp(vm.paths.qmpSocket, async (q) => {
-      const s = await q.queryStatus();
+    const monitor = await this.monitor(name);
+    try {
+      const s = (await monitor.qmp('query-status')) as { status: string; running: boolean };
       return { status: s.status, running: s.running };
-    });
+    } finally {
+      await monitor.close();
+    }
   }
 
-  /** Sends one raw QMP command (`{"execute": …, "arguments": …}`) and returns QEMU's answer. */
+  /** Sends one raw QMP command (`{"execute": …, "arguments": …}`) through the VM's monitor and returns QEMU's answer. */
   async qmpRaw(name: string, command: unknown): Promise<unknown> {
     if (typeof command !== 'object' || command === null || typeof (command as { execute?: unknown }).execute !== 'string') {
       throw new RuntimeError('EINVALID', 'QMP command: expected a JSON object like {"execute": "query-status"}');
     }
     const c = command as { execute: string; arguments?: Record<string, unknown> };
-    const vm = await this.get(name);
-    if (!LIVE_STATES.has(vm.state)) throw stateError(`VM ${name} is not running (state: ${vm.state})`);
-    return withQmp(vm.paths.qmpSocket, (q) => q.execute(c.execute, c.arguments));
+    const monitor = await this.monitor(name);
+    try {
+      return await monitor.qmp(c.execute, c.arguments);
+    } finally {
+      await monitor.close();
+    }
   }
 
-  /** A connected agent client for a running VM. The caller closes it. */
+  /** A connected agent client for a running VM, through its monitor. The caller closes it. */
   async agent(name: string, timeoutMs = 10_000): Promise<AgentClient> {
     const vm = await this.get(name);
-    if (!LIVE_STATES.has(vm.state)) throw stateError(`VM ${name} is not running (state: ${vm.state})`, `start it: goshipctl vm start ${name}`);
     if ((vm.config as VmSpec).agent === false) throw new RuntimeError('ENOTSUP', `VM ${name} has no agent port (agent: false in its spec)`);
-    return AgentClient.connect(vm.paths.agentSocket, { timeoutMs });
+    return (await this.monitor(name, timeoutMs)).agent;
+  }
+
+  /** The forwards QEMU has now, through the monitor (undefined when the VM is not running). */
+  async livePorts(name: string): Promise<Forward[] | undefined> {
+    const vm = await this.get(name);
+    if (!LIVE_STATES.has(vm.state)) return undefined;
+    const monitor = await this.monitor(name);
+    try {
+      return await monitor.ports();
+    } finally {
+      await monitor.close();
+    }
   }
 }
 

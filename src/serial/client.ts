@@ -32,6 +32,7 @@ import {
   InfoResultSchema,
   MAX_CHUNK,
   PROTOCOL_VERSION,
+  STREAM_NAMES,
   PingResultSchema,
   ShutdownResultSchema,
   StatResultSchema,
@@ -156,6 +157,32 @@ interface Pending {
   idleMs: number | undefined;
   /** Detaches the caller's abort signal. */
   unbind: (() => void) | undefined;
+  /** A relayed request: acks and eofs from the agent go to the relay, not to credits. */
+  relay: RelayEvents | undefined;
+}
+
+/** What a relayed request hears from the agent (the monitor passes it on to its own client). */
+export interface RelayEvents {
+  /** A data frame of `stream`: hand it on; report consumption with `Relay.consumed`. */
+  data(stream: StreamName, payload: Buffer): void;
+  /** The agent ended `stream`. */
+  eof(stream: StreamName): void;
+  /** The agent consumed `n` bytes the relay sent on `stream`. */
+  ack(stream: StreamName, n: number): void;
+}
+
+/** One request relayed on this session on behalf of someone else (the monitor's clients). */
+export interface Relay {
+  /** The agent's reply: its result, or an AgentRemoteError / AgentClosedError. */
+  readonly result: Promise<unknown>;
+  /** Send a data frame of `stream` (the relay's sender keeps to its window). */
+  data(stream: StreamName, payload: Buffer): void;
+  /** End `stream`. */
+  eof(stream: StreamName): void;
+  /** The relay's receiver consumed `n` bytes of `stream`: credit flows back to the agent. */
+  consumed(stream: StreamName, n: number): void;
+  /** Stop the request here and in the guest. */
+  cancel(reason: Error): void;
 }
 
 interface RequestSetup {
@@ -167,6 +194,8 @@ interface RequestSetup {
   idleMs?: number;
   /** The caller's abort: the request fails on this side and is cancelled in the guest. */
   signal?: AbortSignal;
+  /** Relay mode: every stream's frames, acks and eofs go to these handlers. */
+  relay?: RelayEvents;
 }
 
 type State = 'syncing' | 'ready' | 'closed';
@@ -253,6 +282,7 @@ export class AgentClient {
   #nextId = 1;
   #handshake: { resolve: () => void; reject: (e: Error) => void } | undefined;
   #closedPromise: Promise<void>;
+  readonly #closeWaiters: Array<() => void> = [];
 
   private constructor(stream: Duplex, where: string, options: AgentConnectOptions) {
     this.#stream = stream;
@@ -333,6 +363,12 @@ export class AgentClient {
       throw err;
     }
     return client;
+  }
+
+  /** Resolves once the session is over: closed by `close()`, by the other side, or broken (`closeReason` says which). */
+  closedPromise(): Promise<void> {
+    if (this.#state === 'closed') return Promise.resolve();
+    return new Promise((r) => this.#closeWaiters.push(r));
   }
 
   /** True once closed, by `close()` or because the channel broke (`closeReason`). */
@@ -487,6 +523,11 @@ export class AgentClient {
       }
       case 'ack': {
         const p = this.#pending.get(msg.id);
+        if (p?.relay) {
+          this.#touch(p);
+          p.relay.ack(msg.s, msg.n);
+          return;
+        }
         const credit = p?.credits.get(msg.s);
         if (!p || !credit) {
           this.stats.unknownIds++;
@@ -498,7 +539,8 @@ export class AgentClient {
       }
       case 'eof': {
         const p = this.#pending.get(msg.id);
-        if (!p?.sinks.has(msg.s)) this.stats.unknownIds++;
+        if (p?.relay) p.relay.eof(msg.s);
+        else if (!p?.sinks.has(msg.s)) this.stats.unknownIds++;
         return;
       }
     }
@@ -526,7 +568,7 @@ export class AgentClient {
       resolve = res;
       reject = rej;
     });
-    const p: Pending = { id, method, resolve, reject, sinks: new Map(), credits: new Map(), timer: undefined, idleMs: setup.idleMs, unbind: undefined };
+    const p: Pending = { id, method, resolve, reject, sinks: new Map(), credits: new Map(), timer: undefined, idleMs: setup.idleMs, unbind: undefined, relay: setup.relay };
     for (const [s, sink] of Object.entries(setup.sinks ?? {}) as Array<[StreamName, Sink]>) {
       const ledger = new CreditLedger((n) => {
         if (this.#pending.get(id) === p) this.#write(encodeLine({ t: 'ack', id, s, n }));
@@ -585,6 +627,7 @@ export class AgentClient {
     if (this.#state === 'closed') return;
     this.#state = 'closed';
     this.#closeReason = reason;
+    for (const w of this.#closeWaiters.splice(0)) w();
     this.#handshake?.reject(reason);
     const pending = [...this.#pending.values()];
     this.#pending.clear();
@@ -616,6 +659,64 @@ export class AgentClient {
   }
 
   // ------------------------------------------------------------ methods
+
+  /**
+   * One request by name, its raw result (validate it: it comes from the other
+   * side). For methods without streams: the monitor's own (`monitor.status`),
+   * or an agent method this client has no typed wrapper for.
+   */
+  async call(method: string, params: unknown, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<unknown> {
+    const { result } = this.#request(method, params, {
+      timeoutMs: options.timeoutMs ?? this.#options.requestTimeoutMs ?? 15_000,
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+    return result;
+  }
+
+  /**
+   * A request whose answer streams: `stdout` (and `stderr`) data frames are
+   * written to the given Writables under flow control until the reply.
+   * Cancelled (in the guest or the monitor) by `signal`.
+   */
+  async callStreaming(
+    method: string,
+    params: unknown,
+    options: { stdout?: Writable; stderr?: Writable; signal?: AbortSignal; timeoutMs?: number } = {},
+  ): Promise<unknown> {
+    const out = new WritableSink(options.stdout);
+    const err = new WritableSink(options.stderr);
+    const { result } = this.#request(method, params, {
+      sinks: { stdout: out, stderr: err },
+      ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+    const raw = await result;
+    await Promise.all([out.drained(), err.drained()]);
+    return raw;
+  }
+
+  /**
+   * Relay one request for someone else: frames, acks and eofs pass through
+   * `events` and the returned handle, so flow control stays end to end (the
+   * agent's credit returns only when the far receiver has consumed). The
+   * agent's window is still enforced here. No timeout: the far side cancels.
+   */
+  relay(method: string, params: unknown, events: RelayEvents): Relay {
+    const sinks: Partial<Record<StreamName, Sink>> = {};
+    for (const s of STREAM_NAMES) sinks[s] = { deliver: (payload) => events.data(s, payload) };
+    const { id, result, pending } = this.#request(method, params, { sinks, relay: events });
+    return {
+      result,
+      data: (stream, payload) => {
+        if (this.#pending.get(id) === pending) this.#write(encodeData(id, stream, payload));
+      },
+      eof: (stream) => this.#sendEof(pending, stream),
+      consumed: (stream, n) => {
+        if (this.#pending.get(id) === pending) pending.sinks.get(stream)?.ledger.consumed(n);
+      },
+      cancel: (reason) => this.#fail(pending, reason),
+    };
+  }
 
   /** Round trip time of a ping, and the agent's clock. */
   async ping(): Promise<{ rttMs: number; agentTime: number }> {

@@ -9,6 +9,9 @@ export type {
   AgentHello,
   ConnectProgress,
   ExecOptions,
+  DownloadOptions,
+  Relay,
+  RelayEvents,
   TransferResult,
   UploadOptions,
 } from './client.ts';

@@ -53,8 +53,55 @@ function v0ToV1(doc: JsonObject): JsonObject {
   return out;
 }
 
+/**
+ * Version 2: each VM has a monitor process. Its paths gain the people's QMP
+ * socket, the console and monitor sockets and the monitor's log (beside the
+ * files they already had); `crash` and the free-text `stopReason` become one
+ * `end` record.
+ */
+function v1ToV2(doc: JsonObject): JsonObject {
+  const vms = isObject(doc.vms) ? doc.vms : {};
+  const out: JsonObject = {};
+  for (const [id, raw] of Object.entries(vms)) {
+    if (!isObject(raw)) throw new MigrationError(`vms.${id}: expected an object in a version 1 file`);
+    const vm: JsonObject = { ...raw };
+    const paths = isObject(vm.paths) ? { ...vm.paths } : {};
+    const runDir = typeof paths.qmpSocket === 'string' ? dirOf(paths.qmpSocket) : undefined;
+    const vmDir = typeof paths.consoleLog === 'string' ? dirOf(paths.consoleLog) : undefined;
+    if (runDir === undefined || vmDir === undefined) throw new MigrationError(`vms.${id}.paths: qmpSocket and consoleLog are needed in a version 1 file`);
+    paths.qmpUserSocket ??= `${runDir}/qmp-user.sock`;
+    paths.consoleSocket ??= `${runDir}/console.sock`;
+    paths.monitorSocket ??= `${runDir}/monitor.sock`;
+    paths.monitorLog ??= `${vmDir}/monitor.log`;
+    vm.paths = paths;
+    const at = typeof vm.stoppedAt === 'string' ? vm.stoppedAt : String(vm.createdAt);
+    if (isObject(vm.crash)) {
+      const c = vm.crash;
+      vm.end = {
+        at: typeof c.at === 'string' ? c.at : at,
+        kind: 'crashed',
+        summary: 'QEMU was gone when GoShip looked (recorded by an older version)',
+        ...(typeof c.logTail === 'string' ? { logTail: c.logTail } : {}),
+        ...(typeof c.exitCode === 'number' ? { exitCode: c.exitCode } : {}),
+        ...(typeof c.signal === 'string' ? { signal: c.signal } : {}),
+      };
+    } else if (typeof vm.stopReason === 'string') {
+      vm.end = { at, kind: 'stopped', summary: vm.stopReason };
+    }
+    delete vm.crash;
+    delete vm.stopReason;
+    out[id] = vm;
+  }
+  return { ...doc, vms: out };
+}
+
+function dirOf(path: string): string {
+  return path.slice(0, Math.max(0, path.lastIndexOf('/'))) || '/';
+}
+
 export const MIGRATIONS: Readonly<Record<number, Migration>> = {
   0: v0ToV1,
+  1: v1ToV2,
 };
 
 /** The version a parsed document says it has: `schemaVersion`, or 0 when it is absent. */

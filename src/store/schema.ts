@@ -7,7 +7,7 @@
  */
 import * as v from 'valibot';
 import type { Issue } from '../errors.ts';
-import { APP_KINDS, IMAGE_KINDS, PROJECT_STATES, SCHEMA_VERSION, VM_STATES, appKey } from './types.ts';
+import { APP_KINDS, END_KINDS, IMAGE_KINDS, PROJECT_STATES, SCHEMA_VERSION, STOP_STEPS, VM_STATES, appKey } from './types.ts';
 import type { State } from './types.ts';
 
 const timestamp = v.pipe(v.string(), v.isoTimestamp());
@@ -52,24 +52,34 @@ const VmSchema = v.looseObject({
   pid: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
   startedAt: v.optional(timestamp),
   stoppedAt: v.optional(timestamp),
-  stopReason: v.optional(v.string()),
-  crash: v.optional(
+  end: v.optional(
     v.looseObject({
       at: timestamp,
+      kind: v.picklist(END_KINDS),
+      summary: v.string(),
+      shutdownReason: v.optional(v.string()),
+      step: v.optional(v.picklist(STOP_STEPS)),
       exitCode: v.optional(v.pipe(v.number(), v.integer())),
       signal: v.optional(v.string()),
-      logTail: v.string(),
+      logTail: v.optional(v.string()),
     }),
   ),
+  note: v.optional(v.string()),
+  monitor: v.optional(v.looseObject({ pid: v.pipe(v.number(), v.integer(), v.minValue(1)), startedAt: timestamp, adopted: v.optional(v.boolean()) })),
+  restarts: v.optional(v.looseObject({ count, lastAt: v.optional(timestamp), lastReason: v.optional(v.string()) })),
   argv: v.optional(v.array(v.string())),
   paths: v.looseObject({
     dir: v.string(),
     overlay: v.optional(v.string()),
     seed: v.optional(v.string()),
     qmpSocket: v.string(),
+    qmpUserSocket: v.string(),
     agentSocket: v.string(),
+    consoleSocket: v.string(),
+    monitorSocket: v.string(),
     consoleLog: v.string(),
     qemuLog: v.string(),
+    monitorLog: v.string(),
     pidfile: v.string(),
   }),
   op: v.optional(PendingOpSchema),
@@ -117,7 +127,7 @@ void _schemaMatchesTypes;
 /** How many problems a message lists before "and N more". */
 const MAX_LISTED = 5;
 
-/** Every problem with `doc` as a v1 state, each with its path; empty when it is valid. */
+/** Every problem with `doc` as a state at the current version, each with its path; empty when it is valid. */
 export function checkState(doc: unknown): Issue[] {
   const arrays = arraysForRecords(doc);
   if (arrays.length > 0) return arrays;

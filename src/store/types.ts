@@ -8,7 +8,7 @@
  */
 
 /** The schema version this code reads and writes. Older files are migrated on read. */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 /** The name of the node GoShip runs on. */
 export const LOCAL_NODE = 'local';
@@ -75,13 +75,54 @@ export interface Project {
 export const VM_STATES = ['defined', 'starting', 'running', 'ready', 'stopping', 'stopped', 'crashed'] as const;
 export type VmState = (typeof VM_STATES)[number];
 
-/** What is known about a QEMU process that exited without being asked to. */
-export interface VmCrash {
+/** The steps of GoShip's stop, in order: agent `shutdown`, ACPI power button, QMP `quit`, SIGTERM, SIGKILL. */
+export const STOP_STEPS = ['agent', 'acpi', 'quit', 'sigterm', 'sigkill'] as const;
+export type StopStepName = (typeof STOP_STEPS)[number];
+
+export const END_KINDS = ['poweroff', 'stopped', 'quit', 'killed', 'panic', 'reset-loop', 'crashed', 'lost'] as const;
+/**
+ * How a run of a VM ended, as its monitor saw it (src/monitor/ending.ts):
+ * - `poweroff`: the guest powered itself off (SHUTDOWN guest-shutdown);
+ * - `stopped`: GoShip stopped it (`step` says which step of the escalation it took);
+ * - `quit`: someone else told QEMU to quit over QMP (the people's socket);
+ * - `killed`: a signal from outside asked QEMU to end (SIGTERM, SIGINT, SIGHUP: SHUTDOWN host-signal);
+ * - `panic`: the guest kernel panicked (GUEST_PANICKED, pvpanic);
+ * - `reset-loop`: the guest kept resetting; the monitor stopped it;
+ * - `crashed`: QEMU died without a SHUTDOWN (a signal such as SIGKILL or SIGSEGV, or a failure exit);
+ * - `lost`: QEMU is gone and nothing saw how (no monitor was watching).
+ */
+export type EndKind = (typeof END_KINDS)[number];
+
+/** How a VM's last run ended, with the evidence. No guest-written text decides any of it. */
+export interface VmEnd {
   at: Timestamp;
+  kind: EndKind;
+  /** One line for people. */
+  summary: string;
+  /** The reason of QMP's SHUTDOWN event (`guest-shutdown`, `host-qmp-quit`, `host-signal`, `guest-panic`…). */
+  shutdownReason?: string;
+  /** The step of GoShip's stop that ended it (kind `stopped`). */
+  step?: StopStepName;
   exitCode?: number;
   signal?: string;
-  /** The last lines of `qemu.log`. */
-  logTail: string;
+  /** The last lines of `qemu.log`, when QEMU's own words may say why. */
+  logTail?: string;
+}
+
+/** The VM's monitor process (one per running VM: QEMU's parent, holder of QMP and the agent session). */
+export interface VmMonitor {
+  pid: number;
+  startedAt: Timestamp;
+  /** It took over a QEMU whose first monitor had gone (it cannot wait for QEMU's exit status). */
+  adopted?: boolean;
+}
+
+/** Restarts by the restart policy (`restart: on-crash`). */
+export interface VmRestarts {
+  count: number;
+  lastAt?: Timestamp;
+  /** The end that caused the last restart. */
+  lastReason?: string;
 }
 
 /** Where a VM's files and sockets are (see `Layout`). */
@@ -89,10 +130,19 @@ export interface VmPaths {
   dir: string;
   overlay?: string;
   seed?: string;
+  /** GoShip's QMP socket: the monitor's. */
   qmpSocket: string;
+  /** The people's QMP socket. */
+  qmpUserSocket: string;
+  /** The agent's chardev: the monitor's. */
   agentSocket: string;
+  /** The serial console's chardev: the monitor reads it into consoleLog. */
+  consoleSocket: string;
+  /** Where the monitor serves GoShip's clients. */
+  monitorSocket: string;
   consoleLog: string;
   qemuLog: string;
+  monitorLog: string;
   pidfile: string;
 }
 
@@ -118,9 +168,13 @@ export interface Vm {
   pid?: number;
   startedAt?: Timestamp;
   stoppedAt?: Timestamp;
-  /** Why the VM stopped (`user`, `agent-shutdown`, `crash`…): free text for people. */
-  stopReason?: string;
-  crash?: VmCrash;
+  /** How the last run ended, with its evidence. */
+  end?: VmEnd;
+  /** Something the next command should tell the user (an interrupted create). */
+  note?: string;
+  /** The VM's monitor, while one runs. */
+  monitor?: VmMonitor;
+  restarts?: VmRestarts;
   /** The QEMU argv actually run. */
   argv?: string[];
   paths: VmPaths;

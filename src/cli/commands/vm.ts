@@ -150,8 +150,10 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
       [
         `name      ${vm.name}`,
         `state     ${vm.state}${vm.pid ? ` (pid ${vm.pid})` : ''}${qmp && 'status' in qmp ? `, QMP: ${qmp.status}` : ''}`,
-        ...(vm.crash ? [`crashed   ${vm.crash.at}\n${vm.crash.logTail.replace(/^/gm, '          ')}`] : []),
-        ...(vm.stopReason ? [`stopped   ${vm.stopReason}`] : []),
+        ...(vm.end ? [`ended     ${vm.end.at}: ${vm.end.summary}${vm.end.kind === 'crashed' || vm.end.kind === 'lost' ? `\n${(vm.end.logTail ?? '').replace(/^/gm, '          ')}` : ''}`] : []),
+        ...(vm.note ? [`note      ${vm.note}`] : []),
+        ...(vm.monitor ? [`monitor   pid ${vm.monitor.pid}${vm.monitor.adopted ? ' (adopted its QEMU)' : ''}`] : []),
+        ...(vm.restarts?.count ? [`restarts  ${vm.restarts.count}, last ${vm.restarts.lastAt ?? '?'}: ${vm.restarts.lastReason ?? ''}`] : []),
         `uptime    ${vm.state === 'running' || vm.state === 'ready' ? since(vm.startedAt) : '-'}`,
         ...(vm.agent ? [`agent     ${vm.agent.version} (hostname ${vm.agent.hostname})`] : []),
         ...(Array.isArray(disk)
@@ -160,8 +162,8 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
         `dir       ${vm.paths.dir}`,
         `console   ${vm.paths.consoleLog}`,
         `qemu log  ${vm.paths.qemuLog}`,
-        `qmp       ${vm.paths.qmpSocket}`,
-        `agent     ${vm.paths.agentSocket}`,
+        `qmp       ${vm.paths.qmpUserSocket} (yours: qmp-shell, socat; GoShip's monitor holds ${vm.paths.qmpSocket})`,
+        `monitor   ${vm.paths.monitorSocket} (log ${vm.paths.monitorLog})`,
       ].join('\n'),
     );
   });

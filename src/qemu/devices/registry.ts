@@ -13,6 +13,7 @@ import * as serialConsole from './console.ts';
 import * as disk from './disk.ts';
 import * as hugepages from './hugepages.ts';
 import * as netUser from './net-user.ts';
+import * as panic from './panic.ts';
 import * as pflash from './pflash.ts';
 import * as qmp from './qmp.ts';
 import * as rng from './rng.ts';
@@ -29,6 +30,7 @@ export const DEVICE_BUILDERS: DeviceRegistry = {
   'net-user': netUser,
   agent,
   rng,
+  panic,
 };
 
 /** The ids the machine options refer to. */
@@ -37,8 +39,8 @@ export const CONFIDENTIAL_ID = 'cgs0';
 
 /**
  * The devices of a VM, in argv order: memory backend, confidential object,
- * firmware flash, QMP, console, disks (boot disk first), seed CD-ROM, NIC,
- * agent channel, RNG.
+ * firmware flash, QMP (GoShip's, then people's), console, disks (boot disk
+ * first), seed CD-ROM, NIC, agent channel, RNG, pvpanic.
  */
 export function devicesOf(config: VmConfig): Device[] {
   const devices: Device[] = [];
@@ -54,8 +56,9 @@ export function devicesOf(config: VmConfig): Device[] {
     devices.push({ kind: 'pflash', at: 'boot.ovmfCode', unit: 0, path: boot.ovmfCode, readOnly: true });
     if (boot.ovmfVars !== undefined) devices.push({ kind: 'pflash', at: 'boot.ovmfVars', unit: 1, path: boot.ovmfVars, readOnly: false });
   }
-  devices.push({ kind: 'qmp', at: 'paths.qmpSocket', socket: config.paths.qmpSocket });
-  devices.push({ kind: 'console', at: 'paths.consoleLog', path: config.paths.consoleLog });
+  devices.push({ kind: 'qmp', at: 'paths.qmpSocket', id: 'qmp0', socket: config.paths.qmpSocket });
+  devices.push({ kind: 'qmp', at: 'paths.qmpUserSocket', id: 'qmp1', socket: config.paths.qmpUserSocket });
+  devices.push({ kind: 'console', at: 'paths.consoleSocket', socket: config.paths.consoleSocket });
   config.disks.forEach((d, i) => {
     devices.push({
       kind: 'disk',
@@ -69,6 +72,7 @@ export function devicesOf(config: VmConfig): Device[] {
   if (config.network.mode === 'user') devices.push({ kind: 'net-user', at: 'network', id: 'net0', forwards: config.network.forwards });
   if (config.agent) devices.push({ kind: 'agent', at: 'paths.agentSocket', socket: config.paths.agentSocket, portName: AGENT_PORT_NAME });
   devices.push({ kind: 'rng', at: 'rng', id: 'rng0' });
+  devices.push({ kind: 'panic', at: 'panic', id: 'panic0' });
   return devices;
 }
 

@@ -47,13 +47,21 @@ export interface RngDevice {
 export interface ConsoleDevice {
   kind: 'console';
   at: string;
-  path: string;
+  socket: string;
 }
 
 export interface QmpDevice {
   kind: 'qmp';
   at: string;
+  /** `qmp0` (GoShip's) or `qmp1` (people's). */
+  id: string;
   socket: string;
+}
+
+export interface PanicDevice {
+  kind: 'panic';
+  at: string;
+  id: string;
 }
 
 export interface PflashDevice {
@@ -88,7 +96,8 @@ export type Device =
   | CdromDevice
   | NetUserDevice
   | AgentDevice
-  | RngDevice;
+  | RngDevice
+  | PanicDevice;
 
 export type DeviceKind = Device['kind'];
 

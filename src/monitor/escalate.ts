@@ -2,9 +2,10 @@
  * Stop escalation: graceful first, then harder, each step after a timeout.
  * agent `shutdown` → ACPI `system_powerdown` → QMP `quit` → SIGTERM → SIGKILL.
  */
-import { RuntimeError } from './errors.ts';
+import { GoshipError } from '../errors.ts';
+import type { StopStepName } from '../store/index.ts';
 
-export type StopStepName = 'agent' | 'acpi' | 'quit' | 'sigterm' | 'sigkill';
+export type { StopStepName };
 
 export interface StopStep {
   name: StopStepName;
@@ -50,7 +51,7 @@ export async function escalate(
     }
     attempts.push({ step: step.name, outcome: 'timeout' });
   }
-  throw new RuntimeError('ESTOP', `the process is still running after ${attempts.map((a) => a.step).join(', ')}`, {
+  throw new GoshipError('ESTOP', `the process is still running after ${attempts.map((a) => a.step).join(', ')}`, {
     hint: 'look for it with ps; a process in uninterruptible sleep (state D) cannot be killed until its I/O ends',
   });
 }

@@ -1,0 +1,16 @@
+/**
+ * The per-VM monitor: one small process per running VM, QEMU's parent, the
+ * holder of GoShip's QMP connection and of the one agent session, the server
+ * of RUN/ID/monitor.sock. The process is dist/goship-monitor.mjs (main.ts);
+ * what the runtime uses of it is here.
+ */
+export { startMonitor, monitorBundlePath, isMonitorCmdline, MONITOR_NODE_FLAGS, type MonitorReport } from './spawn.ts';
+export { MonitorClient } from './client.ts';
+export { writeLaunch, readLaunch, launchFile, type Launch } from './launch.ts';
+export { classifyEnd, CRASH_KINDS, RESTARTABLE_KINDS, type EndEvidence } from './ending.ts';
+export { RestartBackoff, ResetWatch, RESTART_DELAY_MIN_MS, RESTART_DELAY_MAX_MS, RESTART_RESET_AFTER_MS } from './backoff.ts';
+export { escalate, type EscalationResult, type StopStep, type StopStepName } from './escalate.ts';
+export { DEFAULT_STOP_TIMEOUTS, ACPI_REPEAT_MS, type StopTimeouts } from './keeper.ts';
+export { parseUsernet, NETDEV_ID } from './ports.ts';
+export { fitting } from './console.ts';
+export { MONITOR_METHODS, type Forward, type MonitorStatus, type StopResult } from './protocol.ts';

@@ -1,0 +1,690 @@
+/**
+ * The monitor of one VM (the role of Lima's hostagent and podman's conmon):
+ * QEMU's parent, the holder of GoShip's QMP connection and of the one agent
+ * session, the writer of console.log, and the server of monitor.sock. It
+ * lives exactly as long as its VM and records, from evidence it holds, how
+ * the VM ended. No central daemon: one of these per running VM.
+ *
+ *   start:  spawn QEMU (-S) → QMP → console → agent link → cont → record running
+ *   serve:  clients on monitor.sock (agent methods relayed, monitor.* answered)
+ *   end:    QEMU exits → classify (SHUTDOWN reason, panic, resets, exit status,
+ *           GoShip's stop step) → record → restart (on-crash, with backoff) or exit
+ *
+ * An adopting monitor (`--adopt`) takes over a QEMU whose monitor died: it
+ * cannot wait for QEMU's exit status (QEMU is not its child), so it watches
+ * the QMP connection and /proc instead.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { connect, type Socket } from 'node:net';
+import * as v from 'valibot';
+import type { Layout } from '../layout.ts';
+import { isOurProcess, logTail, processMarker, waitForPath } from '../qemu/index.ts';
+import { QmpClient, type QmpEvent, type QmpStatusInfo } from '../qmp/index.ts';
+import type { AgentHello } from '../serial/index.ts';
+import { findRecord, requireRecord, type Store, type Vm } from '../store/index.ts';
+import { pidAlive } from '../proc.ts';
+import { AgentLink } from './agent-link.ts';
+import { RestartBackoff, ResetWatch } from './backoff.ts';
+import { ConsoleLog } from './console.ts';
+import { CRASH_KINDS, RESTARTABLE_KINDS, classifyEnd, type EndEvidence, type VmEnd } from './ending.ts';
+import { escalate, type EscalationResult, type StopStep } from './escalate.ts';
+import { spawnQemu, type EarlyQemu } from './early.ts';
+import { readLaunch, type Launch } from './launch.ts';
+import { NETDEV_ID, parseUsernet } from './ports.ts';
+import {
+  ConsoleParamsSchema,
+  MONITOR_METHODS,
+  PortAddParamsSchema,
+  PortRemoveParamsSchema,
+  QmpParamsSchema,
+  StopParamsSchema,
+  WaitParamsSchema,
+  type Forward,
+  type MonitorStatus,
+  type StopResult,
+} from './protocol.ts';
+import { LocalCall, MonitorCallError, MonitorServer, type LocalHandler } from './server.ts';
+
+/** How long QEMU may take to create its QMP socket after spawn. */
+export const QMP_SOCKET_TIMEOUT_MS = 10_000;
+/** The ACPI power button is pressed again this often while the guest has not gone. */
+export const ACPI_REPEAT_MS = 3_000;
+export const DEFAULT_STOP_TIMEOUTS = { agentMs: 30_000, acpiMs: 30_000, quitMs: 5_000, termMs: 5_000, killMs: 5_000 };
+export type StopTimeouts = typeof DEFAULT_STOP_TIMEOUTS;
+/** How often an adopted QEMU (not our child) is looked for in /proc. */
+const ADOPTED_POLL_MS = 200;
+/** QMP events kept for `monitor.status`. */
+const EVENTS_KEPT = 20;
+
+export interface MonitorOptions {
+  layout: Layout;
+  store: Store;
+  id: string;
+  /** Take over a QEMU that runs already. */
+  adopt: boolean;
+  /** One status line to whoever started the monitor (`running`, `adopted`, `error`). */
+  report: (message: Record<string, unknown>) => void;
+  log: (line: string) => void;
+  now?: () => string;
+  /** QEMU, spawned by the monitor's entry before it loaded this module (a fresh start). */
+  early?: EarlyQemu;
+  /** Why spawning it failed there. */
+  earlyError?: unknown;
+}
+
+interface Run {
+  pid: number;
+  child: ChildProcess | undefined;
+  startedAt: number;
+  exited: Promise<{ code: number | null; signal: string | null } | undefined>;
+  evidence: Omit<EndEvidence, 'at' | 'logTail'>;
+}
+
+/** An error the monitor reports to its starter: the code, message and hint of a GoshipError. */
+export class StartError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly hint: string | undefined,
+    readonly extra: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** Milliseconds since this process started, for the log. */
+const ms = (): string => (process.uptime() * 1000).toFixed(0);
+
+export class Monitor {
+  readonly #o: MonitorOptions;
+  readonly #now: () => string;
+  readonly #startedAt: string;
+  #vm!: Vm;
+  #launch!: Launch;
+  #run: Run | undefined;
+  #qmp: QmpClient | undefined;
+  #qmpStatus: QmpStatusInfo | undefined;
+  #console: ConsoleLog | undefined;
+  #consoleSocket: Socket | undefined;
+  #link!: AgentLink;
+  #server!: MonitorServer;
+  readonly #events: string[] = [];
+  readonly #backoff = new RestartBackoff();
+  #resets = new ResetWatch();
+  #restarts = 0;
+  #state: MonitorStatus['state'] = 'starting';
+  #stopStep: StopStep['name'] | undefined;
+  #stopping: Promise<StopResult> | undefined;
+  #stopRequested = false;
+  #wakeRestart: (() => void) | undefined;
+  #lastEnd: VmEnd | undefined;
+  /** Resolved once the end of the VM is recorded for good (no restart follows): a stop answers then. */
+  #final: { promise: Promise<VmEnd>; resolve: (end: VmEnd) => void };
+  readonly #readyWaiters: Array<() => void> = [];
+
+  constructor(opts: MonitorOptions) {
+    this.#o = opts;
+    this.#now = opts.now ?? (() => new Date().toISOString());
+    this.#startedAt = this.#now();
+    let resolve!: (end: VmEnd) => void;
+    const promise = new Promise<VmEnd>((r) => (resolve = r));
+    this.#final = { promise, resolve };
+  }
+
+  #log(line: string): void {
+    this.#o.log(line);
+  }
+
+  /** Runs the monitor until its VM has ended for good; resolves to the process exit code. */
+  async main(): Promise<number> {
+    const { store, id } = this.#o;
+    this.#vm = requireRecord(await store.read(), 'vm', id);
+    this.#launch = await readLaunch(this.#vm.paths.dir);
+    this.#link = new AgentLink({ socket: this.#vm.paths.agentSocket, log: (l) => this.#log(l), onReady: (h) => void this.#agentReady(h) });
+    this.#server = new MonitorServer(this.#vm.paths.monitorSocket, { session: (s) => this.#link.session(s), hello: () => this.#hello() }, this.#handlers());
+    try {
+      if (this.#o.adopt) await this.#adopt();
+      else await this.#start();
+    } catch (err) {
+      const e = err instanceof StartError ? err : new StartError((err as { code?: string }).code ?? 'EINTERNAL', (err as Error).message, (err as { hint?: string }).hint);
+      this.#log(`start failed: ${e.message}`);
+      this.#o.report({ t: 'error', error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) }, ...e.extra });
+      await this.#teardown('start failed');
+      return 1;
+    }
+    for (;;) {
+      const end = await this.#awaitEnd();
+      const restart = this.#launch.restart === 'on-crash' && RESTARTABLE_KINDS.has(end.kind) && !this.#stopRequested;
+      if (!restart) {
+        await this.#recordEnd(end, false);
+        this.#final.resolve(end);
+        // A stop that is waiting answers before the socket closes.
+        await this.#stopping?.catch(() => undefined);
+        await this.#teardown(`the VM ended: ${end.summary}`);
+        return 0;
+      }
+      const uptime = Date.now() - (this.#run?.startedAt ?? Date.now());
+      const delay = this.#backoff.delayAfter(uptime);
+      this.#restarts++;
+      await this.#recordEnd(end, true);
+      this.#log(`restart ${this.#restarts} in ${delay} ms (policy on-crash) after: ${end.summary}`);
+      this.#state = 'restarting';
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, delay);
+        this.#wakeRestart = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.#wakeRestart = undefined;
+      if (this.#stopRequested) {
+        const stopped: VmEnd = { at: this.#now(), kind: 'stopped', summary: 'stopped by GoShip while waiting to restart' };
+        await this.#recordEnd(stopped, false);
+        this.#final.resolve(stopped);
+        await this.#stopping?.catch(() => undefined);
+        await this.#teardown('stopped while waiting to restart');
+        return 0;
+      }
+      try {
+        await this.#start();
+      } catch (err) {
+        this.#log(`restart failed: ${(err as Error).message}`);
+        await this.#recordEnd({ at: this.#now(), kind: 'crashed', summary: `restart failed: ${(err as Error).message}` }, false);
+        await this.#teardown('restart failed');
+        return 1;
+      }
+    }
+  }
+
+  // ------------------------------------------------------------ start and adopt
+
+  async #start(): Promise<void> {
+    const { paths } = this.#vm;
+    await mkdir(this.#o.layout.vmRunDir(this.#vm.id), { recursive: true, mode: 0o700 });
+    this.#resets = new ResetWatch();
+    const binary = this.#launch.argv[0];
+    const early = this.#takeEarly();
+    let q: EarlyQemu;
+    try {
+      q = early ?? spawnQemu(this.#o.layout, this.#vm.id);
+      await q.spawned;
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      const hint = e.code === 'ENOENT' ? 'install QEMU: apt-get install qemu-system-x86' : undefined;
+      throw new StartError('EQEMU_SPAWN', `cannot start ${binary}: ${e.message}`, hint);
+    }
+    const { child, exited } = q;
+    const run: Run = { pid: child.pid!, child, startedAt: q.startedAt, exited, evidence: {} };
+    const marks: string[] = [`spawned ${q.spawnedAtMs}`, `loaded ${ms()}`];
+    this.#run = run;
+    let gone: { code: number | null; signal: string | null } | undefined;
+    void exited.then((e) => (gone = e));
+    const alive = (): boolean => gone === undefined;
+    const failEarly = async (): Promise<never> => {
+      await Promise.race([exited, sleep(200)]);
+      if (!gone) {
+        child.kill('SIGKILL');
+        gone = await exited;
+      }
+      const tail = await logTail(paths.qemuLog);
+      const how = gone.signal ? `was killed by ${gone.signal}` : `exited with code ${gone.code}`;
+      const words = tail ? `: ${tail.split('\n').slice(-3).join(' | ')}` : '';
+      throw new StartError('EQEMU_EXIT', `QEMU ${how} during start${words}`, `read ${paths.qemuLog}; the argv is in the VM's argv.json`, {
+        exitCode: gone.code,
+        signal: gone.signal,
+        logTail: tail,
+      });
+    };
+    try {
+      if (!(await waitForPath(paths.qmpSocket, QMP_SOCKET_TIMEOUT_MS, alive))) return await failEarly();
+      this.#qmp = await this.#connectQmp(alive);
+      marks.push(`QMP ${ms()}`);
+      await this.#openConsole(alive);
+      if (!this.#serverListening) await this.#listen();
+      marks.push(`console and socket ${ms()}`);
+      this.#link.start();
+      await this.#qmp.cont();
+      this.#qmpStatus = await this.#qmp.queryStatus();
+      marks.push(`cont ${ms()}`);
+    } catch (err) {
+      if (!alive() || err instanceof StartError) return await failEarly();
+      child.kill('SIGKILL');
+      await exited;
+      throw err;
+    }
+    this.#state = 'running';
+    // The starter records `running` too: it waits for this report, not for the store.
+    this.#o.report({ t: 'running', pid: run.pid, status: this.#qmpStatus.status });
+    await this.#o.store.update((draft) => {
+      const rec = findRecord(draft, 'vm', this.#vm.id);
+      if (!rec) return;
+      if (rec.state !== 'ready') rec.state = 'running';
+      rec.pid = run.pid;
+      rec.argv = [...this.#launch.argv];
+      rec.startedAt = this.#now();
+      rec.monitor = { pid: process.pid, startedAt: this.#startedAt };
+      if (this.#restarts > 0) rec.restarts = { ...rec.restarts, count: this.#restarts, lastAt: this.#now() };
+      delete rec.end;
+      delete rec.note;
+      delete rec.stoppedAt;
+      delete rec.agent;
+    });
+    marks.push(`recorded ${ms()}`);
+    this.#log(`QEMU running (pid ${run.pid}); ms since the monitor started: ${marks.join(', ')}`);
+  }
+
+  async #adopt(): Promise<void> {
+    const vm = this.#vm;
+    const marker = processMarker(vm.id);
+    const pid = vm.pid !== undefined && (await isOurProcess(vm.pid, marker)) ? vm.pid : await this.#pidFromFile(marker);
+    if (pid === undefined) throw new StartError('ESTATE', `VM ${vm.name}: there is no QEMU to adopt`, undefined);
+    // Claim the VM: one monitor per VM. Another live monitor keeps it.
+    const claimed = await this.#o.store.update((draft) => {
+      const rec = findRecord(draft, 'vm', vm.id);
+      if (!rec) return false;
+      if (rec.monitor && rec.monitor.pid !== process.pid && pidAlive(rec.monitor.pid)) return false;
+      rec.monitor = { pid: process.pid, startedAt: this.#startedAt, adopted: true };
+      if (rec.state !== 'ready' && rec.state !== 'stopping') rec.state = 'running';
+      rec.pid = pid;
+      rec.startedAt ??= this.#now();
+      return true;
+    });
+    if (!claimed) throw new StartError('ESTATE', `VM ${vm.name} already has a monitor`, undefined);
+    const exited = (async () => {
+      while (await isOurProcess(pid, marker)) await sleep(ADOPTED_POLL_MS);
+      return undefined;
+    })();
+    this.#run = { pid, child: undefined, startedAt: Date.now(), exited, evidence: {} };
+    const alive = (): boolean => pidAlive(pid);
+    this.#qmp = await this.#connectQmp(alive);
+    this.#qmpStatus = await this.#qmp.queryStatus();
+    // A monitor that died before `cont` left QEMU paused in prelaunch.
+    if (this.#qmpStatus.status === 'prelaunch') {
+      await this.#qmp.cont();
+      this.#qmpStatus = await this.#qmp.queryStatus();
+    }
+    await this.#openConsole(alive);
+    await this.#listen();
+    this.#link.start();
+    this.#state = 'running';
+    this.#log(`adopted QEMU (pid ${pid})`);
+    this.#o.report({ t: 'adopted', pid });
+  }
+
+  async #pidFromFile(marker: string): Promise<number | undefined> {
+    const n = Number((await readFile(this.#vm.paths.pidfile, 'utf8').catch(() => '')).trim());
+    return Number.isInteger(n) && n > 0 && (await isOurProcess(n, marker)) ? n : undefined;
+  }
+
+  /** The QEMU the entry spawned, once: a restart spawns its own. */
+  #takeEarly(): EarlyQemu | undefined {
+    const { early, earlyError } = this.#o;
+    this.#o.early = undefined;
+    if (earlyError !== undefined) {
+      this.#o.earlyError = undefined;
+      throw earlyError;
+    }
+    return early;
+  }
+
+  #serverListening = false;
+
+  async #listen(): Promise<void> {
+    await this.#server.listen();
+    this.#serverListening = true;
+  }
+
+  /** QEMU binds its socket a moment before it listens: a connect in between is refused. Retry while it lives. */
+  async #connectQmp(alive: () => boolean): Promise<QmpClient> {
+    const deadline = Date.now() + QMP_SOCKET_TIMEOUT_MS;
+    for (;;) {
+      try {
+        const qmp = await QmpClient.connect(this.#vm.paths.qmpSocket, { timeoutMs: 5000 });
+        qmp.on('event', (e) => this.#onEvent(e));
+        qmp.on('close', () => {
+          if (this.#run && !this.#run.child) this.#log('QMP connection closed');
+        });
+        return qmp;
+      } catch (err) {
+        const refused = (err as { cause?: { code?: string } }).cause?.code === 'ECONNREFUSED';
+        if (!refused || !alive() || Date.now() >= deadline) throw err;
+        await sleep(5);
+      }
+    }
+  }
+
+  async #openConsole(alive: () => boolean): Promise<void> {
+    const { paths } = this.#vm;
+    await this.#console?.close();
+    this.#console = await ConsoleLog.open({ path: paths.consoleLog, maxBytes: this.#launch.console.maxBytes, keep: this.#launch.console.keep });
+    const socket = await connectRetrying(paths.consoleSocket, alive);
+    if (!socket) return;
+    this.#consoleSocket = socket;
+    const log = this.#console;
+    socket.on('data', (chunk: Buffer) => {
+      // Wait for the disk: a flooding guest is slowed down, not buffered.
+      socket.pause();
+      log.write(chunk).then(
+        () => socket.resume(),
+        (err: unknown) => {
+          this.#log(`console.log: ${(err as Error).message}`);
+          socket.resume();
+        },
+      );
+    });
+    socket.on('error', () => undefined);
+  }
+
+  // ------------------------------------------------------------ events and the end
+
+  #onEvent(e: QmpEvent): void {
+    const run = this.#run;
+    const data = e.data as Record<string, unknown>;
+    const words = [e.event, ...['reason', 'id', 'device', 'operation', 'action'].filter((k) => typeof data[k] === 'string').map((k) => String(data[k]))];
+    if (e.event === 'VSERPORT_CHANGE') words.push(`open=${String(data.open)}`);
+    this.#events.push(words.join(' '));
+    if (this.#events.length > EVENTS_KEPT) this.#events.shift();
+    if (e.event !== 'VSERPORT_CHANGE') this.#log(`event ${words.join(' ')}`);
+    if (!run) return;
+    switch (e.event) {
+      case 'SHUTDOWN':
+        if (typeof data.reason === 'string') run.evidence.shutdownReason = data.reason;
+        break;
+      case 'GUEST_PANICKED':
+        run.evidence.panicked = true;
+        break;
+      case 'RESET':
+        this.#link.drop('the guest reset');
+        this.#setReady(false);
+        if (data.guest === true && this.#resets.reset(Date.now()) && !run.evidence.resetLoop) {
+          run.evidence.resetLoop = { resets: this.#resets.count, withinMs: this.#resets.windowMs };
+          this.#log(`reset loop: ${this.#resets.count} resets within ${this.#resets.windowMs} ms; quitting QEMU`);
+          void this.#qmp?.quit().catch(() => undefined);
+        }
+        break;
+      case 'VSERPORT_CHANGE':
+        if (data.id === 'agent0-port' && data.open === false) {
+          this.#link.drop('the guest closed the agent port');
+          this.#setReady(false);
+        }
+        break;
+      case 'STOP':
+      case 'RESUME':
+        if (this.#qmpStatus) this.#qmpStatus = { ...this.#qmpStatus, running: e.event === 'RESUME', status: e.event === 'RESUME' ? 'running' : 'paused' };
+        break;
+    }
+  }
+
+  /** Waits for QEMU to go and returns how it ended. */
+  async #awaitEnd(): Promise<VmEnd> {
+    const run = this.#run!;
+    const exit = await run.exited;
+    // Let QMP deliver what QEMU said last (SHUTDOWN comes before the exit).
+    await Promise.race([this.#qmp?.closed ?? Promise.resolve(), sleep(500)]);
+    await this.#qmp?.close().catch(() => undefined);
+    this.#qmp = undefined;
+    this.#consoleSocket?.destroy();
+    this.#consoleSocket = undefined;
+    this.#link.drop('QEMU is gone');
+    this.#setReady(false);
+    const end = classifyEnd({
+      at: this.#now(),
+      ...run.evidence,
+      ...(this.#stopStep !== undefined ? { stopStep: this.#stopStep } : {}),
+      ...(exit !== undefined ? { exit } : {}),
+      logTail: await logTail(this.#vm.paths.qemuLog),
+    });
+    this.#log(`QEMU ended: ${end.summary}`);
+    this.#lastEnd = end;
+    return end;
+  }
+
+  async #recordEnd(end: VmEnd, restarting: boolean): Promise<void> {
+    await this.#o.store.update((draft) => {
+      const rec = findRecord(draft, 'vm', this.#vm.id);
+      if (!rec) return;
+      rec.end = end;
+      rec.stoppedAt = end.at;
+      delete rec.pid;
+      if (restarting) {
+        rec.state = 'starting';
+        rec.restarts = { count: this.#restarts, lastAt: end.at, lastReason: end.summary };
+      } else {
+        rec.state = CRASH_KINDS.has(end.kind) ? 'crashed' : 'stopped';
+        delete rec.monitor;
+      }
+    });
+  }
+
+  /** The monitor is done: no clients, no sockets, no agent link. */
+  async #teardown(reason: string): Promise<void> {
+    this.#state = 'ended';
+    await this.#link.stop(new MonitorCallError('EAGENT_CLOSED', `the VM's monitor is done: ${reason}`));
+    await this.#server.close(reason);
+    await this.#console?.close();
+    const { paths } = this.#vm;
+    await Promise.all([paths.qmpSocket, paths.qmpUserSocket, paths.agentSocket, paths.consoleSocket].map((p) => rm(p, { force: true })));
+    await rm(this.#o.layout.vmRunDir(this.#vm.id), { recursive: false, force: true }).catch(() => undefined);
+    await this.#o.store.update((draft) => {
+      const rec = findRecord(draft, 'vm', this.#vm.id);
+      if (rec?.monitor?.pid === process.pid) delete rec.monitor;
+    });
+  }
+
+  // ------------------------------------------------------------ the agent
+
+  #ready = false;
+
+  #setReady(ready: boolean): void {
+    this.#ready = ready;
+    if (ready) for (const w of this.#readyWaiters.splice(0)) w();
+    if (!ready && this.#state === 'ready') this.#state = 'running';
+  }
+
+  async #agentReady(hello: AgentHello): Promise<void> {
+    this.#setReady(true);
+    if (this.#state === 'running') this.#state = 'ready';
+    await this.#o.store
+      .update((draft) => {
+        const rec = findRecord(draft, 'vm', this.#vm.id);
+        if (!rec) return;
+        if (rec.state === 'running' || rec.state === 'starting') rec.state = 'ready';
+        rec.agent = { version: hello.agent, protocol: hello.protocol, hostname: hello.hostname, bootId: hello.bootId, readyAt: this.#now() };
+      })
+      .catch((err: unknown) => this.#log(`recording the agent's hello: ${(err as Error).message}`));
+  }
+
+  #hello(): { agent: string; hostname: string; bootId: string; ready: boolean } {
+    const h = this.#link.lastHello;
+    return { agent: h?.agent ?? '', hostname: h?.hostname ?? '', bootId: h?.bootId ?? '', ready: this.#link.ready };
+  }
+
+  // ------------------------------------------------------------ the stop
+
+  #stop(force: boolean, timeouts: Partial<StopTimeouts>): Promise<StopResult> {
+    this.#stopping ??= this.#escalate(force, timeouts);
+    return this.#stopping;
+  }
+
+  async #escalate(force: boolean, timeouts: Partial<StopTimeouts>): Promise<StopResult> {
+    this.#stopRequested = true;
+    const wasRunning = this.#run !== undefined && this.#state !== 'restarting';
+    this.#state = 'stopping';
+    this.#wakeRestart?.();
+    const t = { ...DEFAULT_STOP_TIMEOUTS, ...timeouts };
+    const run = this.#run;
+    if (!run || !wasRunning) {
+      const end = await this.#final.promise;
+      return { endedBy: 'already', attempts: [], end: { kind: end.kind, summary: end.summary } };
+    }
+    let ended = false;
+    void run.exited.then(() => (ended = true));
+    const gone = async (ms: number): Promise<boolean> => {
+      if (ended) return true;
+      await Promise.race([run.exited, sleep(ms)]);
+      return ended;
+    };
+    const marked = (name: StopStep['name'], request: () => Promise<void>) => async () => {
+      this.#stopStep = name;
+      await request();
+    };
+    const qmp = (): QmpClient => {
+      if (!this.#qmp) throw new MonitorCallError('EQMP_CLOSED', 'no QMP connection');
+      return this.#qmp;
+    };
+    const signal = (sig: NodeJS.Signals) => async () => {
+      if (!(await isOurProcess(run.pid, processMarker(this.#vm.id)))) throw new MonitorCallError('ESTATE', 'the process is already gone');
+      process.kill(run.pid, sig);
+    };
+    const steps: StopStep[] = [];
+    if (!force) {
+      const agent = this.#link.current;
+      if (agent) steps.push({ name: 'agent', request: marked('agent', async () => void (await agent.shutdown())), waitMs: t.agentMs });
+      steps.push({ name: 'acpi', request: marked('acpi', () => qmp().systemPowerdown({ timeoutMs: 2000 })), waitMs: t.acpiMs, repeatMs: ACPI_REPEAT_MS });
+    }
+    steps.push(
+      { name: 'quit', request: marked('quit', () => qmp().quit({ timeoutMs: 2000 })), waitMs: t.quitMs },
+      { name: 'sigterm', request: marked('sigterm', signal('SIGTERM')), waitMs: t.termMs },
+      { name: 'sigkill', request: marked('sigkill', signal('SIGKILL')), waitMs: t.killMs },
+    );
+    const result: EscalationResult = await escalate(steps, gone);
+    // main() records the end once QEMU is gone; the caller sees the record as it is then.
+    const end = await this.#final.promise;
+    return { endedBy: result.endedBy, attempts: result.attempts, end: { kind: end.kind, summary: end.summary } };
+  }
+
+  // ------------------------------------------------------------ monitor.* methods
+
+  #handlers(): Record<string, LocalHandler> {
+    const parse = <S extends v.GenericSchema>(schema: S, raw: unknown, method: string): v.InferOutput<S> => {
+      const r = v.safeParse(schema, raw);
+      if (!r.success) throw new MonitorCallError('EBADREQ', `${method}: ${r.issues.map((i) => `${v.getDotPath(i) ?? ''} ${i.message}`.trim()).join('; ')}`);
+      return r.output;
+    };
+    const qmp = (): QmpClient => {
+      if (!this.#qmp) throw new MonitorCallError('ESTATE', `VM ${this.#vm.name} is not running`);
+      return this.#qmp;
+    };
+    return {
+      [MONITOR_METHODS.status]: async () => this.#status(),
+      [MONITOR_METHODS.wait]: async (call, raw) => {
+        const p = parse(WaitParamsSchema, raw, MONITOR_METHODS.wait);
+        const signal = AbortSignal.any([call.signal, AbortSignal.timeout(p.timeoutMs)]);
+        try {
+          await this.#link.session(signal);
+        } catch (err) {
+          if (call.signal.aborted) throw err;
+          if (this.#state === 'ended' || this.#lastEnd) throw new MonitorCallError('EAGENT_TIMEOUT', `the VM ended before its agent answered: ${this.#lastEnd?.summary ?? 'it stopped'}`);
+          throw new MonitorCallError('EAGENT_TIMEOUT', `no hello from the guest agent within ${p.timeoutMs} ms`);
+        }
+        const h = this.#hello();
+        return { hello: { agent: h.agent, hostname: h.hostname, bootId: h.bootId } };
+      },
+      [MONITOR_METHODS.qmp]: async (_call, raw) => {
+        const p = parse(QmpParamsSchema, raw, MONITOR_METHODS.qmp);
+        return { return: await qmp().execute(p.execute, p.arguments, { timeoutMs: 30_000 }) };
+      },
+      [MONITOR_METHODS.stop]: async (_call, raw) => {
+        const p = parse(StopParamsSchema, raw, MONITOR_METHODS.stop);
+        return this.#stop(p.force === true, p.timeouts ?? {});
+      },
+      [MONITOR_METHODS.portAdd]: async (_call, raw) => {
+        const p = parse(PortAddParamsSchema, raw, MONITOR_METHODS.portAdd);
+        await qmp().hostfwdAdd({ netdevId: NETDEV_ID, protocol: p.proto, hostAddr: p.hostAddr, hostPort: p.host, guestPort: p.guest });
+        this.#log(`port added: ${p.proto}:${p.hostAddr}:${p.host} → ${p.guest}`);
+        return { forwards: await this.#forwards() };
+      },
+      [MONITOR_METHODS.portRemove]: async (_call, raw) => {
+        const p = parse(PortRemoveParamsSchema, raw, MONITOR_METHODS.portRemove);
+        await qmp().hostfwdRemove({ netdevId: NETDEV_ID, protocol: p.proto, hostAddr: p.hostAddr, hostPort: p.host });
+        this.#log(`port removed: ${p.proto}:${p.hostAddr}:${p.host}`);
+        return { forwards: await this.#forwards() };
+      },
+      [MONITOR_METHODS.portList]: async () => ({ forwards: await this.#forwards() }),
+      [MONITOR_METHODS.console]: (call, raw) => this.#followConsole(call, parse(ConsoleParamsSchema, raw, MONITOR_METHODS.console).from),
+    };
+  }
+
+  async #forwards(): Promise<Forward[]> {
+    if (!this.#qmp) return [];
+    return parseUsernet(await this.#qmp.humanMonitorCommand({ commandLine: 'info usernet' }));
+  }
+
+  async #status(): Promise<MonitorStatus> {
+    const h = this.#link.lastHello;
+    return {
+      vm: this.#vm.id,
+      state: this.#state,
+      monitor: { pid: process.pid, adopted: this.#o.adopt, clients: this.#server.clients, startedAt: this.#startedAt },
+      qemu: {
+        pid: this.#run?.pid ?? null,
+        status: this.#qmpStatus?.status ?? null,
+        startedAt: this.#run ? new Date(this.#run.startedAt).toISOString() : null,
+      },
+      agent: { ready: this.#link.ready, hello: h ? { agent: h.agent, hostname: h.hostname, bootId: h.bootId } : null, sessions: this.#link.sessions },
+      ports: await this.#forwards().catch(() => []),
+      console: { bytes: this.#console?.bytes ?? 0, rotations: this.#console?.rotations ?? 0 },
+      restarts: this.#restarts,
+      events: [...this.#events],
+    };
+  }
+
+  /** `vm console -f`: the files' contents (from: start), then every new byte, until the client stops or the VM ends. */
+  async #followConsole(call: LocalCall, from: 'start' | 'now'): Promise<{ bytes: number; dropped: number }> {
+    const log = this.#console;
+    if (!log) throw new MonitorCallError('ESTATE', `VM ${this.#vm.name} has no console yet`);
+    let bytes = 0;
+    let dropped = 0;
+    let note = false;
+    const unsubscribe = await log.follow({
+      live: (chunk) => {
+        if (note && call.offer('stdout', Buffer.from(`\n[goship: ${dropped} bytes of console output dropped: this reader is slower than the guest]\n`))) note = false;
+        if (call.offer('stdout', chunk)) bytes += chunk.length;
+        else {
+          dropped += chunk.length;
+          note = true;
+        }
+      },
+      dropped: (n) => (dropped += n),
+      ...(from === 'start'
+        ? {
+            past: async (chunk: Buffer) => {
+              await call.sendChunk('stdout', chunk);
+              bytes += chunk.length;
+            },
+          }
+        : {}),
+    });
+    try {
+      await new Promise<void>((resolve) => {
+        if (call.signal.aborted) return resolve();
+        call.signal.addEventListener('abort', () => resolve(), { once: true });
+        void this.#run?.exited.then(() => resolve());
+      });
+    } finally {
+      unsubscribe();
+    }
+    call.eof('stdout');
+    return { bytes, dropped };
+  }
+}
+
+/** Connects to a unix socket QEMU serves, retrying while it binds; undefined when QEMU went away first. */
+async function connectRetrying(path: string, alive: () => boolean, timeoutMs = QMP_SOCKET_TIMEOUT_MS): Promise<Socket | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const s = await new Promise<Socket | undefined>((resolve) => {
+      const socket = connect({ path });
+      socket.once('connect', () => {
+        socket.removeAllListeners('error');
+        resolve(socket);
+      });
+      socket.once('error', () => resolve(undefined));
+    });
+    if (s) return s;
+    if (!alive() || Date.now() >= deadline) return undefined;
+    await sleep(5);
+  }
+}

@@ -1,0 +1,39 @@
+/**
+ * What the runtime hands a VM's monitor: `vms/ID/launch.json`, written before
+ * the monitor starts (and read again by a monitor that adopts a running
+ * QEMU): the argv to run, the restart policy, how to keep the console log.
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import * as v from 'valibot';
+import { FILES } from '../layout.ts';
+import { RESTART_POLICIES } from '../qemu/index.ts';
+import { join } from 'node:path';
+
+import { LAUNCH_FILE } from './launch-file.ts';
+
+export { LAUNCH_FILE };
+
+export const LaunchSchema = v.object({
+  /** The exact QEMU argv, binary first. */
+  argv: v.pipe(v.array(v.string()), v.minLength(1)),
+  restart: v.picklist(RESTART_POLICIES),
+  console: v.object({ maxBytes: v.pipe(v.number(), v.integer(), v.minValue(1)), keep: v.pipe(v.number(), v.integer(), v.minValue(1)) }),
+  /** Run QEMU as this user and group (the runtime runs as root and QEMU does not have to). */
+  user: v.optional(v.object({ uid: v.pipe(v.number(), v.integer(), v.minValue(0)), gid: v.pipe(v.number(), v.integer(), v.minValue(0)), name: v.string() })),
+});
+export type Launch = v.InferOutput<typeof LaunchSchema>;
+
+export function launchFile(vmDir: string): string {
+  return join(vmDir, LAUNCH_FILE);
+}
+
+/** The runtime writes it; the argv also goes to argv.json, where people look for it. */
+export async function writeLaunch(vmDir: string, launch: Launch): Promise<void> {
+  await writeFile(launchFile(vmDir), `${JSON.stringify(launch, null, 2)}\n`, { mode: 0o600 });
+  await writeFile(join(vmDir, FILES.argv), `${JSON.stringify(launch.argv, null, 2)}\n`, { mode: 0o600 });
+}
+
+export async function readLaunch(vmDir: string): Promise<Launch> {
+  const text = await readFile(launchFile(vmDir), 'utf8');
+  return v.parse(LaunchSchema, JSON.parse(text));
+}

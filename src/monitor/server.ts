@@ -1,0 +1,498 @@
+/**
+ * The monitor's socket (`RUN/ID/monitor.sock`, owner-only): any number of
+ * local clients, each speaking the agent protocol. Requests for agent methods
+ * are relayed on the monitor's one agent session, with their request ids
+ * remapped (the agent client of the session picks its own) and their streams
+ * passed through frame by frame: credit returns to the agent only when the
+ * far client has consumed, so a slow client slows its own stream and nothing
+ * else. Requests for `monitor.*` methods the monitor answers itself. A client
+ * that goes away has its requests cancelled, in the guest too.
+ *
+ * Clients are processes of the same user, but they are still checked: every
+ * message is validated, windows are enforced, and the number of clients and
+ * of requests per client is bounded.
+ */
+import { Buffer } from 'node:buffer';
+import { chmod, rm } from 'node:fs/promises';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import * as v from 'valibot';
+import {
+  CreditWindow,
+  FrameDecoder,
+  HostMessageSchema,
+  PROTOCOL_VERSION,
+  REMOTE_CODES,
+  STREAM_WINDOW,
+  describeIssues,
+  encodeData,
+  encodeLine,
+  pumpWithCredit,
+  type Decoded,
+  type HostMessage,
+  type StreamName,
+} from '../protocol/index.ts';
+import { AgentRemoteError, type AgentClient, type Relay } from '../serial/index.ts';
+import { MONITOR_PREFIX } from './protocol.ts';
+
+/** More clients than this at once are refused (each may hold a window per stream). */
+export const MAX_CLIENTS = 64;
+/** Requests one client may have open at once. */
+export const MAX_REQUESTS_PER_CLIENT = 64;
+
+/** What the server needs of the agent side. */
+export interface AgentSide {
+  /** Resolves with a ready session, waiting while the guest boots or the agent restarts; rejects once the VM ends. */
+  session(signal: AbortSignal): Promise<AgentClient>;
+  /** The fields of the monitor's hello: the agent's, as its last hello said them (empty before). */
+  hello(): { agent: string; hostname: string; bootId: string; ready: boolean };
+}
+
+/** An error a handler throws to answer `{code, message}`. */
+export class MonitorCallError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export type LocalHandler = (call: LocalCall, params: unknown) => Promise<unknown>;
+
+/** A `monitor.*` request being answered. */
+export class LocalCall {
+  readonly #controller = new AbortController();
+  readonly #credit = new Map<StreamName, CreditWindow>();
+
+  constructor(
+    readonly id: number,
+    readonly method: string,
+    private readonly session: ClientSession,
+  ) {}
+
+  /** Aborted when the client cancels or goes away. */
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  abort(reason: Error): void {
+    this.#controller.abort(reason);
+    for (const c of this.#credit.values()) c.close(reason);
+  }
+
+  credit(stream: StreamName): CreditWindow {
+    let c = this.#credit.get(stream);
+    if (!c) {
+      c = new CreditWindow();
+      this.#credit.set(stream, c);
+    }
+    return c;
+  }
+
+  /**
+   * Sends `chunk` on `stream` if the client's window has room for all of it
+   * right now; returns false (and sends nothing) when it has not: the caller
+   * decides whether to drop (the console does) or wait (`send`).
+   */
+  offer(stream: StreamName, chunk: Buffer): boolean {
+    if (this.signal.aborted) return false;
+    const c = this.credit(stream);
+    if (c.available < chunk.length) return false;
+    void c.take(chunk.length);
+    this.session.write(encodeData(this.id, stream, chunk));
+    return true;
+  }
+
+  /** Sends `chunk` on `stream`, waiting for the client's credit. */
+  async sendChunk(stream: StreamName, chunk: Buffer): Promise<void> {
+    await pumpWithCredit([chunk], this.credit(stream), (piece) => {
+      if (this.signal.aborted) throw this.signal.reason;
+      this.session.write(encodeData(this.id, stream, piece));
+      return this.session.whenWritable();
+    });
+  }
+
+  /** Ends `stream`. */
+  eof(stream: StreamName): void {
+    if (!this.signal.aborted) this.session.write(encodeLine({ t: 'eof', id: this.id, s: stream }));
+  }
+
+  /** Sends `source` on `stream` under the client's flow control, then its eof. */
+  async send(stream: StreamName, source: AsyncIterable<Buffer> | Iterable<Buffer>): Promise<number> {
+    const n = await pumpWithCredit(source, this.credit(stream), (chunk) => {
+      if (this.signal.aborted) throw this.signal.reason;
+      this.session.write(encodeData(this.id, stream, chunk));
+      return this.session.whenWritable();
+    });
+    this.session.write(encodeLine({ t: 'eof', id: this.id, s: stream }));
+    return n;
+  }
+
+  /** The client's ack for `stream`. False when it acknowledges more than was sent. */
+  ack(stream: StreamName, n: number): boolean {
+    return this.credit(stream).grant(n);
+  }
+}
+
+interface RelayEntry {
+  kind: 'relay';
+  method: string;
+  relay: Relay | undefined;
+  /** Frames the client sent before the agent session was ready. */
+  early: Array<{ stream: StreamName; payload?: Buffer }>;
+  /** Client → agent bytes not yet acknowledged by the agent, per stream. */
+  toAgent: Map<StreamName, number>;
+  /** Agent → client bytes not yet acknowledged by the client, per stream. */
+  toClient: Map<StreamName, number>;
+  abort: AbortController;
+}
+
+interface LocalEntry {
+  kind: 'local';
+  call: LocalCall;
+}
+
+type Entry = RelayEntry | LocalEntry;
+
+const add = (m: Map<StreamName, number>, s: StreamName, n: number): number => {
+  const next = (m.get(s) ?? 0) + n;
+  m.set(s, next);
+  return next;
+};
+
+/** One client connection: one session of the protocol. */
+export class ClientSession {
+  readonly #socket: Socket;
+  readonly #server: MonitorServer;
+  readonly #decoder: FrameDecoder;
+  readonly #entries = new Map<number, Entry>();
+  #synced = false;
+  #closed = false;
+
+  constructor(socket: Socket, server: MonitorServer) {
+    this.#socket = socket;
+    this.#server = server;
+    this.#decoder = new FrameDecoder((e) => this.#onDecoded(e));
+    socket.on('data', (chunk: Buffer) => this.#decoder.push(chunk));
+    socket.on('error', () => undefined);
+    socket.on('close', () => this.close('the client went away'));
+  }
+
+  get openRequests(): number {
+    return this.#entries.size;
+  }
+
+  write(bytes: Buffer): void {
+    if (this.#closed || this.#socket.destroyed) return;
+    this.#socket.write(bytes);
+  }
+
+  whenWritable(): Promise<void> {
+    if (this.#socket.destroyed || !this.#socket.writableNeedDrain) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.#socket.off('drain', done);
+        this.#socket.off('close', done);
+        resolve();
+      };
+      this.#socket.on('drain', done);
+      this.#socket.on('close', done);
+    });
+  }
+
+  #reply(id: number, body: { r: unknown } | { e: { code: string; message: string } }): void {
+    this.write(encodeLine({ t: 'res', id, ...body }));
+  }
+
+  /** Every request of this client is cancelled: relays in the guest, local calls here. */
+  #cancelAll(reason: string): void {
+    const err = new MonitorCallError(REMOTE_CODES.cancelled, reason);
+    const entries = [...this.#entries.values()];
+    this.#entries.clear();
+    for (const e of entries) {
+      if (e.kind === 'relay') {
+        e.abort.abort(err);
+        e.relay?.cancel(err);
+      } else e.call.abort(err);
+    }
+  }
+
+  /** Ends the session: its requests are cancelled; `graceful` lets what was written reach the client first. */
+  close(reason: string, graceful = false): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#cancelAll(reason);
+    if (graceful) {
+      this.#socket.end();
+      setTimeout(() => this.#socket.destroy(), 1000).unref();
+    } else this.#socket.destroy();
+    this.#server.forget(this);
+  }
+
+  #onDecoded(event: Decoded): void {
+    if (this.#closed) return;
+    switch (event.kind) {
+      case 'fatal':
+        // The client lost its framing: nothing it sends can be trusted any more.
+        this.close(`framing lost: ${event.detail}`);
+        return;
+      case 'bad':
+        if (this.#synced) this.write(encodeLine({ t: 'err', code: event.reason === 'line-too-long' ? REMOTE_CODES.lineTooLong : REMOTE_CODES.badLine, message: event.detail }));
+        return;
+      case 'data':
+        if (this.#synced) this.#onData(event.header.id, event.header.s, event.payload);
+        return;
+      case 'message':
+        this.#onMessage(event.message);
+        return;
+    }
+  }
+
+  #onMessage(raw: Record<string, unknown> & { t: string }): void {
+    if (raw.t !== 'sync' && !this.#synced) return;
+    const parsed = v.safeParse(HostMessageSchema, raw);
+    if (!parsed.success) {
+      const message = `invalid ${JSON.stringify(raw.t).slice(0, 40)} message: ${describeIssues(parsed.issues)}`;
+      const id = raw.t === 'req' ? raw.id : undefined;
+      if (typeof id === 'number' && Number.isSafeInteger(id) && id > 0) this.#reply(id, { e: { code: REMOTE_CODES.badRequest, message } });
+      else this.write(encodeLine({ t: 'err', code: REMOTE_CODES.badLine, message }));
+      return;
+    }
+    const msg: HostMessage = parsed.output;
+    switch (msg.t) {
+      case 'sync': {
+        this.#cancelAll('new sync');
+        this.#synced = true;
+        const h = this.#server.agent.hello();
+        const hello = { t: 'hello', nonce: msg.nonce, agent: h.agent, protocol: PROTOCOL_VERSION, hostname: h.hostname, bootId: h.bootId, via: 'monitor', ready: h.ready };
+        this.write(Buffer.concat([Buffer.from('\n'), encodeLine(hello)]));
+        return;
+      }
+      case 'req':
+        this.#onRequest(msg.id, msg.m, msg.p ?? {});
+        return;
+      case 'cancel': {
+        const e = this.#entries.get(msg.id);
+        if (!e) return;
+        this.#entries.delete(msg.id);
+        const err = new MonitorCallError(REMOTE_CODES.cancelled, 'cancelled by the client');
+        if (e.kind === 'relay') {
+          e.abort.abort(err);
+          e.relay?.cancel(err);
+        } else e.call.abort(err);
+        this.#reply(msg.id, { e: { code: REMOTE_CODES.cancelled, message: 'cancelled by the client' } });
+        return;
+      }
+      case 'ack': {
+        const e = this.#entries.get(msg.id);
+        if (!e) return;
+        if (e.kind === 'local') {
+          if (!e.call.ack(msg.s, msg.n)) this.#failEntry(msg.id, REMOTE_CODES.flow, `ack for stream ${msg.s} exceeds what was sent`);
+          return;
+        }
+        if (add(e.toClient, msg.s, -msg.n) < 0) {
+          this.#failEntry(msg.id, REMOTE_CODES.flow, `ack for stream ${msg.s} exceeds what was sent`);
+          return;
+        }
+        e.relay?.consumed(msg.s, msg.n);
+        return;
+      }
+      case 'eof': {
+        const e = this.#entries.get(msg.id);
+        if (e?.kind !== 'relay') return;
+        if (e.relay) e.relay.eof(msg.s);
+        else e.early.push({ stream: msg.s });
+        return;
+      }
+    }
+  }
+
+  #onData(id: number, stream: StreamName, payload: Buffer): void {
+    const e = this.#entries.get(id);
+    if (e?.kind !== 'relay') return;
+    if (add(e.toAgent, stream, payload.length) > STREAM_WINDOW) {
+      this.#failEntry(id, REMOTE_CODES.flow, `stream ${stream} exceeded its flow-control window`);
+      return;
+    }
+    if (e.relay) e.relay.data(stream, payload);
+    else e.early.push({ stream, payload });
+  }
+
+  #failEntry(id: number, code: string, message: string): void {
+    const e = this.#entries.get(id);
+    if (!e) return;
+    this.#entries.delete(id);
+    const err = new MonitorCallError(code, message);
+    if (e.kind === 'relay') {
+      e.abort.abort(err);
+      e.relay?.cancel(err);
+    } else e.call.abort(err);
+    this.#reply(id, { e: { code, message } });
+  }
+
+  #onRequest(id: number, method: string, params: unknown): void {
+    if (this.#entries.has(id)) {
+      this.#reply(id, { e: { code: REMOTE_CODES.duplicateId, message: `request id ${id} is already in use` } });
+      return;
+    }
+    if (this.#entries.size >= MAX_REQUESTS_PER_CLIENT) {
+      this.#reply(id, { e: { code: 'EBUSY', message: `more than ${MAX_REQUESTS_PER_CLIENT} requests open on one connection` } });
+      return;
+    }
+    if (method.startsWith(MONITOR_PREFIX)) this.#local(id, method, params);
+    else this.#relay(id, method, params);
+  }
+
+  #local(id: number, method: string, params: unknown): void {
+    const handler = Object.hasOwn(this.#server.handlers, method) ? this.#server.handlers[method] : undefined;
+    if (!handler) {
+      this.#reply(id, { e: { code: REMOTE_CODES.unknownMethod, message: `unknown method ${JSON.stringify(method)}` } });
+      return;
+    }
+    const call = new LocalCall(id, method, this);
+    const entry: LocalEntry = { kind: 'local', call };
+    this.#entries.set(id, entry);
+    handler(call, params).then(
+      (r) => {
+        if (this.#entries.get(id) !== entry) return;
+        this.#entries.delete(id);
+        this.#reply(id, { r: r ?? null });
+      },
+      (err: unknown) => {
+        if (this.#entries.get(id) !== entry) return;
+        this.#entries.delete(id);
+        this.#reply(id, { e: errorBody(err) });
+      },
+    );
+  }
+
+  #relay(id: number, method: string, params: unknown): void {
+    const entry: RelayEntry = { kind: 'relay', method, relay: undefined, early: [], toAgent: new Map(), toClient: new Map(), abort: new AbortController() };
+    this.#entries.set(id, entry);
+    const live = (): boolean => this.#entries.get(id) === entry;
+    this.#server.agent.session(entry.abort.signal).then(
+      (agent) => {
+        if (!live()) return;
+        let relay: Relay;
+        try {
+          relay = agent.relay(method, params, {
+            data: (s, payload) => {
+              if (!live()) return;
+              add(entry.toClient, s, payload.length);
+              this.write(encodeData(id, s, payload));
+            },
+            eof: (s) => {
+              if (live()) this.write(encodeLine({ t: 'eof', id, s }));
+            },
+            ack: (s, n) => {
+              if (!live()) return;
+              add(entry.toAgent, s, -n);
+              this.write(encodeLine({ t: 'ack', id, s, n }));
+            },
+          });
+        } catch (err) {
+          this.#entries.delete(id);
+          this.#reply(id, { e: errorBody(err) });
+          return;
+        }
+        entry.relay = relay;
+        for (const f of entry.early) {
+          if (f.payload) relay.data(f.stream, f.payload);
+          else relay.eof(f.stream);
+        }
+        entry.early = [];
+        relay.result.then(
+          (r) => {
+            if (!live()) return;
+            this.#entries.delete(id);
+            this.#reply(id, { r: r ?? null });
+          },
+          (err: unknown) => {
+            if (!live()) return;
+            this.#entries.delete(id);
+            this.#reply(id, { e: errorBody(err) });
+          },
+        );
+      },
+      (err: unknown) => {
+        if (!live()) return;
+        this.#entries.delete(id);
+        this.#reply(id, { e: errorBody(err) });
+      },
+    );
+  }
+}
+
+/** `{code, message}` for the wire: the agent's own code for its errors, GoShip's code for the rest. */
+export function errorBody(err: unknown): { code: string; message: string } {
+  if (err instanceof AgentRemoteError) return { code: err.remoteCode, message: err.remoteMessage };
+  const e = err as { code?: unknown; message?: unknown };
+  const code = typeof e?.code === 'string' && /^[A-Z][A-Z0-9_]{0,63}$/.test(e.code) ? e.code : REMOTE_CODES.internal;
+  const message = typeof e?.message === 'string' ? e.message : String(err);
+  return { code, message: message.slice(0, 4000) };
+}
+
+export class MonitorServer {
+  readonly #sessions = new Set<ClientSession>();
+  #server: Server | undefined;
+
+  constructor(
+    readonly path: string,
+    readonly agent: AgentSide,
+    readonly handlers: Record<string, LocalHandler>,
+  ) {}
+
+  get clients(): number {
+    return this.#sessions.size;
+  }
+
+  forget(session: ClientSession): void {
+    this.#sessions.delete(session);
+  }
+
+  /**
+   * Listens on `path` (owner-only). A stale socket file (nobody answering) is
+   * replaced; a live one means another monitor serves this VM: refused.
+   */
+  async listen(): Promise<void> {
+    if (await answering(this.path)) throw new MonitorCallError('ESTATE', `another monitor already serves ${this.path}`);
+    await rm(this.path, { force: true });
+    const server = createServer((socket) => {
+      if (this.#sessions.size >= MAX_CLIENTS) {
+        socket.destroy();
+        return;
+      }
+      this.#sessions.add(new ClientSession(socket, this));
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.path, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    await chmod(this.path, 0o600);
+    this.#server = server;
+  }
+
+  /** Stops listening and ends every client's session. */
+  async close(reason: string): Promise<void> {
+    for (const s of [...this.#sessions]) s.close(reason, true);
+    const server = this.#server;
+    this.#server = undefined;
+    if (server) await new Promise<void>((r) => server.close(() => r()));
+    await rm(this.path, { force: true });
+  }
+}
+
+/** Whether something accepts connections on the unix socket `path`. */
+export function answering(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ path });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}

@@ -1,0 +1,136 @@
+/**
+ * Starting a VM's monitor, from the runtime: a detached Node process running
+ * dist/goship-monitor.mjs, its log in the VM's monitor.log, its one report
+ * line read from a pipe on its file descriptor 3. After the report the
+ * monitor is on its own: the caller may exit, the VM keeps its keeper.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { open, rename, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Readable } from 'node:stream';
+import { GoshipError, type ErrorCode, ERROR_CODES } from '../errors.ts';
+import type { Layout } from '../layout.ts';
+import { QemuExitError, logTail } from '../qemu/index.ts';
+import type { Vm } from '../store/index.ts';
+
+/** The monitor's log is rotated at start once it is this large (one older file kept). */
+export const MONITOR_LOG_MAX_BYTES = 1024 * 1024;
+/** How long a monitor may take to report. QEMU's own start is bounded inside it. */
+export const MONITOR_REPORT_TIMEOUT_MS = 60_000;
+/**
+ * Node flags of the monitor: a small young generation and heap keep its
+ * private memory per VM small (docs/benchmarks.md has the measured figures).
+ */
+export const MONITOR_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--max-old-space-size=48'];
+
+/** The monitor bundle beside the CLI bundle (dist/goship-monitor.mjs). */
+export function monitorBundlePath(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const candidates = [join(here, 'goship-monitor.mjs'), join(here, '..', '..', 'dist', 'goship-monitor.mjs'), join(here, '..', 'dist', 'goship-monitor.mjs')];
+  const found = candidates.find((c) => existsSync(c));
+  if (!found) throw new GoshipError('EMONITOR', 'the monitor bundle (dist/goship-monitor.mjs) is missing', { hint: 'build it: npm run build' });
+  return found;
+}
+
+/** Pure: is this /proc/PID/cmdline the monitor of VM `id` under GOSHIP_HOME `home`? */
+export function isMonitorCmdline(cmdline: string, id: string, home: string): boolean {
+  const args = cmdline.split('\0');
+  const at = (flag: string): string | undefined => {
+    const i = args.indexOf(flag);
+    return i === -1 ? undefined : args[i + 1];
+  };
+  return args.some((a) => a.endsWith('goship-monitor.mjs')) && at('--vm') === id && at('--home') === home;
+}
+
+export interface MonitorReport {
+  /** The monitor's PID. */
+  pid: number;
+  /** QEMU's PID. */
+  qemuPid: number;
+}
+
+async function rotateLog(path: string): Promise<void> {
+  const size = await stat(path).then(
+    (s) => s.size,
+    () => 0,
+  );
+  if (size > MONITOR_LOG_MAX_BYTES) await rename(path, `${path}.1`).catch(() => undefined);
+}
+
+function reportError(raw: Record<string, unknown>, vm: Vm): GoshipError {
+  const e = (raw.error ?? {}) as { code?: string; message?: string; hint?: string };
+  if (e.code === 'EQEMU_EXIT') {
+    return new QemuExitError(
+      typeof raw.exitCode === 'number' ? raw.exitCode : null,
+      typeof raw.signal === 'string' ? raw.signal : null,
+      typeof raw.logTail === 'string' ? raw.logTail : '',
+      vm.argv ?? [],
+      vm.paths.qemuLog,
+    );
+  }
+  const code: ErrorCode = e.code && e.code in ERROR_CODES ? (e.code as ErrorCode) : 'EMONITOR';
+  return new GoshipError(code, e.message ?? 'the monitor failed', e.hint === undefined ? {} : { hint: e.hint });
+}
+
+/**
+ * Starts the monitor of `vm` (fresh: it spawns QEMU from launch.json; adopt:
+ * it takes over the QEMU that runs) and waits for its report.
+ */
+export async function startMonitor(opts: { layout: Layout; vm: Vm; adopt?: boolean; bundle?: string }): Promise<MonitorReport> {
+  const { layout, vm } = opts;
+  const bundle = opts.bundle ?? monitorBundlePath();
+  await rotateLog(vm.paths.monitorLog);
+  const log = await open(vm.paths.monitorLog, 'a', 0o600);
+  let child;
+  try {
+    child = spawn(
+      process.execPath,
+      [...MONITOR_NODE_FLAGS, bundle, '--vm', vm.id, '--home', layout.home, '--run', layout.run, ...(opts.adopt ? ['--adopt'] : [])],
+      { detached: true, stdio: ['ignore', log.fd, log.fd, 'pipe'] },
+    );
+  } finally {
+    await log.close();
+  }
+  const pipe = child.stdio[3] as Readable;
+  const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  try {
+    const line = await new Promise<string | undefined>((resolve, reject) => {
+      let text = '';
+      const timer = setTimeout(() => reject(new GoshipError('EMONITOR', `the monitor of VM ${vm.name} did not report within ${MONITOR_REPORT_TIMEOUT_MS / 1000} s`, { hint: `read ${vm.paths.monitorLog}` })), MONITOR_REPORT_TIMEOUT_MS);
+      pipe.setEncoding('utf8');
+      pipe.on('data', (d: string) => {
+        text += d;
+        const nl = text.indexOf('\n');
+        if (nl !== -1) {
+          clearTimeout(timer);
+          resolve(text.slice(0, nl));
+        }
+      });
+      pipe.on('end', () => {
+        clearTimeout(timer);
+        resolve(undefined);
+      });
+      pipe.on('error', () => undefined);
+      child.once('error', (err) => {
+        clearTimeout(timer);
+        reject(new GoshipError('EMONITOR', `cannot start the monitor: ${err.message}`, { cause: err }));
+      });
+    });
+    if (line === undefined) {
+      const e = await Promise.race([exited, new Promise<undefined>((r) => setTimeout(r, 1000, undefined))]);
+      const how = e ? (e.signal ? `was killed by ${e.signal}` : `exited with code ${e.code}`) : 'closed its report pipe';
+      const tail = await logTail(vm.paths.monitorLog, 5);
+      throw new GoshipError('EMONITOR', `the monitor of VM ${vm.name} ${how} before it reported${tail ? `: ${tail.split('\n').join(' | ')}` : ''}`, {
+        hint: `read ${vm.paths.monitorLog}`,
+      });
+    }
+    const raw = JSON.parse(line) as Record<string, unknown>;
+    if (raw.t === 'running' || raw.t === 'adopted') return { pid: child.pid!, qemuPid: Number(raw.pid) };
+    throw reportError(raw, vm);
+  } finally {
+    pipe.destroy();
+    child.unref();
+  }
+}
