@@ -23,6 +23,7 @@ export class AgentLink {
   #lastHello: AgentHello | undefined;
   #sessions = 0;
   #loop: Promise<void> | undefined;
+  readonly #abort = new AbortController();
 
   constructor(opts: AgentLinkOptions) {
     this.#opts = opts;
@@ -82,6 +83,7 @@ export class AgentLink {
   /** No more sessions: waiters and the current session fail with `reason`. */
   async stop(reason: Error): Promise<void> {
     this.#stopped = reason;
+    this.#abort.abort(reason);
     for (const w of this.#waiters.splice(0)) {
       w.signal.removeEventListener('abort', w.onAbort);
       w.reject(reason);
@@ -95,7 +97,7 @@ export class AgentLink {
       let client: AgentClient;
       try {
         // Long attempts: a booting guest under TCG takes a while. The sync repeats every second.
-        client = await AgentClient.connect(this.#opts.socket, { timeoutMs: 60_000, retryDelayMs: 200, requestTimeoutMs: 30_000 });
+        client = await AgentClient.connect(this.#opts.socket, { timeoutMs: 60_000, retryDelayMs: 200, requestTimeoutMs: 30_000, signal: this.#abort.signal });
       } catch (err) {
         if (this.#stopped) return;
         const why = (err as Error).message;

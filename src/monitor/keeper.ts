@@ -249,6 +249,8 @@ export class Monitor {
       this.#qmpStatus = await this.#qmp.queryStatus();
       marks.push(`cont ${ms()}`);
     } catch (err) {
+      // QEMU may be exiting right now (a bad option): then its own words say why.
+      await Promise.race([exited, sleep(200)]);
       if (!alive() || err instanceof StartError) return await failEarly();
       child.kill('SIGKILL');
       await exited;
@@ -256,14 +258,15 @@ export class Monitor {
     }
     this.#state = 'running';
     // The starter records `running` too: it waits for this report, not for the store.
-    this.#o.report({ t: 'running', pid: run.pid, status: this.#qmpStatus.status });
+    const startedAt = new Date(run.startedAt).toISOString();
+    this.#o.report({ t: 'running', pid: run.pid, status: this.#qmpStatus.status, startedAt, monitorStartedAt: this.#startedAt });
     await this.#o.store.update((draft) => {
       const rec = findRecord(draft, 'vm', this.#vm.id);
       if (!rec) return;
       if (rec.state !== 'ready') rec.state = 'running';
       rec.pid = run.pid;
       rec.argv = [...this.#launch.argv];
-      rec.startedAt = this.#now();
+      rec.startedAt = startedAt;
       rec.monitor = { pid: process.pid, startedAt: this.#startedAt };
       if (this.#restarts > 0) rec.restarts = { ...rec.restarts, count: this.#restarts, lastAt: this.#now() };
       delete rec.end;

@@ -49,6 +49,9 @@ export interface MonitorReport {
   pid: number;
   /** QEMU's PID. */
   qemuPid: number;
+  /** When QEMU was spawned, and when the monitor started (ISO): what the monitor records. */
+  startedAt?: string;
+  monitorStartedAt?: string;
 }
 
 async function rotateLog(path: string): Promise<void> {
@@ -127,7 +130,14 @@ export async function startMonitor(opts: { layout: Layout; vm: Vm; adopt?: boole
       });
     }
     const raw = JSON.parse(line) as Record<string, unknown>;
-    if (raw.t === 'running' || raw.t === 'adopted') return { pid: child.pid!, qemuPid: Number(raw.pid) };
+    if (raw.t === 'running' || raw.t === 'adopted') {
+      return {
+        pid: child.pid!,
+        qemuPid: Number(raw.pid),
+        ...(typeof raw.startedAt === 'string' ? { startedAt: raw.startedAt } : {}),
+        ...(typeof raw.monitorStartedAt === 'string' ? { monitorStartedAt: raw.monitorStartedAt } : {}),
+      };
+    }
     throw reportError(raw, vm);
   } finally {
     pipe.destroy();

@@ -1,8 +1,8 @@
 /** Errors the runtime raises itself: records in the wrong state, busy records, bad requests. */
-import { GoshipError, type ErrorCode } from '../errors.ts';
+import { GoshipError, type ErrorCode, type Issue } from '../errors.ts';
 import type { PendingOp } from '../store/index.ts';
 
-export type RuntimeErrorCode = Extract<ErrorCode, 'ESTATE' | 'EINVALID' | 'ENOTSUP' | 'EPORT_TAKEN' | 'EIMAGE_MISSING' | 'EMONITOR' | 'EAGENT_TIMEOUT' | 'EAGENT_BUNDLE' | 'EQEMU_USER' | 'ESTOP'>;
+export type RuntimeErrorCode = Extract<ErrorCode, 'ESTATE' | 'EINVALID' | 'ENOTSUP' | 'EPORT_TAKEN' | 'EIMAGE_MISSING' | 'EMONITOR' | 'ENOTFOUND' | 'EAGENT_TIMEOUT' | 'EAGENT_BUNDLE' | 'EQEMU_USER' | 'ESTOP'>;
 
 export class RuntimeError extends GoshipError {
   declare readonly code: RuntimeErrorCode;
@@ -20,4 +20,14 @@ export function stateError(message: string, hint?: string): RuntimeError {
 /** Another goshipctl is carrying out an operation on the record. */
 export function busyError(what: string, op: PendingOp, hint?: string): RuntimeError {
   return stateError(`${what} is busy: goshipctl (pid ${op.pid}) is running ${op.kind} on it`, hint);
+}
+
+/** Host ports that another project, VM or program has (exit code 4). */
+export class PortTakenError extends RuntimeError {
+  readonly issues: Issue[];
+
+  constructor(issues: Issue[]) {
+    super('EPORT_TAKEN', `host port taken: ${issues.map((i) => i.message).join('; ')}`, { hint: 'pick another host port; goshipctl project list shows which project forwards what' });
+    this.issues = issues;
+  }
 }

@@ -89,8 +89,9 @@ export class Runtime {
 }
 
 export { VmService } from './vms.ts';
-export { ProjectService, parsePort, validateProjectOptions, readSshKeys, PROJECT_DEFAULTS } from './projects.ts';
-export type { CreateProjectOptions, ProjectView, ProjectInfo } from './projects.ts';
+export { ProjectService, validateProjectOptions, readSshKeys, PROJECT_DEFAULTS } from './projects.ts';
+export type { CreateProjectOptions, ProjectView, ProjectInfo, PortsView } from './projects.ts';
+export { parsePort, portClashes, portOwners, hostPortFree, DEFAULT_HOST_ADDR } from './ports.ts';
 export { ImageService, agentBundlePath, type ImageSource, type ResolvedImage } from './images.ts';
 export type { CreateVmOptions, StartVmOptions, StopVmOptions, StopVmResult, ReconcileChange } from './vms.ts';
 export { DEFAULT_STOP_TIMEOUTS, type EscalationResult, type StopStepName, type StopTimeouts, type Forward } from '../monitor/index.ts';

@@ -7,10 +7,13 @@ import { readFile, stat } from 'node:fs/promises';
 import { ValidationError, type Issue } from '../errors.ts';
 import { RuntimeError } from './errors.ts';
 import { checkSshKey } from '../cloudinit/index.ts';
-import { NAME_PATTERN, NAME_RULE, parseSize, type HostFacts } from '../qemu/index.ts';
+import { NAME_PATTERN, NAME_RULE, RESTART_POLICIES, parseSize, type HostFacts, type RestartPolicy } from '../qemu/index.ts';
+import { DEFAULT_HOST_ADDR, boundPorts, parsePort, portClashes, portKey } from './ports.ts';
+import type { Forward, MonitorClient } from '../monitor/index.ts';
 import {
   type PortForward,
   type Project,
+  type State,
   type Store,
   type Vm,
   LOCAL_NODE,
@@ -20,7 +23,7 @@ import {
 } from '../store/index.ts';
 import type { ConnectProgress } from '../serial/index.ts';
 import type { ImageSource } from './images.ts';
-import { busyError, stateError } from './errors.ts';
+import { PortTakenError, busyError, stateError } from './errors.ts';
 import { LIVE_STATES, opAbandoned, type StopVmResult, type VmService } from './vms.ts';
 import type { StopTimeouts } from '../monitor/index.ts';
 
@@ -38,6 +41,8 @@ export interface CreateProjectOptions {
   sshKeys?: string[];
   /** `HOST:GUEST` or `udp:HOST:GUEST` strings, or parsed forwards. */
   ports?: (string | PortForward)[];
+  /** What the VM's monitor does when QEMU crashes: `no` (default) or `on-crash` (start it again, with backoff). */
+  restart?: RestartPolicy;
   /** Create the records, the overlay and the seed, but do not boot. */
   noStart?: boolean;
   agentTimeoutMs?: number;
@@ -49,20 +54,20 @@ export interface ProjectView {
   vm: Vm | undefined;
 }
 
-export interface ProjectInfo extends ProjectView {
-  diskUsageBytes: number | undefined;
+/** A project's forwards: as recorded (applied at every start) and as QEMU has them now (null while stopped). */
+export interface PortsView {
+  recorded: PortForward[];
+  live: Forward[] | null;
 }
 
-/** Pure: `8080:80`, `tcp:8080:80`, `udp:5353:53` → a forward, or an issue. */
-export function parsePort(text: string, path: string): PortForward | Issue {
-  const m = /^(?:(tcp|udp):)?(\d{1,5}):(\d{1,5})$/.exec(text);
-  const bad = (why: string): Issue => ({ path, message: `${why}; expected HOST:GUEST with ports 1-65535, optionally prefixed tcp: or udp:, got "${text}"` });
-  if (!m) return bad('not a port mapping');
-  const host = Number(m[2]);
-  const guest = Number(m[3]);
-  if (host < 1 || host > 65535) return bad(`host port ${host} is out of range`);
-  if (guest < 1 || guest > 65535) return bad(`guest port ${guest} is out of range`);
-  return { proto: (m[1] as 'tcp' | 'udp' | undefined) ?? 'tcp', host, guest };
+/** The VM's argv forwards follow the project's ports. */
+function setForwards(vm: Vm, ports: PortForward[]): void {
+  const network = (vm.config.network ?? { mode: 'user' }) as Record<string, unknown>;
+  vm.config = { ...vm.config, network: { ...network, forwards: ports.map((p) => ({ proto: p.proto, host: p.host, guest: p.guest })) } };
+}
+
+export interface ProjectInfo extends ProjectView {
+  diskUsageBytes: number | undefined;
 }
 
 export interface ValidatedProject {
@@ -73,6 +78,7 @@ export interface ValidatedProject {
   image: string;
   sshKeys: string[];
   ports: PortForward[];
+  restart: RestartPolicy;
 }
 
 /** Pure: checks every option at once against the host; each problem names its flag. */
@@ -109,18 +115,12 @@ export function validateProjectOptions(o: CreateProjectOptions, host: HostFacts)
   });
   const sshKeys = (o.sshKeys ?? []).map((k) => k.trim());
   sshKeys.forEach((k, i) => issues.push(...checkSshKey(k, `--ssh-key[${i}]`)));
+  const restart = o.restart ?? 'no';
+  if (!(RESTART_POLICIES as readonly string[]).includes(restart)) {
+    issues.push({ path: '--restart', message: `expected ${RESTART_POLICIES.map((r) => `"${r}"`).join(' or ')}, got ${JSON.stringify(restart)}` });
+  }
   if (issues.length > 0) throw new ValidationError(issues, { subject: 'invalid project', hint: 'goshipctl project create --help' });
-  return { name: o.name, cpus, memoryBytes, diskBytes, image, sshKeys, ports };
-}
-
-/** Pure: host ports another project already forwards (each host port serves one project). */
-export function portClashes(projects: Record<string, Project>, ports: PortForward[]): Issue[] {
-  const issues: Issue[] = [];
-  ports.forEach((p, i) => {
-    const owner = Object.values(projects).find((o) => o.spec.ports.some((q) => q.proto === p.proto && q.host === p.host));
-    if (owner) issues.push({ path: `--port[${i}]`, message: `host port ${p.proto}:${p.host} is already forwarded by project ${owner.name}` });
-  });
-  return issues;
+  return { name: o.name, cpus, memoryBytes, diskBytes, image, sshKeys, ports, restart };
 }
 
 export interface ProjectContext {
@@ -192,15 +192,14 @@ export class ProjectService {
       createdAt: now,
       node: LOCAL_NODE,
       vmId: v.name,
-      spec: { cpus: v.cpus, memoryBytes: v.memoryBytes, diskBytes: v.diskBytes, image: v.image, ports: v.ports, sshKeys: v.sshKeys },
+      spec: { cpus: v.cpus, memoryBytes: v.memoryBytes, diskBytes: v.diskBytes, image: v.image, ports: v.ports, sshKeys: v.sshKeys, restart: v.restart },
       state: 'creating',
       op: this.op('create'),
     };
-    await this.ctx.store.update((draft) => {
+    await this.ctx.store.update(async (draft) => {
       assertNameFree(draft, 'project', v.name);
       assertNameFree(draft, 'vm', v.name);
-      const clashes = portClashes(draft.projects, v.ports);
-      if (clashes.length > 0) throw new ValidationError(clashes, { subject: 'invalid project', hint: 'pick other host ports' });
+      await assertPortsFree(draft, v.ports);
       draft.projects[v.name] = project;
     });
     const fail = async (err: unknown): Promise<never> => {
@@ -221,6 +220,7 @@ export class ProjectService {
           cpu: { count: v.cpus },
           memory: v.memoryBytes,
           network: { mode: 'user', forwards: v.ports.map((p) => ({ proto: p.proto, host: p.host, guest: p.guest })) },
+          restart: v.restart,
         },
         base: { path: image.base, name: v.image, ...image.boot },
         diskBytes: v.diskBytes,
@@ -284,6 +284,73 @@ export class ProjectService {
     return { ...(await this.settle(name, 'stopped')), stop };
   }
 
+  /**
+   * Forwards a host port to the project's VM, at once if it runs (QMP
+   * `hostfwd_add` through its monitor) and at every start (its VM's argv). A
+   * host port another project or VM forwards, or another program has bound,
+   * is refused under the store lock, before anything changes.
+   */
+  async portAdd(name: string, port: string | PortForward): Promise<PortsView> {
+    const p = await this.ownVm(name);
+    const f = typeof port === 'string' ? parsePort(port, 'port') : port;
+    if ('message' in f) throw new ValidationError([f], { subject: 'invalid port', hint: 'goshipctl project port add NAME [udp:]HOST:GUEST' });
+    await this.withLiveMonitor(p, (monitor) =>
+      this.ctx.store.update(async (draft) => {
+        const rec = requireRecord(draft, 'project', name);
+        const vm = requireRecord(draft, 'vm', rec.vmId);
+        const mine = rec.spec.ports.find((q) => portKey(q) === portKey(f));
+        if (mine) throw new PortTakenError([{ path: 'port', message: `host port ${portKey(f)} is already forwarded by project ${name} (to guest port ${mine.guest})` }]);
+        await assertPortsFree(draft, [f]);
+        await monitor?.portAdd({ proto: f.proto, host: f.host, guest: f.guest, hostAddr: DEFAULT_HOST_ADDR });
+        rec.spec.ports = [...rec.spec.ports, f];
+        setForwards(vm, rec.spec.ports);
+      }),
+    );
+    return this.ports(p.name);
+  }
+
+  /**
+   * Runs `fn` with a client of the project VM's monitor while the VM runs
+   * (undefined otherwise). The client is made before `fn` takes the store
+   * lock: making it may start a monitor, which needs the lock itself.
+   */
+  private async withLiveMonitor<T>(p: Project, fn: (monitor: MonitorClient | undefined) => Promise<T>): Promise<T> {
+    const vm = findRecord(await this.ctx.store.read(), 'vm', p.vmId);
+    const monitor = vm && LIVE_STATES.has(vm.state) ? await this.ctx.vms.monitor(vm.id) : undefined;
+    try {
+      return await fn(monitor);
+    } finally {
+      await monitor?.close();
+    }
+  }
+
+  /** Stops forwarding a host port: at once if the VM runs, and from the next start on. */
+  async portRemove(name: string, host: number, proto: 'tcp' | 'udp' = 'tcp'): Promise<PortsView> {
+    const p = await this.ownVm(name);
+    await this.withLiveMonitor(p, (monitor) =>
+      this.ctx.store.update(async (draft) => {
+        const rec = requireRecord(draft, 'project', name);
+        const vm = requireRecord(draft, 'vm', rec.vmId);
+        const key = portKey({ proto, host });
+        if (!rec.spec.ports.some((q) => portKey(q) === key)) {
+          throw new RuntimeError('ENOTFOUND', `project ${name} does not forward host port ${key}`, { hint: `goshipctl project port list ${name}` });
+        }
+        await monitor?.portRemove({ proto, host, hostAddr: DEFAULT_HOST_ADDR });
+        rec.spec.ports = rec.spec.ports.filter((q) => portKey(q) !== key);
+        setForwards(vm, rec.spec.ports);
+      }),
+    );
+    return this.ports(name);
+  }
+
+  /** What the project forwards (recorded), and, while its VM runs, what QEMU really forwards. */
+  async ports(name: string): Promise<PortsView> {
+    await this.reconcile();
+    const p = requireRecord(await this.ctx.store.read(), 'project', name);
+    const live = await this.ctx.vms.livePorts(p.vmId).catch(() => undefined);
+    return { recorded: p.spec.ports, live: live ?? null };
+  }
+
   /** Deletes the project: its VM (stopped first with --force), overlay, seed, sockets, apps and records. */
   async delete(name: string, opts: { force?: boolean } = {}): Promise<void> {
     await this.reconcile();
@@ -305,6 +372,12 @@ export class ProjectService {
       for (const [k, app] of Object.entries(draft.apps)) if (app.project === name) delete draft.apps[k];
     });
   }
+}
+
+/** Under the store lock: refuses host ports another project or VM forwards, or another program has bound. */
+async function assertPortsFree(draft: State, ports: PortForward[], self?: string): Promise<void> {
+  const issues = [...portClashes(draft, ports, self), ...(await boundPorts(ports))];
+  if (issues.length > 0) throw new PortTakenError(issues);
 }
 
 /** Reads OpenSSH public key files (`--ssh-key FILE`). */

@@ -348,8 +348,8 @@ export class VmService {
         }
         rec.pid = report.qemuPid;
         rec.argv = argv;
-        rec.startedAt ??= this.ctx.now();
-        rec.monitor ??= { pid: report.pid, startedAt: this.ctx.now() };
+        rec.startedAt = report.startedAt ?? this.ctx.now();
+        rec.monitor = { pid: report.pid, startedAt: report.monitorStartedAt ?? this.ctx.now() };
         delete rec.end;
         delete rec.note;
         delete rec.stoppedAt;

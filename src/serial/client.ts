@@ -77,6 +77,8 @@ export interface AgentConnectOptions {
   syncIntervalMs?: number;
   /** Wait between connection attempts to the socket. Default 200 ms. */
   retryDelayMs?: number;
+  /** Abandons the attempt (EAGENT_CLOSED); it only bounds connect, not the session it returns. */
+  signal?: AbortSignal;
 }
 
 export interface ExecOptions {
@@ -200,7 +202,16 @@ interface RequestSetup {
 
 type State = 'syncing' | 'ready' | 'closed';
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
+  new Promise((r) => {
+    const t = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      r();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
 
 function connectUnix(path: string, timeoutMs: number): Promise<Socket> {
   return new Promise((resolve, reject) => {
@@ -311,9 +322,12 @@ export class AgentClient {
     const start = performance.now();
     const deadline = start + options.timeoutMs;
     const retryDelay = options.retryDelayMs ?? 200;
+    const { signal } = options;
+    const abandoned = (): AgentClosedError => new AgentClosedError(`connect to the guest agent on ${socketPath}: abandoned by the caller`, { byClient: true });
     let attempt = 0;
     let lastError: string | undefined;
     for (;;) {
+      if (signal?.aborted) throw abandoned();
       const remaining = deadline - performance.now();
       if (remaining <= 0) break;
       attempt++;
@@ -324,10 +338,12 @@ export class AgentClient {
       } catch (err) {
         const e = err as NodeJS.ErrnoException;
         lastError = e.code ? `${e.code} on connect` : e.message;
-        await sleep(Math.max(0, Math.min(retryDelay, deadline - performance.now())));
+        await sleep(Math.max(0, Math.min(retryDelay, deadline - performance.now())), signal);
         continue;
       }
       const client = new AgentClient(socket, socketPath, options);
+      const onAbort = (): void => client.#terminate(abandoned());
+      signal?.addEventListener('abort', onAbort, { once: true });
       try {
         options.onProgress?.({ phase: 'syncing', attempt, elapsedMs: performance.now() - start });
         await client.#sync(deadline);
@@ -336,9 +352,12 @@ export class AgentClient {
       } catch (err) {
         client.#stream.destroy();
         if (err instanceof AgentProtocolError) throw err;
+        if (signal?.aborted) throw abandoned();
         lastError = (err as Error).message;
         if (err instanceof AgentTimeoutError) break;
-        await sleep(Math.max(0, Math.min(retryDelay, deadline - performance.now())));
+        await sleep(Math.max(0, Math.min(retryDelay, deadline - performance.now())), signal);
+      } finally {
+        signal?.removeEventListener('abort', onAbort);
       }
     }
     throw new AgentTimeoutError(

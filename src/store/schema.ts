@@ -35,6 +35,7 @@ const ProjectSchema = v.looseObject({
     image: name,
     ports: v.array(v.looseObject({ proto: v.picklist(['tcp', 'udp']), host: port, guest: port })),
     sshKeys: v.array(v.string()),
+    restart: v.optional(v.picklist(['no', 'on-crash'])),
   }),
   state: v.picklist(PROJECT_STATES),
   lastError: v.optional(v.string()),

@@ -39,6 +39,8 @@ export interface ProjectSpec {
   ports: PortForward[];
   /** Public key lines (`ssh-ed25519 AAAA… comment`). */
   sshKeys: string[];
+  /** The VM's restart policy (absent: `no`). */
+  restart?: 'no' | 'on-crash';
 }
 
 /**

@@ -97,7 +97,7 @@ describe('goshipctl image', () => {
         createdAt: new Date().toISOString(),
         state: 'defined',
         image: 'race',
-        paths: { dir: '/d', qmpSocket: '/q', agentSocket: '/a', consoleLog: '/c', qemuLog: '/l', pidfile: '/p' },
+        paths: { dir: '/d', qmpSocket: '/q', qmpUserSocket: '/u', agentSocket: '/a', consoleSocket: '/cs', monitorSocket: '/m', consoleLog: '/c', qemuLog: '/l', monitorLog: '/ml', pidfile: '/p' },
         config: {},
       };
     });

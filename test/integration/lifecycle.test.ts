@@ -1,7 +1,9 @@
 /**
  * VM lifecycle against real QEMU and the fast test guest (kernel + busybox
- * initramfs, TCG): start, stop with the escalation, crash detection, PID
- * reuse, concurrency, bad input.
+ * initramfs, TCG), through the per-VM monitor: start, stop with the
+ * escalation, how a VM ended (from QMP evidence and the exit status, never
+ * from the console), the people's QMP socket, kill -9 of QEMU and of the
+ * monitor, adoption, the restart policy, PID reuse, concurrency, bad input.
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -9,9 +11,11 @@ import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pidAlive } from '../../src/proc.ts';
 import { isOurProcess, processMarker, waitGone } from '../../src/qemu/index.ts';
-import { withQmp } from '../../src/runtime/machine.ts';
+import { QmpClient } from '../../src/qmp/index.ts';
 import { Runtime } from '../../src/runtime/index.ts';
+import type { Vm } from '../../src/store/index.ts';
 import { FASTGUEST_ACPI_IGNORE, fastGuest, type FastGuest } from '../helpers/fast-guest.ts';
 import { testEnv, type TestEnv } from '../helpers/runtime-env.ts';
 
@@ -19,22 +23,24 @@ let env: TestEnv;
 let rt: Runtime;
 let guest: FastGuest;
 
-function spec(name: string, extraCmdline = '') {
+function spec(name: string, extra: { cmdline?: string; restart?: 'no' | 'on-crash' } = {}) {
   return {
     name,
     memory: '256M',
-    boot: { kernel: guest.kernel, initrd: guest.initrd, cmdline: `${guest.cmdline} ${extraCmdline}`.trim() },
+    boot: { kernel: guest.kernel, initrd: guest.initrd, cmdline: `${guest.cmdline} ${extra.cmdline ?? ''}`.trim() },
     network: { mode: 'none' as const },
+    ...(extra.restart ? { restart: extra.restart } : {}),
   };
 }
 
-/** Every QEMU process of this test's VMs (by marker), to prove nothing is left. */
-async function ourQemus(): Promise<number[]> {
-  const { stdout } = await execa('pgrep', ['-f', `process=goship-lc-`], { reject: false });
-  return stdout.split('\n').filter(Boolean).map(Number);
+/** Every QEMU and monitor process of this test's VMs, to prove nothing is left. */
+async function ours(): Promise<number[]> {
+  const q = await execa('pgrep', ['-f', 'process=goship-lc-'], { reject: false });
+  const m = await execa('pgrep', ['-f', `goship-monitor.mjs --vm lc-.* --home ${env.layout.home}`], { reject: false });
+  return [...q.stdout.split('\n'), ...m.stdout.split('\n')].filter(Boolean).map(Number);
 }
 
-/** Waits for a line on the guest's serial console (console.log). */
+/** Waits for a line on the guest's serial console (console.log, written by the monitor). */
 async function waitConsole(path: string, text: string, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
@@ -44,6 +50,22 @@ async function waitConsole(path: string, text: string, timeoutMs = 60_000): Prom
   throw new Error(`no "${text}" in ${path} within ${timeoutMs} ms`);
 }
 
+async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** The record once the VM's monitor has recorded its end and exited. */
+async function ended(name: string, monitorPid: number): Promise<Vm> {
+  await until(`the monitor of ${name} to exit`, async () => (pidAlive(monitorPid) ? undefined : true));
+  return rt.vms.get(name);
+}
+
 beforeAll(async () => {
   guest = await fastGuest();
   env = await testEnv('lc');
@@ -51,29 +73,36 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
-  for (const pid of await ourQemus()) process.kill(pid, 'SIGKILL');
+  for (const pid of await ours()) process.kill(pid, 'SIGKILL');
   await env.cleanup();
 });
 
-describe('VM lifecycle on real QEMU', () => {
-  it('start → running (QMP query-status) → stop → no process left', async () => {
+describe('VM lifecycle through the monitor', () => {
+  it('start → running (QMP through the monitor) → stop by ACPI → the end recorded, nothing left', async () => {
     await rt.vms.create({ spec: spec('lc-basic') });
     const vm = await rt.vms.start('lc-basic');
     expect(vm.state).toBe('running');
     expect(await isOurProcess(vm.pid!, processMarker('lc-basic'))).toBe(true);
-    expect(await withQmp(vm.paths.qmpSocket, (q) => q.queryStatus())).toMatchObject({ status: 'running', running: true });
+    expect(vm.monitor?.pid).toBeTypeOf('number');
+    expect(pidAlive(vm.monitor!.pid)).toBe(true);
+    // QEMU is the monitor's child.
+    const stat = await readFile(`/proc/${vm.pid}/stat`, 'latin1');
+    expect(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])).toBe(vm.monitor!.pid);
+    expect(await rt.vms.qmpStatus('lc-basic')).toEqual({ status: 'running', running: true });
     // ACPI power-down only works once the guest listens for the power button.
     await waitConsole(vm.paths.consoleLog, 'acpid handles the power button');
     const stopped = await rt.vms.stop('lc-basic', { timeouts: { acpiMs: 30_000 } });
     expect(stopped.endedBy).toBe('acpi');
     expect(stopped.vm.state).toBe('stopped');
-    expect(stopped.vm.stopReason).toBe('stopped by acpi');
+    expect(stopped.vm.end).toMatchObject({ kind: 'stopped', step: 'acpi', shutdownReason: 'guest-shutdown', summary: 'stopped by GoShip (acpi)' });
     expect(await isOurProcess(vm.pid!, processMarker('lc-basic'))).toBe(false);
-    expect(existsSync(vm.paths.qmpSocket)).toBe(false);
+    const rec = await ended('lc-basic', vm.monitor!.pid);
+    expect(rec.monitor).toBeUndefined();
+    for (const s of [vm.paths.qmpSocket, vm.paths.qmpUserSocket, vm.paths.agentSocket, vm.paths.consoleSocket, vm.paths.monitorSocket]) expect(existsSync(s)).toBe(false);
   }, 120_000);
 
   it('a guest that ignores ACPI power-down is still stopped by the escalation', async () => {
-    await rt.vms.create({ spec: spec('lc-stubborn', FASTGUEST_ACPI_IGNORE) });
+    await rt.vms.create({ spec: spec('lc-stubborn', { cmdline: FASTGUEST_ACPI_IGNORE }) });
     const vm = await rt.vms.start('lc-stubborn');
     const r = await rt.vms.stop('lc-stubborn', { timeouts: { acpiMs: 1500, quitMs: 5000 } });
     expect(r.attempts.map((a) => [a.step, a.outcome])).toEqual([
@@ -81,6 +110,7 @@ describe('VM lifecycle on real QEMU', () => {
       ['quit', 'ended'],
     ]);
     expect(r.endedBy).toBe('quit');
+    expect(r.vm.end).toMatchObject({ kind: 'stopped', step: 'quit', shutdownReason: 'host-qmp-quit' });
     expect(await isOurProcess(vm.pid!, processMarker('lc-stubborn'))).toBe(false);
   }, 120_000);
 
@@ -90,36 +120,77 @@ describe('VM lifecycle on real QEMU', () => {
     expect(r.attempts[0]).toEqual({ step: 'quit', outcome: 'ended' });
   }, 120_000);
 
-  it('kill -9 of QEMU is detected as crashed by the next command, with the end of its log', async () => {
+  it('kill -9 of QEMU: the monitor records a crash with the signal, at once, and exits', async () => {
     const vm = await rt.vms.start('lc-basic');
     process.kill(vm.pid!, 'SIGKILL');
-    expect(await waitGone(vm.pid!, processMarker('lc-basic'), 5000)).toBe(true);
-    const changes = await rt.vms.reconcile();
-    expect(changes).toEqual([{ vm: 'lc-basic', from: 'running', to: 'crashed', reason: 'process gone' }]);
-    const rec = await rt.vms.get('lc-basic');
+    const rec = await ended('lc-basic', vm.monitor!.pid);
     expect(rec.state).toBe('crashed');
-    expect(rec.crash?.logTail).toBeTypeOf('string');
+    expect(rec.end).toMatchObject({ kind: 'crashed', signal: 'SIGKILL', summary: expect.stringMatching(/^QEMU was killed by SIGKILL/) });
+    expect(rec.end?.logTail).toBeTypeOf('string');
     expect(rec.pid).toBeUndefined();
+    // Nothing was left for reconcile to guess.
+    expect(await rt.vms.reconcile()).toEqual([]);
     // A crashed VM can be started again.
     expect((await rt.vms.start('lc-basic')).state).toBe('running');
     await rt.vms.stop('lc-basic', { force: true });
   }, 120_000);
 
-  it('a guest that powers itself off is recorded as stopped, not crashed', async () => {
+  it('a guest that powers itself off is recorded as a power-off: SHUTDOWN guest-shutdown, not the console', async () => {
     const vm = await rt.vms.start('lc-basic');
     await waitConsole(vm.paths.consoleLog, 'acpid handles the power button');
-    // The power button pressed from outside GoShip's stop: the guest shuts itself down.
-    await withQmp(vm.paths.qmpSocket, (q) => q.systemPowerdown());
-    expect(await waitGone(vm.pid!, processMarker('lc-basic'), 30_000)).toBe(true);
-    expect(await rt.vms.reconcile()).toEqual([{ vm: 'lc-basic', from: 'running', to: 'stopped', reason: 'guest powered off' }]);
-    const rec = await rt.vms.get('lc-basic');
-    expect(rec.stopReason).toBe('the guest powered itself off');
-    expect(rec.crash).toBeUndefined();
+    // The power button pressed by a person on the people's QMP socket: the guest shuts itself down.
+    const people = await QmpClient.connect(vm.paths.qmpUserSocket, { timeoutMs: 5000 });
+    await people.systemPowerdown();
+    await people.close();
+    const rec = await ended('lc-basic', vm.monitor!.pid);
+    expect(rec.state).toBe('stopped');
+    expect(rec.end).toMatchObject({ kind: 'poweroff', shutdownReason: 'guest-shutdown', summary: 'the guest powered itself off' });
   }, 120_000);
 
-  it('a QEMU left by a goshipctl killed between spawn and record is adopted through its pidfile', async () => {
+  it('quit typed on the people\'s QMP socket is told apart from GoShip\'s stop', async () => {
     const vm = await rt.vms.start('lc-basic');
-    // What a kill -9 right after spawn leaves: state starting, the op of a dead goshipctl, no PID recorded.
+    const people = await QmpClient.connect(vm.paths.qmpUserSocket, { timeoutMs: 5000 });
+    await people.quit();
+    await people.close();
+    const rec = await ended('lc-basic', vm.monitor!.pid);
+    expect([rec.state, rec.end?.kind, rec.end?.shutdownReason]).toEqual(['stopped', 'quit', 'host-qmp-quit']);
+  }, 120_000);
+
+  it('a foreign client holding the people\'s QMP socket does not block vm stop', async () => {
+    const vm = await rt.vms.start('lc-stubborn');
+    const holder = await QmpClient.connect(vm.paths.qmpUserSocket, { timeoutMs: 5000 });
+    // A second client on that socket waits behind the first, as QEMU serves one at a time…
+    const second = await QmpClient.connect(vm.paths.qmpUserSocket, { timeoutMs: 500 }).catch((e: { code: string }) => e.code);
+    expect(second).toBe('EQMP_CONNECT');
+    // …but GoShip's monitor has its own.
+    const r = await rt.vms.stop('lc-stubborn', { force: true });
+    expect(r.endedBy).toBe('quit');
+    await holder.close();
+  }, 120_000);
+
+  it('kill -9 of the monitor: QEMU keeps running; the next command adopts it with a new monitor', async () => {
+    const vm = await rt.vms.start('lc-basic');
+    process.kill(vm.monitor!.pid, 'SIGKILL');
+    await until('the monitor to die', async () => (pidAlive(vm.monitor!.pid) ? undefined : true));
+    expect(await isOurProcess(vm.pid!, processMarker('lc-basic'))).toBe(true);
+    const changes = await rt.vms.reconcile();
+    expect(changes).toEqual([{ vm: 'lc-basic', from: 'running', to: 'running', reason: `a new monitor adopted its running QEMU (pid ${vm.pid})` }]);
+    const rec = await rt.vms.get('lc-basic');
+    expect(rec.monitor).toMatchObject({ adopted: true });
+    expect(rec.monitor!.pid).not.toBe(vm.monitor!.pid);
+    expect(rec.pid).toBe(vm.pid);
+    expect(await rt.vms.qmpStatus('lc-basic')).toEqual({ status: 'running', running: true });
+    // The adopting monitor records the end too; it cannot wait for QEMU, so the evidence is QMP's.
+    const r = await rt.vms.stop('lc-basic', { force: true });
+    expect(r.vm.end).toMatchObject({ kind: 'stopped', step: 'quit', shutdownReason: 'host-qmp-quit' });
+    await ended('lc-basic', rec.monitor!.pid);
+  }, 120_000);
+
+  it('a QEMU whose monitor died before recording it is adopted, even while the record says starting', async () => {
+    const vm = await rt.vms.start('lc-basic');
+    process.kill(vm.monitor!.pid, 'SIGKILL');
+    await until('the monitor to die', async () => (pidAlive(vm.monitor!.pid) ? undefined : true));
+    // What a kill -9 of goshipctl and its fresh monitor right after spawn leaves: starting, a dead op, no PID.
     const dead = spawn('true');
     await new Promise((r) => dead.once('exit', r));
     await rt.store.update((d) => {
@@ -129,22 +200,34 @@ describe('VM lifecycle on real QEMU', () => {
       delete rec.pid;
     });
     const changes = await rt.vms.reconcile();
-    expect(changes).toEqual([
-      { vm: 'lc-basic', from: 'starting', to: 'running', reason: `adopted running QEMU (pid ${vm.pid}) left by an interrupted start` },
-    ]);
+    expect(changes.map((c) => c.reason)).toEqual([`a new monitor adopted its running QEMU (pid ${vm.pid})`]);
     const rec = await rt.vms.get('lc-basic');
     expect([rec.state, rec.pid, rec.op]).toEqual(['running', vm.pid, undefined]);
     expect((await rt.vms.stop('lc-basic', { force: true })).endedBy).toBe('quit');
   }, 120_000);
 
-  it('a recorded PID reused by an unrelated process is not mistaken for the VM', async () => {
+  it('QEMU and its monitor both killed: nothing saw the end, and the record says so', async () => {
     const vm = await rt.vms.start('lc-basic');
+    process.kill(vm.monitor!.pid, 'SIGKILL');
     process.kill(vm.pid!, 'SIGKILL');
     await waitGone(vm.pid!, processMarker('lc-basic'), 5000);
-    // An unrelated long-lived process now holds the PID the record points at.
+    await until('the monitor to die', async () => (pidAlive(vm.monitor!.pid) ? undefined : true));
+    const changes = await rt.vms.reconcile();
+    expect(changes).toEqual([{ vm: 'lc-basic', from: 'running', to: 'crashed', reason: 'QEMU and its monitor are gone: nothing saw how the VM ended' }]);
+    expect((await rt.vms.get('lc-basic')).end).toMatchObject({ kind: 'lost' });
+  }, 120_000);
+
+  it('a recorded PID reused by an unrelated process is not mistaken for the VM', async () => {
+    const vm = await rt.vms.start('lc-basic');
+    process.kill(vm.monitor!.pid, 'SIGKILL');
+    process.kill(vm.pid!, 'SIGKILL');
+    await waitGone(vm.pid!, processMarker('lc-basic'), 5000);
+    await until('the monitor to die', async () => (pidAlive(vm.monitor!.pid) ? undefined : true));
+    // An unrelated long-lived process now holds the PIDs the record points at.
     const impostor = spawn('sleep', ['60'], { stdio: 'ignore' });
     await rt.store.update((d) => {
       d.vms['lc-basic']!.pid = impostor.pid!;
+      d.vms['lc-basic']!.monitor = { pid: impostor.pid!, startedAt: new Date().toISOString() };
     });
     await writeFile(vm.paths.pidfile, `${impostor.pid}\n`);
     await rt.vms.reconcile();
@@ -152,8 +235,35 @@ describe('VM lifecycle on real QEMU', () => {
     await expect(rt.vms.stop('lc-basic')).rejects.toMatchObject({ code: 'ESTATE', message: 'VM lc-basic is not running (state: crashed)' });
     // The impostor was left alone.
     expect(impostor.exitCode).toBeNull();
-    expect(() => process.kill(impostor.pid!, 0)).not.toThrow();
+    expect(pidAlive(impostor.pid!)).toBe(true);
     impostor.kill('SIGKILL');
+  }, 120_000);
+
+  it('restart: on-crash starts a crashed QEMU again, after 1 s, then 2 s, and counts the restarts', async () => {
+    await rt.vms.create({ spec: spec('lc-phoenix', { restart: 'on-crash' }) });
+    const first = await rt.vms.start('lc-phoenix');
+    const monitor = first.monitor!.pid;
+    const running = async (notPid: number) =>
+      until('a new QEMU', async () => {
+        const r = await rt.vms.get('lc-phoenix');
+        return r.state === 'running' && r.pid !== undefined && r.pid !== notPid ? r : undefined;
+      });
+    process.kill(first.pid!, 'SIGKILL');
+    const killedAt1 = Date.now();
+    const second = await running(first.pid!);
+    expect(Date.now() - killedAt1).toBeGreaterThanOrEqual(1000);
+    expect(second.restarts).toMatchObject({ count: 1, lastReason: expect.stringMatching(/^QEMU was killed by SIGKILL/) });
+    expect(second.monitor!.pid).toBe(monitor);
+    process.kill(second.pid!, 'SIGKILL');
+    const killedAt2 = Date.now();
+    const third = await running(second.pid!);
+    expect(Date.now() - killedAt2).toBeGreaterThanOrEqual(2000);
+    expect(third.restarts?.count).toBe(2);
+    // A stop by GoShip is not a crash: no restart.
+    const r = await rt.vms.stop('lc-phoenix', { force: true });
+    expect(r.vm.state).toBe('stopped');
+    await ended('lc-phoenix', monitor);
+    expect((await rt.vms.get('lc-phoenix')).state).toBe('stopped');
   }, 120_000);
 
   it('5 VMs started and stopped concurrently leave no stray process, socket or file', async () => {
@@ -162,9 +272,11 @@ describe('VM lifecycle on real QEMU', () => {
     const started = await Promise.all(names.map((n) => rt.vms.start(n)));
     expect(started.map((v) => v.state)).toEqual(names.map(() => 'running'));
     expect(new Set(started.map((v) => v.pid)).size).toBe(5);
+    expect(new Set(started.map((v) => v.monitor?.pid)).size).toBe(5);
     const stopped = await Promise.all(names.map((n) => rt.vms.stop(n, { force: true })));
     expect(stopped.map((s) => s.vm.state)).toEqual(names.map(() => 'stopped'));
     for (const v of started) expect(await isOurProcess(v.pid!, processMarker(v.id))).toBe(false);
+    for (const v of started) await ended(v.name, v.monitor!.pid);
     await Promise.all(names.map((n) => rt.vms.destroy(n)));
     for (const v of started) expect(existsSync(v.paths.dir)).toBe(false);
     const runLeft = existsSync(env.layout.run) ? (await readdir(env.layout.run)).filter((d) => d.startsWith('lc-c')) : [];
@@ -172,9 +284,10 @@ describe('VM lifecycle on real QEMU', () => {
     expect(Object.keys((await rt.store.read()).vms).filter((k) => k.startsWith('lc-c'))).toEqual([]);
   }, 180_000);
 
-  it('QMP events arrive while commands are in flight, and a dead QEMU rejects promptly', async () => {
+  it('QMP events on the people\'s socket while commands are in flight; a dead QEMU rejects its pending calls', async () => {
     const vm = await rt.vms.start('lc-basic');
-    await withQmp(vm.paths.qmpSocket, async (q) => {
+    const q = await QmpClient.connect(vm.paths.qmpUserSocket, { timeoutMs: 5000 });
+    try {
       const { event } = await q.expectEvent('STOP', () => q.stop());
       expect(event.event).toBe('STOP');
       const pending = q.queryStatus().then(
@@ -190,9 +303,10 @@ describe('VM lifecycle on real QEMU', () => {
       process.kill(vm.pid!, 'SIGKILL');
       // Closed by the EOF, not by the 30 s timer (that would be EQMP_TIMEOUT).
       await expect(hanging).rejects.toMatchObject({ code: 'EQMP_CLOSED' });
-    });
-    await rt.vms.reconcile();
-    expect((await rt.vms.get('lc-basic')).state).toBe('crashed');
+    } finally {
+      await q.close();
+    }
+    expect((await ended('lc-basic', vm.monitor!.pid)).state).toBe('crashed');
   }, 120_000);
 
   describe('bad input: a clear error and no change to other VMs', () => {
@@ -212,6 +326,20 @@ describe('VM lifecycle on real QEMU', () => {
       await rt.vms.stop('lc-basic', { force: true });
     }, 120_000);
 
+    it('a QEMU that cannot start: the error quotes its log, the VM is stopped, no monitor stays', async () => {
+      await rt.vms.create({ spec: { ...spec('lc-bad'), cpu: { model: 'no-such-cpu' } } });
+      const err = (await rt.vms.start('lc-bad').catch((e: unknown) => e)) as { code: string; message: string; hint: string };
+      expect(err.code).toBe('EQEMU_EXIT');
+      expect(err.message).toMatch(/^QEMU exited with code 1 during start: .*no-such-cpu/);
+      const rec = await rt.vms.get('lc-bad');
+      expect([rec.state, rec.monitor, rec.op]).toEqual(['stopped', undefined, undefined]);
+      // Its monitor reported the failure and is gone.
+      await until('the monitor of lc-bad to exit', async () =>
+        (await execa('pgrep', ['-f', `goship-monitor.mjs --vm lc-bad --home ${env.layout.home}`], { reject: false })).stdout === '' ? true : undefined,
+      );
+      await rt.vms.destroy('lc-bad');
+    }, 60_000);
+
     it('a base image that is missing or not qcow2/raw', async () => {
       const before = await rt.store.read();
       await expect(rt.vms.create({ spec: spec('lc-nobase'), base: { path: join(env.root, 'missing.qcow2') } })).rejects.toMatchObject({
@@ -224,7 +352,7 @@ describe('VM lifecycle on real QEMU', () => {
       expect(existsSync(env.layout.vmDir('lc-vdi'))).toBe(false);
     });
 
-    it('destroy removes the overlay, seed and sockets', async () => {
+    it('destroy removes the overlay, seed, sockets and the monitor', async () => {
       const base = join(env.root, 'base.qcow2');
       await execa('qemu-img', ['create', '-q', '-f', 'qcow2', base, '64M']);
       const vm = await rt.vms.create({
@@ -239,10 +367,11 @@ describe('VM lifecycle on real QEMU', () => {
         [vm.paths.overlay!, 'qcow2'],
         [base, 'qcow2'],
       ]);
-      await rt.vms.start('lc-disk');
+      const running = await rt.vms.start('lc-disk');
       expect(existsSync(vm.paths.qmpSocket)).toBe(true);
       await rt.vms.destroy('lc-disk', { force: true });
-      for (const p of [vm.paths.overlay!, vm.paths.seed!, vm.paths.qmpSocket, vm.paths.agentSocket, vm.paths.dir]) expect(existsSync(p)).toBe(false);
+      for (const p of [vm.paths.overlay!, vm.paths.seed!, vm.paths.qmpSocket, vm.paths.agentSocket, vm.paths.monitorSocket, vm.paths.dir]) expect(existsSync(p)).toBe(false);
+      await until('the monitor to exit', async () => (pidAlive(running.monitor!.pid) ? undefined : true));
       expect(existsSync(base)).toBe(true);
     }, 120_000);
   });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { escalate, type StopStep } from '../../src/runtime/escalate.ts';
+import { escalate, type StopStep } from '../../src/monitor/escalate.ts';
 
 /** A fake process that goes away after `goneAfter` requests of the named step. */
 function world(goneOn: string | undefined, afterRequests = 1) {

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { HostFacts } from '../../src/qemu/index.ts';
-import { parsePort, portClashes, validateProjectOptions } from '../../src/runtime/projects.ts';
-import type { Project } from '../../src/store/index.ts';
+import { validateProjectOptions } from '../../src/runtime/projects.ts';
+import { parsePort, portClashes, portOwners } from '../../src/runtime/ports.ts';
+import { emptyState, type State, type Vm } from '../../src/store/index.ts';
 import { ed25519PublicKey } from '../helpers/ssh-key.ts';
 
 const none = { available: false, evidence: [] };
@@ -48,6 +49,7 @@ describe('validateProjectOptions', () => {
       image: 'default',
       sshKeys: [],
       ports: [],
+      restart: 'no',
     });
   });
 
@@ -79,12 +81,26 @@ describe('validateProjectOptions', () => {
   });
 });
 
-describe('portClashes', () => {
-  it('names the project that already forwards a host port', () => {
-    const other = { name: 'api', spec: { ports: [{ proto: 'tcp', host: 8080, guest: 80 }] } } as unknown as Project;
-    expect(portClashes({ api: other }, [{ proto: 'tcp', host: 8080, guest: 8080 }])).toEqual([
+describe('host port owners', () => {
+  const vm = (name: string, forwards: unknown[], project?: string): Vm =>
+    ({ id: name, name, ...(project ? { project } : {}), config: { network: { mode: 'user', forwards } } }) as unknown as Vm;
+  const state = (...vms: Vm[]): State => ({ ...emptyState(), vms: Object.fromEntries(vms.map((v) => [v.id, v])) });
+
+  it('knows every VM\'s forwards, by project when the VM is a project\'s', () => {
+    const s = state(vm('api', [{ proto: 'tcp', host: 8080, guest: 80 }, { host: 2222, guest: 22 }], 'api'), vm('lab', [{ proto: 'udp', host: 5353, guest: 53 }]));
+    expect([...portOwners(s)]).toEqual([
+      ['tcp:8080', 'project api'],
+      ['tcp:2222', 'project api'],
+      ['udp:5353', 'VM lab'],
+    ]);
+  });
+
+  it('names the owner of a host port already forwarded; the protocol counts; the owner may keep its own', () => {
+    const s = state(vm('api', [{ proto: 'tcp', host: 8080, guest: 80 }], 'api'));
+    expect(portClashes(s, [{ proto: 'tcp', host: 8080, guest: 8080 }])).toEqual([
       { path: '--port[0]', message: 'host port tcp:8080 is already forwarded by project api' },
     ]);
-    expect(portClashes({ api: other }, [{ proto: 'udp', host: 8080, guest: 8080 }])).toEqual([]);
+    expect(portClashes(s, [{ proto: 'udp', host: 8080, guest: 8080 }])).toEqual([]);
+    expect(portClashes(s, [{ proto: 'tcp', host: 8080, guest: 8080 }], 'project api')).toEqual([]);
   });
 });

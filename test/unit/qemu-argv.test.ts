@@ -10,6 +10,7 @@ import * as netUser from '../../src/qemu/devices/net-user.ts';
 import * as pflash from '../../src/qemu/devices/pflash.ts';
 import * as qmp from '../../src/qemu/devices/qmp.ts';
 import { DEVICE_BUILDERS, devicesOf } from '../../src/qemu/devices/registry.ts';
+import * as panic from '../../src/qemu/devices/panic.ts';
 import * as rng from '../../src/qemu/devices/rng.ts';
 import type { DeviceContext, ValidateContext } from '../../src/qemu/devices/types.ts';
 import type { HostFacts, ResolveContext } from '../../src/qemu/spec.ts';
@@ -41,8 +42,9 @@ const SNP_HOST: HostFacts = {
 
 const PATHS = {
   qmpSocket: '/run/goship/web/qmp.sock',
+  qmpUserSocket: '/run/goship/web/qmp-user.sock',
   agentSocket: '/run/goship/web/agent.sock',
-  consoleLog: '/var/lib/goship/vms/web/console.log',
+  consoleSocket: '/run/goship/web/console.sock',
   pidfile: '/var/lib/goship/vms/web/qemu.pid',
 };
 
@@ -73,7 +75,11 @@ const MONITORS = [
   '-mon',
   'chardev=qmp0,mode=control',
   '-chardev',
-  'file,id=console0,path=/var/lib/goship/vms/web/console.log',
+  'socket,id=qmp1,path=/run/goship/web/qmp-user.sock,server=on,wait=off',
+  '-mon',
+  'chardev=qmp1,mode=control',
+  '-chardev',
+  'socket,id=console0,path=/run/goship/web/console.sock,server=on,wait=off',
   '-device',
   'isa-serial,id=serial0,chardev=console0',
 ];
@@ -90,6 +96,7 @@ const AGENT = [
 ];
 
 const RNG = ['-device', 'virtio-rng-pci,id=rng0'];
+const PANIC = ['-device', 'pvpanic,id=panic0', '-action', 'panic=shutdown'];
 
 describe('buildArgv: whole VMs', () => {
   test('minimal direct kernel boot', () => {
@@ -129,7 +136,11 @@ describe('buildArgv: whole VMs', () => {
       '-mon',
       'chardev=qmp0,mode=control',
       '-chardev',
-      'file,id=console0,path=/var/lib/goship/vms/web/console.log',
+      'socket,id=qmp1,path=/run/goship/web/qmp-user.sock,server=on,wait=off',
+      '-mon',
+      'chardev=qmp1,mode=control',
+      '-chardev',
+      'socket,id=console0,path=/run/goship/web/console.sock,server=on,wait=off',
       '-device',
       'isa-serial,id=serial0,chardev=console0',
       '-netdev',
@@ -144,6 +155,10 @@ describe('buildArgv: whole VMs', () => {
       'virtserialport,id=agent0-port,bus=vser0.0,nr=1,chardev=agent0,name=org.goship.agent.0',
       '-device',
       'virtio-rng-pci,id=rng0',
+      '-device',
+      'pvpanic,id=panic0',
+      '-action',
+      'panic=shutdown',
     ]);
   });
 
@@ -185,6 +200,7 @@ describe('buildArgv: whole VMs', () => {
       ...NET,
       ...AGENT,
       ...RNG,
+      ...PANIC,
     ]);
   });
 
@@ -220,6 +236,7 @@ describe('buildArgv: whole VMs', () => {
       'driver=raw,file=pflash1-file,node-name=pflash1-format,read-only=off',
       ...MONITORS,
       ...RNG,
+      ...PANIC,
     ]);
   });
 
@@ -260,6 +277,7 @@ describe('buildArgv: whole VMs', () => {
       '-device',
       'virtio-blk-pci,id=disk1,drive=disk1-format,serial=ref-data,write-cache=on',
       ...RNG,
+      ...PANIC,
     ]);
   });
 
@@ -292,6 +310,7 @@ describe('buildArgv: whole VMs', () => {
       'memory-backend-file,id=mem0,size=2147483648,mem-path=/dev/hugepages,prealloc=on',
       ...MONITORS,
       ...RNG,
+      ...PANIC,
     ]);
   });
 
@@ -318,7 +337,7 @@ describe('buildArgv: whole VMs', () => {
   test('agent off: no virtio-serial at all', () => {
     const args = argv({ name: 'web', agent: false });
     expect(args.filter((a) => a.includes('virtio-serial') || a.includes('agent'))).toEqual([]);
-    expect(args.slice(-6)).toEqual([...NET, ...RNG]);
+    expect(args.slice(-10)).toEqual([...NET, ...RNG, ...PANIC]);
   });
 
   test('SEV-SNP on a host that has it: kvm, host CPU, sev-snp-guest object', () => {
@@ -338,6 +357,7 @@ describe('buildArgv: whole VMs', () => {
       'sev-snp-guest,id=cgs0,cbitpos=51,reduced-phys-bits=1,policy=0x30000',
       ...MONITORS,
       ...RNG,
+      ...PANIC,
     ]);
   });
 
@@ -351,8 +371,8 @@ describe('buildArgv: whole VMs', () => {
       { name: 'web', hugepages: '2M', boot: { firmware: 'uefi', ovmfVars: '/v' }, disks: [{ path: '/d' }], seed: '/s', confidential: { type: 'sev' } },
       ctx(SNP_HOST),
     );
-    expect(devicesOf(config).map((d) => d.kind)).toEqual(['hugepages', 'confidential', 'pflash', 'pflash', 'qmp', 'console', 'disk', 'cdrom', 'net-user', 'agent', 'rng']);
-    expect(Object.keys(DEVICE_BUILDERS).sort()).toEqual(['agent', 'cdrom', 'confidential', 'console', 'disk', 'hugepages', 'net-user', 'pflash', 'qmp', 'rng']);
+    expect(devicesOf(config).map((d) => d.kind)).toEqual(['hugepages', 'confidential', 'pflash', 'pflash', 'qmp', 'qmp', 'console', 'disk', 'cdrom', 'net-user', 'agent', 'rng', 'panic']);
+    expect(Object.keys(DEVICE_BUILDERS).sort()).toEqual(['agent', 'cdrom', 'confidential', 'console', 'disk', 'hugepages', 'net-user', 'panic', 'pflash', 'qmp', 'rng']);
   });
 });
 
@@ -423,18 +443,24 @@ describe('devices alone', () => {
   });
 
   test('qmp', () => {
-    expect(qmp.toArgs({ kind: 'qmp', at: 'paths.qmpSocket', socket: '/run/q.sock' }, dctx)).toEqual([
+    expect(qmp.toArgs({ kind: 'qmp', at: 'paths.qmpSocket', id: 'qmp0', socket: '/run/q.sock' }, dctx)).toEqual([
       '-chardev',
       'socket,id=qmp0,path=/run/q.sock,server=on,wait=off',
       '-mon',
       'chardev=qmp0,mode=control',
     ]);
+    expect(qmp.toArgs({ kind: 'qmp', at: 'paths.qmpUserSocket', id: 'qmp1', socket: '/run/u.sock' }, dctx)).toEqual([
+      '-chardev',
+      'socket,id=qmp1,path=/run/u.sock,server=on,wait=off',
+      '-mon',
+      'chardev=qmp1,mode=control',
+    ]);
   });
 
   test('console', () => {
-    expect(consoleDev.toArgs({ kind: 'console', at: 'paths.consoleLog', path: '/v/console.log' }, dctx)).toEqual([
+    expect(consoleDev.toArgs({ kind: 'console', at: 'paths.consoleSocket', socket: '/r/console.sock' }, dctx)).toEqual([
       '-chardev',
-      'file,id=console0,path=/v/console.log',
+      'socket,id=console0,path=/r/console.sock,server=on,wait=off',
       '-device',
       'isa-serial,id=serial0,chardev=console0',
     ]);
@@ -442,6 +468,10 @@ describe('devices alone', () => {
 
   test('rng', () => {
     expect(rng.toArgs({ kind: 'rng', at: 'rng', id: 'rng0' }, dctx)).toEqual(RNG);
+  });
+
+  test('panic', () => {
+    expect(panic.toArgs({ kind: 'panic', at: 'panic', id: 'panic0' }, dctx)).toEqual(PANIC);
   });
 
   test('pflash', () => {

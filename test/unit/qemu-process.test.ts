@@ -70,13 +70,3 @@ describe('parseImageChain', () => {
     );
   });
 });
-
-describe('guestPoweredOff', () => {
-  it('recognises the kernel power-off line at the very end of the console', async () => {
-    const { guestPoweredOff } = await import('../../src/runtime/vms.ts');
-    expect(guestPoweredOff('[   12.1] systemd-shutdown[1]: Powering off.\n[   12.2] reboot: Power down\n')).toBe(true);
-    expect(guestPoweredOff('reboot: Power down\nsome later output')).toBe(false);
-    expect(guestPoweredOff('Booting the kernel\n[    2.0] Run /init as init process')).toBe(false);
-    expect(guestPoweredOff('')).toBe(false);
-  });
-});

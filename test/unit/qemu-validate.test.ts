@@ -18,7 +18,13 @@ const HOST: HostFacts = {
   },
 };
 const KVM_HOST: HostFacts = { ...HOST, kvm: { usable: true, reason: 'kvm_intel loaded' } };
-const PATHS = { qmpSocket: '/run/goship/web/qmp.sock', agentSocket: '/run/goship/web/agent.sock', consoleLog: '/v/web/console.log', pidfile: '/v/web/qemu.pid' };
+const PATHS = {
+  qmpSocket: '/run/goship/web/qmp.sock',
+  qmpUserSocket: '/run/goship/web/qmp-user.sock',
+  agentSocket: '/run/goship/web/agent.sock',
+  consoleSocket: '/run/goship/web/console.sock',
+  pidfile: '/v/web/qemu.pid',
+};
 const EXISTING = new Set(['/vms/web/disk.qcow2', '/img/vmlinuz', '/usr/share/OVMF/OVMF_CODE_4M.fd']);
 
 function ctx(over: Partial<ResolveContext> = {}): ResolveContext {
@@ -87,7 +93,7 @@ describe('resolveSpec: one bad field at a time', () => {
     [{ name: 'web', network: { forwards: [{ host: 2222, guest: 22, hostAddr: '::1' }] } }, [{ path: 'network.forwards[0].hostAddr', message: 'expected an IPv4 address such as "127.0.0.1" or "0.0.0.0", got "::1"' }]],
     [{ name: 'web', network: { forwards: [{ host: 2222, guest: 22 }, { host: 2222, guest: 23 }] } }, [{ path: 'network.forwards[1].host', message: 'tcp host port 2222 is already forwarded by network.forwards[0]; each host port can be forwarded once per protocol' }]],
     [{ name: 'web', agent: 'yes' }, [{ path: 'agent', message: 'expected true or false, got "yes"' }]],
-    [{ name: 'web', bogus: 1 }, [{ path: 'bogus', message: 'unknown field; allowed fields: name, id, machine, accel, cpu, memory, hugepages, boot, disks, seed, network, agent, sandbox, confidential' }]],
+    [{ name: 'web', bogus: 1 }, [{ path: 'bogus', message: 'unknown field; allowed fields: name, id, machine, accel, cpu, memory, hugepages, boot, disks, seed, network, agent, sandbox, confidential, restart, console' }]],
     [[], [{ path: '', message: 'expected an object, got an array' }]],
     [null, [{ path: '', message: 'expected an object, got null' }]],
   ])('%j', (spec, expected) => {
@@ -151,9 +157,9 @@ describe('resolveSpec: instance paths', () => {
   });
 
   test('relative instance paths are refused', () => {
-    expect(issuesOf({ name: 'web' }, ctx({ paths: { ...PATHS, pidfile: 'qemu.pid', consoleLog: 'console.log' } }))).toEqual([
+    expect(issuesOf({ name: 'web' }, ctx({ paths: { ...PATHS, pidfile: 'qemu.pid', consoleSocket: 'console.sock' } }))).toEqual([
       { path: 'paths.pidfile', message: 'expected an absolute path, got "qemu.pid"' },
-      { path: 'paths.consoleLog', message: 'expected an absolute path, got "console.log"' },
+      { path: 'paths.consoleSocket', message: 'expected an absolute path, got "console.sock"' },
     ]);
   });
 });
@@ -218,6 +224,8 @@ describe('resolveSpec: defaults', () => {
       agent: true,
       sandbox: true,
       confidential: undefined,
+      restart: 'no',
+      console: { maxBytes: 8 * 1024 * 1024, keep: 1 },
       paths: PATHS,
     });
   });

@@ -6,7 +6,7 @@ import { factsFromReport } from '../../src/runtime/host.ts';
 
 const HOSTS = new URL('../fixtures/hosts/', import.meta.url).pathname;
 const report = (name: string) => probeHost(fixtureReaderFromDir(`${HOSTS}${name}`));
-const paths = { qmpSocket: '/r/w/qmp.sock', agentSocket: '/r/w/agent.sock', consoleLog: '/h/w/console.log', pidfile: '/r/w/qemu.pid' };
+const paths = { qmpSocket: '/r/w/qmp.sock', agentSocket: '/r/w/agent.sock', consoleSocket: '/r/w/console.sock', qmpUserSocket: '/r/w/qmp-user.sock', pidfile: '/r/w/qemu.pid' };
 
 describe('factsFromReport', () => {
   it('on a kvm_pvm host: KVM not usable, with the probe reason once, and TCG chosen by auto', async () => {

@@ -45,7 +45,18 @@ function vm(id: string, overrides: Partial<Vm> = {}): Vm {
     node: 'local',
     createdAt: T0,
     state: 'defined',
-    paths: { dir: `/h/vms/${id}`, qmpSocket: `/r/${id}/qmp.sock`, agentSocket: `/r/${id}/agent.sock`, consoleLog: 'c', qemuLog: 'q', pidfile: 'p' },
+    paths: {
+      dir: `/h/vms/${id}`,
+      qmpSocket: `/r/${id}/qmp.sock`,
+      qmpUserSocket: `/r/${id}/qmp-user.sock`,
+      agentSocket: `/r/${id}/agent.sock`,
+      consoleSocket: `/r/${id}/console.sock`,
+      monitorSocket: `/r/${id}/monitor.sock`,
+      consoleLog: 'c',
+      qemuLog: 'q',
+      monitorLog: 'm',
+      pidfile: 'p',
+    },
     config: { machine: 'q35', nested: { a: [1, 2] } },
     ...overrides,
   };
@@ -77,7 +88,7 @@ async function openStore(): Promise<Store> {
 describe('Store: reading and writing', () => {
   it('reads a missing file as the empty state and does not create it', async () => {
     const store = await openStore();
-    expect(await store.read()).toEqual({ schemaVersion: 1, nodes: {}, projects: {}, vms: {}, images: {}, apps: {} });
+    expect(await store.read()).toEqual({ schemaVersion: 2, nodes: {}, projects: {}, vms: {}, images: {}, apps: {} });
     expect(await readdir(layout.home)).toEqual([]);
   });
 
@@ -104,7 +115,7 @@ describe('Store: reading and writing', () => {
     expect(result).toBe(42);
 
     const expected: State = {
-      schemaVersion: 1,
+      schemaVersion: 2,
       nodes: { local: { name: 'local', createdAt: T0 } },
       projects: { web: project('web') },
       vms: { 'vm-web': vm('vm-web', { project: 'web' }) },
@@ -328,14 +339,14 @@ describe('Store: corrupt files', () => {
 describe('Store: schema versions', () => {
   it('refuses a file from a newer GoShip with a clear error, and does not touch it', async () => {
     const store = await openStore();
-    const text = JSON.stringify({ ...emptyState(), schemaVersion: 2, clusters: {} });
+    const text = JSON.stringify({ ...emptyState(), schemaVersion: 3, clusters: {} });
     await writeFile(layout.stateFile, text);
     for (const attempt of [() => store.read(), () => store.update(() => 1)]) {
       const err = await attempt().catch((e: unknown) => e);
       expect(err).toBeInstanceOf(StoreVersionError);
       expect((err as StoreVersionError).code).toBe('ESTORE_VERSION');
       expect((err as StoreVersionError).message).toBe(
-        `state file ${layout.stateFile} has schema version 2: this GoShip reads versions up to 1`,
+        `state file ${layout.stateFile} has schema version 3: this GoShip reads versions up to 2`,
       );
       expect((err as StoreVersionError).hint).toBe('Upgrade GoShip to the version that wrote this file.');
     }
@@ -344,7 +355,7 @@ describe('Store: schema versions', () => {
   });
 
   it('has a migration for every version below the current one', () => {
-    expect(SCHEMA_VERSION).toBe(1);
+    expect(SCHEMA_VERSION).toBe(2);
     for (let v = 0; v < SCHEMA_VERSION; v++) expect(MIGRATIONS[v]).toBeTypeOf('function');
   });
 
@@ -354,8 +365,8 @@ describe('Store: schema versions', () => {
     vms: [vm('vm-web', { project: 'web' })],
     images: [image('bookworm')],
   };
-  const v1: State = {
-    schemaVersion: 1,
+  const current: State = {
+    schemaVersion: 2,
     nodes: { local: { name: 'local', createdAt: T0 } },
     projects: { web: project('web') },
     vms: { 'vm-web': vm('vm-web', { project: 'web' }) },
@@ -367,17 +378,49 @@ describe('Store: schema versions', () => {
     const store = await openStore();
     const text = JSON.stringify(v0);
     await writeFile(layout.stateFile, text);
-    expect(await store.read()).toEqual(v1);
+    expect(await store.read()).toEqual(current);
     expect(await readFile(layout.stateFile, 'utf8')).toBe(text);
   });
 
-  it('saves a migrated v0 file at v1 on the next update and keeps a copy of the v0 file', async () => {
+  it('saves a migrated v0 file at the current version on the next update and keeps a copy of the v0 file', async () => {
     const store = await openStore();
     const text = JSON.stringify({ schemaVersion: 0, ...v0 });
     await writeFile(layout.stateFile, text);
     await store.update((d) => void (d.projects.web!.state = 'ready'));
-    expect(JSON.parse(await readFile(layout.stateFile, 'utf8'))).toEqual({ ...v1, projects: { web: project('web', { state: 'ready' }) } });
+    expect(JSON.parse(await readFile(layout.stateFile, 'utf8'))).toEqual({ ...current, projects: { web: project('web', { state: 'ready' }) } });
     expect(await readFile(`${layout.stateFile}.v0-${STAMP}`, 'utf8')).toBe(text);
+  });
+
+  it('migrates a v1 file: the monitor\'s paths beside the old ones, crash and stopReason as one end record', async () => {
+    const store = await openStore();
+    const oldPaths = (id: string) => ({ dir: `/h/vms/${id}`, qmpSocket: `/r/${id}/qmp.sock`, agentSocket: `/r/${id}/agent.sock`, consoleLog: `/h/vms/${id}/console.log`, qemuLog: 'q', pidfile: 'p' });
+    const base = { node: 'local', createdAt: T0, config: {} };
+    const v1 = {
+      schemaVersion: 1,
+      nodes: {},
+      projects: {},
+      vms: {
+        a: { ...base, id: 'a', name: 'a', state: 'crashed', stoppedAt: T0, paths: oldPaths('a'), crash: { at: T0, signal: 'SIGKILL', logTail: 'the end' } },
+        b: { ...base, id: 'b', name: 'b', state: 'stopped', stoppedAt: T0, paths: oldPaths('b'), stopReason: 'stopped by acpi' },
+        c: { ...base, id: 'c', name: 'c', state: 'defined', paths: oldPaths('c') },
+      },
+      images: {},
+      apps: {},
+    };
+    await writeFile(layout.stateFile, JSON.stringify(v1));
+    const s = await store.read();
+    expect(s.schemaVersion).toBe(2);
+    expect(s.vms.a!.paths).toEqual({
+      ...oldPaths('a'),
+      qmpUserSocket: '/r/a/qmp-user.sock',
+      consoleSocket: '/r/a/console.sock',
+      monitorSocket: '/r/a/monitor.sock',
+      monitorLog: '/h/vms/a/monitor.log',
+    });
+    expect(s.vms.a!.end).toEqual({ at: T0, kind: 'crashed', summary: 'QEMU was gone when GoShip looked (recorded by an older version)', signal: 'SIGKILL', logTail: 'the end' });
+    expect(s.vms.b!.end).toEqual({ at: T0, kind: 'stopped', summary: 'stopped by acpi' });
+    expect(s.vms.c!.end).toBeUndefined();
+    for (const vm of Object.values(s.vms)) expect(Object.keys(vm)).not.toContain('crash');
   });
 
   it('reports a v0 file that is not v0-shaped as corrupt', async () => {

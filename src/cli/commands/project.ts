@@ -1,10 +1,25 @@
 /** goshipctl project …: one VM per project, ready for work. */
 import type { CAC } from 'cac';
-import { readSshKeys, type ProjectView } from '../../runtime/index.ts';
+import { GoshipError } from '../../errors.ts';
+import { readSshKeys, type PortsView, type ProjectView } from '../../runtime/index.ts';
 import { intOption, rawValue, rawValues, secondsOption } from '../args.ts';
 import { type CommandContext, bytes, since } from '../context.ts';
 import { table } from '../output.ts';
 import { agentProgress } from './vm.ts';
+
+/** A positional as the user typed it: cac turns `8080` into a number. */
+function rawPositional(value: string | number): string {
+  return String(value);
+}
+
+function portsTable(v: PortsView): string {
+  if (v.recorded.length === 0) return 'no port forwards';
+  const live = new Set((v.live ?? []).map((f) => `${f.proto}:${f.host}`));
+  return table(
+    ['PROTO', 'HOST', 'GUEST', 'LIVE'],
+    v.recorded.map((p) => [p.proto, `127.0.0.1:${p.host}`, String(p.guest), v.live === null ? '- (stopped)' : live.has(`${p.proto}:${p.host}`) ? 'yes' : 'MISSING']),
+  );
+}
 
 function portsText(v: ProjectView): string {
   return v.project.spec.ports.map((p) => `${p.proto === 'udp' ? 'udp:' : ''}${p.host}→${p.guest}`).join(',') || '-';
@@ -27,6 +42,9 @@ export function projectJson(v: ProjectView) {
           pid: vm.pid ?? null,
           startedAt: vm.startedAt ?? null,
           agent: vm.agent ?? null,
+          monitor: vm.monitor ?? null,
+          end: vm.end ?? null,
+          restarts: vm.restarts ?? { count: 0 },
           paths: vm.paths,
         }
       : null,
@@ -55,6 +73,7 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
     .option('--image <name>', 'base image (default: default)')
     .option('--ssh-key <file>', 'OpenSSH public key file for the goship user (repeatable)')
     .option('--port <host:guest>', 'forward 127.0.0.1:HOST to the guest (repeatable; udp:HOST:GUEST for UDP)')
+    .option('--restart <policy>', 'no (default) or on-crash: the VM\'s monitor starts a crashed QEMU again, with backoff')
     .option('--no-start', 'create the VM but do not boot it')
     .option('--timeout <seconds>', 'how long to wait for the agent (default 300)')
     .example('goshipctl project create web --cpus 2 --memory 2G --disk 20G --port 8080:80')
@@ -65,6 +84,7 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
       const memory = rawValue(a, 'memory');
       const disk = rawValue(a, 'disk');
       const image = rawValue(a, 'image');
+      const restart = rawValue(a, 'restart');
       const timeoutMs = secondsOption(a, 'timeout');
       const p = o.start === false ? undefined : agentProgress(ctx, name, rt.layout.vmFile(name, 'consoleLog'));
       try {
@@ -74,6 +94,7 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
           ...(memory !== undefined ? { memory } : {}),
           ...(disk !== undefined ? { disk } : {}),
           ...(image !== undefined ? { image } : {}),
+          ...(restart !== undefined ? { restart: restart as 'no' | 'on-crash' } : {}),
           sshKeys,
           ports: rawValues(a, 'port'),
           noStart: o.start === false,
@@ -125,6 +146,8 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
         `disk      ${bytes(info.diskUsageBytes)} used on the host${p.spec.diskBytes ? ` (virtual ${bytes(p.spec.diskBytes)})` : ''}`,
         `ports     ${portsText(info)}`,
         `agent     ${vm?.agent ? `${vm.agent.version}, protocol ${vm.agent.protocol}, hostname ${vm.agent.hostname}` : '-'}`,
+        `restart   ${p.spec.restart ?? 'no'}${vm?.restarts?.count ? `: ${vm.restarts.count} restart(s), last ${vm.restarts.lastAt ?? '?'} after: ${vm.restarts.lastReason ?? '?'}` : ''}`,
+        ...(vm?.end ? [`last end  ${vm.end.at}: ${vm.end.summary}`] : []),
         ...(vm
           ? [
               `console   ${vm.paths.consoleLog}`,
@@ -162,6 +185,27 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
       const rt = await ctx.runtime();
       const r = await rt.projects.stop(name, { force: Boolean(o.force) });
       ctx.out.result({ ...projectJson(r), endedBy: r.stop.endedBy }, () => `project ${name} stopped (ended by ${r.stop.endedBy})`);
+    });
+
+  cli
+    .command('port <action> <name> [port]', 'live port forwards: port add NAME [udp:]HOST:GUEST, port remove NAME [udp:]HOST, port list NAME')
+    .example('goshipctl project port add web 8080:80')
+    .example('goshipctl project port remove web 8080')
+    .action(async (action: string, name: string, port: string | undefined) => {
+      const rt = await ctx.runtime();
+      let view: PortsView;
+      if (action === 'list') view = await rt.projects.ports(name);
+      else if (action === 'add') {
+        if (port === undefined) throw new GoshipError('EUSAGE', 'project port add: no port given', { hint: 'goshipctl project port add NAME [udp:]HOST:GUEST' });
+        view = await rt.projects.portAdd(name, rawPositional(port));
+      } else if (action === 'remove') {
+        const m = port === undefined ? null : /^(?:(tcp|udp):)?(\d{1,5})$/.exec(rawPositional(port));
+        if (!m) throw new GoshipError('EUSAGE', `project port remove: expected [udp:]HOST, got ${JSON.stringify(port ?? '')}`, { hint: 'goshipctl project port remove NAME [udp:]HOST' });
+        view = await rt.projects.portRemove(name, Number(m[2]), (m[1] as 'tcp' | 'udp' | undefined) ?? 'tcp');
+      } else {
+        throw new GoshipError('EUSAGE', `project port: unknown action ${JSON.stringify(action)}`, { hint: 'goshipctl project port add|remove|list NAME …' });
+      }
+      ctx.out.result(view, () => portsTable(view));
     });
 
   cli

@@ -1,11 +1,11 @@
 /** goshipctl vm …: the VM level, for people learning the stack and for scripts. */
 import { createReadStream, existsSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { readdir } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import type { CAC } from 'cac';
 import { GoshipError } from '../../errors.ts';
-import { loadSpecFile, type Vm } from '../../runtime/index.ts';
+import { LIVE_STATES, loadSpecFile, type Vm } from '../../runtime/index.ts';
 import { rawValue, rawValues, secondsOption, sizeOption } from '../args.ts';
 import { type CommandContext, bytes, shellQuote, since } from '../context.ts';
 import { EXIT, table } from '../output.ts';
@@ -37,27 +37,29 @@ export function agentProgress(ctx: CommandContext, name: string, consoleLog: str
   };
 }
 
-async function followFile(ctx: CommandContext, path: string, follow: boolean): Promise<void> {
-  if (!existsSync(path)) throw new GoshipError('ENOTFOUND', `no console log yet: ${path}`, { hint: 'start the VM first' });
-  let pos = 0;
-  const pump = async () => {
-    const { size } = await stat(path);
-    if (size < pos) pos = 0; // truncated by a restart
-    if (size > pos) {
-      await new Promise<void>((resolve, reject) => {
-        createReadStream(path, { start: pos, end: size - 1 })
-          .on('data', (c) => ctx.out.write(c as Buffer))
-          .on('end', resolve)
-          .on('error', reject);
-      });
-      pos = size;
-    }
-  };
-  await pump();
-  if (!follow) return;
-  while (!ctx.signal.aborted) {
-    await new Promise((r) => setTimeout(r, 200));
-    await pump();
+/** The console log files of a VM, oldest first: the rotated ones (console.log.N … .1), then console.log. */
+async function consoleFiles(path: string): Promise<string[]> {
+  const dir = dirname(path);
+  const base = basename(path);
+  const rotated = (await readdir(dir).catch(() => [] as string[]))
+    .map((f) => ({ f, n: f.startsWith(`${base}.`) ? Number(f.slice(base.length + 1)) : Number.NaN }))
+    .filter((x) => Number.isInteger(x.n) && x.n > 0)
+    .sort((a, b) => b.n - a.n)
+    .map((x) => join(dir, x.f));
+  return [...rotated, ...(existsSync(path) ? [path] : [])];
+}
+
+/** Prints what the console log files hold. */
+async function printConsole(ctx: CommandContext, path: string): Promise<void> {
+  const files = await consoleFiles(path);
+  if (files.length === 0) throw new GoshipError('ENOTFOUND', `no console log yet: ${path}`, { hint: 'start the VM first' });
+  for (const f of files) {
+    await new Promise<void>((resolve, reject) => {
+      createReadStream(f)
+        .on('data', (c) => ctx.out.write(c as Buffer))
+        .on('end', resolve)
+        .on('error', reject);
+    });
   }
 }
 
@@ -173,8 +175,16 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
     .option('-f, --follow', 'keep printing new output')
     .action(async (name: string, o: { follow?: boolean }) => {
       const rt = await ctx.runtime();
+      await rt.vms.reconcile();
       const vm = await rt.vms.get(name);
-      await followFile(ctx, vm.paths.consoleLog, Boolean(o.follow));
+      if (!o.follow || !LIVE_STATES.has(vm.state)) return printConsole(ctx, vm.paths.consoleLog);
+      // The VM's monitor writes console.log: it sends what the files hold, then every new byte.
+      const monitor = await rt.vms.monitor(name);
+      try {
+        await monitor.console(process.stdout, { from: 'start', signal: ctx.signal });
+      } finally {
+        await monitor.close();
+      }
     });
 
   cli
