@@ -40,6 +40,10 @@ export const HelloSchema = v.object({
   protocol: v.pipe(v.number(), v.integer()),
   hostname: v.pipe(v.string(), v.maxLength(255)),
   bootId: v.pipe(v.string(), v.maxLength(64)),
+  /** Set by a VM's monitor, which answers for the agent: `monitor`. */
+  via: v.optional(v.literal('monitor')),
+  /** From a monitor: whether the agent's session is up now (requests wait for it otherwise). */
+  ready: v.optional(v.boolean()),
 });
 
 export const ReqSchema = v.object({

@@ -58,6 +58,10 @@ export interface AgentHello {
   protocol: number;
   hostname: string;
   bootId: string;
+  /** `monitor` when a VM's monitor answered for the agent (its fields are the agent's last hello). */
+  via?: 'monitor';
+  /** From a monitor: whether the agent's session is up now. */
+  ready?: boolean;
 }
 
 export type ConnectProgress =
@@ -454,7 +458,7 @@ export class AgentClient {
       );
       return;
     }
-    this.hello = { agent: h.agent, protocol: h.protocol, hostname: h.hostname, bootId: h.bootId };
+    this.hello = { agent: h.agent, protocol: h.protocol, hostname: h.hostname, bootId: h.bootId, ...(h.via ? { via: h.via } : {}), ...(h.ready !== undefined ? { ready: h.ready } : {}) };
     this.#state = 'ready';
     this.#decoder.reset();
     this.#handshake?.resolve();

@@ -2,7 +2,7 @@
  * Every error the agent client raises. Each has a stable `code`; messages read
  * "<what failed>: <why>" and `hint`, when present, is the fix.
  */
-import { GoshipError } from '../errors.ts';
+import { ERROR_CODES, GoshipError, type ErrorCode } from '../errors.ts';
 
 export type AgentErrorCode = 'EAGENT_TIMEOUT' | 'EAGENT_CLOSED' | 'EAGENT_PROTOCOL' | 'EAGENT_REMOTE' | 'ELIMIT';
 
@@ -65,14 +65,20 @@ export class AgentProtocolError extends AgentError {
   }
 }
 
-/** The agent answered with an error: its code (`ENOENT`, `EUNKNOWN_METHOD`, `ECHECKSUM`, …) is kept as `remoteCode`. */
-export class AgentRemoteError extends AgentError {
+/**
+ * The agent answered with an error: its code (`ENOENT`, `EUNKNOWN_METHOD`,
+ * `ECHECKSUM`, …) is kept as `remoteCode`. Through a VM's monitor, an error of
+ * GoShip's own (`EAGENT_CLOSED`, `ESTATE`, `EQMP_COMMAND`…) keeps its code as
+ * the error's `code` too, so it maps to the same exit status as it would here.
+ */
+export class AgentRemoteError extends GoshipError {
   readonly method: string;
   readonly remoteCode: string;
   readonly remoteMessage: string;
 
   constructor(method: string, remoteCode: string, remoteMessage: string) {
-    super('EAGENT_REMOTE', `agent ${method} failed: ${remoteCode}: ${remoteMessage}`);
+    const own = Object.hasOwn(ERROR_CODES, remoteCode) && remoteCode !== 'EAGENT_REMOTE';
+    super(own ? (remoteCode as ErrorCode) : 'EAGENT_REMOTE', own ? remoteMessage : `agent ${method} failed: ${remoteCode}: ${remoteMessage}`);
     this.method = method;
     this.remoteCode = remoteCode;
     this.remoteMessage = remoteMessage;

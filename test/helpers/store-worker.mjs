@@ -18,7 +18,7 @@ function counterVm() {
     node: 'local',
     createdAt: now(),
     state: 'defined',
-    paths: { dir: '/d', qmpSocket: '/q', agentSocket: '/a', consoleLog: '/c', qemuLog: '/l', pidfile: '/p' },
+    paths: { dir: '/d', qmpSocket: '/q', qmpUserSocket: '/u', agentSocket: '/a', consoleSocket: '/cs', monitorSocket: '/m', consoleLog: '/c', qemuLog: '/l', monitorLog: '/ml', pidfile: '/p' },
     config: { count: 0 },
   };
 }

@@ -17,8 +17,9 @@ it('a live process is alive; a reaped one is not', async () => {
 });
 
 it('a zombie is gone, although kill(pid, 0) still succeeds on it', async () => {
-  // The shell starts `true` in the background and becomes `sleep`, which never reaps it.
-  const parent = spawn('sh', ['-c', 'true & echo $!; exec sleep 5'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  // The shell starts a short sleep in the background and becomes `sleep 5`, which never reaps it:
+  // once the short one exits (after the exec), it stays a zombie.
+  const parent = spawn('sh', ['-c', 'sleep 0.3 & echo $!; exec sleep 5'], { stdio: ['ignore', 'pipe', 'ignore'] });
   const pid = Number((await new Promise<Buffer>((r) => parent.stdout.once('data', r))).toString().trim());
   let state: string | undefined;
   for (let i = 0; i < 200 && state !== 'Z'; i++) {

@@ -75,8 +75,9 @@ function pathsFor(vm: string): VmPaths {
   mkdirSync(join(dir, vm));
   return {
     qmpSocket: join(dir, vm, 'qmp.sock'),
+    qmpUserSocket: join(dir, vm, 'qmp-user.sock'),
     agentSocket: join(dir, vm, 'agent.sock'),
-    consoleLog: join(dir, vm, 'console.log'),
+    consoleSocket: join(dir, vm, 'console.sock'),
     pidfile: join(dir, vm, 'qemu.pid'),
   };
 }
@@ -210,7 +211,9 @@ describe('real qemu-system-x86_64 accepts the built argv', () => {
 
     expect(readFileSync(paths.pidfile, 'utf8').trim()).toBe(String(vm.child.pid));
     expect(existsSync(paths.agentSocket)).toBe(true);
-    expect(existsSync(paths.consoleLog)).toBe(true);
+    // The console and the people's QMP monitor are sockets QEMU serves.
+    expect(existsSync(paths.consoleSocket)).toBe(true);
+    expect(existsSync(paths.qmpUserSocket)).toBe(true);
     // slirp listens on the forwarded host port even while the guest is paused.
     await new Promise<void>((resolve, reject) => connect(tcp, '127.0.0.1').once('connect', function (this: { destroy(): void }) {
       this.destroy();

@@ -1,0 +1,192 @@
+/**
+ * The monitor's socket against the real bundled agent (`--listen` mode, on
+ * the host), with real sockets and real concurrent clients: the monitor's one
+ * agent session serves many clients at once, each client's streams keep their
+ * own flow control, a client that goes away has its requests cancelled in the
+ * guest, a client that breaks the window is refused alone, and a lost agent
+ * session fails what was in flight and comes back by itself.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_CHUNK, STREAM_WINDOW, encodeData, encodeLine } from '../../src/protocol/index.ts';
+import { AgentClient, AgentRemoteError } from '../../src/serial/index.ts';
+import { AgentLink } from '../../src/monitor/agent-link.ts';
+import { MonitorServer } from '../../src/monitor/server.ts';
+import { listenAgent, tempDir, type RunningAgent } from '../helpers/agent-process.ts';
+
+let dir: string;
+let cleanup: () => Promise<void>;
+let agent: RunningAgent;
+let link: AgentLink;
+let server: MonitorServer;
+let monitorSock: string;
+const logs: string[] = [];
+
+function sink(): { w: Writable; bytes: () => number; text: () => string } {
+  const parts: Buffer[] = [];
+  let n = 0;
+  const w = new Writable({
+    write(chunk: Buffer, _e, cb) {
+      parts.push(chunk);
+      n += chunk.length;
+      cb();
+    },
+  });
+  return { w, bytes: () => n, text: () => Buffer.concat(parts).toString('utf8') };
+}
+
+const client = () => AgentClient.connect(monitorSock, { timeoutMs: 10_000, requestTimeoutMs: 30_000 });
+
+beforeAll(async () => {
+  ({ dir, cleanup } = await tempDir('gsr-'));
+  const agentSock = join(dir, 'agent.sock');
+  agent = await listenAgent(agentSock);
+  link = new AgentLink({ socket: agentSock, log: (l) => logs.push(l), onReady: () => undefined });
+  link.start();
+  monitorSock = join(dir, 'monitor.sock');
+  server = new MonitorServer(monitorSock, { session: (s) => link.session(s), hello: () => ({ agent: link.lastHello?.agent ?? '', hostname: link.lastHello?.hostname ?? '', bootId: '', ready: link.ready }) }, {});
+  await server.listen();
+});
+
+afterAll(async () => {
+  await server?.close('test over');
+  await link?.stop(new Error('test over'));
+  await agent?.kill();
+  await cleanup?.();
+});
+
+describe('monitor.sock relays the agent protocol', () => {
+  it('says hello as the agent, via the monitor; the socket is owner-only', async () => {
+    const c = await client();
+    expect(c.hello).toMatchObject({ protocol: 1, via: 'monitor', ready: true });
+    expect(c.hello.agent).toMatch(/^\d+\.\d+\.\d+/);
+    await c.ping();
+    await c.close();
+    const { stdout } = await execa('stat', ['-c', '%a', monitorSock]);
+    expect(stdout).toBe('600');
+  });
+
+  it('8 clients at once: long output, pings, an upload, a download, a streaming exec: all right', async () => {
+    const blob = join(dir, 'blob.bin');
+    const data = randomBytes(8 * 1024 * 1024);
+    await writeFile(blob, data);
+    const sha = createHash('sha256').update(data).digest('hex');
+    const clients = await Promise.all(Array.from({ length: 8 }, () => client()));
+    const long = sink();
+    const ticks = sink();
+    const results = await Promise.all([
+      clients[0]!.exec(['sh', '-c', 'i=0; while [ $i -lt 20000 ]; do echo "line $i"; i=$((i+1)); done'], { stdout: long.w }),
+      (async () => {
+        const rtts: number[] = [];
+        for (let i = 0; i < 20; i++) rtts.push((await clients[1]!.ping()).rttMs);
+        return rtts.length;
+      })(),
+      clients[2]!.upload(blob, join(dir, 'up.bin')),
+      clients[3]!.download(blob, join(dir, 'down.bin')),
+      clients[4]!.exec(['sh', '-c', 'for i in 1 2 3 4 5; do echo tick $i; sleep 0.1; done'], { stdout: ticks.w }),
+      clients[5]!.info(),
+      clients[6]!.exec(['sh', '-c', 'exit 3']),
+      clients[7]!.stat(blob),
+    ]);
+    expect(results[0]).toEqual({ exitCode: 0, signal: null, timedOut: false });
+    expect(long.text().split('\n').filter(Boolean)).toHaveLength(20000);
+    expect(long.text().endsWith('line 19999\n')).toBe(true);
+    expect(results[1]).toBe(20);
+    expect(results[2]).toEqual({ bytes: data.length, sha256: sha });
+    expect(createHash('sha256').update(await readFile(join(dir, 'up.bin'))).digest('hex')).toBe(sha);
+    expect(results[3]).toMatchObject({ bytes: data.length, sha256: sha });
+    expect(ticks.text()).toBe('tick 1\ntick 2\ntick 3\ntick 4\ntick 5\n');
+    expect(results[6]).toEqual({ exitCode: 3, signal: null, timedOut: false });
+    expect(results[7]).toMatchObject({ type: 'file', size: data.length });
+    await Promise.all(clients.map((c) => c.close()));
+  }, 60_000);
+
+  it('a slow client slows its own stream only: the agent holds back, others are served', async () => {
+    const slow = await client();
+    const fast = await client();
+    let delivered = 0;
+    const stalled: Array<() => void> = [];
+    const never = new Writable({
+      highWaterMark: 1,
+      write(chunk: Buffer, _e, cb) {
+        delivered += chunk.length;
+        stalled.push(cb); // consumed only when the test says so
+      },
+    });
+    // 64 MiB of output the slow client does not read.
+    const flood = slow.exec(['sh', '-c', 'head -c 67108864 /dev/zero'], { stdout: never });
+    await new Promise((r) => setTimeout(r, 1500));
+    const pings = [];
+    for (let i = 0; i < 10; i++) pings.push(await fast.ping());
+    expect(pings).toHaveLength(10);
+    // What reached the slow client is bounded by its window, not by what the command wrote.
+    expect(delivered).toBeLessThanOrEqual(STREAM_WINDOW + MAX_CHUNK);
+    // The slow client goes away: its command is cancelled, nobody waits for its bytes.
+    await slow.close();
+    await expect(flood).rejects.toMatchObject({ code: 'EAGENT_CLOSED' });
+    await fast.close();
+  }, 60_000);
+
+  it('a client that goes away has its requests cancelled in the guest; the other clients are untouched', async () => {
+    const marker = `goship-relay-marker-${randomBytes(4).toString('hex')}`;
+    const gone = await client();
+    const stays = await client();
+    const running = gone.exec(['sh', '-c', `sleep 300; echo ${marker}`]).catch((e: unknown) => e);
+    const out = sink();
+    const longer = stays.exec(['sh', '-c', 'sleep 1; echo still here'], { stdout: out.w });
+    const pgrep = async () => (await execa('pgrep', ['-f', marker], { reject: false })).stdout.trim();
+    for (let i = 0; i < 100 && !(await pgrep()); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(await pgrep()).not.toBe('');
+    // The client "dies": its socket closes.
+    await gone.close();
+    await running;
+    let left = 'x';
+    for (let i = 0; i < 100 && left; i++) {
+      left = await pgrep();
+      if (left) await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(left).toBe('');
+    expect(await longer).toMatchObject({ exitCode: 0 });
+    expect(out.text()).toBe('still here\n');
+    await stays.close();
+  }, 30_000);
+
+  it('a client that overruns its window is refused (EFLOW) on that request alone', async () => {
+    const s = connect(monitorSock);
+    let text = '';
+    s.setEncoding('latin1');
+    s.on('data', (d: string) => (text += d));
+    await new Promise<void>((r) => s.once('connect', () => r()));
+    s.write('\n{"t":"sync","nonce":"n-overrun"}\n');
+    s.write(encodeLine({ t: 'req', id: 1, m: 'exec', p: { argv: ['sh', '-c', 'sleep 5; cat > /dev/null'], stdin: true } }));
+    const chunk = Buffer.alloc(MAX_CHUNK, 0x61);
+    for (let sent = 0; sent <= STREAM_WINDOW + MAX_CHUNK; sent += chunk.length) s.write(encodeData(1, 'stdin', chunk));
+    s.write(encodeLine({ t: 'req', id: 2, m: 'ping', p: { data: 'after' } }));
+    for (let i = 0; i < 200 && !(text.includes('"id":1,"e"') && text.includes('"id":2,"r"')); i++) await new Promise((r) => setTimeout(r, 20));
+    s.destroy();
+    const lines = text.split('\n').filter((l) => l.startsWith('{"t":"res"')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines).toContainEqual({ t: 'res', id: 1, e: { code: 'EFLOW', message: 'stream stdin exceeded its flow-control window' } });
+    expect(lines).toContainEqual({ t: 'res', id: 2, r: { data: 'after', time: expect.any(Number) } });
+  }, 30_000);
+
+  it('an agent that goes away fails what was in flight; the link comes back by itself when it returns', async () => {
+    const c = await client();
+    const pending = c.exec(['sleep', '30']).catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 200));
+    await agent.kill();
+    const err = (await pending) as AgentRemoteError;
+    expect(err).toBeInstanceOf(AgentRemoteError);
+    expect(err.remoteCode).toBe('EAGENT_CLOSED');
+    // The monitor's socket stays up; a request made while the agent is away waits for it.
+    const waiting = c.ping();
+    agent = await listenAgent(join(dir, 'agent.sock'));
+    expect((await waiting).rttMs).toBeGreaterThan(0);
+    await c.close();
+    expect(link.sessions).toBeGreaterThanOrEqual(2);
+  }, 60_000);
+});

@@ -1,0 +1,124 @@
+/** The monitor's pure parts: how a VM ended, the restart backoff, reset loops, usernet, the console cap. */
+import { describe, expect, it } from 'vitest';
+import { RestartBackoff, ResetWatch, classifyEnd, fitting, isMonitorCmdline, parseUsernet } from '../../src/monitor/index.ts';
+
+const at = '2026-12-01T00:00:00.000Z';
+
+describe('classifyEnd', () => {
+  it('a stop by GoShip is `stopped`, whatever the guest did on the way, with the step', () => {
+    expect(classifyEnd({ at, shutdownReason: 'guest-shutdown', stopStep: 'agent', exit: { code: 0, signal: null }, logTail: '' })).toEqual({
+      at,
+      kind: 'stopped',
+      step: 'agent',
+      shutdownReason: 'guest-shutdown',
+      exitCode: 0,
+      summary: 'stopped by GoShip (agent)',
+    });
+    expect(classifyEnd({ at, stopStep: 'sigkill', exit: { code: null, signal: 'SIGKILL' }, logTail: 'x' })).toMatchObject({ kind: 'stopped', step: 'sigkill', signal: 'SIGKILL' });
+  });
+
+  it('the guest powering itself off is SHUTDOWN guest-shutdown, nothing else', () => {
+    expect(classifyEnd({ at, shutdownReason: 'guest-shutdown', exit: { code: 0, signal: null }, logTail: 'reboot: Power down' })).toEqual({
+      at,
+      kind: 'poweroff',
+      shutdownReason: 'guest-shutdown',
+      exitCode: 0,
+      summary: 'the guest powered itself off',
+    });
+    // Console text alone decides nothing: a QEMU killed right after the guest printed it crashed.
+    expect(classifyEnd({ at, exit: { code: null, signal: 'SIGKILL' }, logTail: '[ 12.3] reboot: Power down' }).kind).toBe('crashed');
+  });
+
+  it('quit over QMP by someone else, and a signal from outside, are told apart from a crash', () => {
+    expect(classifyEnd({ at, shutdownReason: 'host-qmp-quit', exit: { code: 0, signal: null }, logTail: '' }).kind).toBe('quit');
+    expect(classifyEnd({ at, shutdownReason: 'host-signal', exit: { code: 0, signal: null }, logTail: '' })).toMatchObject({
+      kind: 'killed',
+      summary: 'QEMU was asked to end by a signal from outside GoShip (SHUTDOWN host-signal)',
+    });
+    expect(classifyEnd({ at, shutdownReason: 'host-ui', exit: { code: 0, signal: null }, logTail: '' })).toMatchObject({ kind: 'quit', summary: 'QEMU shut down (SHUTDOWN host-ui)' });
+  });
+
+  it('a panic, from GUEST_PANICKED or the guest-panic reason', () => {
+    expect(classifyEnd({ at, panicked: true, exit: { code: 0, signal: null }, logTail: 'tail' })).toMatchObject({ kind: 'panic', logTail: 'tail' });
+    expect(classifyEnd({ at, shutdownReason: 'guest-panic', exit: { code: 0, signal: null }, logTail: '' }).kind).toBe('panic');
+  });
+
+  it('a reset loop the monitor stopped', () => {
+    expect(classifyEnd({ at, resetLoop: { resets: 6, withinMs: 60_000 }, shutdownReason: 'host-qmp-quit', exit: { code: 0, signal: null }, logTail: '' })).toMatchObject({
+      kind: 'reset-loop',
+      summary: 'the guest reset 6 times within 60 s; the monitor stopped it',
+    });
+  });
+
+  it('QEMU dying without SHUTDOWN is a crash, with the signal or the exit code and its last words', () => {
+    expect(classifyEnd({ at, exit: { code: null, signal: 'SIGSEGV' }, logTail: 'a\nqemu: fatal: bad\n' })).toEqual({
+      at,
+      kind: 'crashed',
+      signal: 'SIGSEGV',
+      summary: 'QEMU was killed by SIGSEGV: qemu: fatal: bad',
+      logTail: 'a\nqemu: fatal: bad\n',
+    });
+    expect(classifyEnd({ at, exit: { code: 1, signal: null }, logTail: '' })).toMatchObject({ kind: 'crashed', exitCode: 1, summary: 'QEMU exited with code 1 without shutting down' });
+  });
+
+  it('an adopted QEMU gone without a SHUTDOWN: nobody saw how', () => {
+    expect(classifyEnd({ at, logTail: '' })).toMatchObject({ kind: 'lost', summary: 'QEMU is gone and no monitor saw how it ended' });
+    // With the SHUTDOWN seen, an adopting monitor knows.
+    expect(classifyEnd({ at, shutdownReason: 'guest-shutdown', logTail: '' }).kind).toBe('poweroff');
+  });
+});
+
+describe('RestartBackoff', () => {
+  it('1 s, doubling to 60 s, back to 1 s after 5 minutes up', () => {
+    const b = new RestartBackoff();
+    expect([1, 2, 3, 4, 5, 6, 7, 8].map(() => b.delayAfter(1000))).toEqual([1000, 2000, 4000, 8000, 16_000, 32_000, 60_000, 60_000]);
+    expect(b.delayAfter(5 * 60_000)).toBe(1000);
+    expect(b.delayAfter(10)).toBe(2000);
+  });
+});
+
+describe('ResetWatch', () => {
+  it('more than 5 resets within 60 s is a loop; older ones fall out of the window', () => {
+    const w = new ResetWatch();
+    expect([0, 10, 20, 30, 40].map((t) => w.reset(t * 1000))).toEqual([false, false, false, false, false]);
+    expect(w.reset(50_000)).toBe(true);
+    const slow = new ResetWatch();
+    expect([0, 20, 40, 60, 80, 100, 120].map((t) => slow.reset(t * 1000)).includes(true)).toBe(false);
+  });
+});
+
+describe('parseUsernet', () => {
+  it('reads the host forwards of `info usernet` (QEMU 7.2), sorted', () => {
+    const text =
+      'Hub -1 (net0):\r\n  Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ\r\n' +
+      '  TCP[HOST_FORWARD]   8       127.0.0.1 18023       10.0.2.15    23     0     0\r\n' +
+      '  UDP[HOST_FORWARD]   7       127.0.0.1 15353       10.0.2.15    53     0     0\r\n' +
+      '  TCP[ESTABLISHED]   12       10.0.2.15 43210   93.184.216.34    80     0     0\r\n' +
+      '  TCP[HOST_FORWARD]   9         0.0.0.0 18022       10.0.2.15    22     0     0\r\n';
+    expect(parseUsernet(text)).toEqual([
+      { proto: 'tcp', hostAddr: '0.0.0.0', host: 18022, guest: 22 },
+      { proto: 'tcp', hostAddr: '127.0.0.1', host: 18023, guest: 23 },
+      { proto: 'udp', hostAddr: '127.0.0.1', host: 15353, guest: 53 },
+    ]);
+    expect(parseUsernet('Hub -1 (net0):\r\n  Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ\r\n')).toEqual([]);
+  });
+});
+
+describe('the console cap', () => {
+  it('fitting: what still fits before the rotation', () => {
+    expect(fitting(0, 10, 100)).toBe(10);
+    expect(fitting(95, 10, 100)).toBe(5);
+    expect(fitting(100, 10, 100)).toBe(0);
+  });
+});
+
+describe('isMonitorCmdline', () => {
+  const cmd = (...a: string[]) => `${a.join('\0')}\0`;
+  it('matches the monitor of this VM under this GOSHIP_HOME only', () => {
+    const c = cmd('/usr/bin/node', '--max-semi-space-size=1', '/opt/goship/dist/goship-monitor.mjs', '--vm', 'web', '--home', '/var/lib/goship', '--run', '/run/goship');
+    expect(isMonitorCmdline(c, 'web', '/var/lib/goship')).toBe(true);
+    expect(isMonitorCmdline(c, 'web2', '/var/lib/goship')).toBe(false);
+    expect(isMonitorCmdline(c, 'web', '/tmp/other')).toBe(false);
+    expect(isMonitorCmdline(cmd('/usr/bin/sleep', '--vm', 'web', '--home', '/var/lib/goship'), 'web', '/var/lib/goship')).toBe(false);
+  });
+});
