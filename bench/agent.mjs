@@ -49,6 +49,9 @@ async function rawPort(vmName, size) {
     `sleep 2; systemctl stop goship-agent; head -c ${size} ${port} | wc -c > /var/tmp/raw-count; systemctl start goship-agent`], { stdout: sink(), stderr: sink() });
   await agent.close();
   const vm = await rt.vms.get(vmName);
+  // The VM's monitor holds the agent's chardev: kill it (QEMU runs on); the next command adopts the VM again.
+  process.kill(vm.monitor.pid, 'SIGKILL');
+  await new Promise((r) => setTimeout(r, 300));
   const raw = connect(vm.paths.agentSocket);
   raw.on('data', () => {}); // whatever the agent still says is dropped
   await new Promise((resolve, reject) => raw.once('connect', resolve).once('error', reject));

@@ -11,6 +11,7 @@
 import { Buffer } from 'node:buffer';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { open, rename, stat, type FileHandle } from 'node:fs/promises';
+import type { Socket } from 'node:net';
 
 export interface ConsoleLogOptions {
   path: string;
@@ -138,6 +139,25 @@ export class ConsoleLog {
     this.#followers.clear();
     await this.#fh.close().catch(() => undefined);
   }
+}
+
+/**
+ * Reads a console socket into `log`: each chunk is written before the next is
+ * read (the socket is paused meanwhile), so a guest that writes faster than
+ * the disk takes is slowed down, and nothing piles up in memory.
+ */
+export function pipeConsole(socket: Socket, log: ConsoleLog, onError: (err: Error) => void): void {
+  socket.on('data', (chunk: Buffer) => {
+    socket.pause();
+    log.write(chunk).then(
+      () => socket.resume(),
+      (err: unknown) => {
+        onError(err as Error);
+        socket.resume();
+      },
+    );
+  });
+  socket.on('error', () => undefined);
 }
 
 /** path → path.1 → path.2 … (the oldest beyond `keep` is replaced). */

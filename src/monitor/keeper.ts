@@ -26,7 +26,7 @@ import { findRecord, requireRecord, type Store, type Vm } from '../store/index.t
 import { pidAlive } from '../proc.ts';
 import { AgentLink } from './agent-link.ts';
 import { RestartBackoff, ResetWatch } from './backoff.ts';
-import { ConsoleLog } from './console.ts';
+import { ConsoleLog, pipeConsole } from './console.ts';
 import { CRASH_KINDS, RESTARTABLE_KINDS, classifyEnd, type EndEvidence, type VmEnd } from './ending.ts';
 import { escalate, type EscalationResult, type StopStep } from './escalate.ts';
 import { spawnQemu, type EarlyQemu } from './early.ts';
@@ -365,19 +365,7 @@ export class Monitor {
     const socket = await connectRetrying(paths.consoleSocket, alive);
     if (!socket) return;
     this.#consoleSocket = socket;
-    const log = this.#console;
-    socket.on('data', (chunk: Buffer) => {
-      // Wait for the disk: a flooding guest is slowed down, not buffered.
-      socket.pause();
-      log.write(chunk).then(
-        () => socket.resume(),
-        (err: unknown) => {
-          this.#log(`console.log: ${(err as Error).message}`);
-          socket.resume();
-        },
-      );
-    });
-    socket.on('error', () => undefined);
+    pipeConsole(socket, this.#console, (err) => this.#log(`console.log: ${err.message}`));
   }
 
   // ------------------------------------------------------------ events and the end

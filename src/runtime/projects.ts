@@ -7,7 +7,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { ValidationError, type Issue } from '../errors.ts';
 import { RuntimeError } from './errors.ts';
 import { checkSshKey } from '../cloudinit/index.ts';
-import { NAME_PATTERN, NAME_RULE, RESTART_POLICIES, parseSize, type HostFacts, type RestartPolicy } from '../qemu/index.ts';
+import { MIN_CONSOLE_MAX_BYTES, NAME_PATTERN, NAME_RULE, RESTART_POLICIES, parseSize, type HostFacts, type RestartPolicy } from '../qemu/index.ts';
 import { DEFAULT_HOST_ADDR, boundPorts, parsePort, portClashes, portKey } from './ports.ts';
 import type { Forward, MonitorClient } from '../monitor/index.ts';
 import {
@@ -43,6 +43,8 @@ export interface CreateProjectOptions {
   ports?: (string | PortForward)[];
   /** What the VM's monitor does when QEMU crashes: `no` (default) or `on-crash` (start it again, with backoff). */
   restart?: RestartPolicy;
+  /** console.log is rotated at this size (one older file kept); default 8M. */
+  consoleMaxSize?: string;
   /** Create the records, the overlay and the seed, but do not boot. */
   noStart?: boolean;
   agentTimeoutMs?: number;
@@ -115,6 +117,11 @@ export function validateProjectOptions(o: CreateProjectOptions, host: HostFacts)
   });
   const sshKeys = (o.sshKeys ?? []).map((k) => k.trim());
   sshKeys.forEach((k, i) => issues.push(...checkSshKey(k, `--ssh-key[${i}]`)));
+  if (o.consoleMaxSize !== undefined) {
+    const c = parseSize(o.consoleMaxSize);
+    if (!c.ok) issues.push({ path: '--console-max-size', message: c.message });
+    else if (c.bytes < MIN_CONSOLE_MAX_BYTES) issues.push({ path: '--console-max-size', message: `expected at least 64K, got ${o.consoleMaxSize}` });
+  }
   const restart = o.restart ?? 'no';
   if (!(RESTART_POLICIES as readonly string[]).includes(restart)) {
     issues.push({ path: '--restart', message: `expected ${RESTART_POLICIES.map((r) => `"${r}"`).join(' or ')}, got ${JSON.stringify(restart)}` });
@@ -221,6 +228,7 @@ export class ProjectService {
           memory: v.memoryBytes,
           network: { mode: 'user', forwards: v.ports.map((p) => ({ proto: p.proto, host: p.host, guest: p.guest })) },
           restart: v.restart,
+          ...(o.consoleMaxSize !== undefined ? { console: { maxSize: o.consoleMaxSize } } : {}),
         },
         base: { path: image.base, name: v.image, ...image.boot },
         diskBytes: v.diskBytes,

@@ -307,7 +307,16 @@ export class AgentClient {
     this.#closedPromise = new Promise((resolve) => stream.once('close', () => resolve()));
     stream.on('data', (chunk: Buffer) => this.#decoder.push(chunk));
     stream.on('error', (err) => this.#terminate(new AgentClosedError(`agent channel ${where}: ${err.message}`, { byClient: false, cause: err })));
-    stream.on('close', () => this.#terminate(new AgentClosedError(`agent channel ${where}: closed by the other side`, { byClient: false })));
+    stream.on('close', () =>
+      this.#terminate(
+        this.hello.via === 'monitor'
+          ? new AgentClosedError(`the VM's monitor went away (${where}): what was running through it was cut off`, {
+              byClient: false,
+              hint: 'run the command again: a new monitor takes over the running VM',
+            })
+          : new AgentClosedError(`agent channel ${where}: closed by the other side`, { byClient: false }),
+      ),
+    );
   }
 
   /**

@@ -147,10 +147,14 @@ describe('the agent in a real Debian guest', () => {
     expect(r.accepted).toBe(true);
     await agent.close();
     expect(await waitGone(vm.pid!, processMarker(vm.id), 120_000)).toBe(true);
-    await rt.vms.reconcile();
-    const stopped = await rt.vms.get('e2e-agent');
+    // The VM's monitor records the end from QEMU's SHUTDOWN event, then exits.
+    let stopped = await rt.vms.get('e2e-agent');
+    for (let i = 0; i < 100 && stopped.state !== 'stopped'; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      stopped = await rt.vms.get('e2e-agent');
+    }
     expect(stopped.state).toBe('stopped');
-    expect(stopped.stopReason).toBe('the guest powered itself off');
+    expect(stopped.end).toMatchObject({ kind: 'poweroff', shutdownReason: 'guest-shutdown', summary: 'the guest powered itself off' });
 
     const again = await rt.vms.start('e2e-agent', { waitAgent: true, agentTimeoutMs: 240_000 });
     expect(again.state).toBe('ready');

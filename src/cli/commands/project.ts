@@ -73,6 +73,7 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
     .option('--image <name>', 'base image (default: default)')
     .option('--ssh-key <file>', 'OpenSSH public key file for the goship user (repeatable)')
     .option('--port <host:guest>', 'forward 127.0.0.1:HOST to the guest (repeatable; udp:HOST:GUEST for UDP)')
+    .option('--console-max-size <size>', 'console.log is rotated at this size, one older file kept (default 8M)')
     .option('--restart <policy>', 'no (default) or on-crash: the VM\'s monitor starts a crashed QEMU again, with backoff')
     .option('--no-start', 'create the VM but do not boot it')
     .option('--timeout <seconds>', 'how long to wait for the agent (default 300)')
@@ -85,6 +86,7 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
       const disk = rawValue(a, 'disk');
       const image = rawValue(a, 'image');
       const restart = rawValue(a, 'restart');
+      const consoleMaxSize = rawValue(a, 'console-max-size');
       const timeoutMs = secondsOption(a, 'timeout');
       const p = o.start === false ? undefined : agentProgress(ctx, name, rt.layout.vmFile(name, 'consoleLog'));
       try {
@@ -95,6 +97,7 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
           ...(disk !== undefined ? { disk } : {}),
           ...(image !== undefined ? { image } : {}),
           ...(restart !== undefined ? { restart: restart as 'no' | 'on-crash' } : {}),
+          ...(consoleMaxSize !== undefined ? { consoleMaxSize } : {}),
           sshKeys,
           ports: rawValues(a, 'port'),
           noStart: o.start === false,

@@ -1,0 +1,136 @@
+// Benchmark (issue: one monitor per VM), real Debian image under TCG, medians:
+//  - agent round trip through the monitor (library), and the whole `goshipctl vm ping` process
+//    against `node -e 0` (the floor of any Node CLI);
+//  - the monitor's memory per VM from /proc/PID/smaps_rollup (RSS, PSS, private), 3 VMs running;
+//  - upload throughput through the monitor against the direct path (an AgentClient on the agent's
+//    chardev socket, with the monitor killed for the measurement and a new one adopting after);
+//  - 8 concurrent clients: ping round trip while another client uploads 64 MiB.
+//
+//   npm run bench -- monitor [--runs 3]
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { AgentClient, Runtime, Layout, buildImage } from '../dist/lib.mjs';
+import { cacheDir, fmt, median, now, tempEnv } from './lib.mjs';
+
+const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 3;
+const agentBundle = new URL('../dist/goship-agent.mjs', import.meta.url).pathname;
+const cli = new URL('../bin/goshipctl.mjs', import.meta.url).pathname;
+const image = await buildImage({ name: 'default', agentBundle, imagesDir: cacheDir('images'), debCacheDir: cacheDir('debs'), bootProbe: true });
+const t = await tempEnv('bm');
+const layout = new Layout(t.env.GOSHIP_HOME, t.env.GOSHIP_RUN);
+const rt = await Runtime.open({ layout });
+const boot = { kernel: image.kernel, initrd: image.initrd, cmdline: image.cmdline };
+const sink = () => new Writable({ write: (_c, _e, cb) => cb() });
+const MiB = 1024 * 1024;
+
+async function vm(name, memory) {
+  await rt.vms.create({
+    spec: { name, cpu: { count: 2 }, memory },
+    base: { path: image.base, name: 'default', ...boot },
+    seed: { instanceId: `iid-${name}`, hostname: name, sshKeys: [] },
+  });
+  return rt.vms.start(name, { waitAgent: true, agentTimeoutMs: 300_000 });
+}
+
+async function smaps(pid) {
+  const text = await readFile(`/proc/${pid}/smaps_rollup`, 'utf8');
+  const kb = (field) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
+  return { rss: kb('Rss'), pss: kb('Pss'), private: kb('Private_Clean') + kb('Private_Dirty') };
+}
+
+const out = [];
+const line = (s) => {
+  out.push(s);
+  console.log(s);
+};
+
+try {
+  // Three VMs, so the monitors' shared pages (Node's code) are shared three ways.
+  const names = ['m1', 'm2', 'm3'];
+  for (const n of names) await vm(n, '512M');
+  const main = names[0];
+  let agent = await rt.vms.agent(main, 30_000);
+  await agent.exec(['cloud-init', 'status', '--wait'], { stdout: sink(), stderr: sink() });
+  await agent.exec(['systemctl', 'is-system-running', '--wait'], { stdout: sink(), stderr: sink() });
+
+  // 1. Round trip through the monitor, and a whole goshipctl vm ping.
+  const rtt = [];
+  for (let i = 0; i < 200; i++) rtt.push((await agent.ping()).rttMs);
+  const pingCli = [];
+  const nodeBare = [];
+  for (let i = 0; i < 10; i++) {
+    let t0 = now();
+    execFileSync(process.execPath, [cli, 'vm', 'ping', main], { env: t.env, stdio: 'ignore' });
+    pingCli.push(now() - t0);
+    t0 = now();
+    execFileSync(process.execPath, ['-e', '0'], { stdio: 'ignore' });
+    nodeBare.push(now() - t0);
+  }
+
+  // 2. Memory of each monitor, three running.
+  const mem = [];
+  for (const n of names) mem.push(await smaps((await rt.vms.get(n)).monitor.pid));
+  const bare = execFileSync(process.execPath, ['-e', "process.stdout.write(require('fs').readFileSync('/proc/self/smaps_rollup','utf8'))"]).toString();
+  const bareKb = (f) => Number(new RegExp(`^${f}:\\s+(\\d+) kB`, 'm').exec(bare)?.[1] ?? 0);
+
+  // 3. Upload through the monitor against the direct path.
+  const size = 64 * MiB;
+  const file = join(t.root, 'blob');
+  await writeFile(file, randomBytes(size));
+  const viaMonitor = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = now();
+    await agent.upload(file, '/var/tmp/blob');
+    viaMonitor.push(now() - t0);
+  }
+  await agent.close();
+  const direct = [];
+  {
+    // The monitor holds the agent's chardev; kill it (QEMU runs on), measure directly, let a new monitor adopt.
+    const rec = await rt.vms.get(main);
+    process.kill(rec.monitor.pid, 'SIGKILL');
+    await new Promise((r) => setTimeout(r, 300));
+    const d = await AgentClient.connect(rec.paths.agentSocket, { timeoutMs: 60_000 });
+    for (let i = 0; i < runs; i++) {
+      const t0 = now();
+      await d.upload(file, '/var/tmp/blob');
+      direct.push(now() - t0);
+    }
+    await d.close();
+  }
+  agent = await rt.vms.agent(main, 30_000); // adopts
+
+  // 4. Eight clients: one uploads 64 MiB, seven ping meanwhile.
+  const clients = [];
+  for (let i = 0; i < 7; i++) clients.push(await rt.vms.agent(main, 30_000));
+  let uploading = true;
+  const up = agent.upload(file, '/var/tmp/blob2').finally(() => (uploading = false));
+  const underLoad = [];
+  await Promise.all(
+    clients.map(async (c) => {
+      while (uploading) underLoad.push((await c.ping()).rttMs);
+    }),
+  );
+  await up;
+  for (const c of clients) await c.close();
+  await agent.close();
+
+  const mibs = (ms) => size / MiB / (ms / 1000);
+  const mb = (kb) => `${(kb / 1024).toFixed(1)} MiB`;
+  line(`The per-VM monitor, Debian image under TCG (3 VMs of 512M running)`);
+  line(`agent round trip via the monitor (median of 200)   ${fmt(median(rtt))}   target ≤ 3 ms`);
+  line(`goshipctl vm ping, whole process (median of 10)     ${fmt(median(pingCli))}   node -e 0: ${fmt(median(nodeBare))}   target ≤ 150 ms`);
+  for (const [i, m] of mem.entries()) line(`monitor ${names[i]} memory                              RSS ${mb(m.rss)}, PSS ${mb(m.pss)}, private ${mb(m.private)}   target private ≤ 15 MiB`);
+  line(`bare node -e (for scale)                            RSS ${mb(bareKb('Rss'))}, private ${mb(bareKb('Private_Clean') + bareKb('Private_Dirty'))}`);
+  line(`upload 64 MiB via the monitor (median of ${runs})        ${mibs(median(viaMonitor)).toFixed(1)} MiB/s   runs ${viaMonitor.map((m) => mibs(m).toFixed(1)).join(', ')}`);
+  line(`upload 64 MiB direct (median of ${runs})                 ${mibs(median(direct)).toFixed(1)} MiB/s   runs ${direct.map((m) => mibs(m).toFixed(1)).join(', ')}`);
+  line(`via monitor / direct                                ${(median(direct) / median(viaMonitor)).toFixed(2)}×   target ≥ 0.9×`);
+  line(`ping under a concurrent 64 MiB upload (7 clients)   median ${fmt(median(underLoad))} of ${underLoad.length}, p90 ${fmt([...underLoad].sort((a, b) => a - b)[Math.floor(underLoad.length * 0.9)])}   target ≤ 20 ms`);
+  if (process.argv.includes('--json')) console.log(JSON.stringify({ rtt: median(rtt), pingCli: median(pingCli), mem, viaMonitor, direct, underLoad: median(underLoad) }));
+} finally {
+  for (const v of await rt.vms.list().catch(() => [])) await rt.vms.destroy(v.name, { force: true }).catch(() => {});
+  await t.cleanup().catch(() => {});
+}
