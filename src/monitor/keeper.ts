@@ -122,7 +122,6 @@ export class Monitor {
   #lastEnd: VmEnd | undefined;
   /** Resolved once the end of the VM is recorded for good (no restart follows): a stop answers then. */
   #final: { promise: Promise<VmEnd>; resolve: (end: VmEnd) => void };
-  readonly #readyWaiters: Array<() => void> = [];
 
   constructor(opts: MonitorOptions) {
     this.#o = opts;
@@ -388,7 +387,7 @@ export class Monitor {
         break;
       case 'RESET':
         this.#link.drop('the guest reset');
-        this.#setReady(false);
+        this.#agentGone();
         if (data.guest === true && this.#resets.reset(Date.now()) && !run.evidence.resetLoop) {
           run.evidence.resetLoop = { resets: this.#resets.count, withinMs: this.#resets.windowMs };
           this.#log(`reset loop: ${this.#resets.count} resets within ${this.#resets.windowMs} ms; quitting QEMU`);
@@ -398,7 +397,7 @@ export class Monitor {
       case 'VSERPORT_CHANGE':
         if (data.id === 'agent0-port' && data.open === false) {
           this.#link.drop('the guest closed the agent port');
-          this.#setReady(false);
+          this.#agentGone();
         }
         break;
       case 'STOP':
@@ -419,7 +418,7 @@ export class Monitor {
     this.#consoleSocket?.destroy();
     this.#consoleSocket = undefined;
     this.#link.drop('QEMU is gone');
-    this.#setReady(false);
+    this.#agentGone();
     const end = classifyEnd({
       at: this.#now(),
       ...run.evidence,
@@ -466,16 +465,12 @@ export class Monitor {
 
   // ------------------------------------------------------------ the agent
 
-  #ready = false;
-
-  #setReady(ready: boolean): void {
-    this.#ready = ready;
-    if (ready) for (const w of this.#readyWaiters.splice(0)) w();
-    if (!ready && this.#state === 'ready') this.#state = 'running';
+  /** The agent's session went away (a reset, a closed port, QEMU gone): the VM runs without it for now. */
+  #agentGone(): void {
+    if (this.#state === 'ready') this.#state = 'running';
   }
 
   async #agentReady(hello: AgentHello): Promise<void> {
-    this.#setReady(true);
     if (this.#state === 'running') this.#state = 'ready';
     await this.#o.store
       .update((draft) => {
