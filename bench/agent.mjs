@@ -12,13 +12,14 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Runtime, Layout, buildImage } from '../dist/lib.mjs';
-import { cacheDir, fmt, median, now, tempEnv } from './lib.mjs';
+import { cacheDir, fmt, median, now, tempEnv, openCached } from './lib.mjs';
 
 const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 3;
 const throughputRuns = 3;
 const agentBundle = new URL('../dist/goship-agent.mjs', import.meta.url).pathname;
 // The same inputs as the tests' image (test/helpers/debian-image.ts): the cache is shared.
 const image = await buildImage({ name: 'default', agentBundle, imagesDir: cacheDir('images'), debCacheDir: cacheDir('debs'), bootProbe: true });
+await openCached(image.dir);
 const t = await tempEnv('ba');
 const layout = new Layout(t.env.GOSHIP_HOME, t.env.GOSHIP_RUN);
 const rt = await Runtime.open({ layout });

@@ -1,8 +1,7 @@
 // Shared pieces of the benchmarks: timing, medians, a plain-QEMU baseline runner.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { homedir } from 'node:os';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -30,6 +29,7 @@ export function report(rows) {
 
 export async function tempEnv(prefix) {
   const root = await mkdtemp(join('/tmp', `${prefix}-`));
+  await chmod(root, 0o711); // QEMU (goship-qemu, when root) passes through to GOSHIP_HOME
   return {
     root,
     env: { ...process.env, GOSHIP_HOME: join(root, 'h'), GOSHIP_RUN: join(root, 'r'), NO_COLOR: '1' },
@@ -37,10 +37,16 @@ export async function tempEnv(prefix) {
   };
 }
 
+export { testCacheBase } from '../dist/test-support.mjs';
+import { openToQemu, testCacheBase } from '../dist/test-support.mjs';
+
+/** The test cache the benchmarks share with the tests (test/support/cache.ts). */
 export function cacheDir(kind) {
-  const base = process.env.XDG_CACHE_HOME || join(process.env.HOME || homedir(), '.cache');
-  return join(base, 'goship-test', kind);
+  return join(testCacheBase(), kind);
 }
+
+/** The test cache's directories let QEMU's user (goship-qemu, when root) reach `path`. */
+export const openCached = (path) => openToQemu(path);
 
 export async function waitForFile(path, timeoutMs = 10_000) {
   const deadline = Date.now() + timeoutMs;

@@ -8,10 +8,11 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { QmpClient, Runtime, Layout } from '../dist/lib.mjs';
 import { ensureFastGuest } from '../dist/test-support.mjs';
-import { cacheDir, median, now, report, spawnPlain, tempEnv, waitForFile } from './lib.mjs';
+import { cacheDir, median, now, openCached, report, spawnPlain, tempEnv, waitForFile } from './lib.mjs';
 
 const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 10;
 const guest = await ensureFastGuest(cacheDir('fastguest'));
+await openCached(dirname(guest.kernel));
 const t = await tempEnv('bl');
 const layout = new Layout(t.env.GOSHIP_HOME, t.env.GOSHIP_RUN);
 const rt = await Runtime.open({ layout });

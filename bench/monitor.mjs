@@ -13,12 +13,13 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { AgentClient, Runtime, Layout, buildImage } from '../dist/lib.mjs';
-import { cacheDir, fmt, median, now, tempEnv } from './lib.mjs';
+import { cacheDir, fmt, median, now, tempEnv, openCached } from './lib.mjs';
 
 const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 3;
 const agentBundle = new URL('../dist/goship-agent.mjs', import.meta.url).pathname;
 const cli = new URL('../bin/goshipctl.mjs', import.meta.url).pathname;
 const image = await buildImage({ name: 'default', agentBundle, imagesDir: cacheDir('images'), debCacheDir: cacheDir('debs'), bootProbe: true });
+await openCached(image.dir);
 const t = await tempEnv('bm');
 const layout = new Layout(t.env.GOSHIP_HOME, t.env.GOSHIP_RUN);
 const rt = await Runtime.open({ layout });

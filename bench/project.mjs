@@ -10,12 +10,13 @@ import { mkdirSync, symlinkSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import { QmpClient, Runtime, Layout, buildImage } from '../dist/lib.mjs';
-import { cacheDir, fmt, median, now, report, spawnPlain, tempEnv, waitForFile } from './lib.mjs';
+import { cacheDir, fmt, median, now, report, spawnPlain, tempEnv, waitForFile, openCached } from './lib.mjs';
 
 const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 3;
 const cli = new URL('../bin/goshipctl.mjs', import.meta.url).pathname;
 const agentBundle = new URL('../dist/goship-agent.mjs', import.meta.url).pathname;
 const image = await buildImage({ name: 'default', agentBundle, imagesDir: cacheDir('images'), debCacheDir: cacheDir('debs'), bootProbe: true });
+await openCached(image.dir);
 const t = await tempEnv('bp');
 const layout = new Layout(t.env.GOSHIP_HOME, t.env.GOSHIP_RUN);
 mkdirSync(layout.imagesDir, { recursive: true, mode: 0o700 });

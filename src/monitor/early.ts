@@ -27,7 +27,7 @@ export function spawnQemu(layout: Layout, id: string): EarlyQemu {
   const runDir = layout.vmRunDir(id);
   // Stale sockets of an earlier run would make QEMU fail to bind.
   for (const s of ['qmpSocket', 'qmpUserSocket', 'agentSocket', 'consoleSocket'] as const) rmSync(join(runDir, FILES[s]), { force: true });
-  rmSync(join(dir, FILES.pidfile), { force: true });
+  rmSync(join(runDir, FILES.pidfile), { force: true });
   const log = join(dir, FILES.qemuLog);
   try {
     renameSync(log, `${log}.1`);

@@ -456,7 +456,8 @@ export class Monitor {
     await this.#console?.close();
     const { paths } = this.#vm;
     await Promise.all([paths.qmpSocket, paths.qmpUserSocket, paths.agentSocket, paths.consoleSocket].map((p) => rm(p, { force: true })));
-    await rm(this.#o.layout.vmRunDir(this.#vm.id), { recursive: false, force: true }).catch(() => undefined);
+    // The run directory holds only sockets and QEMU's pidfile.
+    await rm(this.#o.layout.vmRunDir(this.#vm.id), { recursive: true, force: true }).catch(() => undefined);
     await this.#o.store.update((draft) => {
       const rec = findRecord(draft, 'vm', this.#vm.id);
       if (rec?.monitor?.pid === process.pid) delete rec.monitor;

@@ -14,6 +14,7 @@ import { Store } from '../store/index.ts';
 import { chooseAccel, probeHost, type HostReport } from '../kvm-probe/index.ts';
 import { hostFacts, qemuVersion, type VersionReport } from './host.ts';
 import { VmService } from './vms.ts';
+import { qemuUser, type QemuUser } from './qemu-user.ts';
 import { ProjectService } from './projects.ts';
 import { ImageService, type ImageSource } from './images.ts';
 
@@ -33,6 +34,7 @@ export class Runtime {
   readonly images: ImageService;
   private hostCache: Promise<HostFacts> | undefined;
   private aliasCache: Promise<Map<string, string>> | undefined;
+  private userCache: Promise<QemuUser | undefined> | undefined;
   private readonly qemuBinary: string;
 
   private constructor(
@@ -52,7 +54,10 @@ export class Runtime {
         this.aliasCache ??= machineAliases(this.qemuBinary);
         return this.aliasCache;
       },
-      qemuUser: async () => undefined,
+      qemuUser: () => {
+        this.userCache ??= qemuUser(opts.env ?? process.env);
+        return this.userCache;
+      },
     });
     this.images = new ImageService(layout, store, () => new Date().toISOString());
     this.projects = new ProjectService({
@@ -98,6 +103,7 @@ export { DEFAULT_STOP_TIMEOUTS, type EscalationResult, type StopStepName, type S
 export { LIVE_STATES, reconcileDecision, type ReconcileDecision, type ReconcileFacts } from './reconcile.ts';
 export { factsFromReport, qemuVersion, type QemuVersionReport, type VersionReport } from './host.ts';
 export { RuntimeError, stateError, busyError } from './errors.ts';
+export { QEMU_USER, qemuUser, findUser, permits, reachIssues, type QemuUser } from './qemu-user.ts';
 // What the CLI shows of the layers below, through the runtime's door only.
 export { formatHostReport, type HostReport, type AccelChoice } from '../kvm-probe/index.ts';
 export { loadSpecFile, parseSize, NAME_PATTERN } from '../qemu/index.ts';

@@ -1,5 +1,6 @@
 /** The store's record of where a VM's files are, from the one layout. */
-import type { Layout } from '../layout.ts';
+import { join } from 'node:path';
+import { FILES, type Layout } from '../layout.ts';
 import type { VmPaths } from '../store/index.ts';
 
 export function vmPaths(layout: Layout, id: string, opts: { overlay?: boolean; seed?: boolean } = {}): VmPaths {
@@ -15,6 +16,7 @@ export function vmPaths(layout: Layout, id: string, opts: { overlay?: boolean; s
     consoleLog: layout.vmFile(id, 'consoleLog'),
     qemuLog: layout.vmFile(id, 'qemuLog'),
     monitorLog: layout.vmFile(id, 'monitorLog'),
-    pidfile: layout.vmFile(id, 'pidfile'),
+    // In the run directory: QEMU writes it, and QEMU may not write in the VM's directory.
+    pidfile: join(layout.vmRunDir(id), FILES.pidfile),
   };
 }

@@ -10,8 +10,8 @@
  * PID is gone and repairs the record (see docs/architecture.md).
  */
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { mkdir, readFile, realpath, rm } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import type { Layout } from '../layout.ts';
 import { buildSeed, type SeedOptions } from '../cloudinit/index.ts';
 import { MonitorClient, isMonitorCmdline, startMonitor, writeLaunch, type EscalationResult, type Forward, type StopTimeouts } from '../monitor/index.ts';
@@ -35,6 +35,7 @@ import type { AgentClient, ConnectProgress } from '../serial/index.ts';
 import { type PendingOp, type State, type Store, type Vm, findRecord, requireRecord, assertNameFree, LOCAL_NODE } from '../store/index.ts';
 import { RuntimeError, busyError, stateError } from './errors.ts';
 import { vmPaths } from './paths.ts';
+import { prepareQemuAccess, type QemuPaths, type QemuUser } from './qemu-user.ts';
 import { LIVE_STATES, reconcileDecision, type ReconcileDecision } from './reconcile.ts';
 import { trace } from './trace.ts';
 
@@ -49,7 +50,7 @@ export interface VmContext {
   /** This QEMU's machine-type aliases (`q35` → `pc-q35-7.2`), asked once. */
   machineAliases: () => Promise<Map<string, string>>;
   /** Run QEMU as this user (when GoShip runs as root); undefined: as GoShip's own user. */
-  qemuUser: () => Promise<{ uid: number; gid: number; name: string } | undefined>;
+  qemuUser: () => Promise<QemuUser | undefined>;
 }
 
 export interface CreateVmOptions {
@@ -335,7 +336,8 @@ export class VmService {
       await mkdir(vm.paths.dir, { recursive: true, mode: 0o700 });
       await mkdir(layout.vmRunDir(vm.id), { recursive: true, mode: 0o700 });
       const user = await this.ctx.qemuUser();
-      await writeLaunch(vm.paths.dir, { argv, restart: config.restart, console: config.console, ...(user ? { user } : {}) });
+      if (user) await prepareQemuAccess(user, await this.qemuPaths(vm, config));
+      await writeLaunch(vm.paths.dir, { argv, restart: config.restart, console: config.console, ...(user ? { user: { uid: user.uid, gid: user.gid, name: user.name } } : {}) });
       const report = await startMonitor({ layout, vm: { ...vm, argv } });
       trace(`vm ${name}: monitor ${report.pid}, QEMU running (pid ${report.qemuPid})`);
       // The monitor records this as well; the caller sees it as soon as start returns.
@@ -373,6 +375,40 @@ export class VmService {
     } finally {
       await this.clearOp(vm.id);
     }
+  }
+
+  /** What this VM's QEMU opens by path, and which of it is GoShip's own (src/runtime/qemu-user.ts). */
+  private async qemuPaths(vm: Vm, config: VmConfig): Promise<QemuPaths> {
+    const { layout } = this.ctx;
+    // The overlay's backing chain: the image it stands on (its directory is GoShip's, wherever a link points).
+    const chain = vm.paths.overlay ? await imageChain(vm.paths.overlay) : [];
+    const backing = chain.slice(1).map((l) => l.filename);
+    const imageDir = backing.length > 0 ? dirname(await realpath(backing[0]!)) : undefined;
+    const ownRoots = [await realpath(layout.home), ...(imageDir ? [imageDir] : [])];
+    const own = async (p: string): Promise<boolean> => {
+      const real = await realpath(p).catch(() => resolve(p));
+      return ownRoots.some((r) => real.startsWith(`${r}/`));
+    };
+    const entry = async (path: string, at: string) => ({ path, at, own: await own(path) });
+    const read = [];
+    const write = [];
+    if (config.seed) read.push(await entry(config.seed, 'seed'));
+    if (config.boot.kind === 'kernel') {
+      read.push(await entry(config.boot.kernel, 'boot.kernel'));
+      if (config.boot.initrd) read.push(await entry(config.boot.initrd, 'boot.initrd'));
+    } else if (config.boot.firmware === 'uefi') {
+      read.push(await entry(config.boot.ovmfCode, 'boot.ovmfCode'));
+      if (config.boot.ovmfVars) write.push(await entry(config.boot.ovmfVars, 'boot.ovmfVars'));
+    }
+    for (const [i, d] of config.disks.entries()) (d.readOnly ? read : write).push(await entry(d.path, `disks[${i}].path`));
+    for (const b of backing) read.push(await entry(b, 'disks[0] (backing file)'));
+    return {
+      traverse: [layout.home, layout.vmsDir, layout.run, ...(imageDir ? [layout.imagesDir].filter((d) => existsSync(d)) : [])],
+      readDirs: [vm.paths.dir, ...(imageDir ? [imageDir] : [])],
+      runDir: layout.vmRunDir(vm.id),
+      read,
+      write,
+    };
   }
 
   private async clearOp(id: string): Promise<void> {

@@ -73,6 +73,8 @@ function v1ToV2(doc: JsonObject): JsonObject {
     paths.consoleSocket ??= `${runDir}/console.sock`;
     paths.monitorSocket ??= `${runDir}/monitor.sock`;
     paths.monitorLog ??= `${vmDir}/monitor.log`;
+    // QEMU (an unprivileged user since version 2) writes its pidfile in the run directory.
+    paths.pidfile = `${runDir}/qemu.pid`;
     vm.paths = paths;
     const at = typeof vm.stoppedAt === 'string' ? vm.stoppedAt : String(vm.createdAt);
     if (isObject(vm.crash)) {

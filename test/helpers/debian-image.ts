@@ -1,22 +1,22 @@
 /**
  * The real Debian base image for end-to-end tests, built by GoShip's own
  * buildImage (with the boot probe baked in) and cached between runs in
- * `${XDG_CACHE_HOME:-$HOME/.cache}/goship-test/images`; downloaded .debs are
+ * `goship-test/images` under the test cache (test/support/cache.ts); downloaded .debs are
  * kept in `…/goship-test/debs`. A cold build takes about a minute; a cached
  * call returns at once (the key covers the agent bundle, so a changed agent
  * rebuilds). See docs/images.md.
  */
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildImage } from '../../src/image/build.ts';
+import { buildImage } from '../../src/image/index.ts';
+import { openToQemu, testCacheBase } from '../support/cache.ts';
 import type { ImageInfo } from '../../src/image/catalog.ts';
 import type { BuildProgress } from '../../src/image/progress.ts';
 
 export type { ImageInfo };
 
 function cacheBase(): string {
-  return join(process.env.XDG_CACHE_HOME || join(process.env.HOME || homedir(), '.cache'), 'goship-test');
+  return testCacheBase();
 }
 
 /** Where test images live (shared by every test run on this machine). */
@@ -40,7 +40,13 @@ export function ensureTestImage(opts: { log?: (line: string) => void } = {}): Pr
     debCacheDir: join(cacheBase(), 'debs'),
     bootProbe: true,
     onProgress: (p: BuildProgress) => opts.log?.(`image: ${p.phase}: ${p.message}`),
-  }).catch((err: unknown) => {
+  })
+    .then(async (info) => {
+      // QEMU runs as goship-qemu: the cache's directories must let it through to the image.
+      await openToQemu(info.dir);
+      return info;
+    })
+    .catch((err: unknown) => {
     pending = undefined;
     throw err;
   });

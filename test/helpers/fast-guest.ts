@@ -1,10 +1,11 @@
 /**
  * The fast test guest for lifecycle tests: Debian's cloud kernel + a busybox
  * initramfs, built once by test/support/fastguest.ts and cached between runs in
- * `${XDG_CACHE_HOME:-$HOME/.cache}/goship-test/fastguest`. See docs/test-guests.md.
+ * `goship-test/fastguest` under the test cache (test/support/cache.ts). See
+ * docs/test-guests.md.
  */
-import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { testCacheBase, openToQemu } from '../support/cache.ts';
 import { ensureFastGuest } from '../support/fastguest.ts';
 import type { FastGuest } from '../support/fastguest.ts';
 
@@ -13,11 +14,12 @@ export { FASTGUEST_ACPI_IGNORE, FASTGUEST_AGENT_PORT, FASTGUEST_READY_LINE, FAST
 
 /** The cache directory shared by every test run on this machine. */
 export function fastGuestCacheDir(): string {
-  const base = process.env.XDG_CACHE_HOME || join(process.env.HOME || homedir(), '.cache');
-  return join(base, 'goship-test', 'fastguest');
+  return join(testCacheBase(), 'fastguest');
 }
 
-/** Builds the guest on first use (about a minute), then returns the cached one at once. */
-export function fastGuest(opts: { log?: (line: string) => void } = {}): Promise<FastGuest> {
-  return ensureFastGuest(fastGuestCacheDir(), opts);
+/** Builds the guest on first use (about a minute), then returns the cached one at once, readable by QEMU's user. */
+export async function fastGuest(opts: { log?: (line: string) => void } = {}): Promise<FastGuest> {
+  const guest = await ensureFastGuest(fastGuestCacheDir(), opts);
+  await openToQemu(dirname(guest.kernel));
+  return guest;
 }

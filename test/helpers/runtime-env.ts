@@ -3,7 +3,7 @@
  * socket paths must fit in 107 bytes), removed afterwards. Nothing of a test
  * leaks into the machine's real state.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Layout } from '../../src/layout.ts';
 
@@ -16,6 +16,8 @@ export interface TestEnv {
 
 export async function testEnv(prefix = 'gs'): Promise<TestEnv> {
   const root = await mkdtemp(join('/tmp', `${prefix}-`));
+  // QEMU runs as goship-qemu when the tests run as root: it must pass through to GOSHIP_HOME.
+  await chmod(root, 0o711);
   const home = join(root, 'h');
   const run = join(root, 'r');
   return {

@@ -7,14 +7,14 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pidAlive } from '../../src/proc.ts';
 import { isOurProcess, processMarker, waitGone } from '../../src/qemu/index.ts';
 import { QmpClient } from '../../src/qmp/index.ts';
-import { Runtime } from '../../src/runtime/index.ts';
+import { Runtime, qemuUser } from '../../src/runtime/index.ts';
 import type { Vm } from '../../src/store/index.ts';
 import { FASTGUEST_ACPI_IGNORE, fastGuest, type FastGuest } from '../helpers/fast-guest.ts';
 import { testEnv, type TestEnv } from '../helpers/runtime-env.ts';
@@ -88,6 +88,15 @@ describe('VM lifecycle through the monitor', () => {
     // QEMU is the monitor's child.
     const stat = await readFile(`/proc/${vm.pid}/stat`, 'latin1');
     expect(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])).toBe(vm.monitor!.pid);
+    // As root, QEMU runs as the unprivileged goship-qemu, with its seccomp sandbox on; the monitor stays root.
+    const uidOf = async (pid: number) => Number(/^Uid:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'))![1]);
+    if (process.getuid?.() === 0) {
+      const user = await qemuUser();
+      expect(user?.name).toBe('goship-qemu');
+      expect(await uidOf(vm.pid!)).toBe(user!.uid);
+      expect(await uidOf(vm.monitor!.pid)).toBe(0);
+      expect(JSON.parse(await readFile(join(vm.paths.dir, 'argv.json'), 'utf8'))).toContain('on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
+    }
     expect(await rt.vms.qmpStatus('lc-basic')).toEqual({ status: 'running', running: true });
     // ACPI power-down only works once the guest listens for the power button.
     await waitConsole(vm.paths.consoleLog, 'acpid handles the power button');
@@ -338,6 +347,30 @@ describe('VM lifecycle through the monitor', () => {
         (await execa('pgrep', ['-f', `goship-monitor.mjs --vm lc-bad --home ${env.layout.home}`], { reject: false })).stdout === '' ? true : undefined,
       );
       await rt.vms.destroy('lc-bad');
+    }, 60_000);
+
+    it('a kernel QEMU\'s user cannot reach is refused before QEMU starts, naming the directory', async () => {
+      const closed = join(env.root, 'closed');
+      await mkdir(closed, { mode: 0o700 });
+      await copyFile(guest.kernel, join(closed, 'vmlinuz'));
+      await rt.vms.create({ spec: { ...spec('lc-closed'), boot: { kernel: join(closed, 'vmlinuz'), initrd: guest.initrd, cmdline: guest.cmdline } } });
+      const r = await rt.vms.start('lc-closed').then(
+        (vm) => ({ state: vm.state }),
+        (e: { code: string; message: string; hint: string }) => e,
+      );
+      if (process.getuid?.() === 0) {
+        expect(r).toMatchObject({
+          code: 'EQEMU_USER',
+          message: `QEMU runs as goship-qemu and could not open what it needs: boot.kernel: goship-qemu cannot reach ${join(closed, 'vmlinuz')}: ${closed} is mode 0700 (0:0) and lets it not pass`,
+          hint: 'give goship-qemu access (chmod o+x on the directories named, chgrp goship-qemu and g+r on the files), or set GOSHIP_QEMU_USER=root',
+        });
+        expect((await rt.vms.get('lc-closed')).state).toBe('stopped');
+      } else {
+        // Not root: QEMU runs as this user, who owns the directory.
+        expect(r).toEqual({ state: 'running' });
+        await rt.vms.stop('lc-closed', { force: true });
+      }
+      await rt.vms.destroy('lc-closed');
     }, 60_000);
 
     it('a base image that is missing or not qcow2/raw', async () => {
