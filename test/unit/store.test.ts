@@ -55,7 +55,7 @@ function vm(id: string, overrides: Partial<Vm> = {}): Vm {
       consoleLog: 'c',
       qemuLog: 'q',
       monitorLog: 'm',
-      pidfile: 'p',
+      pidfile: `/r/${id}/qemu.pid`,
     },
     config: { machine: 'q35', nested: { a: [1, 2] } },
     ...overrides,
@@ -416,6 +416,7 @@ describe('Store: schema versions', () => {
       consoleSocket: '/r/a/console.sock',
       monitorSocket: '/r/a/monitor.sock',
       monitorLog: '/h/vms/a/monitor.log',
+      pidfile: '/r/a/qemu.pid',
     });
     expect(s.vms.a!.end).toEqual({ at: T0, kind: 'crashed', summary: 'QEMU was gone when GoShip looked (recorded by an older version)', signal: 'SIGKILL', logTail: 'the end' });
     expect(s.vms.b!.end).toEqual({ at: T0, kind: 'stopped', summary: 'stopped by acpi' });
