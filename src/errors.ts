@@ -22,6 +22,7 @@ export const ERROR_CODES = {
   EINTERNAL: 'a bug: an error GoShip did not expect',
   EREAD: 'a file GoShip was asked to read cannot be read',
   ESTOP: 'a VM that is still running after every step of the stop escalation',
+  EAPP_START: 'the new version of an app did not start (the version before runs again)',
   ELIMIT: 'a transfer over its bound: the --max-size limit, the free disk space, or the size the guest announced',
   // QEMU and qemu-img
   EQEMU_MISSING: 'qemu-system-x86_64 is not installed',

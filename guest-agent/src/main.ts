@@ -15,6 +15,7 @@ process.env.UV_THREADPOOL_SIZE ??= '8';
 
 import { hostname } from 'node:os';
 import { downloadMethod, statMethod, uploadMethod } from './files.ts';
+import { appHandlers } from './apps.ts';
 import { execMethod } from './exec.ts';
 import { serveUnixSocket } from './listen.ts';
 import { servePort } from './port.ts';
@@ -30,6 +31,7 @@ const handlers: Record<string, Handler> = {
   download: downloadMethod,
   stat: statMethod,
   shutdown: shutdownMethod,
+  ...appHandlers,
 };
 
 function log(line: string): void {

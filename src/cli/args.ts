@@ -63,3 +63,13 @@ export function sizeOption(argv: readonly string[], name: string): number | unde
   if (!r.ok) throw new GoshipError('EINVALID', `--${name}: ${r.message}`);
   return r.bytes;
 }
+
+/** `--since 10m`: a duration of s, m, h or d (or plain seconds), in whole seconds. */
+export function durationOption(argv: readonly string[], name: string): number | undefined {
+  const raw = rawValue(argv, name);
+  if (raw === undefined) return undefined;
+  const m = /^(\d{1,9})([smhd]?)$/.exec(raw);
+  if (!m) throw new GoshipError('EINVALID', `--${name}: expected a duration such as 30s, 10m, 2h or 1d, got "${raw}"`);
+  const unit = { '': 1, s: 1, m: 60, h: 3600, d: 86_400 }[m[2] as '' | 's' | 'm' | 'h' | 'd'];
+  return Number(m[1]) * unit;
+}

@@ -12,6 +12,7 @@ import { registerTop } from './commands/top.ts';
 import { registerVm } from './commands/vm.ts';
 import { registerImage } from './commands/image.ts';
 import { registerProject } from './commands/project.ts';
+import { registerApp } from './commands/app.ts';
 import { VERSION } from './version.ts';
 
 export { VERSION };
@@ -20,6 +21,7 @@ type Register = (cli: CAC, ctx: CommandContext) => void;
 
 const GROUPS: Record<string, { register: Register; summary: string }> = {
   project: { register: registerProject, summary: 'projects: one VM each, ready for work' },
+  app: { register: registerApp, summary: 'apps: containers inside a project VM: deploy, list, info, start, stop, restart, remove, logs, exec' },
   vm: { register: registerVm, summary: 'VMs: args, create, start, stop, destroy, list, status, console, qmp, ping, info, exec, cp' },
   image: { register: registerImage, summary: 'base images: build, list, info, remove, import' },
 };
@@ -31,6 +33,12 @@ Usage: goshipctl <command> [options]   (every command takes --json)
 Projects
   project create NAME [--cpus N --memory 2G --disk 20G --image NAME --ssh-key FILE --port HOST:GUEST]
   project list | info NAME | start NAME | stop NAME | delete NAME [--force]
+  project port add NAME [udp:]HOST:GUEST | port remove NAME [udp:]HOST | port list NAME
+
+Apps (inside a project's VM)
+  app deploy PROJECT APP --build DIR | --image-archive FILE | --image REF [--port H:C --env K=V --restart always …] [-- CMD]
+  app list [PROJECT] | info PROJECT APP | start|stop|restart|remove PROJECT APP
+  app logs PROJECT APP [-f --tail N --since 10m --timestamps], app exec PROJECT APP [-t -i] -- CMD ARGS
 
 VMs
   vm args SPEC              the exact QEMU argv of a VM spec (YAML or JSON)

@@ -34,6 +34,7 @@ export const CODE_EXIT: Record<ErrorCode, ExitStatus> = {
   EINTERNAL: EXIT.failed,
   EREAD: EXIT.failed,
   ESTOP: EXIT.failed,
+  EAPP_START: EXIT.failed,
   ELIMIT: EXIT.failed,
   EQEMU_MISSING: EXIT.failed,
   EQEMU_VERSION: EXIT.failed,

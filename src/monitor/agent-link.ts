@@ -77,7 +77,7 @@ export class AgentLink {
     const c = this.#client;
     if (!c || c.closed) return;
     this.#opts.log(`agent session dropped: ${reason}`);
-    void c.close();
+    void c.close(`the guest agent's session ended (${reason}): what was running in the guest may have been cut off`);
   }
 
   /** No more sessions: waiters and the current session fail with `reason`. */

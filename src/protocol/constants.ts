@@ -24,12 +24,39 @@ export const ACK_THRESHOLD = 64 * 1024;
 /** Longest sync nonce accepted. */
 export const MAX_NONCE = 128;
 
-/** Stream names: `stdin` (host → guest, exec), `stdout`/`stderr` (guest → host, exec), `file` (both ways). */
-export const STREAM_NAMES = ['stdin', 'stdout', 'stderr', 'file'] as const;
+/**
+ * Stream names: `stdin` (host → guest: exec input, a build context, an image
+ * archive), `stdout`/`stderr` (guest → host: output, progress, logs), `file`
+ * (both ways), `ctl` (host → guest: small JSON control messages of a running
+ * request, one per frame, such as a terminal's new size).
+ */
+export const STREAM_NAMES = ['stdin', 'stdout', 'stderr', 'file', 'ctl'] as const;
 export type StreamName = (typeof STREAM_NAMES)[number];
 
 /** Every method the agent implements. */
-export const METHODS = ['ping', 'info', 'exec', 'upload', 'download', 'stat', 'shutdown'] as const;
+export const METHODS = [
+  'ping',
+  'info',
+  'exec',
+  'upload',
+  'download',
+  'stat',
+  'shutdown',
+  'docker.version',
+  'app.image.build',
+  'app.image.load',
+  'app.image.pull',
+  'app.create',
+  'app.start',
+  'app.stop',
+  'app.restart',
+  'app.remove',
+  'app.rename',
+  'app.inspect',
+  'app.list',
+  'app.logs',
+  'app.exec',
+] as const;
 export type MethodName = (typeof METHODS)[number];
 
 /**

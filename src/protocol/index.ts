@@ -6,3 +6,4 @@ export * from './constants.ts';
 export * from './schemas.ts';
 export * from './codec.ts';
 export * from './flow.ts';
+export * from './apps.ts';

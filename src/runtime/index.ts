@@ -14,6 +14,7 @@ import { Store } from '../store/index.ts';
 import { chooseAccel, probeHost, type HostReport } from '../kvm-probe/index.ts';
 import { hostFacts, qemuVersion, type VersionReport } from './host.ts';
 import { VmService } from './vms.ts';
+import { AppService } from './apps.ts';
 import { qemuUser, type QemuUser } from './qemu-user.ts';
 import { ProjectService } from './projects.ts';
 import { ImageService, type ImageSource } from './images.ts';
@@ -32,6 +33,7 @@ export class Runtime {
   readonly vms: VmService;
   readonly projects: ProjectService;
   readonly images: ImageService;
+  readonly apps: AppService;
   private hostCache: Promise<HostFacts> | undefined;
   private aliasCache: Promise<Map<string, string>> | undefined;
   private userCache: Promise<QemuUser | undefined> | undefined;
@@ -60,6 +62,7 @@ export class Runtime {
       },
     });
     this.images = new ImageService(layout, store, () => new Date().toISOString());
+    this.apps = new AppService({ store, vms: this.vms, now: () => new Date().toISOString(), reconcile: () => this.projects.reconcile() });
     this.projects = new ProjectService({
       store,
       vms: this.vms,
@@ -95,6 +98,8 @@ export class Runtime {
 
 export { VmService } from './vms.ts';
 export { ProjectService, validateProjectOptions, readSshKeys, PROJECT_DEFAULTS } from './projects.ts';
+export { AppService, appsOf, containerSpec, isDockerArchive, type AppView, type AppLogsOptions, type AppExecOptions } from './apps.ts';
+export { checkAppOptions, parseAppPort, parseRestart, parseEnvFile, type AppPort, type AppSource, type DeployOptions, type ValidatedApp } from './app-options.ts';
 export type { CreateProjectOptions, ProjectView, ProjectInfo, PortsView } from './projects.ts';
 export { parsePort, portClashes, portOwners, hostPortFree, DEFAULT_HOST_ADDR } from './ports.ts';
 export { ImageService, agentBundlePath, type ImageSource, type ResolvedImage } from './images.ts';

@@ -29,7 +29,10 @@ export function portKey(p: { proto: 'tcp' | 'udp'; host: number }): string {
   return `${p.proto}:${p.host}`;
 }
 
-/** Pure: who forwards each host port now, from every VM's recorded forwards ("project web", "VM lab"). */
+/** A host port: its protocol and number. */
+export type HostPort = Pick<PortForward, 'proto' | 'host'>;
+
+/** Pure: who forwards each host port now: every VM's recorded forwards ("project web", "VM lab"), and every app's ports ("app web/api"). */
 export function portOwners(state: State): Map<string, string> {
   const owners = new Map<string, string>();
   for (const vm of Object.values(state.vms)) {
@@ -38,11 +41,13 @@ export function portOwners(state: State): Map<string, string> {
       owners.set(portKey({ proto: f.proto ?? 'tcp', host: f.host }), vm.project ? `project ${vm.project}` : `VM ${vm.name}`);
     }
   }
+  // An app's ports are its project VM's forwards too: the app is their owner.
+  for (const a of Object.values(state.apps)) for (const p of a.spec?.ports ?? []) owners.set(portKey(p), `app ${a.project}/${a.name}`);
   return owners;
 }
 
 /** Pure: an issue for each forward whose host port someone else owns (`self` may keep its own). */
-export function portClashes(state: State, ports: PortForward[], self?: string, path = '--port'): Issue[] {
+export function portClashes(state: State, ports: HostPort[], self?: string, path = '--port'): Issue[] {
   const owners = portOwners(state);
   const issues: Issue[] = [];
   ports.forEach((p, i) => {
@@ -71,7 +76,7 @@ export function hostPortFree(proto: 'tcp' | 'udp', port: number, addr = DEFAULT_
 }
 
 /** An issue for each forward whose host port another program has bound. */
-export async function boundPorts(ports: PortForward[], path = '--port'): Promise<Issue[]> {
+export async function boundPorts(ports: HostPort[], path = '--port'): Promise<Issue[]> {
   const issues: Issue[] = [];
   for (const [i, p] of ports.entries()) {
     if (!(await hostPortFree(p.proto, p.host))) {

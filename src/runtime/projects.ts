@@ -11,6 +11,7 @@ import { MIN_CONSOLE_MAX_BYTES, NAME_PATTERN, NAME_RULE, RESTART_POLICIES, parse
 import { DEFAULT_HOST_ADDR, boundPorts, parsePort, portClashes, portKey } from './ports.ts';
 import type { Forward, MonitorClient } from '../monitor/index.ts';
 import {
+  type App,
   type PortForward,
   type Project,
   type State,
@@ -70,6 +71,8 @@ function setForwards(vm: Vm, ports: PortForward[]): void {
 
 export interface ProjectInfo extends ProjectView {
   diskUsageBytes: number | undefined;
+  /** The project's apps, as recorded. */
+  apps: App[];
 }
 
 export interface ValidatedProject {
@@ -186,7 +189,7 @@ export class ProjectService {
         diskUsageBytes = undefined;
       }
     }
-    return { project, vm, diskUsageBytes };
+    return { project, vm, diskUsageBytes, apps: Object.values(s.apps).filter((a) => a.project === name).sort((x, y) => x.name.localeCompare(y.name)) };
   }
 
   async create(o: CreateProjectOptions): Promise<ProjectView> {

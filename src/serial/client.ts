@@ -713,15 +713,27 @@ export class AgentClient {
   async callStreaming(
     method: string,
     params: unknown,
-    options: { stdout?: Writable; stderr?: Writable; signal?: AbortSignal; timeoutMs?: number } = {},
+    options: { stdout?: Writable; stderr?: Writable; stdin?: Readable; ctl?: Readable; signal?: AbortSignal; timeoutMs?: number } = {},
   ): Promise<unknown> {
     const out = new WritableSink(options.stdout);
     const err = new WritableSink(options.stderr);
-    const { result } = this.#request(method, params, {
+    const inputs = (['stdin', 'ctl'] as const).filter((s) => options[s] !== undefined);
+    const credits = Object.fromEntries(inputs.map((s) => [s, new CreditWindow()])) as Partial<Record<StreamName, CreditWindow>>;
+    const { result, pending } = this.#request(method, params, {
       sinks: { stdout: out, stderr: err },
+      credits,
       ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
       ...(options.signal === undefined ? {} : { signal: options.signal }),
     });
+    for (const s of inputs) {
+      // Each chunk of `ctl` is one message: it must not be split across frames.
+      pumpWithCredit(options[s] as AsyncIterable<Buffer>, credits[s]!, (chunk) => this.#sendData(pending, s, chunk)).then(
+        () => this.#sendEof(pending, s),
+        (e: unknown) => {
+          if (e !== FINISHED) this.#fail(pending, e instanceof Error ? e : new Error(String(e)));
+        },
+      );
+    }
     const raw = await result;
     await Promise.all([out.drained(), err.drained()]);
     return raw;
@@ -963,9 +975,9 @@ export class AgentClient {
     return this.#validate(ShutdownResultSchema, await result, 'shutdown');
   }
 
-  /** Close the channel; pending requests fail with EAGENT_CLOSED. */
-  async close(): Promise<void> {
-    this.#terminate(new AgentClosedError(`agent channel ${this.#where}: closed by the client`, { byClient: true }));
+  /** Close the channel; pending requests fail with EAGENT_CLOSED (saying `reason`, when given). */
+  async close(reason?: string): Promise<void> {
+    this.#terminate(new AgentClosedError(reason ?? `agent channel ${this.#where}: closed by the client`, { byClient: true }));
     if (!this.#stream.closed) await this.#closedPromise;
   }
 }

@@ -47,6 +47,8 @@ export type {
   ImageKind,
   App,
   AppKind,
+  AppSpecRecord,
+  AppPortRecord,
   RecordKind,
   RecordOf,
   Timestamp,

@@ -108,7 +108,32 @@ const AppSchema = v.looseObject({
   kind: v.picklist(APP_KINDS),
   image: v.optional(v.string()),
   createdAt: timestamp,
+  updatedAt: v.optional(timestamp),
   state: v.string(),
+  generation: v.optional(count),
+  container: v.optional(v.string()),
+  spec: v.optional(
+    v.looseObject({
+      source: v.variant('kind', [
+        v.looseObject({ kind: v.literal('build'), dir: v.string() }),
+        v.looseObject({ kind: v.literal('archive'), file: v.string() }),
+        v.looseObject({ kind: v.literal('image'), ref: v.string() }),
+        v.looseObject({ kind: v.literal('binary'), file: v.string() }),
+        v.looseObject({ kind: v.literal('command') }),
+      ]),
+      ports: v.array(v.looseObject({ proto: v.picklist(['tcp', 'udp']), host: port, container: port })),
+      env: v.array(v.string()),
+      volumes: v.array(v.looseObject({ name: v.string(), path: v.string() })),
+      restart: v.looseObject({ name: v.picklist(['no', 'on-failure', 'always', 'unless-stopped']), maxRetries: v.optional(count) }),
+      memoryBytes: v.optional(count),
+      cpus: v.optional(v.number()),
+      cmd: v.optional(v.array(v.string())),
+      workdir: v.optional(v.string()),
+      user: v.optional(v.string()),
+    }),
+  ),
+  lastError: v.optional(v.string()),
+  op: v.optional(PendingOpSchema),
 });
 
 /** The whole file. The root is strict: an unknown top-level key is an error. */

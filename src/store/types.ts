@@ -210,15 +210,46 @@ export interface Image {
 export const APP_KINDS = ['container', 'process'] as const;
 export type AppKind = (typeof APP_KINDS)[number];
 
+/** A port of an app: the host port (127.0.0.1, forwarded to the same guest port) → the program's port. */
+export interface AppPortRecord {
+  proto: 'tcp' | 'udp';
+  host: number;
+  container: number;
+}
+
+/** An app's spec as deployed: what the next deploy replaces and what listings compare Docker against. */
+export interface AppSpecRecord {
+  source: { kind: 'build'; dir: string } | { kind: 'archive'; file: string } | { kind: 'image'; ref: string } | { kind: 'binary'; file: string } | { kind: 'command' };
+  ports: AppPortRecord[];
+  env: string[];
+  volumes: Array<{ name: string; path: string }>;
+  restart: { name: 'no' | 'on-failure' | 'always' | 'unless-stopped'; maxRetries?: number };
+  memoryBytes?: number;
+  cpus?: number;
+  cmd?: string[];
+  workdir?: string;
+  user?: string;
+}
+
 /** A workload inside a project's VM. Stored under `appKey(project, name)`. */
 export interface App {
   project: string;
   name: string;
   kind: AppKind;
-  /** Container image reference (`kind: 'container'`). */
+  /** The image deployed (`kind: 'container'`): its first tag, or its id. */
   image?: string;
   createdAt: Timestamp;
+  updatedAt?: Timestamp;
+  /** GoShip's intent: `deploying`, `deployed`, `stopped`. Docker (or systemd) says how it really runs. */
   state: string;
+  /** Each deploy is one more generation; its container is `goship-APP-GEN`. */
+  generation?: number;
+  /** The container (or unit) of the deployed generation. */
+  container?: string;
+  spec?: AppSpecRecord;
+  /** Why the last deploy failed (the version before runs on). */
+  lastError?: string;
+  op?: PendingOp;
 }
 
 /** The whole state file. */

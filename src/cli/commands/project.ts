@@ -140,7 +140,7 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
     const rt = await ctx.runtime();
     const info = await rt.projects.info(name);
     const { project: p, vm } = info;
-    ctx.out.result({ ...projectJson(info), diskUsageBytes: info.diskUsageBytes ?? null }, () =>
+    ctx.out.result({ ...projectJson(info), diskUsageBytes: info.diskUsageBytes ?? null, apps: info.apps.map((x) => ({ name: x.name, kind: x.kind, state: x.state, image: x.image ?? null, ports: x.spec?.ports ?? [] })) }, () =>
       [
         `project   ${p.name} (${p.state}${p.lastError ? `: ${p.lastError}` : ''})`,
         `vm        ${vm ? `${vm.state}${vm.pid ? `, pid ${vm.pid}` : ''}` : 'missing'}`,
@@ -151,6 +151,7 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
         `agent     ${vm?.agent ? `${vm.agent.version}, protocol ${vm.agent.protocol}, hostname ${vm.agent.hostname}` : '-'}`,
         `restart   ${p.spec.restart ?? 'no'}${vm?.restarts?.count ? `: ${vm.restarts.count} restart(s), last ${vm.restarts.lastAt ?? '?'} after: ${vm.restarts.lastReason ?? '?'}` : ''}`,
         ...(vm?.end ? [`last end  ${vm.end.at}: ${vm.end.summary}`] : []),
+        `apps      ${info.apps.map((x) => `${x.name} (${x.kind}, ${x.state})`).join(', ') || '-'}`,
         ...(vm
           ? [
               `console   ${vm.paths.consoleLog}`,

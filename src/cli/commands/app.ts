@@ -1,0 +1,222 @@
+/** goshipctl app …: a project's workloads, run inside its VM. */
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { PassThrough } from 'node:stream';
+import type { CAC } from 'cac';
+import { GoshipError } from '../../errors.ts';
+import type { AppSource, AppView } from '../../runtime/index.ts';
+import { durationOption, intOption, rawValue, rawValues } from '../args.ts';
+import { type CommandContext, since } from '../context.ts';
+import { EXIT, table } from '../output.ts';
+
+/** The stable --json shape of an app. */
+export function appJson(v: AppView) {
+  return {
+    project: v.project,
+    name: v.name,
+    kind: v.kind,
+    state: v.state,
+    image: v.image,
+    ports: v.ports,
+    restarts: v.restarts,
+    startedAt: v.startedAt,
+    container: v.container ? { id: v.container.id, name: v.container.name, state: v.container.state, exitCode: v.container.exitCode, error: v.container.error } : null,
+    generation: v.record?.generation ?? null,
+    spec: v.record?.spec ?? null,
+    lastError: v.record?.lastError ?? null,
+  };
+}
+
+function portsText(v: AppView): string {
+  return v.ports.map((p) => `${p.proto === 'udp' ? 'udp:' : ''}127.0.0.1:${p.host}→${p.container}`).join(',') || '-';
+}
+
+function appTable(views: AppView[]): string {
+  if (views.length === 0) return 'no apps (deploy one: goshipctl app deploy PROJECT APP --build DIR)';
+  return table(
+    ['PROJECT', 'APP', 'KIND', 'IMAGE', 'STATE', 'PORTS', 'RESTARTS', 'UPTIME'],
+    views.map((v) => [v.project, v.name, v.kind, v.image ?? '-', v.state, portsText(v), v.restarts === null ? '-' : String(v.restarts), v.startedAt ? since(v.startedAt) : '-']),
+  );
+}
+
+/** Exactly one image source. */
+function sourceOf(a: readonly string[]): AppSource {
+  const given = [
+    ['build', rawValue(a, 'build')],
+    ['image-archive', rawValue(a, 'image-archive')],
+    ['image', rawValue(a, 'image')],
+    ['binary', rawValue(a, 'binary')],
+  ].filter(([, v]) => v !== undefined) as Array<[string, string]>;
+  const command = a.includes('--command');
+  if (given.length + (command ? 1 : 0) !== 1) {
+    throw new GoshipError('EUSAGE', 'app deploy: give exactly one of --build DIR, --image-archive FILE, --image REF, --binary FILE or --command', {
+      hint: 'goshipctl app deploy PROJECT APP --build ./app',
+    });
+  }
+  if (command) return { kind: 'command' };
+  const [flag, value] = given[0]!;
+  if (flag === 'build') return { kind: 'build', dir: resolve(value) };
+  if (flag === 'image-archive') return { kind: 'archive', file: resolve(value) };
+  if (flag === 'binary') return { kind: 'binary', file: resolve(value) };
+  return { kind: 'image', ref: value };
+}
+
+export function registerApp(cli: CAC, ctx: CommandContext): void {
+  const a = ctx.argv;
+
+  cli
+    .command('deploy <project> <app> [...cmd]', 'deploy (or replace) an app in the project VM: a container from --build DIR, --image-archive FILE or --image REF')
+    .option('--build <dir>', 'a directory with a Dockerfile: built by dockerd inside the VM')
+    .option('--image-archive <file>', 'a docker save tar, loaded inside the VM')
+    .option('--image <ref>', 'an image pulled by dockerd inside the VM')
+    .option('--binary <file>', 'a program to upload and run as a supervised process (process mode)')
+    .option('--command', 'run a program already in the guest: -- PROGRAM ARGS (process mode)')
+    .option('--port <host:container>', 'forward 127.0.0.1:HOST to the app (repeatable; udp:HOST:CONTAINER)')
+    .option('--env <KEY=VALUE>', 'environment variable (repeatable)')
+    .option('--env-file <file>', 'KEY=VALUE lines')
+    .option('--volume <name:/path>', 'a named volume mounted in the container (repeatable)')
+    .option('--restart <policy>', 'no, on-failure[:N], always, unless-stopped (default no)')
+    .option('--memory <size>', 'memory limit, e.g. 256M')
+    .option('--cpus <n>', 'CPU limit, e.g. 0.5')
+    .option('--workdir <dir>', 'working directory (process mode)')
+    .option('--user <name>', 'user to run as (process mode)')
+    .example('goshipctl app deploy web api --build ./api --port 8080:80 --restart always')
+    .action(async (project: string, app: string, cmd: string[], o: { '--'?: string[] }) => {
+      const source = sourceOf(a);
+      const envFile = rawValue(a, 'env-file');
+      const envText = envFile === undefined ? undefined : await readFile(envFile, 'utf8').catch((cause: Error) => {
+        throw new GoshipError('EINVALID', `--env-file: cannot read ${envFile}: ${cause.message}`, { cause });
+      });
+      const memory = rawValue(a, 'memory');
+      const cpus = rawValue(a, 'cpus');
+      const restart = rawValue(a, 'restart');
+      const workdir = rawValue(a, 'workdir');
+      const user = rawValue(a, 'user');
+      const argv = [...cmd, ...(o['--'] ?? [])];
+      const rt = await ctx.runtime();
+      const p = ctx.out.progress(`deploying ${project}/${app}`);
+      try {
+        const view = await rt.apps.deploy({
+          project,
+          app,
+          source,
+          ports: rawValues(a, 'port'),
+          env: rawValues(a, 'env'),
+          ...(envText !== undefined ? { envFile: envText } : {}),
+          volumes: rawValues(a, 'volume'),
+          ...(restart !== undefined ? { restart } : {}),
+          ...(memory !== undefined ? { memory } : {}),
+          ...(cpus !== undefined ? { cpus } : {}),
+          ...(workdir !== undefined ? { workdir } : {}),
+          ...(user !== undefined ? { user } : {}),
+          ...(argv.length > 0 ? { cmd: argv } : {}),
+          onProgress: (line) => {
+            // The build's own output: on stderr, above the progress line (not in --json mode).
+            if (!ctx.out.json) {
+              p.done();
+              ctx.out.note(line);
+            }
+          },
+        });
+        p.done();
+        ctx.out.result(appJson(view), () => `app ${project}/${app} is ${view.state} (${view.container?.name ?? '-'})${view.ports.length ? `\nports: ${portsText(view)}` : ''}`);
+      } catch (err) {
+        p.done();
+        throw err;
+      }
+    });
+
+  cli.command('list [project]', 'the apps of a project (or of every project), as recorded and as Docker sees them').action(async (project: string | undefined) => {
+    const rt = await ctx.runtime();
+    const views = await rt.apps.list(project);
+    ctx.out.result(views.map(appJson), () => appTable(views));
+  });
+
+  cli.command('info <project> <app>', 'one app: its spec as deployed, its container, its ports').action(async (project: string, app: string) => {
+    const rt = await ctx.runtime();
+    const v = await rt.apps.info(project, app);
+    ctx.out.result(appJson(v), () =>
+      [
+        `app       ${v.project}/${v.name} (${v.kind})`,
+        `state     ${v.state}${v.container?.error ? ` (${v.container.error})` : ''}`,
+        `image     ${v.image ?? '-'}`,
+        `container ${v.container ? `${v.container.name} ${v.container.id.slice(0, 12)}` : '-'}`,
+        `ports     ${portsText(v)}`,
+        `restarts  ${v.restarts ?? '-'}`,
+        `uptime    ${v.startedAt ? since(v.startedAt) : '-'}`,
+        `restart   ${v.record?.spec?.restart?.name ?? '-'}`,
+        ...(v.record?.lastError ? [`last error ${v.record.lastError}`] : []),
+      ].join('\n'),
+    );
+  });
+
+  for (const verb of ['start', 'stop', 'restart'] as const) {
+    cli.command(`${verb} <project> <app>`, `${verb} the app's container`).action(async (project: string, app: string) => {
+      const rt = await ctx.runtime();
+      const v = await rt.apps.control(project, app, verb);
+      ctx.out.result(appJson(v), () => `app ${project}/${app} is ${v.state}`);
+    });
+  }
+
+  cli.command('remove <project> <app>', "remove the app: its container in the VM, its ports, its record").action(async (project: string, app: string) => {
+    const rt = await ctx.runtime();
+    await rt.apps.remove(project, app);
+    ctx.out.result({ removed: `${project}/${app}` }, () => `app ${project}/${app} removed`);
+  });
+
+  cli
+    .command('logs <project> <app>', "the app's output (stdout and stderr)")
+    .option('-f, --follow', 'keep printing new output')
+    .option('--tail <n>', 'only the last N lines')
+    .option('--since <duration>', 'only output since then, e.g. 10m, 2h, 30s')
+    .option('--timestamps', 'prefix each line with its time')
+    .action(async (project: string, app: string, o: { follow?: boolean; timestamps?: boolean }) => {
+      const rt = await ctx.runtime();
+      const tail = intOption(a, 'tail', 'a whole number of lines');
+      const sinceSec = durationOption(a, 'since');
+      await rt.apps.logs(project, app, {
+        follow: o.follow === true,
+        timestamps: o.timestamps === true,
+        ...(tail !== undefined ? { tail } : {}),
+        ...(sinceSec !== undefined ? { sinceSec } : {}),
+        stdout: process.stdout,
+        stderr: process.stderr,
+        signal: ctx.signal,
+      });
+    });
+
+  cli
+    .command('exec <project> <app> [...command]', "run a command in the app's container; exits with its code")
+    .option('-t, --tty', 'a terminal (with its window size)')
+    .option('-i, --interactive', 'pass stdin through')
+    .action(async (project: string, app: string, command: string[], o: { '--'?: string[]; tty?: boolean; interactive?: boolean }) => {
+      const argv = [...command, ...(o['--'] ?? [])];
+      if (argv.length === 0) throw new GoshipError('EUSAGE', 'app exec: no command given', { hint: 'goshipctl app exec PROJECT APP -- CMD ARGS' });
+      const rt = await ctx.runtime();
+      const tty = o.tty === true;
+      const ctl = tty ? new PassThrough() : undefined;
+      const resize = (): void => {
+        if (ctl && process.stdout.columns && process.stdout.rows) ctl.write(`${JSON.stringify({ resize: { rows: process.stdout.rows, cols: process.stdout.columns } })}\n`);
+      };
+      const raw = tty && o.interactive && process.stdin.isTTY;
+      if (raw) process.stdin.setRawMode(true);
+      if (tty) process.stdout.on('resize', resize);
+      try {
+        const code = await rt.apps.exec(project, app, argv, {
+          tty,
+          ...(o.interactive ? { stdin: process.stdin } : {}),
+          stdout: process.stdout,
+          stderr: process.stderr,
+          ...(ctl ? { ctl } : {}),
+          ...(tty && process.stdout.rows && process.stdout.columns ? { rows: process.stdout.rows, cols: process.stdout.columns } : {}),
+          signal: ctx.signal,
+        });
+        return code ?? EXIT.failed;
+      } finally {
+        if (raw) process.stdin.setRawMode(false);
+        if (tty) process.stdout.off('resize', resize);
+        ctl?.end();
+        if (o.interactive) process.stdin.destroy();
+      }
+    });
+}

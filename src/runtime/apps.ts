@@ -1,0 +1,490 @@
+/**
+ * Apps: the workloads of a project, run inside its VM, never on the host.
+ * A container app is a Docker container in the VM (the agent speaks dockerd's
+ * Engine API there); its record (the spec as deployed) lives in the store,
+ * and Docker is the truth about how it runs: listings merge the two and show
+ * drift instead of hiding it.
+ *
+ * A deploy replaces an app only once the new version can start: the new image
+ * is built, loaded or pulled first; a new container (the next generation) is
+ * created; the old one is stopped only then; if the new one does not start
+ * (or exits at once), the old one is started again and the error says why.
+ *
+ * Ports: host port → live QEMU forward (through the VM's monitor) → the same
+ * port number in the guest → the container's port. One owner per host port
+ * across every project, VM and app.
+ */
+import { createReadStream, existsSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { Readable, Writable } from 'node:stream';
+import * as tar from 'tar';
+import * as v from 'valibot';
+import { ValidationError } from '../errors.ts';
+import type { MonitorClient } from '../monitor/index.ts';
+import {
+  APP_LABEL,
+  APP_METHODS,
+  AppExecResultSchema,
+  ContainerInfoSchema,
+  ContainerListSchema,
+  GENERATION_LABEL,
+  ImageResultSchema,
+  PROJECT_LABEL,
+  type ContainerInfo,
+} from '../protocol/index.ts';
+import { AgentProtocolError, type AgentClient } from '../serial/index.ts';
+import { type App, type AppSpecRecord, type Project, type State, type Store, appKey, findRecord, requireRecord } from '../store/index.ts';
+import { checkAppOptions, type AppPort, type DeployOptions, type ValidatedApp } from './app-options.ts';
+import { PortTakenError, RuntimeError, busyError, stateError } from './errors.ts';
+import { DEFAULT_HOST_ADDR, boundPorts, portClashes, portKey } from './ports.ts';
+import { LIVE_STATES } from './reconcile.ts';
+import type { VmService } from './vms.ts';
+
+/** How long a new container must keep running after its start to count as started. */
+export const START_SETTLE_MS = 1500;
+
+export interface AppContext {
+  store: Store;
+  vms: VmService;
+  now: () => string;
+  reconcile: () => Promise<void>;
+}
+
+/** One row of `app list`: the record and what Docker says, merged. */
+export interface AppView {
+  project: string;
+  name: string;
+  kind: App['kind'];
+  /** Docker's state (running, restarting, exited…), `missing` (recorded, gone from Docker), `unmanaged` (in Docker, not recorded), `vm-stopped`. */
+  state: string;
+  image: string | null;
+  ports: AppPort[];
+  restarts: number | null;
+  startedAt: string | null;
+  container: ContainerInfo | null;
+  record: App | null;
+}
+
+export interface AppLogsOptions {
+  follow?: boolean;
+  tail?: number;
+  /** Seconds ago. */
+  sinceSec?: number;
+  timestamps?: boolean;
+  stdout?: Writable;
+  stderr?: Writable;
+  signal?: AbortSignal;
+}
+
+export interface AppExecOptions {
+  tty?: boolean;
+  stdin?: Readable;
+  stdout?: Writable;
+  stderr?: Writable;
+  rows?: number;
+  cols?: number;
+  /** JSON resize messages (`{"resize":{"rows","cols"}}`), one per chunk. */
+  ctl?: Readable;
+  signal?: AbortSignal;
+}
+
+const containerName = (app: string, generation: number): string => `goship-${app}-${generation}`;
+
+/** Pure: the container spec an app's record becomes. */
+export function containerSpec(project: string, a: ValidatedApp, image: string, generation: number) {
+  return {
+    name: containerName(a.app, generation),
+    image,
+    ...(a.cmd ? { cmd: a.cmd } : {}),
+    env: a.env,
+    ports: a.ports.map((p) => ({ proto: p.proto, guest: p.host, container: p.container })),
+    volumes: a.volumes,
+    restart: a.restart.name === 'on-failure' && a.restart.maxRetries !== undefined ? { name: 'on-failure' as const, maxRetries: a.restart.maxRetries } : { name: a.restart.name },
+    ...(a.memoryBytes !== undefined ? { memory: a.memoryBytes } : {}),
+    ...(a.cpus !== undefined ? { cpus: a.cpus } : {}),
+    labels: { [APP_LABEL]: a.app, [PROJECT_LABEL]: project, [GENERATION_LABEL]: String(generation) },
+  };
+}
+
+/** Whether a file is a `docker save` archive: a tar whose entries include manifest.json. */
+export async function isDockerArchive(file: string): Promise<boolean> {
+  let found = false;
+  try {
+    await tar.t({
+      file,
+      onReadEntry: (e) => {
+        if (e.path === 'manifest.json' || e.path === './manifest.json') found = true;
+      },
+    });
+  } catch {
+    return false;
+  }
+  return found;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export class AppService {
+  constructor(private readonly ctx: AppContext) {}
+
+  private op(kind: 'create' | 'delete' | 'start' | 'stop') {
+    return { kind, pid: process.pid, startedAt: this.ctx.now() };
+  }
+
+  private check<S extends v.GenericSchema>(schema: S, raw: unknown, what: string): v.InferOutput<S> {
+    const r = v.safeParse(schema, raw);
+    if (!r.success) throw new AgentProtocolError(`${what}: the guest's answer is not valid: ${r.issues.map((i) => i.message).join('; ')}`, { received: raw });
+    return r.output;
+  }
+
+  /** The project, which must exist and run. */
+  private async runningProject(name: string): Promise<{ project: Project; vmId: string }> {
+    await this.ctx.reconcile();
+    const s = await this.ctx.store.read();
+    const project = requireRecord(s, 'project', name);
+    const vm = findRecord(s, 'vm', project.vmId);
+    if (!vm || !LIVE_STATES.has(vm.state)) {
+      throw stateError(`project ${name} is not running (VM ${vm?.state ?? 'missing'})`, `start it: goshipctl project start ${name}`);
+    }
+    return { project, vmId: project.vmId };
+  }
+
+  private async withAgent<T>(vmId: string, fn: (agent: AgentClient) => Promise<T>): Promise<T> {
+    const agent = await this.ctx.vms.agent(vmId, 30_000);
+    try {
+      return await fn(agent);
+    } finally {
+      await agent.close();
+    }
+  }
+
+  /** Deploys (or replaces) an app: its image first, then the new container; the old one goes only once the new one runs. */
+  async deploy(o: DeployOptions): Promise<AppView> {
+    const { app: a, issues } = checkAppOptions(o);
+    if (a.source.kind === 'build') {
+      const dir = a.source.dir;
+      if (!existsSync(dir) || !(await stat(dir)).isDirectory()) issues.push({ path: '--build', message: `not a directory: ${dir}` });
+      else if (!existsSync(`${dir}/Dockerfile`)) issues.push({ path: '--build', message: `no Dockerfile in ${dir}` });
+    } else if (a.source.kind === 'archive') {
+      const file = a.source.file;
+      if (!existsSync(file)) issues.push({ path: '--image-archive', message: `no such file: ${file}` });
+      else if (!(await isDockerArchive(file))) issues.push({ path: '--image-archive', message: `${file} is not a Docker image archive (a tar with manifest.json, as docker save writes)` });
+    } else if (a.source.kind === 'binary' || a.source.kind === 'command') {
+      throw new RuntimeError('ENOTSUP', 'process apps (--binary, --command) are not supported yet: deploy a container (--build, --image-archive, --image)');
+    }
+    if (issues.length > 0) throw new ValidationError(issues, { subject: 'invalid app', hint: 'goshipctl app deploy --help' });
+    const { vmId } = await this.runningProject(a.project);
+    const key = appKey(a.project, a.app);
+
+    // Under the store lock: the record (busy, or a new one), and the host ports.
+    const before = await this.ctx.store.update(async (draft) => {
+      requireRecord(draft, 'project', a.project);
+      const old = draft.apps[key];
+      if (old?.op) throw busyError(`app ${a.project}/${a.app}`, old.op);
+      const mine = new Set((old?.spec?.ports ?? []).map(portKey));
+      const fresh = a.ports.filter((p) => !mine.has(portKey(p)));
+      const taken = [...portClashes(draft, a.ports, `app ${a.project}/${a.app}`), ...(await boundPorts(fresh))];
+      if (taken.length > 0) throw new PortTakenError(taken);
+      const now = this.ctx.now();
+      const rec: App = old ?? { project: a.project, name: a.app, kind: 'container', createdAt: now, state: 'deploying', generation: 0 };
+      rec.op = this.op(old ? 'start' : 'create');
+      if (!old) draft.apps[key] = rec;
+      return structuredClone(old);
+    });
+    const generation = (before?.generation ?? 0) + 1;
+    const progress = o.onProgress ?? (() => undefined);
+    try {
+      const view = await this.withAgent(vmId, async (agent) => {
+        const image = await this.acquireImage(agent, a, generation, progress);
+        const next = containerName(a.app, generation);
+        // A leftover of an interrupted deploy with this name goes first.
+        await agent.call(APP_METHODS.remove, { container: next }).catch(() => undefined);
+        await agent.call(APP_METHODS.create, containerSpec(a.project, a, image.imageId, generation), { timeoutMs: 60_000 });
+        const old = before?.container;
+        if (old) await agent.call(APP_METHODS.stop, { container: old, timeoutSec: 10 }, { timeoutMs: 60_000 }).catch(() => undefined);
+        const started = await this.startAndSettle(agent, next);
+        if (!started.ok) {
+          // Roll back: the new container goes first (it may hold the ports while it restarts), then the old one runs again.
+          await agent.call(APP_METHODS.remove, { container: next }).catch(() => undefined);
+          let back = 'fix the image or the command and deploy again';
+          if (old) {
+            const again = await this.startAndSettle(agent, old);
+            back = again.ok ? 'the version that ran before runs again' : `the version before did not start again either: ${again.why}`;
+          }
+          throw new RuntimeError('EAPP_START', `app ${a.project}/${a.app}: the new version did not start: ${started.why}`, { hint: back });
+        }
+        if (old) await agent.call(APP_METHODS.remove, { container: old }).catch(() => undefined);
+        return { image, info: started.info };
+      });
+      await this.syncForwards(a.project, vmId);
+      const spec: AppSpecRecord = {
+        source: a.source.kind === 'build' ? { kind: 'build', dir: a.source.dir } : a.source.kind === 'archive' ? { kind: 'archive', file: a.source.file } : { kind: 'image', ref: (a.source as { ref: string }).ref },
+        ports: a.ports,
+        env: a.env,
+        volumes: a.volumes,
+        restart: a.restart,
+        ...(a.memoryBytes !== undefined ? { memoryBytes: a.memoryBytes } : {}),
+        ...(a.cpus !== undefined ? { cpus: a.cpus } : {}),
+        ...(a.cmd ? { cmd: a.cmd } : {}),
+      };
+      await this.ctx.store.update((draft) => {
+        const rec = requireRecord(draft, 'app', key);
+        rec.spec = spec;
+        rec.generation = generation;
+        rec.container = containerName(a.app, generation);
+        rec.image = view.image.tags[0] ?? view.image.imageId;
+        rec.state = 'deployed';
+        rec.updatedAt = this.ctx.now();
+        delete rec.lastError;
+        delete rec.op;
+      });
+      await this.syncForwards(a.project, vmId);
+      return this.info(a.project, a.app);
+    } catch (err) {
+      await this.ctx.store.update((draft) => {
+        const rec = findRecord(draft, 'app', key);
+        if (!rec) return;
+        if (before === undefined) delete draft.apps[key];
+        else {
+          rec.lastError = err instanceof Error ? err.message : String(err);
+          delete rec.op;
+        }
+      });
+      throw err;
+    }
+  }
+
+  private async acquireImage(agent: AgentClient, a: ValidatedApp, generation: number, progress: (line: string) => void) {
+    const out = lineWriter(progress);
+    const s = a.source;
+    let raw: unknown;
+    if (s.kind === 'build') {
+      const context = Readable.from(tar.c({ cwd: s.dir, portable: true, noMtime: false }, ['.']) as unknown as AsyncIterable<Buffer>);
+      raw = await agent.callStreaming(APP_METHODS.build, { tag: `goship/${a.app}:${generation}`, labels: { [APP_LABEL]: a.app } }, { stdin: context, stdout: out, timeoutMs: 3_600_000 });
+    } else if (s.kind === 'archive') {
+      raw = await agent.callStreaming(APP_METHODS.load, {}, { stdin: createReadStream(s.file), stdout: out, timeoutMs: 3_600_000 });
+    } else {
+      raw = await agent.callStreaming(APP_METHODS.pull, { ref: (s as { ref: string }).ref }, { stdout: out, timeoutMs: 3_600_000 });
+    }
+    return this.check(ImageResultSchema, raw, 'app image');
+  }
+
+  /** Starts a container and watches it for a moment: a program that exits at once did not start. */
+  private async startAndSettle(agent: AgentClient, container: string): Promise<{ ok: true; info: ContainerInfo } | { ok: false; why: string }> {
+    try {
+      await agent.call(APP_METHODS.start, { container }, { timeoutMs: 60_000 });
+    } catch (err) {
+      return { ok: false, why: err instanceof Error ? err.message : String(err) };
+    }
+    await sleep(START_SETTLE_MS);
+    const info = this.check(ContainerInfoSchema, await agent.call(APP_METHODS.inspect, { container }), 'app inspect');
+    if (info.state === 'running' && info.restartCount === 0) return { ok: true, info };
+    const tail = await this.logTail(agent, container);
+    const how =
+      info.state === 'restarting' || info.restartCount > 0
+        ? `it keeps restarting (${info.restartCount} restart${info.restartCount === 1 ? '' : 's'} in ${START_SETTLE_MS / 1000} s${info.exitCode ? `, exit code ${info.exitCode}` : ''})`
+        : `it ${info.state} with exit code ${info.exitCode ?? '?'}`;
+    return { ok: false, why: `${how}${info.error ? `: ${info.error}` : ''}${tail ? `; its last output: ${tail}` : ''}` };
+  }
+
+  private async logTail(agent: AgentClient, container: string): Promise<string> {
+    const chunks: Buffer[] = [];
+    const w = collector(chunks);
+    await agent.callStreaming(APP_METHODS.logs, { container, follow: false, tail: 10, timestamps: false }, { stdout: w, stderr: w, timeoutMs: 30_000 }).catch(() => undefined);
+    return Buffer.concat(chunks).toString('utf8').trim().split('\n').slice(-5).join(' | ').slice(0, 800);
+  }
+
+  /**
+   * The VM's forwards follow the project's ports and its apps' ports: each app
+   * port is a forward of the host port to the same guest port. Recorded in the
+   * VM's spec (so every start applies them) and applied live through the
+   * monitor.
+   */
+  private async syncForwards(project: string, vmId: string): Promise<void> {
+    const wanted = await this.ctx.store.update((draft) => {
+      const p = requireRecord(draft, 'project', project);
+      const vm = requireRecord(draft, 'vm', vmId);
+      const forwards = [
+        ...p.spec.ports.map((q) => ({ proto: q.proto, host: q.host, guest: q.guest })),
+        ...appsOf(draft, project).flatMap((a) => (a.spec?.ports ?? []).map((q) => ({ proto: q.proto, host: q.host, guest: q.host }))),
+      ];
+      const network = (vm.config.network ?? { mode: 'user' }) as Record<string, unknown>;
+      vm.config = { ...vm.config, network: { ...network, forwards } };
+      return forwards;
+    });
+    const live = await this.ctx.vms.livePorts(vmId);
+    if (live === undefined) return;
+    const monitor: MonitorClient = await this.ctx.vms.monitor(vmId);
+    try {
+      const have = new Set(live.map((f) => `${f.proto}:${f.host}`));
+      const want = new Set(wanted.map((f) => `${f.proto}:${f.host}`));
+      for (const f of wanted) if (!have.has(`${f.proto}:${f.host}`)) await monitor.portAdd({ ...f, hostAddr: DEFAULT_HOST_ADDR });
+      for (const f of live) if (!want.has(`${f.proto}:${f.host}`)) await monitor.portRemove({ proto: f.proto, host: f.host, hostAddr: f.hostAddr });
+    } finally {
+      await monitor.close();
+    }
+  }
+
+  /** Every app of a project (or of every project), records merged with what Docker reports. */
+  async list(project?: string): Promise<AppView[]> {
+    await this.ctx.reconcile();
+    const s = await this.ctx.store.read();
+    const projects = project ? [requireRecord(s, 'project', project)] : Object.values(s.projects).sort((x, y) => x.name.localeCompare(y.name));
+    const views: AppView[] = [];
+    for (const p of projects) views.push(...(await this.viewsOf(s, p)));
+    return views;
+  }
+
+  private async viewsOf(s: State, p: Project): Promise<AppView[]> {
+    const records = appsOf(s, p.name);
+    const vm = findRecord(s, 'vm', p.vmId);
+    let containers: ContainerInfo[] | undefined;
+    if (vm && LIVE_STATES.has(vm.state) && (records.length > 0 || vm.state === 'ready')) {
+      containers = await this.withAgent(p.vmId, async (agent) => this.check(ContainerListSchema, await agent.call(APP_METHODS.list, {}, { timeoutMs: 60_000 }), 'app list').containers).catch(
+        () => undefined,
+      );
+    }
+    const views: AppView[] = [];
+    const seen = new Set<string>();
+    for (const r of records.sort((x, y) => x.name.localeCompare(y.name))) {
+      const c = containers?.find((x) => x.name === r.container) ?? containers?.find((x) => x.labels[APP_LABEL] === r.name && x.labels[PROJECT_LABEL] === p.name);
+      if (c) seen.add(c.id);
+      views.push({
+        project: p.name,
+        name: r.name,
+        kind: r.kind,
+        state: containers === undefined ? 'vm-stopped' : c ? c.state : r.op ? 'deploying' : 'missing',
+        image: r.image ?? null,
+        ports: r.spec?.ports ?? [],
+        restarts: c?.restartCount ?? null,
+        startedAt: c?.state === 'running' ? c.startedAt : null,
+        container: c ?? null,
+        record: r,
+      });
+    }
+    for (const c of containers ?? []) {
+      if (seen.has(c.id) || c.labels[PROJECT_LABEL] !== p.name) continue;
+      views.push({ project: p.name, name: c.labels[APP_LABEL] ?? c.name, kind: 'container', state: `unmanaged (${c.state})`, image: c.image, ports: [], restarts: c.restartCount, startedAt: c.startedAt, container: c, record: null });
+    }
+    return views;
+  }
+
+  async info(project: string, app: string): Promise<AppView> {
+    const views = await this.list(project);
+    const view = views.find((x) => x.name === app && x.record !== null);
+    if (!view) throw new RuntimeError('ENOTFOUND', `app ${project}/${app} does not exist`, { hint: `goshipctl app list ${project}` });
+    return view;
+  }
+
+  private async recorded(project: string, app: string): Promise<{ rec: App; vmId: string }> {
+    const { vmId } = await this.runningProject(project);
+    const rec = findRecord(await this.ctx.store.read(), 'app', appKey(project, app));
+    if (!rec) throw new RuntimeError('ENOTFOUND', `app ${project}/${app} does not exist`, { hint: `goshipctl app list ${project}` });
+    if (rec.op) throw busyError(`app ${project}/${app}`, rec.op);
+    if (!rec.container) throw stateError(`app ${project}/${app} has no container yet`, `deploy it: goshipctl app deploy ${project} ${app} …`);
+    return { rec, vmId };
+  }
+
+  /** start, stop or restart the app's container. */
+  async control(project: string, app: string, verb: 'start' | 'stop' | 'restart'): Promise<AppView> {
+    const { rec, vmId } = await this.recorded(project, app);
+    await this.withAgent(vmId, (agent) => agent.call(APP_METHODS[verb], { container: rec.container, timeoutSec: 10 }, { timeoutMs: 60_000 }));
+    await this.ctx.store.update((draft) => {
+      const r = findRecord(draft, 'app', appKey(project, app));
+      if (r) r.state = verb === 'stop' ? 'stopped' : 'deployed';
+    });
+    return this.info(project, app);
+  }
+
+  /** Removes the app: its container in the VM, its forwards and its record. */
+  async remove(project: string, app: string): Promise<void> {
+    const key = appKey(project, app);
+    await this.ctx.reconcile();
+    const s = await this.ctx.store.read();
+    const p = requireRecord(s, 'project', project);
+    const rec = findRecord(s, 'app', key);
+    if (!rec) throw new RuntimeError('ENOTFOUND', `app ${project}/${app} does not exist`, { hint: `goshipctl app list ${project}` });
+    const vm = findRecord(s, 'vm', p.vmId);
+    if (rec.container && vm && LIVE_STATES.has(vm.state)) {
+      await this.withAgent(p.vmId, (agent) => agent.call(APP_METHODS.remove, { container: rec.container })).catch((err: { code?: string; remoteCode?: string }) => {
+        // Already gone from Docker: nothing to remove there.
+        if (err.remoteCode !== 'EDOCKER_NOTFOUND') throw err;
+      });
+    }
+    await this.ctx.store.update((draft) => {
+      delete draft.apps[key];
+    });
+    await this.syncForwards(project, p.vmId);
+  }
+
+  async logs(project: string, app: string, o: AppLogsOptions): Promise<void> {
+    const { rec, vmId } = await this.recorded(project, app);
+    await this.withAgent(vmId, (agent) =>
+      agent.callStreaming(
+        APP_METHODS.logs,
+        {
+          container: rec.container,
+          follow: o.follow === true,
+          timestamps: o.timestamps === true,
+          ...(o.tail !== undefined ? { tail: o.tail } : {}),
+          ...(o.sinceSec !== undefined ? { since: Math.floor(Date.now() / 1000) - o.sinceSec } : {}),
+        },
+        { ...(o.stdout ? { stdout: o.stdout } : {}), ...(o.stderr ? { stderr: o.stderr } : {}), ...(o.signal ? { signal: o.signal } : {}), timeoutMs: 2 ** 31 - 1 },
+      ),
+    );
+  }
+
+  /** Runs a command in the app's container; its exit code. */
+  async exec(project: string, app: string, argv: string[], o: AppExecOptions): Promise<number | null> {
+    const { rec, vmId } = await this.recorded(project, app);
+    const raw = await this.withAgent(vmId, (agent) =>
+      agent.callStreaming(
+        APP_METHODS.exec,
+        { container: rec.container, argv, tty: o.tty === true, stdin: o.stdin !== undefined, ...(o.rows && o.cols ? { rows: o.rows, cols: o.cols } : {}) },
+        {
+          ...(o.stdin ? { stdin: o.stdin } : {}),
+          ...(o.ctl ? { ctl: o.ctl } : {}),
+          ...(o.stdout ? { stdout: o.stdout } : {}),
+          ...(o.stderr ? { stderr: o.stderr } : {}),
+          ...(o.signal ? { signal: o.signal } : {}),
+          timeoutMs: 2 ** 31 - 1,
+        },
+      ),
+    );
+    return this.check(AppExecResultSchema, raw, 'app exec').exitCode;
+  }
+}
+
+/** Pure: the app records of a project. */
+export function appsOf(s: State, project: string): App[] {
+  return Object.values(s.apps).filter((a) => a.project === project);
+}
+
+/** A Writable that turns progress bytes into lines. */
+function lineWriter(onLine: (line: string) => void): Writable {
+  let rest = '';
+  return new Writable({
+    write(chunk: Buffer, _e, cb) {
+      rest += chunk.toString('utf8');
+      const lines = rest.split('\n');
+      rest = lines.pop() ?? '';
+      for (const l of lines) onLine(l);
+      cb();
+    },
+    final(cb) {
+      if (rest) onLine(rest);
+      cb();
+    },
+  });
+}
+
+function collector(chunks: Buffer[]): Writable {
+  return new Writable({
+    write(chunk: Buffer, _e, cb) {
+      chunks.push(chunk);
+      cb();
+    },
+  });
+}
