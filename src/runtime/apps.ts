@@ -36,7 +36,7 @@ import { AgentProtocolError, type AgentClient } from '../serial/index.ts';
 import { type App, type AppSpecRecord, type Project, type State, type Store, appKey, findRecord, requireRecord } from '../store/index.ts';
 import { checkAppOptions, type AppPort, type DeployOptions, type ValidatedApp } from './app-options.ts';
 import { PortTakenError, RuntimeError, busyError, stateError } from './errors.ts';
-import { DEFAULT_HOST_ADDR, boundPorts, portClashes, portKey } from './ports.ts';
+import { DEFAULT_HOST_ADDR, portKey, takenPorts } from './ports.ts';
 import { LIVE_STATES } from './reconcile.ts';
 import type { VmService } from './vms.ts';
 
@@ -183,9 +183,7 @@ export class AppService {
       requireRecord(draft, 'project', a.project);
       const old = draft.apps[key];
       if (old?.op) throw busyError(`app ${a.project}/${a.app}`, old.op);
-      const mine = new Set((old?.spec?.ports ?? []).map(portKey));
-      const fresh = a.ports.filter((p) => !mine.has(portKey(p)));
-      const taken = [...portClashes(draft, a.ports, `app ${a.project}/${a.app}`), ...(await boundPorts(fresh))];
+      const taken = await takenPorts(draft, a.ports, `app ${a.project}/${a.app}`);
       if (taken.length > 0) throw new PortTakenError(taken);
       const now = this.ctx.now();
       const rec: App = old ?? { project: a.project, name: a.app, kind: 'container', createdAt: now, state: 'deploying', generation: 0 };

@@ -76,12 +76,17 @@ export function hostPortFree(proto: 'tcp' | 'udp', port: number, addr = DEFAULT_
 }
 
 /** An issue for each forward whose host port another program has bound. */
-export async function boundPorts(ports: HostPort[], path = '--port'): Promise<Issue[]> {
-  const issues: Issue[] = [];
+/**
+ * Every reason the host ports cannot be forwarded for `self`: forwarded by
+ * another owner, or (when no GoShip owner holds them) bound by another
+ * program on this host. A port `self` already forwards is its own.
+ */
+export async function takenPorts(state: State, ports: HostPort[], self?: string, path = '--port'): Promise<Issue[]> {
+  const owners = portOwners(state);
+  const issues = portClashes(state, ports, self, path);
   for (const [i, p] of ports.entries()) {
-    if (!(await hostPortFree(p.proto, p.host))) {
-      issues.push({ path: `${path}[${i}]`, message: `host port ${portKey(p)} is in use by another program on this host` });
-    }
+    if (owners.has(portKey(p))) continue;
+    if (!(await hostPortFree(p.proto, p.host))) issues.push({ path: `${path}[${i}]`, message: `host port ${portKey(p)} is in use by another program on this host` });
   }
   return issues;
 }

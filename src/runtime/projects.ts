@@ -8,7 +8,7 @@ import { ValidationError, type Issue } from '../errors.ts';
 import { RuntimeError } from './errors.ts';
 import { checkSshKey } from '../cloudinit/index.ts';
 import { MIN_CONSOLE_MAX_BYTES, NAME_PATTERN, NAME_RULE, RESTART_POLICIES, parseSize, type HostFacts, type RestartPolicy } from '../qemu/index.ts';
-import { DEFAULT_HOST_ADDR, boundPorts, parsePort, portClashes, portKey } from './ports.ts';
+import { DEFAULT_HOST_ADDR, parsePort, portKey, takenPorts } from './ports.ts';
 import type { Forward, MonitorClient } from '../monitor/index.ts';
 import {
   type App,
@@ -387,7 +387,7 @@ export class ProjectService {
 
 /** Under the store lock: refuses host ports another project or VM forwards, or another program has bound. */
 async function assertPortsFree(draft: State, ports: PortForward[], self?: string): Promise<void> {
-  const issues = [...portClashes(draft, ports, self), ...(await boundPorts(ports))];
+  const issues = await takenPorts(draft, ports, self);
   if (issues.length > 0) throw new PortTakenError(issues);
 }
 

@@ -17,6 +17,7 @@ import { pidAlive } from '../../src/proc.ts';
 import { isOurProcess, processMarker } from '../../src/qemu/index.ts';
 import { goshipctl } from '../helpers/cli.ts';
 import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
+import { until, freePort, tcpGet } from '../helpers/net.ts';
 
 let env: ProjectEnv;
 const g = (args: string[], timeoutMs = 300_000) => goshipctl(args, env.env, { timeoutMs });
@@ -32,38 +33,6 @@ interface VmJson {
   monitor?: { pid: number; adopted?: boolean };
   end?: { kind: string; summary: string; shutdownReason?: string };
   paths: { consoleLog: string; monitorLog: string };
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function tcpGet(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = connect(port, '127.0.0.1');
-    let text = '';
-    s.setEncoding('utf8');
-    s.on('data', (d: string) => (text += d));
-    s.on('end', () => resolve(text));
-    s.on('error', reject);
-    s.setTimeout(10_000, () => s.destroy(new Error('timeout')));
-  });
 }
 
 function udpAsk(port: number, message: string): Promise<string> {

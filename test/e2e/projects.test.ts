@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isOurProcess, processMarker } from '../../src/qemu/index.ts';
 import { CLI, goshipctl } from '../helpers/cli.ts';
 import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
+import { freePort } from '../helpers/net.ts';
 
 let env: ProjectEnv;
 
@@ -30,16 +31,6 @@ const json = async <T>(args: string[]): Promise<T> => {
   if (r.code !== 0) throw new Error(`goshipctl ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
   return JSON.parse(r.stdout) as T;
 };
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function qemuOfEnv(): Promise<number[]> {
   const { stdout } = await execa('pgrep', ['-f', `path=${env.layout.run}/`], { reject: false });

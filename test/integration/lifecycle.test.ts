@@ -18,6 +18,7 @@ import { Runtime, qemuUser } from '../../src/runtime/index.ts';
 import type { Vm } from '../../src/store/index.ts';
 import { FASTGUEST_ACPI_IGNORE, fastGuest, type FastGuest } from '../helpers/fast-guest.ts';
 import { testEnv, type TestEnv } from '../helpers/runtime-env.ts';
+import { until } from '../helpers/net.ts';
 
 let env: TestEnv;
 let rt: Runtime;
@@ -48,16 +49,6 @@ async function waitConsole(path: string, text: string, timeoutMs = 60_000): Prom
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`no "${text}" in ${path} within ${timeoutMs} ms`);
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /** The record once the VM's monitor has recorded its end and exited. */
