@@ -3,7 +3,9 @@
 //  - agent round-trip time (ping), median of 50;
 //  - upload throughput against the raw throughput of the same virtio-serial port
 //    (bytes written straight to the chardev socket, counted by `head -c` in the guest),
-//    medians of 3 each, once the guest has settled (cloud-init done).
+//    medians of 3 each, once the guest has settled (cloud-init done);
+//  - reboot cycle: `systemctl reboot` in the guest → the agent answers with a new
+//    boot id, median of --runs, against the fresh boot above (goal ≤ 1.5×).
 //
 //   npm run bench -- agent [--runs 3]
 import { randomBytes } from 'node:crypto';
@@ -71,6 +73,29 @@ async function rawPort(vmName, size) {
   return { ms, counted: Number(Buffer.concat(counted).toString().trim()) };
 }
 
+const bootIdOf = async (agent) => {
+  const out = [];
+  await agent.exec(['cat', '/proc/sys/kernel/random/boot_id'], { stdout: new Writable({ write: (c, _e, cb) => (out.push(c), cb()) }), stderr: sink() });
+  return Buffer.concat(out).toString().trim();
+};
+
+/** In-guest reboot until the agent answers from the new boot: ms. */
+async function rebootCycle(vmName) {
+  let agent = await rt.vms.agent(vmName, 60_000);
+  const before = await bootIdOf(agent);
+  const t0 = now();
+  await agent.exec(['systemctl', 'reboot', '--no-block'], { stdout: sink(), stderr: sink() });
+  await agent.close();
+  for (;;) {
+    agent = await rt.vms.agent(vmName, 5_000).catch(() => undefined);
+    const id = agent ? await bootIdOf(agent).catch(() => undefined) : undefined;
+    await agent?.close().catch(() => {});
+    if (id && id !== before) return now() - t0;
+    if (now() - t0 > 600_000) throw new Error('the guest did not come back within 600 s');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 try {
   // 1. Boot to agent ready, fresh VMs (first boot each time).
   const readyMs = [];
@@ -112,6 +137,10 @@ try {
     rawCounts.push(r.counted);
   }
 
+  // 4. Reboot cycles, on the settled guest.
+  const rebootMs = [];
+  for (let i = 0; i < runs; i++) rebootMs.push(await rebootCycle(vmName));
+
   const mibs = (ms) => size / MiB / (ms / 1000);
   const upMiBs = mibs(median(uploadMs));
   const rawMiBs = mibs(median(rawMs));
@@ -122,6 +151,8 @@ try {
   console.log(`upload (sha256 + fsync)       ${upMiBs.toFixed(1)} MiB/s (median)   runs: ${rates(uploadMs)} MiB/s`);
   console.log(`raw port                      ${rawMiBs.toFixed(1)} MiB/s (median)   runs: ${rates(rawMs)} MiB/s`);
   console.log(`upload / raw                  ${(upMiBs / rawMiBs).toFixed(2)}×   target ≥ 0.8×`);
+  console.log(`reboot → agent again (median) ${fmt(median(rebootMs))}   runs: ${rebootMs.map(fmt).join(', ')}`);
+  console.log(`reboot / fresh boot           ${(median(rebootMs) / median(readyMs)).toFixed(2)}×   target ≤ 1.5×`);
   for (const c of rawCounts) if (c !== size) console.log(`warning: the guest counted ${c} of ${size} bytes`);
 } finally {
   for (const v of await rt.vms.list().catch(() => [])) await rt.vms.destroy(v.name, { force: true }).catch(() => {});

@@ -1,5 +1,5 @@
 // Shared pieces of the benchmarks: timing, medians, a plain-QEMU baseline runner.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -61,4 +61,30 @@ export function spawnPlain(argv) {
   const child = spawn(argv[0], argv.slice(1), { stdio: 'ignore' });
   const exited = new Promise((r) => child.once('exit', r));
   return { child, exited };
+}
+
+/**
+ * The default image (built by GoShip's own builder, cached with the tests'),
+ * opened to QEMU's user, and a private environment whose `images/default` links
+ * it: what every benchmark on the real Debian image starts from.
+ */
+export async function imageEnv(prefix) {
+  const { buildImage, Layout } = await import('../dist/lib.mjs');
+  const { mkdirSync, symlinkSync } = await import('node:fs');
+  const agentBundle = new URL('../dist/goship-agent.mjs', import.meta.url).pathname;
+  const image = await buildImage({ name: 'default', agentBundle, imagesDir: cacheDir('images'), debCacheDir: cacheDir('debs'), bootProbe: true });
+  await openCached(image.dir);
+  const t = await tempEnv(prefix);
+  const layout = new Layout(t.env.GOSHIP_HOME, t.env.GOSHIP_RUN);
+  mkdirSync(layout.imagesDir, { recursive: true, mode: 0o700 });
+  symlinkSync(image.dir, layout.imageDir('default'));
+  return { ...t, image, layout };
+}
+
+/** Runs goshipctl as a whole process; its stdout (throws with its stderr on failure). */
+export function goshipctl(env, ...args) {
+  const cli = new URL('../bin/goshipctl.mjs', import.meta.url).pathname;
+  const r = spawnSync(process.execPath, [cli, ...args], { env, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
+  if (r.status !== 0) throw new Error(`goshipctl ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
+  return r.stdout;
 }

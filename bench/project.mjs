@@ -6,21 +6,16 @@
 //
 //   npm run bench -- project [--runs 3]
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, symlinkSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
-import { QmpClient, Runtime, Layout, buildImage } from '../dist/lib.mjs';
-import { cacheDir, fmt, median, now, report, spawnPlain, tempEnv, waitForFile, openCached } from './lib.mjs';
+import { QmpClient, Runtime } from '../dist/lib.mjs';
+import { fmt, imageEnv, median, now, report, spawnPlain, waitForFile } from './lib.mjs';
 
 const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 3;
 const cli = new URL('../bin/goshipctl.mjs', import.meta.url).pathname;
-const agentBundle = new URL('../dist/goship-agent.mjs', import.meta.url).pathname;
-const image = await buildImage({ name: 'default', agentBundle, imagesDir: cacheDir('images'), debCacheDir: cacheDir('debs'), bootProbe: true });
-await openCached(image.dir);
-const t = await tempEnv('bp');
-const layout = new Layout(t.env.GOSHIP_HOME, t.env.GOSHIP_RUN);
-mkdirSync(layout.imagesDir, { recursive: true, mode: 0o700 });
-symlinkSync(image.dir, layout.imageDir('default'));
+const t = await imageEnv('bp');
+const { layout } = t;
 const rt = await Runtime.open({ layout });
 const g = (...args) => execFileSync(process.execPath, [cli, ...args], { env: t.env, stdio: ['ignore', 'pipe', 'inherit'] });
 

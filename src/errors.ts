@@ -46,6 +46,7 @@ export const ERROR_CODES = {
   EQMP_EVENTS_OVERFLOW: 'an event listener fell too far behind',
   // the agent channel
   EAGENT_TIMEOUT: 'the guest agent did not answer in time',
+  EAGENT_RUNTIME: 'the guest cannot run the agent: no Node.js 18 or newer in it (the guest said so instead of a hello)',
   EAGENT_CLOSED: 'the agent channel closed (agent restarted, guest rebooted, client closed)',
   EAGENT_PROTOCOL: 'the guest sent something that breaks the agent protocol',
   EAGENT_REMOTE: 'the guest agent answered with an error (its own code is kept)',
@@ -64,6 +65,9 @@ export const ERROR_CODES = {
   ESTORE_VERSION: 'the state file was written by a newer GoShip',
   ESTORE_LOCK: 'the state lock could not be taken in time',
   ESTORE_INVALID: 'a write that would break the state schema was refused',
+  // nodes (other hosts' GoShips over SSH)
+  ENODE_UNREACHABLE: 'a node cannot be reached over SSH, refused the login, or its host key is not the one known',
+  ENODE_VERSION: "a node's GoShip is missing or speaks another version",
   // the host probe
   EHOSTFIXTURE: 'a host fixture directory (tests) is incomplete',
 } as const;

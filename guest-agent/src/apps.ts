@@ -7,7 +7,6 @@
  * output out (`stdout`, `stderr`).
  */
 import { Buffer } from 'node:buffer';
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { PassThrough } from 'node:stream';
 import * as v from 'valibot';
@@ -23,8 +22,9 @@ import {
   type ContainerInfo,
   type ContainerSpec,
 } from '../../src/protocol/index.ts';
-import { DOCKER_CODES, Engine } from './docker/engine.ts';
+import { DOCKER_CODES, Engine, compareApi } from './docker/engine.ts';
 import { JsonLines, MuxDecoder } from './docker/frames.ts';
+import { systemctl } from './run.ts';
 import { RemoteError, parseParams, type Call, type Handler } from './session.ts';
 
 const engine = new Engine();
@@ -118,10 +118,27 @@ async function pullMethod(call: Call, raw: unknown): Promise<{ imageId: string; 
   const at = p.ref.lastIndexOf(':');
   const slash = p.ref.lastIndexOf('/');
   const [fromImage, tag] = p.ref.includes('@') || at <= slash ? [p.ref, undefined] : [p.ref.slice(0, at), p.ref.slice(at + 1)];
-  const res = await engine.request('POST', '/images/create', { query: { fromImage, tag }, signal: call.signal });
-  await progress(call, res);
+  try {
+    const res = await engine.request('POST', '/images/create', { query: { fromImage, tag }, signal: call.signal });
+    await progress(call, res);
+  } catch (err) {
+    throw unreachableRegistry(p.ref, err);
+  }
   const img = await engine.json<{ Id: string; RepoTags?: string[] | null }>('GET', `/images/${encodeURIComponent(p.ref)}/json`);
   return { imageId: img.Id, tags: img.RepoTags ?? [] };
+}
+
+/** dockerd's words for a registry it cannot reach from inside the VM. */
+const UNREACHABLE = /dial tcp|no such host|connection refused|i\/o timeout|network is unreachable|TLS handshake timeout|Client\.Timeout|server misbehaving/i;
+
+/**
+ * A pull that failed because the guest cannot reach the registry says so
+ * (the VM's network is QEMU user networking: the host's DNS and routes, through slirp).
+ */
+export function unreachableRegistry(ref: string, err: unknown): unknown {
+  if (!(err instanceof RemoteError) || !UNREACHABLE.test(err.message)) return err;
+  const registry = ref.includes('/') && /[.:]|^localhost$/.test(ref.split('/')[0]!) ? ref.split('/')[0]! : 'docker.io';
+  return new RemoteError(err.code, `the VM cannot reach the registry ${registry} to pull ${ref}: ${err.message}`);
 }
 
 /**
@@ -177,11 +194,7 @@ let dockerAtBoot: Promise<void> | undefined;
  * docker.service starts at boot.
  */
 function enableDockerAtBoot(): Promise<void> {
-  dockerAtBoot ??= new Promise<void>((resolve) => {
-    const child = spawn('systemctl', ['enable', 'docker.service'], { stdio: 'ignore' });
-    child.once('error', () => resolve());
-    child.once('exit', () => resolve());
-  });
+  dockerAtBoot ??= systemctl(['enable', 'docker.service']).then(() => undefined);
   return dockerAtBoot;
 }
 
@@ -317,11 +330,24 @@ async function execMethod(call: Call, raw: unknown): Promise<{ exitCode: number 
     body: { AttachStdin: p.stdin, AttachStdout: true, AttachStderr: true, Tty: p.tty, Cmd: p.argv, Env: p.env },
   });
   const execId = created.Id;
-  const socket = await engine.hijack(`/exec/${execId}/start`, { Detach: false, Tty: p.tty }, call.signal);
-  const resize = async (rows: number, cols: number): Promise<void> => {
-    await engine.json('POST', `/exec/${execId}/resize`, { query: { h: rows, w: cols } }).catch(() => undefined);
+  // From API 1.42 (dockerd 23) the start takes the terminal's size, so the program sees it from its
+  // first instruction. Older daemons (bookworm's 20.10 speaks 1.41) only have the resize below,
+  // right after the start: a program that reads the size in its first milliseconds may see 0 0.
+  const consoleSize = p.tty && p.rows && p.cols && compareApi(await engine.apiVersion(), '1.42') >= 0 ? { ConsoleSize: [p.rows, p.cols] } : {};
+  const socket = await engine.hijack(`/exec/${execId}/start`, { Detach: false, Tty: p.tty, ...consoleSize }, call.signal);
+  // Right after the start, dockerd may not have the exec's process (and its terminal) yet: a
+  // resize is refused then. Tried again, as docker's own CLI does, for a moment.
+  const resize = async (rows: number, cols: number, tries = 1): Promise<void> => {
+    for (let i = 1; i <= tries; i++) {
+      const done = await engine.json('POST', `/exec/${execId}/resize`, { query: { h: rows, w: cols } }).then(
+        () => true,
+        () => false,
+      );
+      if (done) return;
+      await new Promise((r) => setTimeout(r, 10 * i));
+    }
   };
-  if (p.tty && p.rows && p.cols) await resize(p.rows, p.cols);
+  if (p.tty && p.rows && p.cols) await resize(p.rows, p.cols, 10);
   // Resizes come on the `ctl` stream, one JSON object per line.
   const ctl = (async () => {
     const sizes: Array<{ rows: number; cols: number }> = [];

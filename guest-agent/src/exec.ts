@@ -38,21 +38,58 @@ export function shellQuote(word: string): string {
 
 export async function execMethod(call: Call, rawParams: unknown): Promise<ExecResult> {
   const p = parseParams(ExecParamsSchema, rawParams, 'exec');
-  const env = commandEnv(process.env, p.env);
+  return runCommand(call, {
+    argv: p.argv,
+    env: commandEnv(process.env, p.env),
+    cwd: p.cwd ?? '/',
+    stdin: p.stdin,
+    ...(p.timeoutMs !== undefined ? { timeoutMs: p.timeoutMs } : {}),
+    ...(p.tty !== undefined ? { tty: p.tty } : {}),
+    ...(p.rows !== undefined && p.cols !== undefined ? { rows: p.rows, cols: p.cols } : {}),
+  });
+}
+
+/** What runCommand runs: an argv, never a shell string. */
+export interface CommandSpec {
+  argv: readonly string[];
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+  /** The host streams `stdin`; otherwise stdin is /dev/null. */
+  stdin: boolean;
+  timeoutMs?: number;
+  tty?: boolean;
+  /** The terminal's size (with `tty`). */
+  rows?: number;
+  cols?: number;
+  /** Run as this user and group instead of the agent's. */
+  uid?: number;
+  gid?: number;
+}
+
+/** The argv that runs `spec` in a terminal: util-linux script, with the size set first. Pure. */
+export function ttyArgv(argv: readonly string[], rows?: number, cols?: number): string[] {
+  const size = rows && cols ? `stty rows ${rows} cols ${cols} 2>/dev/null; ` : '';
+  return ['script', '--quiet', '--return', '--command', `${size}exec ${argv.map(shellQuote).join(' ')}`, '/dev/null'];
+}
+
+/** Runs a command for a call: streams stdin, stdout and stderr; a timeout, a cancel or the session's end kills its group. */
+export async function runCommand(call: Call, p: CommandSpec): Promise<ExecResult> {
+  const env = { ...p.env };
   let file = p.argv[0] as string;
   let args = p.argv.slice(1);
   if (p.tty) {
     env.SHELL = '/bin/sh';
     env.TERM ??= 'xterm-256color';
-    file = 'script';
-    args = ['--quiet', '--return', '--command', `exec ${p.argv.map(shellQuote).join(' ')}`, '/dev/null'];
+    [file, ...args] = ttyArgv(p.argv, p.rows, p.cols) as [string, ...string[]];
   }
 
   const child = spawn(file, args, {
-    cwd: p.cwd ?? '/',
+    cwd: p.cwd,
     env,
     stdio: [p.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
     detached: true,
+    ...(p.uid !== undefined ? { uid: p.uid } : {}),
+    ...(p.gid !== undefined ? { gid: p.gid } : {}),
   });
 
   const spawned = new Promise<void>((resolve, reject) => {

@@ -16,6 +16,7 @@ process.env.UV_THREADPOOL_SIZE ??= '8';
 import { hostname } from 'node:os';
 import { downloadMethod, statMethod, uploadMethod } from './files.ts';
 import { appHandlers } from './apps.ts';
+import { procHandlers } from './procs.ts';
 import { execMethod } from './exec.ts';
 import { serveUnixSocket } from './listen.ts';
 import { servePort } from './port.ts';
@@ -32,6 +33,7 @@ const handlers: Record<string, Handler> = {
   stat: statMethod,
   shutdown: shutdownMethod,
   ...appHandlers,
+  ...procHandlers,
 };
 
 function log(line: string): void {

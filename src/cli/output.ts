@@ -55,6 +55,7 @@ export const CODE_EXIT: Record<ErrorCode, ExitStatus> = {
   EQMP_HMP: EXIT.failed,
   EQMP_EVENTS_OVERFLOW: EXIT.failed,
   EAGENT_TIMEOUT: EXIT.failed,
+  EAGENT_RUNTIME: EXIT.failed,
   EAGENT_CLOSED: EXIT.failed,
   EAGENT_PROTOCOL: EXIT.failed,
   EAGENT_REMOTE: EXIT.failed,
@@ -71,6 +72,8 @@ export const CODE_EXIT: Record<ErrorCode, ExitStatus> = {
   ESTORE_LOCK: EXIT.failed,
   ESTORE_INVALID: EXIT.failed,
   EHOSTFIXTURE: EXIT.failed,
+  ENODE_UNREACHABLE: EXIT.failed,
+  ENODE_VERSION: EXIT.failed,
 };
 
 export function exitCodeFor(err: unknown): ExitStatus {

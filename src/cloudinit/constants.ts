@@ -42,7 +42,11 @@ export const AGENT_BUNDLE_PATH = '/usr/local/lib/goship/goship-agent.mjs';
 export const AGENT_UNIT_NAME = 'goship-agent.service';
 /** Where the agent install writes the unit. */
 export const AGENT_UNIT_PATH = `/etc/systemd/system/${AGENT_UNIT_NAME}`;
-/** Mode of the agent bundle. */
+/** Where the agent install writes the unit's start script. */
+export const AGENT_START_PATH = '/usr/local/lib/goship/agent-start';
+/** Where the agent install writes the runtime setup script, run before the unit is enabled. */
+export const AGENT_SETUP_PATH = '/usr/local/lib/goship/node-setup';
+/** Mode of the agent bundle (and of its scripts). */
 export const AGENT_BUNDLE_PERMISSIONS = 0o755;
 /** Mode of the agent unit. */
 export const AGENT_UNIT_PERMISSIONS = 0o644;

@@ -13,6 +13,8 @@ export {
   AGENT_BUNDLE_PATH,
   AGENT_UNIT_NAME,
   AGENT_UNIT_PATH,
+  AGENT_START_PATH,
+  AGENT_SETUP_PATH,
 } from './constants.ts';
 export type {
   Argv,

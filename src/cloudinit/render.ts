@@ -10,6 +10,8 @@ import { stringify } from 'yaml';
 import {
   AGENT_BUNDLE_PATH,
   AGENT_BUNDLE_PERMISSIONS,
+  AGENT_SETUP_PATH,
+  AGENT_START_PATH,
   AGENT_UNIT_NAME,
   AGENT_UNIT_PATH,
   AGENT_UNIT_PERMISSIONS,
@@ -50,8 +52,11 @@ export function agentInstallParts(agent: NonNullable<UserDataOptions['agent']>):
     writeFiles: [
       { path: AGENT_BUNDLE_PATH, content: agent.bundle, permissions: AGENT_BUNDLE_PERMISSIONS, owner: DEFAULT_FILE_OWNER },
       { path: AGENT_UNIT_PATH, content: agent.unit, permissions: AGENT_UNIT_PERMISSIONS, owner: DEFAULT_FILE_OWNER },
+      { path: AGENT_START_PATH, content: agent.start, permissions: AGENT_BUNDLE_PERMISSIONS, owner: DEFAULT_FILE_OWNER },
+      { path: AGENT_SETUP_PATH, content: agent.setup, permissions: AGENT_BUNDLE_PERMISSIONS, owner: DEFAULT_FILE_OWNER },
     ],
     runcmd: [
+      ['/bin/sh', AGENT_SETUP_PATH],
       ['systemctl', 'daemon-reload'],
       ['systemctl', 'enable', '--now', AGENT_UNIT_NAME],
     ],

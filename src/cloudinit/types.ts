@@ -54,6 +54,13 @@ export interface AgentInstall {
   bundle: Uint8Array;
   /** The systemd unit text, written to `/etc/systemd/system/goship-agent.service`, mode 0644. */
   unit: string;
+  /** The unit's start script (sh), written to `/usr/local/lib/goship/agent-start`, mode 0755. */
+  start: string;
+  /**
+   * A sh script written to `/usr/local/lib/goship/node-setup`, mode 0755, and run
+   * before the unit is enabled: it provides the runtime the agent needs (Node.js).
+   */
+  setup: string;
 }
 
 /** An argv array, run without a shell (`runcmd[]` list form). */

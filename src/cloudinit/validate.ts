@@ -4,7 +4,7 @@
  */
 import { isIP } from 'node:net';
 import type { Issue } from '../errors.ts';
-import { AGENT_BUNDLE_PATH, AGENT_UNIT_PATH, DEFAULT_USER } from './constants.ts';
+import { AGENT_BUNDLE_PATH, AGENT_SETUP_PATH, AGENT_START_PATH, AGENT_UNIT_PATH, DEFAULT_USER } from './constants.ts';
 import type { MetaDataOptions, NetworkOptions, UserDataOptions, WriteFile } from './types.ts';
 
 /** The key types cloud-init's guests (OpenSSH ≥ 8.2) accept in authorized_keys. */
@@ -219,6 +219,11 @@ function checkAgent(agent: UserDataOptions['agent'], path = 'agent'): Issue[] {
       message: `expected the text of a systemd unit with a [Service] section, got ${shown(agent.unit)}`,
     });
   }
+  for (const key of ['start', 'setup'] as const) {
+    if (typeof agent[key] !== 'string' || !agent[key].startsWith('#!/bin/sh\n')) {
+      issues.push({ path: `${path}.${key}`, message: `expected the text of a sh script (#!/bin/sh), got ${shown(agent[key])}` });
+    }
+  }
   return issues;
 }
 
@@ -242,6 +247,8 @@ export function validateUserData(opts: UserDataOptions): Issue[] {
   if (opts.agent !== undefined) {
     writtenBy.set(AGENT_BUNDLE_PATH, 'the agent install');
     writtenBy.set(AGENT_UNIT_PATH, 'the agent install');
+    writtenBy.set(AGENT_START_PATH, 'the agent install');
+    writtenBy.set(AGENT_SETUP_PATH, 'the agent install');
   }
   (opts.writeFiles ?? []).forEach((file, i) => {
     const path = `writeFiles[${i}]`;

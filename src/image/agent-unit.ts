@@ -27,6 +27,12 @@ export const AGENT_UNIT_GUEST_PATH = `/etc/systemd/system/${AGENT_UNIT_NAME}`;
 /** The Node the agent runs on in the guest (Debian's `nodejs`: 18.x on bookworm). */
 export const AGENT_GUEST_NODE = '/usr/bin/node';
 
+/** The unit's ExecStart (src/image/agent-start.ts): runs the agent on that Node, or says on the port why it cannot. */
+export const AGENT_START_GUEST_PATH = `${AGENT_GUEST_DIR}/agent-start`;
+
+/** Run once by cloud-init before the agent is enabled on an image without it (agent-start.ts). */
+export const NODE_SETUP_GUEST_PATH = `${AGENT_GUEST_DIR}/node-setup`;
+
 /** The unit text. `WantedBy=sysinit.target`: enable it with `systemctl enable`. */
 export const AGENT_UNIT = `[Unit]
 Description=GoShip guest agent (virtio-serial ${AGENT_PORT_NAME})
@@ -44,7 +50,9 @@ StartLimitIntervalSec=0
 
 [Service]
 Type=simple
-ExecStart=${AGENT_GUEST_NODE} ${AGENT_GUEST_PATH}
+# The start script execs ${AGENT_GUEST_NODE} ${AGENT_GUEST_PATH}, or, without a Node
+# it can run on, writes a no-agent message on the port and exits (restarted).
+ExecStart=/bin/sh ${AGENT_START_GUEST_PATH}
 Restart=always
 RestartSec=1
 # Boot is CPU-bound under TCG (cloud-init's Python, udev, journald start at the

@@ -29,7 +29,8 @@ import { ImageError } from './errors.ts';
 import type { Issue } from '../errors.ts';
 import { FILES } from '../layout.ts';
 import { pidAlive } from '../proc.ts';
-import { AGENT_GUEST_PATH, AGENT_UNIT, AGENT_UNIT_GUEST_PATH, AGENT_UNIT_NAME } from './agent-unit.ts';
+import { AGENT_GUEST_PATH, AGENT_START_GUEST_PATH, AGENT_UNIT, AGENT_UNIT_GUEST_PATH, AGENT_UNIT_NAME } from './agent-unit.ts';
+import { AGENT_START_SCRIPT } from './agent-start.ts';
 import { MANIFEST_FORMAT, readManifest, sha256File, writeManifest } from './manifest.ts';
 import type { ImageManifest } from './manifest.ts';
 import { PHASE_START } from './progress.ts';
@@ -81,6 +82,9 @@ export const DEFAULT_PACKAGES: readonly string[] = [
   'nodejs',
   // workloads and access
   'docker.io',
+  // dockerd confines containers (build steps too) with AppArmor when the kernel has it on:
+  // without apparmor_parser, every RUN step of a build fails.
+  'apparmor',
   'openssh-server',
   'procps',
 ];
@@ -109,7 +113,41 @@ export const MASKED_UNITS: readonly string[] = [
   'getty@tty1.service',
   // with an empty /etc/machine-id the first boot would prompt on the console
   'systemd-firstboot.service',
+  // systemd's static module loads for hardware a GoShip VM does not have: no
+  // display (-nodefaults), no EFI (SeaBIOS). Seconds of modprobe at sysinit under TCG.
+  'modprobe@drm.service',
+  'modprobe@efi_pstore.service',
 ];
+
+/**
+ * Modules udev would load at coldplug because the CPU (QEMU's `-cpu max`)
+ * advertises a feature: nested KVM, a cpufreq driver, SIMD crypto. Useless in a
+ * GoShip VM, and under TCG each load takes seconds of CPU while the agent and
+ * cloud-init start. Worse, they are still loading when a reboot comes soon
+ * after boot: systemd-shutdown's SIGTERM cannot interrupt a module load, so the
+ * shutdown waited 2–8 s for `kvm: Nested Virtualization enabled` and
+ * `powernow_k8` (docs/images.md, "Reboots"). Blacklisted: ignored when udev or
+ * a kernel request resolves an alias; `modprobe NAME` still loads them.
+ * crc32c_intel stays (ext4 and jbd2 checksums use it).
+ */
+export const BLACKLISTED_MODULES: readonly string[] = [
+  'kvm_amd',
+  'kvm_intel',
+  'powernow_k8',
+  'acpi_cpufreq',
+  'aesni_intel',
+  'ghash_clmulni_intel',
+  'crc32_pclmul',
+  'crct10dif_pclmul',
+  'sha1_ssse3',
+  'sha256_ssse3',
+  'sha512_ssse3',
+];
+
+/** `/etc/modprobe.d/goship.conf`. */
+export const MODPROBE_CONF = `# GoShip: modules udev would autoload from CPU features; useless in a VM, slow under TCG.
+${BLACKLISTED_MODULES.map((m) => `blacklist ${m}`).join('\n')}
+`;
 
 /** Started on first use (docker.socket) instead of at boot. */
 export const SOCKET_ACTIVATED_UNITS: readonly string[] = ['docker.service', 'containerd.service'];
@@ -157,11 +195,15 @@ root=$1
 stage=$GOSHIP_STAGE
 in_root() { chroot "$root" "$@"; }
 
-# The guest agent, started early (WantedBy=sysinit.target).
-install -d -m 0755 "$root${dirOf(AGENT_GUEST_PATH)}"
-install -m 0755 "$stage/agent.mjs" "$root${AGENT_GUEST_PATH}"
-install -m 0644 "$stage/agent.service" "$root${AGENT_UNIT_GUEST_PATH}"
-in_root systemctl enable ${AGENT_UNIT_NAME}
+# The guest agent, started early (WantedBy=sysinit.target), through its start
+# script. Not in an image built as if imported (bakeAgent: false): cloud-init installs it.
+if [ -f "$stage/agent.mjs" ]; then
+  install -d -m 0755 "$root${dirOf(AGENT_GUEST_PATH)}"
+  install -m 0755 "$stage/agent.mjs" "$root${AGENT_GUEST_PATH}"
+  install -m 0755 "$stage/agent-start" "$root${AGENT_START_GUEST_PATH}"
+  install -m 0644 "$stage/agent.service" "$root${AGENT_UNIT_GUEST_PATH}"
+  in_root systemctl enable ${AGENT_UNIT_NAME}
+fi
 
 # Root file system, host name (cloud-init sets the real one), machine id.
 printf 'LABEL=${ROOT_LABEL} / ext4 rw,errors=remount-ro 0 0\\n' > "$root/etc/fstab"
@@ -187,6 +229,9 @@ install -m 0644 "$stage/goship.preset" "$root/etc/systemd/system-preset/10-goshi
 in_root systemctl mask ${MASKED_UNITS.join(' ')}
 in_root systemctl disable ${SOCKET_ACTIVATED_UNITS.join(' ')}
 in_root systemctl enable docker.socket
+
+# No CPU-feature module autoloads (nested KVM, cpufreq, SIMD crypto).
+install -m 0644 "$stage/modprobe.conf" "$root/etc/modprobe.d/goship.conf"
 
 # A small initramfs: the virtio modules only.
 install -m 0644 "$stage/initramfs.conf" "$root/etc/initramfs-tools/conf.d/goship.conf"
@@ -264,6 +309,11 @@ export interface BuildImageOptions {
   force?: boolean;
   /** Also bake the boot probe (measurements; see PROBE_UNIT). Part of the key. */
   bootProbe?: boolean;
+  /**
+   * Bake the guest agent in (default true). false builds an image as a foreign
+   * cloud image would arrive: no agent, cloud-init installs it (tests of `image import`).
+   */
+  bakeAgent?: boolean;
 }
 
 export interface KeyInputs {
@@ -297,11 +347,13 @@ export function customisationTexts(cmdline: string = DEFAULT_CMDLINE, bootProbe 
     ...probe,
     CUSTOMIZE_SCRIPT,
     AGENT_UNIT,
+    AGENT_START_SCRIPT,
     CLOUD_CFG,
     PRESET,
     WAIT_ONLINE_DROPIN,
     INITRAMFS_CONF,
     INITRAMFS_MODULES.join('\n'),
+    MODPROBE_CONF,
     cmdline,
   ];
 }
@@ -402,7 +454,8 @@ export async function buildImage(opts: BuildImageOptions): Promise<ImageInfo> {
   }
   const mirrors = mirrorsFor(suite, mirror);
   const cmdline = DEFAULT_CMDLINE;
-  const key = imageCacheKey({ builderVersion: IMAGE_BUILDER_VERSION, suite, mirrors, packages, agentSha256, texts: customisationTexts(cmdline, opts.bootProbe === true) });
+  const bakeAgent = opts.bakeAgent !== false;
+  const key = imageCacheKey({ builderVersion: IMAGE_BUILDER_VERSION, suite, mirrors, packages, agentSha256: bakeAgent ? agentSha256 : 'not baked', texts: customisationTexts(cmdline, opts.bootProbe === true) });
 
   const finalDir = join(imagesDir, name);
   if (!opts.force) {
@@ -424,13 +477,17 @@ export async function buildImage(opts: BuildImageOptions): Promise<ImageInfo> {
   try {
     await mkdir(stage);
     await mkdir(out);
-    await copyFile(agentBundle, join(stage, 'agent.mjs'));
-    await writeFile(join(stage, 'agent.service'), AGENT_UNIT);
+    if (bakeAgent) {
+      await copyFile(agentBundle, join(stage, 'agent.mjs'));
+      await writeFile(join(stage, 'agent-start'), AGENT_START_SCRIPT);
+      await writeFile(join(stage, 'agent.service'), AGENT_UNIT);
+    }
     await writeFile(join(stage, 'cloud.cfg'), CLOUD_CFG);
     await writeFile(join(stage, 'goship.preset'), PRESET);
     await writeFile(join(stage, 'wait-online.conf'), WAIT_ONLINE_DROPIN);
     await writeFile(join(stage, 'initramfs.conf'), INITRAMFS_CONF);
     await writeFile(join(stage, 'initramfs-modules'), `${INITRAMFS_MODULES.join('\n')}\n`);
+    await writeFile(join(stage, 'modprobe.conf'), MODPROBE_CONF);
     await writeFile(join(stage, 'customize.sh'), CUSTOMIZE_SCRIPT);
     await chmod(join(stage, 'customize.sh'), 0o755);
     if (opts.bootProbe) {
@@ -477,8 +534,8 @@ export async function buildImage(opts: BuildImageOptions): Promise<ImageInfo> {
       kernelVersion,
       key,
       builderVersion: IMAGE_BUILDER_VERSION,
-      agentBaked: true,
-      agentSha256,
+      agentBaked: bakeAgent,
+      ...(bakeAgent ? { agentSha256 } : {}),
       ...(opts.bootProbe ? { bootProbe: true } : {}),
       base: { file: FILES.imageBase, format: 'qcow2', sizeBytes: st.size, virtualSizeBytes: sizeBytes, sha256 },
       kernel: FILES.imageKernel,

@@ -11,6 +11,7 @@ import { execa } from 'execa';
 import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { x as untar } from 'tar';
 import { GoshipError, ValidationError } from '../errors.ts';
 import { ImageError } from './errors.ts';
 import type { Issue } from '../errors.ts';
@@ -274,6 +275,66 @@ export async function importImage(imagesDir: string, name: string, file: string,
       await rename(out, finalDir);
     }
     return await imageInfoFromDir(finalDir, name);
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/** The files an image directory may hold (what `receiveImage` takes from a stream). */
+const IMAGE_FILES: ReadonlySet<string> = new Set(['manifest.json', FILES.imageBase, FILES.imageKernel, FILES.imageInitrd]);
+
+/**
+ * Receives an image as a tar stream of its directory (`image push` on another
+ * host, through `image receive`): only the image's own file names, extracted
+ * into a private directory, the disk checked against the manifest's sha256,
+ * then renamed into place. Until that rename nothing is visible, so an
+ * interrupted transfer leaves no image (only a private directory that the next
+ * receive or build sweeps). The same image (same disk sha256) already there is
+ * kept as it is.
+ */
+export async function receiveImage(imagesDir: string, name: string, stream: NodeJS.ReadableStream): Promise<ImageInfo & { received: boolean }> {
+  validateImageName(name);
+  const finalDir = join(imagesDir, name);
+  await mkdir(imagesDir, { recursive: true, mode: 0o700 });
+  const work = join(imagesDir, `.import-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const out = join(work, 'out');
+  await mkdir(out, { recursive: true, mode: 0o700 });
+  try {
+    const refused: string[] = [];
+    await new Promise<void>((res, rej) => {
+      const extract = untar({
+        cwd: out,
+        strict: true,
+        filter: (path, entry) => {
+          const file = path.replace(/^\.\//, '');
+          if (file === '' || file === '.') return false;
+          const ok = IMAGE_FILES.has(file) && (entry as { type?: string }).type === 'File';
+          if (!ok) refused.push(file);
+          return ok;
+        },
+      });
+      extract.on('error', rej);
+      extract.on('finish', () => res());
+      extract.on('close', () => res());
+      stream.on('error', rej);
+      stream.pipe(extract as unknown as NodeJS.WritableStream);
+    });
+    if (refused.length > 0) throw new ImageError('EIMAGE_IMPORT', `cannot receive image ${name}: the stream holds files an image has not: ${refused.slice(0, 5).join(', ')}`);
+    const manifest = await readManifest(out);
+    if (!manifest) throw new ImageError('EIMAGE_IMPORT', `cannot receive image ${name}: the stream has no manifest.json`);
+    const base = join(out, manifest.base.file);
+    const sha = await sha256File(base).catch(() => undefined);
+    if (sha !== manifest.base.sha256) {
+      throw new ImageError('EIMAGE_CHECKSUM', `cannot receive image ${name}: its disk's sha256 is ${sha ?? 'missing'}, the manifest says ${manifest.base.sha256}`, {
+        hint: 'the transfer was cut or changed on the way: push it again',
+      });
+    }
+    const existing = await readManifest(finalDir).catch(() => undefined);
+    if (existing?.base.sha256 === manifest.base.sha256) return { ...(await imageInfoFromDir(finalDir, name)), received: false };
+    if (existing) throw new ImageError('EEXIST', `image ${name} already exists here, with another disk`, { hint: `remove it on this host first: goshipctl image rm ${name}` });
+    await writeManifest(out, { ...manifest, name });
+    await rename(out, finalDir);
+    return { ...(await imageInfoFromDir(finalDir, name)), received: true };
   } finally {
     await rm(work, { recursive: true, force: true });
   }

@@ -4,7 +4,7 @@
  * resets or closes its port, synced again when the agent comes back. Every
  * client of the monitor shares it, so no command pays a handshake.
  */
-import { AgentClient, AgentClosedError, type AgentHello } from '../serial/index.ts';
+import { AgentClient, AgentClosedError, AgentUnavailableError, type AgentHello } from '../serial/index.ts';
 
 export interface AgentLinkOptions {
   socket: string;
@@ -20,6 +20,8 @@ export class AgentLink {
   #client: AgentClient | undefined;
   #waiters: Array<{ resolve: (c: AgentClient) => void; reject: (e: Error) => void; signal: AbortSignal; onAbort: () => void }> = [];
   #stopped: Error | undefined;
+  /** The guest said it cannot run the agent: waiters fail with this until a hello comes after all. */
+  #unavailable: AgentUnavailableError | undefined;
   #lastHello: AgentHello | undefined;
   #sessions = 0;
   #loop: Promise<void> | undefined;
@@ -56,6 +58,7 @@ export class AgentLink {
     if (this.#stopped) return Promise.reject(this.#stopped);
     const c = this.current;
     if (c) return Promise.resolve(c);
+    if (this.#unavailable) return Promise.reject(this.#unavailable);
     if (signal.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {
       const w = {
@@ -100,6 +103,17 @@ export class AgentLink {
         client = await AgentClient.connect(this.#opts.socket, { timeoutMs: 60_000, retryDelayMs: 200, requestTimeoutMs: 30_000, signal: this.#abort.signal });
       } catch (err) {
         if (this.#stopped) return;
+        if (err instanceof AgentUnavailableError) {
+          // Said once, failed at once: every waiter now, and every new one until the guest changes its mind.
+          if (!this.#unavailable) this.#opts.log(`agent: ${err.message}`);
+          this.#unavailable = err;
+          for (const w of this.#waiters.splice(0)) {
+            w.signal.removeEventListener('abort', w.onAbort);
+            w.reject(err);
+          }
+          await sleep(2000);
+          continue;
+        }
         const why = (err as Error).message;
         if (!/no hello within/.test(why)) this.#opts.log(`agent: ${why}`);
         await sleep(500);
@@ -110,6 +124,7 @@ export class AgentLink {
         return;
       }
       this.#client = client;
+      this.#unavailable = undefined;
       this.#sessions++;
       this.#lastHello = client.hello;
       this.#opts.log(`agent session ${this.#sessions}: agent ${client.hello.agent}, hostname ${JSON.stringify(client.hello.hostname)}, boot ${client.hello.bootId}`);

@@ -21,7 +21,7 @@ import * as v from 'valibot';
 import type { Layout } from '../layout.ts';
 import { isOurProcess, logTail, processMarker, waitForPath } from '../qemu/index.ts';
 import { QmpClient, type QmpEvent, type QmpStatusInfo } from '../qmp/index.ts';
-import type { AgentHello } from '../serial/index.ts';
+import { AgentUnavailableError, type AgentHello } from '../serial/index.ts';
 import { findRecord, requireRecord, type Store, type Vm } from '../store/index.ts';
 import { pidAlive } from '../proc.ts';
 import { AgentLink } from './agent-link.ts';
@@ -563,6 +563,7 @@ export class Monitor {
           await this.#link.session(signal);
         } catch (err) {
           if (call.signal.aborted) throw err;
+          if (err instanceof AgentUnavailableError) throw new MonitorCallError('EAGENT_RUNTIME', err.message);
           if (this.#state === 'ended' || this.#lastEnd) throw new MonitorCallError('EAGENT_TIMEOUT', `the VM ended before its agent answered: ${this.#lastEnd?.summary ?? 'it stopped'}`);
           throw new MonitorCallError('EAGENT_TIMEOUT', `no hello from the guest agent within ${p.timeoutMs} ms`);
         }

@@ -7,3 +7,4 @@ export * from './schemas.ts';
 export * from './codec.ts';
 export * from './flow.ts';
 export * from './apps.ts';
+export * from './procs.ts';

@@ -90,10 +90,22 @@ export const ErrSchema = v.object({
   message: v.pipe(v.string(), v.maxLength(4096)),
 });
 
+/**
+ * Sent in place of a hello when the guest cannot run the agent at all (no
+ * Node.js, or one too old): the agent unit's start script writes it on the
+ * port, so the host fails at once with the reason instead of waiting for a
+ * hello that will never come. Untrusted text: bounded, printed sanitised.
+ */
+export const NoAgentSchema = v.object({
+  t: v.literal('no-agent'),
+  code: v.pipe(v.string(), v.regex(/^E[A-Z_]{1,31}$/)),
+  message: v.pipe(v.string(), v.maxLength(1024)),
+});
+
 /** Control messages the host sends (data headers are decoded by the codec). */
 export const HostMessageSchema = v.variant('t', [SyncSchema, ReqSchema, EofSchema, AckSchema, CancelSchema]);
 /** Control messages the agent sends (data headers are decoded by the codec). */
-export const AgentMessageSchema = v.variant('t', [HelloSchema, ResSchema, EofSchema, AckSchema, ErrSchema]);
+export const AgentMessageSchema = v.variant('t', [HelloSchema, ResSchema, EofSchema, AckSchema, ErrSchema, NoAgentSchema]);
 
 export type SyncMsg = v.InferOutput<typeof SyncSchema>;
 export type HelloMsg = v.InferOutput<typeof HelloSchema>;
@@ -144,6 +156,9 @@ export const ExecParamsSchema = v.object({
   stdin: v.boolean(),
   timeoutMs: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(2 ** 31 - 1))),
   tty: v.optional(v.boolean()),
+  /** The terminal's window size when tty (the caller's own terminal). */
+  rows: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1000))),
+  cols: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1000))),
 });
 
 export const ExecResultSchema = v.object({

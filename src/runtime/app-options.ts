@@ -2,6 +2,7 @@
  * What `app deploy` takes, checked before anything changes: every problem at
  * once, each naming the flag the user typed. Pure.
  */
+import { basename } from 'node:path';
 import type { Issue } from '../errors.ts';
 import { NAME_PATTERN, NAME_RULE, parseSize } from '../qemu/index.ts';
 
@@ -69,6 +70,8 @@ const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const VOLUME_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const IMAGE_REF = /^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,511}$/;
 const USER_NAME = /^[a-z_][a-z0-9_-]{0,31}$/;
+/** A program's file name, kept in the guest (argv[0]). */
+const PROGRAM_FILE = /^(?!\.{1,2}$)[A-Za-z0-9._+-]{1,255}$/;
 
 /** Pure: `8080:80`, `udp:5353:53` → a port, or an issue. */
 export function parseAppPort(text: string, path: string): AppPort | Issue {
@@ -158,8 +161,19 @@ export function checkAppOptions(o: DeployOptions): { app: ValidatedApp; issues: 
     if (!Number.isFinite(n) || n < 0.01 || n > 1024) issues.push({ path: '--cpus', message: `expected a number of CPUs such as 0.5 or 2, got ${JSON.stringify(o.cpus)}` });
     else cpus = n;
   }
-  if (o.workdir !== undefined && !o.workdir.startsWith('/')) issues.push({ path: '--workdir', message: `expected an absolute path, got ${JSON.stringify(o.workdir)}` });
-  if (o.user !== undefined && !USER_NAME.test(o.user)) issues.push({ path: '--user', message: `expected a user name (lowercase letters, digits, _ and -), got ${JSON.stringify(o.user)}` });
+  const processApp = s.kind === 'binary' || s.kind === 'command';
+  if (processApp) {
+    if (restart.name === 'unless-stopped') issues.push({ path: '--restart', message: 'unless-stopped is a container policy: a process app takes no, on-failure[:N] or always' });
+    if ((o.volumes ?? []).length > 0) issues.push({ path: '--volume', message: 'volumes are for containers: a process app uses its directory in the guest (or --workdir)' });
+  } else {
+    if (o.workdir !== undefined) issues.push({ path: '--workdir', message: 'is for process apps (--binary, --command); a container has its image\'s WORKDIR' });
+    if (o.user !== undefined) issues.push({ path: '--user', message: 'is for process apps (--binary, --command); a container has its image\'s USER' });
+  }
+  if (s.kind === 'binary' && !PROGRAM_FILE.test(basename(s.file))) {
+    issues.push({ path: '--binary', message: `the program's file name must be letters, digits, . _ + - (it keeps its name in the guest), got ${JSON.stringify(basename(s.file))}` });
+  }
+  if (processApp && o.workdir !== undefined && (!o.workdir.startsWith('/') || o.workdir.split('/').includes('..'))) issues.push({ path: '--workdir', message: `expected an absolute path without .., got ${JSON.stringify(o.workdir)}` });
+  if (processApp && o.user !== undefined && !USER_NAME.test(o.user)) issues.push({ path: '--user', message: `expected a user name (lowercase letters, digits, _ and -), got ${JSON.stringify(o.user)}` });
   return {
     app: {
       project: o.project,

@@ -16,10 +16,11 @@
  */
 import { createReadStream, existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { basename } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import * as tar from 'tar';
 import * as v from 'valibot';
-import { ValidationError } from '../errors.ts';
+import { ValidationError, type Issue } from '../errors.ts';
 import type { MonitorClient } from '../monitor/index.ts';
 import {
   APP_LABEL,
@@ -29,12 +30,19 @@ import {
   ContainerListSchema,
   GENERATION_LABEL,
   ImageResultSchema,
+  PROC_METHODS,
   PROJECT_LABEL,
+  REMOTE_CODES,
+  ProcApplyResultSchema,
+  ProcInfoSchema,
+  ProcListSchema,
+  ProcStageResultSchema,
   type ContainerInfo,
+  type ProcInfo,
 } from '../protocol/index.ts';
 import { AgentProtocolError, type AgentClient } from '../serial/index.ts';
-import { type App, type AppSpecRecord, type Project, type State, type Store, appKey, findRecord, requireRecord } from '../store/index.ts';
-import { checkAppOptions, type AppPort, type DeployOptions, type ValidatedApp } from './app-options.ts';
+import { type App, type AppKind, type AppSpecRecord, type Project, type State, type Store, appKey, findRecord, requireRecord } from '../store/index.ts';
+import { checkAppOptions, type AppPort, type AppSource, type DeployOptions, type ValidatedApp } from './app-options.ts';
 import { PortTakenError, RuntimeError, busyError, stateError } from './errors.ts';
 import { DEFAULT_HOST_ADDR, portKey, takenPorts } from './ports.ts';
 import { LIVE_STATES } from './reconcile.ts';
@@ -62,6 +70,8 @@ export interface AppView {
   restarts: number | null;
   startedAt: string | null;
   container: ContainerInfo | null;
+  /** A process app as the guest's systemd reports it. */
+  process: ProcInfo | null;
   record: App | null;
 }
 
@@ -91,6 +101,11 @@ export interface AppExecOptions {
 const containerName = (app: string, generation: number): string => `goship-${app}-${generation}`;
 
 /** Pure: the container spec an app's record becomes. */
+/** The tag of the image GoShip builds for a generation of an app. */
+export function buildTag(app: string, generation: number): string {
+  return `goship/${app}:${generation}`;
+}
+
 export function containerSpec(project: string, a: ValidatedApp, image: string, generation: number) {
   return {
     name: containerName(a.app, generation),
@@ -120,6 +135,24 @@ export async function isDockerArchive(file: string): Promise<boolean> {
     return false;
   }
   return found;
+}
+
+/** The files an app's source names, checked on the host before anything changes. */
+async function checkSourceFiles(source: AppSource, issues: Issue[]): Promise<void> {
+  const st = async (path: string) => stat(path).catch(() => undefined);
+  if (source.kind === 'build') {
+    const dir = await st(source.dir);
+    if (!dir?.isDirectory()) issues.push({ path: '--build', message: `not a directory: ${source.dir}` });
+    else if (!existsSync(`${source.dir}/Dockerfile`)) issues.push({ path: '--build', message: `no Dockerfile in ${source.dir}` });
+  } else if (source.kind === 'archive') {
+    if (!(await st(source.file))) issues.push({ path: '--image-archive', message: `no such file: ${source.file}` });
+    else if (!(await isDockerArchive(source.file))) issues.push({ path: '--image-archive', message: `${source.file} is not a Docker image archive (a tar with manifest.json, as docker save writes)` });
+  } else if (source.kind === 'binary') {
+    const f = await st(source.file);
+    if (!f) issues.push({ path: '--binary', message: `no such file: ${source.file}` });
+    else if (!f.isFile()) issues.push({ path: '--binary', message: `not a regular file: ${source.file}` });
+    else if ((f.mode & 0o111) === 0) issues.push({ path: '--binary', message: `not executable: ${source.file} (chmod +x it)` });
+  }
 }
 
 function sleep(ms: number): Promise<void> {
@@ -160,20 +193,15 @@ export class AppService {
     }
   }
 
-  /** Deploys (or replaces) an app: its image first, then the new container; the old one goes only once the new one runs. */
+  /**
+   * Deploys (or replaces) an app. A container: its image first, then the new
+   * container; the old one goes only once the new one runs. A process: its
+   * program uploaded beside the old one, then the unit swapped (by the agent).
+   */
   async deploy(o: DeployOptions): Promise<AppView> {
     const { app: a, issues } = checkAppOptions(o);
-    if (a.source.kind === 'build') {
-      const dir = a.source.dir;
-      if (!existsSync(dir) || !(await stat(dir)).isDirectory()) issues.push({ path: '--build', message: `not a directory: ${dir}` });
-      else if (!existsSync(`${dir}/Dockerfile`)) issues.push({ path: '--build', message: `no Dockerfile in ${dir}` });
-    } else if (a.source.kind === 'archive') {
-      const file = a.source.file;
-      if (!existsSync(file)) issues.push({ path: '--image-archive', message: `no such file: ${file}` });
-      else if (!(await isDockerArchive(file))) issues.push({ path: '--image-archive', message: `${file} is not a Docker image archive (a tar with manifest.json, as docker save writes)` });
-    } else if (a.source.kind === 'binary' || a.source.kind === 'command') {
-      throw new RuntimeError('ENOTSUP', 'process apps (--binary, --command) are not supported yet: deploy a container (--build, --image-archive, --image)');
-    }
+    const kind: AppKind = a.source.kind === 'binary' || a.source.kind === 'command' ? 'process' : 'container';
+    await checkSourceFiles(a.source, issues);
     if (issues.length > 0) throw new ValidationError(issues, { subject: 'invalid app', hint: 'goshipctl app deploy --help' });
     const { vmId } = await this.runningProject(a.project);
     const key = appKey(a.project, a.app);
@@ -183,42 +211,24 @@ export class AppService {
       requireRecord(draft, 'project', a.project);
       const old = draft.apps[key];
       if (old?.op) throw busyError(`app ${a.project}/${a.app}`, old.op);
+      if (old && old.kind !== kind) {
+        throw stateError(`app ${a.project}/${a.app} is a ${old.kind} app: it cannot become a ${kind} app`, `remove it first: goshipctl app remove ${a.project} ${a.app}`);
+      }
       const taken = await takenPorts(draft, a.ports, `app ${a.project}/${a.app}`);
       if (taken.length > 0) throw new PortTakenError(taken);
       const now = this.ctx.now();
-      const rec: App = old ?? { project: a.project, name: a.app, kind: 'container', createdAt: now, state: 'deploying', generation: 0 };
+      const rec: App = old ?? { project: a.project, name: a.app, kind, createdAt: now, state: 'deploying', generation: 0 };
       rec.op = this.op(old ? 'start' : 'create');
       if (!old) draft.apps[key] = rec;
       return structuredClone(old);
     });
     const generation = (before?.generation ?? 0) + 1;
-    const progress = o.onProgress ?? (() => undefined);
     try {
-      const view = await this.withAgent(vmId, async (agent) => {
-        const image = await this.acquireImage(agent, a, generation, progress);
-        const next = containerName(a.app, generation);
-        // A leftover of an interrupted deploy with this name goes first.
-        await agent.call(APP_METHODS.remove, { container: next }).catch(() => undefined);
-        await agent.call(APP_METHODS.create, containerSpec(a.project, a, image.imageId, generation), { timeoutMs: 60_000 });
-        const old = before?.container;
-        if (old) await agent.call(APP_METHODS.stop, { container: old, timeoutSec: 10 }, { timeoutMs: 60_000 }).catch(() => undefined);
-        const started = await this.startAndSettle(agent, next);
-        if (!started.ok) {
-          // Roll back: the new container goes first (it may hold the ports while it restarts), then the old one runs again.
-          await agent.call(APP_METHODS.remove, { container: next }).catch(() => undefined);
-          let back = 'fix the image or the command and deploy again';
-          if (old) {
-            const again = await this.startAndSettle(agent, old);
-            back = again.ok ? 'the version that ran before runs again' : `the version before did not start again either: ${again.why}`;
-          }
-          throw new RuntimeError('EAPP_START', `app ${a.project}/${a.app}: the new version did not start: ${started.why}`, { hint: back });
-        }
-        if (old) await agent.call(APP_METHODS.remove, { container: old }).catch(() => undefined);
-        return { image, info: started.info };
-      });
-      await this.syncForwards(a.project, vmId);
+      const deployed = await this.withAgent(vmId, (agent) =>
+        kind === 'container' ? this.deployContainer(agent, a, before, generation, o.onProgress ?? (() => undefined)) : this.deployProcess(agent, a, generation),
+      );
       const spec: AppSpecRecord = {
-        source: a.source.kind === 'build' ? { kind: 'build', dir: a.source.dir } : a.source.kind === 'archive' ? { kind: 'archive', file: a.source.file } : { kind: 'image', ref: (a.source as { ref: string }).ref },
+        source: a.source.kind === 'command' ? { kind: 'command' } : 'dir' in a.source ? { kind: 'build', dir: a.source.dir } : 'ref' in a.source ? { kind: 'image', ref: a.source.ref } : { kind: a.source.kind, file: a.source.file },
         ports: a.ports,
         env: a.env,
         volumes: a.volumes,
@@ -226,13 +236,15 @@ export class AppService {
         ...(a.memoryBytes !== undefined ? { memoryBytes: a.memoryBytes } : {}),
         ...(a.cpus !== undefined ? { cpus: a.cpus } : {}),
         ...(a.cmd ? { cmd: a.cmd } : {}),
+        ...(a.workdir !== undefined ? { workdir: a.workdir } : {}),
+        ...(a.user !== undefined ? { user: a.user } : {}),
       };
       await this.ctx.store.update((draft) => {
         const rec = requireRecord(draft, 'app', key);
         rec.spec = spec;
         rec.generation = generation;
-        rec.container = containerName(a.app, generation);
-        rec.image = view.image.tags[0] ?? view.image.imageId;
+        rec.container = deployed.container;
+        rec.image = deployed.image;
         rec.state = 'deployed';
         rec.updatedAt = this.ctx.now();
         delete rec.lastError;
@@ -254,13 +266,72 @@ export class AppService {
     }
   }
 
+  /** A container app's deploy in the VM: image, new container, the old one stopped, the new one started (or the old one back). */
+  private async deployContainer(agent: AgentClient, a: ValidatedApp, before: App | undefined, generation: number, progress: (line: string) => void): Promise<{ container: string; image: string }> {
+    const image = await this.acquireImage(agent, a, generation, progress);
+    const next = containerName(a.app, generation);
+    // A leftover of an interrupted deploy with this name goes first.
+    await agent.call(APP_METHODS.remove, { container: next }).catch(() => undefined);
+    await agent.call(APP_METHODS.create, containerSpec(a.project, a, image.imageId, generation), { timeoutMs: 60_000 });
+    const old = before?.container;
+    if (old) await agent.call(APP_METHODS.stop, { container: old, timeoutSec: 10 }, { timeoutMs: 60_000 }).catch(() => undefined);
+    const started = await this.startAndSettle(agent, next);
+    if (!started.ok) {
+      // Roll back: the new container goes first (it may hold the ports while it restarts), then the old one runs again.
+      await agent.call(APP_METHODS.remove, { container: next }).catch(() => undefined);
+      let back = 'fix the image or the command and deploy again';
+      if (old) {
+        const again = await this.startAndSettle(agent, old);
+        back = again.ok ? 'the version that ran before runs again' : `the version before did not start again either: ${again.why}`;
+      }
+      throw new RuntimeError('EAPP_START', `app ${a.project}/${a.app}: the new version did not start: ${started.why}`, { hint: back });
+    }
+    if (old) await agent.call(APP_METHODS.remove, { container: old }).catch(() => undefined);
+    // The name the user knows: the ref pulled, the tag GoShip built; an archive's own tag.
+    const s = a.source;
+    const name = s.kind === 'image' ? s.ref : s.kind === 'build' ? buildTag(a.app, generation) : (image.tags[0] ?? image.imageId);
+    return { container: next, image: name };
+  }
+
+  /**
+   * A process app's deploy: the program (--binary) uploaded with its checksum
+   * into the generation's own directory, keeping its file name; then the agent
+   * swaps the unit and watches the new program (and rolls back when it does not stay up).
+   */
+  private async deployProcess(agent: AgentClient, a: ValidatedApp, generation: number): Promise<{ container: string; image: string }> {
+    let argv: string[];
+    if (a.source.kind === 'binary') {
+      const { dir } = this.check(ProcStageResultSchema, await agent.call(PROC_METHODS.stage, { app: a.app, generation }), 'proc stage');
+      const target = `${dir}/${basename(a.source.file)}`;
+      await agent.upload(a.source.file, target, { mode: 0o755 });
+      argv = [target, ...(a.cmd ?? [])];
+    } else {
+      argv = [...(a.cmd ?? [])];
+    }
+    const spec = {
+      app: a.app,
+      generation,
+      argv,
+      env: a.env,
+      ...(a.workdir !== undefined ? { workdir: a.workdir } : {}),
+      ...(a.user !== undefined ? { user: a.user } : {}),
+      restart: a.restart,
+      ...(a.memoryBytes !== undefined ? { memoryBytes: a.memoryBytes } : {}),
+      ...(a.cpus !== undefined ? { cpus: a.cpus } : {}),
+      settleMs: START_SETTLE_MS,
+    };
+    const res = this.check(ProcApplyResultSchema, await agent.call(PROC_METHODS.apply, spec, { timeoutMs: 120_000 }), 'proc apply');
+    if (!res.ok) throw new RuntimeError('EAPP_START', `app ${a.project}/${a.app}: the new version did not start: ${res.why}`, { hint: res.back });
+    return { container: res.info.unit, image: res.info.argv[0] ?? argv[0]! };
+  }
+
   private async acquireImage(agent: AgentClient, a: ValidatedApp, generation: number, progress: (line: string) => void) {
     const out = lineWriter(progress);
     const s = a.source;
     let raw: unknown;
     if (s.kind === 'build') {
       const context = Readable.from(tar.c({ cwd: s.dir, portable: true, noMtime: false }, ['.']) as unknown as AsyncIterable<Buffer>);
-      raw = await agent.callStreaming(APP_METHODS.build, { tag: `goship/${a.app}:${generation}`, labels: { [APP_LABEL]: a.app } }, { stdin: context, stdout: out, timeoutMs: 3_600_000 });
+      raw = await agent.callStreaming(APP_METHODS.build, { tag: buildTag(a.app, generation), labels: { [APP_LABEL]: a.app } }, { stdin: context, stdout: out, timeoutMs: 3_600_000 });
     } else if (s.kind === 'archive') {
       raw = await agent.callStreaming(APP_METHODS.load, {}, { stdin: createReadStream(s.file), stdout: out, timeoutMs: 3_600_000 });
     } else {
@@ -306,7 +377,8 @@ export class AppService {
       const vm = requireRecord(draft, 'vm', vmId);
       const forwards = [
         ...p.spec.ports.map((q) => ({ proto: q.proto, host: q.host, guest: q.guest })),
-        ...appsOf(draft, project).flatMap((a) => (a.spec?.ports ?? []).map((q) => ({ proto: q.proto, host: q.host, guest: q.host }))),
+        // A container's port is published by dockerd on the guest port of the host port's number; a process listens on its own.
+        ...appsOf(draft, project).flatMap((a) => (a.spec?.ports ?? []).map((q) => ({ proto: q.proto, host: q.host, guest: a.kind === 'process' ? q.container : q.host }))),
       ];
       const network = (vm.config.network ?? { mode: 'user' }) as Record<string, unknown>;
       vm.config = { ...vm.config, network: { ...network, forwards } };
@@ -339,32 +411,55 @@ export class AppService {
     const records = appsOf(s, p.name);
     const vm = findRecord(s, 'vm', p.vmId);
     let containers: ContainerInfo[] | undefined;
+    let procs: ProcInfo[] | undefined;
     if (vm && LIVE_STATES.has(vm.state) && (records.length > 0 || vm.state === 'ready')) {
-      containers = await this.withAgent(p.vmId, async (agent) => this.check(ContainerListSchema, await agent.call(APP_METHODS.list, {}, { timeoutMs: 60_000 }), 'app list').containers).catch(
-        () => undefined,
-      );
+      await this.withAgent(p.vmId, async (agent) => {
+        // dockerd is asked only when there are containers to ask about (a VM without apps leaves it asleep).
+        const wantDocker = records.length === 0 || records.some((r) => r.kind === 'container');
+        containers = wantDocker ? this.check(ContainerListSchema, await agent.call(APP_METHODS.list, {}, { timeoutMs: 60_000 }), 'app list').containers : [];
+        // An agent older than process apps (an image built before them) has none to report.
+        const hasProcs = records.some((r) => r.kind === 'process');
+        procs = await agent.call(PROC_METHODS.list, {}, { timeoutMs: 60_000 }).then(
+          (raw) => this.check(ProcListSchema, raw, 'proc list').procs,
+          (err: { remoteCode?: string }) => {
+            if (!hasProcs && err.remoteCode === REMOTE_CODES.unknownMethod) return [];
+            throw err;
+          },
+        );
+      }).catch(() => {
+        containers = undefined;
+        procs = undefined;
+      });
     }
+    const live = containers !== undefined && procs !== undefined;
     const views: AppView[] = [];
     const seen = new Set<string>();
     for (const r of records.sort((x, y) => x.name.localeCompare(y.name))) {
+      const base = { project: p.name, name: r.name, kind: r.kind, image: r.image ?? null, ports: r.spec?.ports ?? [], record: r };
+      if (r.kind === 'process') {
+        const x = procs?.find((q) => q.app === r.name);
+        if (x) seen.add(`proc:${x.app}`);
+        views.push({ ...base, state: !live ? 'vm-stopped' : x ? x.state : r.op ? 'deploying' : 'missing', restarts: x?.restarts ?? null, startedAt: x?.startedAt ?? null, container: null, process: x ?? null });
+        continue;
+      }
       const c = containers?.find((x) => x.name === r.container) ?? containers?.find((x) => x.labels[APP_LABEL] === r.name && x.labels[PROJECT_LABEL] === p.name);
       if (c) seen.add(c.id);
       views.push({
-        project: p.name,
-        name: r.name,
-        kind: r.kind,
-        state: containers === undefined ? 'vm-stopped' : c ? c.state : r.op ? 'deploying' : 'missing',
-        image: r.image ?? null,
-        ports: r.spec?.ports ?? [],
+        ...base,
+        state: !live ? 'vm-stopped' : c ? c.state : r.op ? 'deploying' : 'missing',
         restarts: c?.restartCount ?? null,
         startedAt: c?.state === 'running' ? c.startedAt : null,
         container: c ?? null,
-        record: r,
+        process: null,
       });
     }
     for (const c of containers ?? []) {
       if (seen.has(c.id) || c.labels[PROJECT_LABEL] !== p.name) continue;
-      views.push({ project: p.name, name: c.labels[APP_LABEL] ?? c.name, kind: 'container', state: `unmanaged (${c.state})`, image: c.image, ports: [], restarts: c.restartCount, startedAt: c.startedAt, container: c, record: null });
+      views.push({ project: p.name, name: c.labels[APP_LABEL] ?? c.name, kind: 'container', state: `unmanaged (${c.state})`, image: c.image, ports: [], restarts: c.restartCount, startedAt: c.startedAt, container: c, process: null, record: null });
+    }
+    for (const x of procs ?? []) {
+      if (seen.has(`proc:${x.app}`)) continue;
+      views.push({ project: p.name, name: x.app, kind: 'process', state: `unmanaged (${x.state})`, image: x.argv[0] ?? null, ports: [], restarts: x.restarts, startedAt: x.startedAt, container: null, process: x, record: null });
     }
     return views;
   }
@@ -388,7 +483,10 @@ export class AppService {
   /** start, stop or restart the app's container. */
   async control(project: string, app: string, verb: 'start' | 'stop' | 'restart'): Promise<AppView> {
     const { rec, vmId } = await this.recorded(project, app);
-    await this.withAgent(vmId, (agent) => agent.call(APP_METHODS[verb], { container: rec.container, timeoutSec: 10 }, { timeoutMs: 60_000 }));
+    await this.withAgent(vmId, async (agent) => {
+      if (rec.kind === 'process') this.check(ProcInfoSchema, await agent.call(PROC_METHODS.control, { app, verb }, { timeoutMs: 60_000 }), 'proc control');
+      else await agent.call(APP_METHODS[verb], { container: rec.container, timeoutSec: 10 }, { timeoutMs: 60_000 });
+    });
     await this.ctx.store.update((draft) => {
       const r = findRecord(draft, 'app', appKey(project, app));
       if (r) r.state = verb === 'stop' ? 'stopped' : 'deployed';
@@ -403,10 +501,18 @@ export class AppService {
     const s = await this.ctx.store.read();
     const p = requireRecord(s, 'project', project);
     const rec = findRecord(s, 'app', key);
-    if (!rec) throw new RuntimeError('ENOTFOUND', `app ${project}/${app} does not exist`, { hint: `goshipctl app list ${project}` });
     const vm = findRecord(s, 'vm', p.vmId);
+    if (!rec) {
+      // Not recorded, but in the guest (a first deploy cut off, or made behind GoShip's back): app list shows it unmanaged, so it can go.
+      const stray = vm && LIVE_STATES.has(vm.state) ? (await this.viewsOf(s, p)).find((v) => v.name === app && v.record === null) : undefined;
+      if (!stray) throw new RuntimeError('ENOTFOUND', `app ${project}/${app} does not exist`, { hint: `goshipctl app list ${project}` });
+      const call = stray.process ? ([PROC_METHODS.remove, { app }] as const) : ([APP_METHODS.remove, { container: stray.container!.id }] as const);
+      await this.withAgent(p.vmId, (agent) => agent.call(call[0], call[1], { timeoutMs: 60_000 }));
+      return;
+    }
     if (rec.container && vm && LIVE_STATES.has(vm.state)) {
-      await this.withAgent(p.vmId, (agent) => agent.call(APP_METHODS.remove, { container: rec.container })).catch((err: { code?: string; remoteCode?: string }) => {
+      const call = rec.kind === 'process' ? ([PROC_METHODS.remove, { app }] as const) : ([APP_METHODS.remove, { container: rec.container }] as const);
+      await this.withAgent(p.vmId, (agent) => agent.call(call[0], call[1], { timeoutMs: 60_000 })).catch((err: { code?: string; remoteCode?: string }) => {
         // Already gone from Docker: nothing to remove there.
         if (err.remoteCode !== 'EDOCKER_NOTFOUND') throw err;
       });
@@ -419,11 +525,12 @@ export class AppService {
 
   async logs(project: string, app: string, o: AppLogsOptions): Promise<void> {
     const { rec, vmId } = await this.recorded(project, app);
+    const which = rec.kind === 'process' ? { method: PROC_METHODS.logs, target: { app } } : { method: APP_METHODS.logs, target: { container: rec.container } };
     await this.withAgent(vmId, (agent) =>
       agent.callStreaming(
-        APP_METHODS.logs,
+        which.method,
         {
-          container: rec.container,
+          ...which.target,
           follow: o.follow === true,
           timestamps: o.timestamps === true,
           ...(o.tail !== undefined ? { tail: o.tail } : {}),
@@ -437,10 +544,11 @@ export class AppService {
   /** Runs a command in the app's container; its exit code. */
   async exec(project: string, app: string, argv: string[], o: AppExecOptions): Promise<number | null> {
     const { rec, vmId } = await this.recorded(project, app);
+    const which = rec.kind === 'process' ? { method: PROC_METHODS.exec, target: { app } } : { method: APP_METHODS.exec, target: { container: rec.container } };
     const raw = await this.withAgent(vmId, (agent) =>
       agent.callStreaming(
-        APP_METHODS.exec,
-        { container: rec.container, argv, tty: o.tty === true, stdin: o.stdin !== undefined, ...(o.rows && o.cols ? { rows: o.rows, cols: o.cols } : {}) },
+        which.method,
+        { ...which.target, argv, tty: o.tty === true, stdin: o.stdin !== undefined, ...(o.rows && o.cols ? { rows: o.rows, cols: o.cols } : {}) },
         {
           ...(o.stdin ? { stdin: o.stdin } : {}),
           ...(o.ctl ? { ctl: o.ctl } : {}),

@@ -11,10 +11,13 @@ import { RuntimeError } from './errors.ts';
 import type { Layout } from '../layout.ts';
 import type { AgentInstall } from '../cloudinit/index.ts';
 import {
+  AGENT_START_SCRIPT,
   AGENT_UNIT,
+  NODE_SETUP_SCRIPT,
   buildImage,
   imageInfo,
   importImage,
+  receiveImage,
   listImages,
   detachImage,
   type BuildImageOptions,
@@ -84,6 +87,13 @@ export class ImageService implements ImageSource {
     return info;
   }
 
+  /** `image receive`: an image pushed from another host, as a tar stream of its directory (see receiveImage). */
+  async receive(name: string, stream: NodeJS.ReadableStream): Promise<ImageInfo & { received: boolean }> {
+    const info = await receiveImage(this.layout.imagesDir, name, stream);
+    if (info.received) await this.record(info, 'imported');
+    return info;
+  }
+
   list(): Promise<ImageEntry[]> {
     return listImages(this.layout.imagesDir);
   }
@@ -119,7 +129,7 @@ export class ImageService implements ImageSource {
       name,
       base: info.base,
       boot: info.kernel ? { kernel: info.kernel, ...(info.initrd ? { initrd: info.initrd } : {}), ...(info.cmdline ? { cmdline: info.cmdline } : {}) } : {},
-      ...(m.agentBaked ? {} : { agentInstall: async () => ({ bundle: await readFile(agentBundlePath()), unit: AGENT_UNIT }) }),
+      ...(m.agentBaked ? {} : { agentInstall: async () => ({ bundle: await readFile(agentBundlePath()), unit: AGENT_UNIT, start: AGENT_START_SCRIPT, setup: NODE_SETUP_SCRIPT }) }),
     };
   }
 }

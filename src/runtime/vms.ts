@@ -31,7 +31,7 @@ import {
   type VmSpec,
 } from '../qemu/index.ts';
 import { pidAlive } from '../proc.ts';
-import type { AgentClient, ConnectProgress } from '../serial/index.ts';
+import { AGENT_RUNTIME_HINT, type AgentClient, type ConnectProgress } from '../serial/index.ts';
 import { type PendingOp, type State, type Store, type Vm, findRecord, requireRecord, assertNameFree, LOCAL_NODE } from '../store/index.ts';
 import { RuntimeError, busyError, stateError } from './errors.ts';
 import { vmPaths } from './paths.ts';
@@ -429,8 +429,11 @@ export class VmService {
     try {
       hello = await monitor.waitAgent(timeoutMs);
     } catch (err) {
-      const alive = (await livePid(await this.get(name))) !== undefined;
       const why = err instanceof Error ? err.message : String(err);
+      if ((err as { code?: string }).code === 'EAGENT_RUNTIME') {
+        throw new RuntimeError('EAGENT_RUNTIME', `VM ${name}: ${why}`, { hint: AGENT_RUNTIME_HINT, cause: err });
+      }
+      const alive = (await livePid(await this.get(name))) !== undefined;
       throw new RuntimeError(
         'EAGENT_TIMEOUT',
         alive ? `VM ${name} is running but its agent did not answer within ${Math.round(timeoutMs / 1000)} s: ${why}` : `VM ${name} stopped before its agent answered: ${why}`,

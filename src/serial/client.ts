@@ -29,6 +29,7 @@ import {
   ExecResultSchema,
   FrameDecoder,
   HelloSchema,
+  NoAgentSchema,
   InfoResultSchema,
   MAX_CHUNK,
   PROTOCOL_VERSION,
@@ -50,7 +51,7 @@ import {
   type StreamName,
   whenWritable,
 } from '../protocol/index.ts';
-import { AgentClosedError, AgentError, AgentProtocolError, AgentRemoteError, AgentTimeoutError, TransferLimitError } from './errors.ts';
+import { AgentClosedError, AgentError, AgentProtocolError, AgentRemoteError, AgentTimeoutError, AgentUnavailableError, TransferLimitError } from './errors.ts';
 
 /** What the agent said about itself in its hello. */
 export interface AgentHello {
@@ -100,6 +101,9 @@ export interface ExecOptions {
   timeoutMs?: number;
   /** Run under a pseudo-terminal (util-linux `script` in the guest); stderr then arrives on stdout. */
   tty?: boolean;
+  /** With tty: the terminal's window size (both or neither). */
+  rows?: number;
+  cols?: number;
   /** Aborting it cancels the command in the guest (its process group is killed); the call rejects with EAGENT_CLOSED. */
   signal?: AbortSignal;
 }
@@ -364,7 +368,7 @@ export class AgentClient {
         return client;
       } catch (err) {
         client.#stream.destroy();
-        if (err instanceof AgentProtocolError) throw err;
+        if (err instanceof AgentProtocolError || err instanceof AgentUnavailableError) throw err;
         if (signal?.aborted) throw abandoned();
         lastError = (err as Error).message;
         if (err instanceof AgentTimeoutError) break;
@@ -473,12 +477,20 @@ export class AgentClient {
     this.#handshake?.resolve();
   }
 
+  /** The guest says no agent can run there: the handshake fails at once with its reason. */
+  #onNoAgent(raw: Record<string, unknown>): void {
+    const parsed = v.safeParse(NoAgentSchema, raw);
+    if (!parsed.success) return;
+    this.#handshake?.reject(new AgentUnavailableError(this.#where, parsed.output.code, parsed.output.message));
+  }
+
   #onDecoded(event: Decoded): void {
     if (this.#state === 'closed') return;
     if (this.#state === 'syncing') {
       // Before our hello, everything is leftover from an earlier session.
       if (event.kind === 'fatal') this.#decoder.reset();
       else if (event.kind === 'message' && event.message.t === 'hello') this.#onHelloDuringSync(event.message);
+      else if (event.kind === 'message' && event.message.t === 'no-agent') this.#onNoAgent(event.message);
       return;
     }
     switch (event.kind) {
@@ -537,6 +549,10 @@ export class AgentClient {
             hint: 'connect again',
           }),
         );
+        return;
+      case 'no-agent':
+        // Only meaningful before a hello; a live session ignores it.
+        this.stats.invalidMessages++;
         return;
       case 'err':
         this.stats.agentComplaints++;
@@ -792,6 +808,7 @@ export class AgentClient {
       stdin: options.stdin !== undefined,
       ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
       ...(options.tty === undefined ? {} : { tty: options.tty }),
+      ...(options.tty && options.rows && options.cols ? { rows: options.rows, cols: options.cols } : {}),
     };
     const checked = v.safeParse(ExecParamsSchema, params);
     if (!checked.success) {

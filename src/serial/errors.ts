@@ -4,7 +4,7 @@
  */
 import { ERROR_CODES, GoshipError, type ErrorCode } from '../errors.ts';
 
-export type AgentErrorCode = 'EAGENT_TIMEOUT' | 'EAGENT_CLOSED' | 'EAGENT_PROTOCOL' | 'EAGENT_REMOTE' | 'ELIMIT';
+export type AgentErrorCode = 'EAGENT_TIMEOUT' | 'EAGENT_CLOSED' | 'EAGENT_PROTOCOL' | 'EAGENT_REMOTE' | 'EAGENT_RUNTIME' | 'ELIMIT';
 
 /** Base of every agent-channel error. */
 export class AgentError extends GoshipError {
@@ -62,6 +62,27 @@ export class AgentProtocolError extends AgentError {
       ...(options.cause === undefined ? {} : { cause: options.cause }),
     });
     this.received = options.received;
+  }
+}
+
+/** The fix for a guest without a Node.js the agent can run on. */
+export const AGENT_RUNTIME_HINT =
+  'use an image with Node.js 18 or newer (Debian: apt install nodejs), or one GoShip built (goshipctl image build); for an imported image, give the VM a route to its package mirror so cloud-init can install nodejs';
+
+/**
+ * The guest cannot run the agent (it said so on the port instead of a hello):
+ * no Node.js, or one too old. `guestMessage` is the guest's own words (untrusted).
+ */
+export class AgentUnavailableError extends AgentError {
+  readonly guestCode: string;
+  readonly guestMessage: string;
+
+  constructor(where: string, guestCode: string, guestMessage: string) {
+    super('EAGENT_RUNTIME', `the guest cannot run goship-agent (${where}): ${guestMessage}`, {
+      hint: AGENT_RUNTIME_HINT,
+    });
+    this.guestCode = guestCode;
+    this.guestMessage = guestMessage;
   }
 }
 

@@ -15,6 +15,6 @@ export type {
   TransferResult,
   UploadOptions,
 } from './client.ts';
-export { AgentClosedError, AgentError, AgentProtocolError, AgentRemoteError, AgentTimeoutError, TransferLimitError } from './errors.ts';
+export { AgentClosedError, AgentError, AgentProtocolError, AgentRemoteError, AgentTimeoutError, AgentUnavailableError, AGENT_RUNTIME_HINT, TransferLimitError } from './errors.ts';
 export type { AgentErrorCode } from './errors.ts';
 export type { ExecResult, InfoResult, ShutdownResult } from '../protocol/index.ts';

@@ -21,6 +21,8 @@ export interface HostileOptions {
   protocol?: number | null;
   /** Bytes written before the hello (stale garbage). */
   before?: Buffer;
+  /** Answer every sync with this `no-agent` message instead of a hello (what the agent unit's start script says without Node). */
+  noAgent?: Json;
 }
 
 export class HostilePeer {
@@ -37,7 +39,10 @@ export class HostilePeer {
         const first = this.nonce === undefined;
         this.nonce = String(e.message.nonce);
         if (first && options.before) socket.write(options.before);
-        if (options.protocol !== null) {
+        if (options.noAgent) {
+          socket.write('\n');
+          this.sendLine({ t: 'no-agent', ...options.noAgent });
+        } else if (options.protocol !== null) {
           socket.write('\n');
           this.sendLine({ t: 'hello', nonce: this.nonce, agent: 'hostile', protocol: options.protocol ?? 1, hostname: 'evil', bootId: 'b' });
         }

@@ -29,17 +29,35 @@ export function testAgentBundle(): string {
   return fileURLToPath(new URL('../../dist/goship-agent.mjs', import.meta.url));
 }
 
-let pending: Promise<ImageInfo> | undefined;
+const pending = new Map<string, Promise<ImageInfo>>();
 
-/** Builds the default image on first use, then returns the cached one. Callers in one process share a build. */
-export function ensureTestImage(opts: { log?: (line: string) => void } = {}): Promise<ImageInfo> {
-  pending ??= buildImage({
-    name: 'default',
+export interface TestImageOptions {
+  log?: (line: string) => void;
+  /** The image's name in the cache (default `default`). */
+  name?: string;
+  /** Debian packages on top of the default set (as `image build --packages`). */
+  extraPackages?: readonly string[];
+  /** Replaces the default package list. */
+  packages?: readonly string[];
+  /** false: no agent in the image, as a foreign cloud image arrives (cloud-init installs it). */
+  bakeAgent?: boolean;
+}
+
+/** Builds an image on first use, then returns the cached one. Callers in one process share a build. */
+export function ensureTestImage(opts: TestImageOptions = {}): Promise<ImageInfo> {
+  const name = opts.name ?? 'default';
+  let p = pending.get(name);
+  if (p) return p;
+  p = buildImage({
+    name,
     agentBundle: testAgentBundle(),
     imagesDir: testImagesDir(),
     debCacheDir: join(cacheBase(), 'debs'),
     bootProbe: true,
-    onProgress: (p: BuildProgress) => opts.log?.(`image: ${p.phase}: ${p.message}`),
+    ...(opts.extraPackages ? { extraPackages: opts.extraPackages } : {}),
+    ...(opts.packages ? { packages: opts.packages } : {}),
+    ...(opts.bakeAgent === false ? { bakeAgent: false } : {}),
+    onProgress: (e: BuildProgress) => opts.log?.(`image ${name}: ${e.phase}: ${e.message}`),
   })
     .then(async (info) => {
       // QEMU runs as goship-qemu: the cache's directories must let it through to the image.
@@ -47,8 +65,9 @@ export function ensureTestImage(opts: { log?: (line: string) => void } = {}): Pr
       return info;
     })
     .catch((err: unknown) => {
-    pending = undefined;
-    throw err;
-  });
-  return pending;
+      pending.delete(name);
+      throw err;
+    });
+  pending.set(name, p);
+  return p;
 }

@@ -5,7 +5,7 @@
  */
 import { mkdir, symlink } from 'node:fs/promises';
 import { execa } from 'execa';
-import { ensureTestImage, type ImageInfo } from './debian-image.ts';
+import { ensureTestImage, type ImageInfo, type TestImageOptions } from './debian-image.ts';
 import { testEnv, type TestEnv } from './runtime-env.ts';
 
 export interface ProjectEnv extends TestEnv {
@@ -14,11 +14,20 @@ export interface ProjectEnv extends TestEnv {
   cleanupAll: () => Promise<void>;
 }
 
-export async function projectEnv(prefix: string, log?: (line: string) => void): Promise<ProjectEnv> {
-  const image = await ensureTestImage(log ? { log } : {});
+/**
+ * `extraImages` are more cached test images (for example one built with
+ * `--packages docker-registry`), linked under their own names beside `default`.
+ */
+export async function projectEnv(prefix: string, opts: { log?: (line: string) => void; extraImages?: TestImageOptions[] } = {}): Promise<ProjectEnv> {
+  const log = opts.log ? { log: opts.log } : {};
+  const image = await ensureTestImage(log);
   const env = await testEnv(prefix);
   await mkdir(env.layout.imagesDir, { recursive: true, mode: 0o700 });
   await symlink(image.dir, env.layout.imageDir('default'));
+  for (const extra of opts.extraImages ?? []) {
+    const info = await ensureTestImage({ ...extra, ...log });
+    await symlink(info.dir, env.layout.imageDir(extra.name ?? 'default'));
+  }
   return {
     ...env,
     image,

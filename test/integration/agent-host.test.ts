@@ -142,6 +142,14 @@ describe('agent over a unix socket (--listen test mode)', () => {
     });
   });
 
+  it('exec with tty takes the caller\'s window size before the program runs', async () => {
+    await withClient(async (c) => {
+      const out = collector();
+      const r = await c.exec(['stty', 'size'], { tty: true, rows: 31, cols: 97, stdout: out.w });
+      expect([r.exitCode, out.text().trim()]).toEqual([0, '31 97']);
+    });
+  });
+
   it('exec: 20 MiB of output streams with bounded buffering on the host', async () => {
     await withClient(async (c) => {
       const total = 20 * 1024 * 1024;

@@ -18,7 +18,9 @@ const OPTS: SeedOptions = {
   runcmd: [['touch', '/var/lib/goship-seeded']],
   agent: {
     bundle: new TextEncoder().encode('console.log("agent");\n'),
-    unit: '[Unit]\nDescription=agent\n\n[Service]\nExecStart=/usr/bin/node /usr/local/lib/goship/goship-agent.mjs\n',
+    unit: '[Unit]\nDescription=agent\n\n[Service]\nExecStart=/bin/sh /usr/local/lib/goship/agent-start\n',
+    start: '#!/bin/sh\nexec /usr/bin/node /usr/local/lib/goship/goship-agent.mjs\n',
+    setup: '#!/bin/sh\n',
   },
   network: {},
 };

@@ -20,6 +20,7 @@ import {
   AgentProtocolError,
   AgentRemoteError,
   AgentTimeoutError,
+  AgentUnavailableError,
   TransferLimitError,
 } from '../../src/serial/index.ts';
 import { startHostileGuest, type HostileGuest, type HostileOptions, type HostilePeer } from '../helpers/agent-hostile.ts';
@@ -158,6 +159,24 @@ describe('host client against a hostile guest', () => {
       `agent on ${guest.path}: incompatible protocol version 2 (agent "hostile"); this host speaks version 1`,
     );
     expect((err as AgentProtocolError).hint).toMatch(/install the goship-agent that matches/);
+  });
+
+  it('fails at once when the guest says it cannot run the agent, with its words and the fix', async () => {
+    guest = await startHostileGuest(dir, { noAgent: { code: 'EAGENT_RUNTIME', message: 'no Node.js in the guest (found: none)' } });
+    // Refused by the message itself, not by the timeout (that would be an AgentTimeoutError).
+    const err = await AgentClient.connect(guest.path, { timeoutMs: 60_000 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AgentUnavailableError);
+    expect([(err as AgentUnavailableError).code, (err as AgentUnavailableError).message]).toEqual(['EAGENT_RUNTIME', `the guest cannot run goship-agent (${guest.path}): no Node.js in the guest (found: none)`]);
+    expect((err as AgentUnavailableError).hint).toMatch(/Node\.js 18 or newer/);
+  });
+
+  it('ignores a no-agent message that breaks its bounds (it is the guest talking): the wait goes on to its timeout', async () => {
+    guest = await startHostileGuest(dir, { noAgent: { code: 'EAGENT_RUNTIME', message: 'x'.repeat(5000) } });
+    const err = await AgentClient.connect(guest.path, { timeoutMs: 600, syncIntervalMs: 100 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AgentTimeoutError);
+    await guest.close();
+    guest = await startHostileGuest(dir, { noAgent: { code: 'rm -rf /', message: 'hi' } });
+    expect(await AgentClient.connect(guest.path, { timeoutMs: 600, syncIntervalMs: 100 }).catch((e: unknown) => e)).toBeInstanceOf(AgentTimeoutError);
   });
 
   it('times out naming the socket and what to read when nothing answers the sync', async () => {

@@ -1,7 +1,8 @@
 /** The app layer's pure parts: options, the Engine API's framings and bodies, the version negotiation. */
 import { Buffer } from 'node:buffer';
 import { describe, expect, it } from 'vitest';
-import { containerInfo, createBody } from '../../guest-agent/src/apps.ts';
+import { containerInfo, createBody, unreachableRegistry } from '../../guest-agent/src/apps.ts';
+import { RemoteError } from '../../guest-agent/src/session.ts';
 import { CLIENT_API_MAX, compareApi, negotiate } from '../../guest-agent/src/docker/engine.ts';
 import { JsonLines, MuxDecoder, muxFrame } from '../../guest-agent/src/docker/frames.ts';
 import { checkAppOptions, containerSpec, parseAppPort, parseEnvFile, parseRestart } from '../../src/runtime/index.ts';
@@ -119,5 +120,24 @@ describe('the Engine API', () => {
       labels: { 'org.goship.app': 'api' },
       ports: [{ proto: 'tcp', container: 80, guest: 18080 }],
     });
+  });
+});
+
+describe('a pull the VM cannot make', () => {
+  it('names the registry it cannot reach and keeps dockerd\'s words', () => {
+    const words = 'Get "http://localhost:5999/v2/": dial tcp [::1]:5999: connect: connection refused';
+    const e = unreachableRegistry('localhost:5999/none:1', new RemoteError('EDOCKER', words)) as RemoteError;
+    expect([e.code, e.message]).toEqual(['EDOCKER', `the VM cannot reach the registry localhost:5999 to pull localhost:5999/none:1: ${words}`]);
+    const hub = unreachableRegistry('busybox:1.36', new RemoteError('EDOCKER', 'Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io: no such host')) as RemoteError;
+    expect(hub.message).toMatch(/^the VM cannot reach the registry docker\.io to pull busybox:1\.36: /);
+    const lib = unreachableRegistry('library/busybox', new RemoteError('EDOCKER', 'dial tcp: i/o timeout')) as RemoteError;
+    expect(lib.message).toBe('the VM cannot reach the registry docker.io to pull library/busybox: dial tcp: i/o timeout');
+  });
+
+  it('leaves other failures as they are', () => {
+    const other = new RemoteError('EDOCKER', 'manifest for localhost:5000/site:9 not found: manifest unknown');
+    expect(unreachableRegistry('localhost:5000/site:9', other)).toBe(other);
+    const plain = new Error('boom');
+    expect(unreachableRegistry('a', plain)).toBe(plain);
   });
 });

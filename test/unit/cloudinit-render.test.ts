@@ -36,6 +36,8 @@ const UNIT = [
 const AGENT: AgentInstall = {
   bundle: new TextEncoder().encode('#!/usr/bin/env node\nconsole.log("agent");\n'),
   unit: UNIT,
+  start: '#!/bin/sh\nexec /usr/bin/node /usr/local/lib/goship/goship-agent.mjs\n',
+  setup: '#!/bin/sh\ncommand -v node\n',
 };
 
 /** Runs `fn`, expects a ValidationError, returns it. */
@@ -251,11 +253,25 @@ describe('renderUserData', () => {
         '      WantedBy=multi-user.target',
         '    permissions: "0644"',
         '    owner: root:root',
+        '  - path: /usr/local/lib/goship/agent-start',
+        '    content: |',
+        '      #!/bin/sh',
+        '      exec /usr/bin/node /usr/local/lib/goship/goship-agent.mjs',
+        '    permissions: "0755"',
+        '    owner: root:root',
+        '  - path: /usr/local/lib/goship/node-setup',
+        '    content: |',
+        '      #!/bin/sh',
+        '      command -v node',
+        '    permissions: "0755"',
+        '    owner: root:root',
         'runcmd:',
         '  - - apt-get',
         '    - install',
         '    - -y',
         '    - nodejs',
+        '  - - /bin/sh',
+        '    - /usr/local/lib/goship/node-setup',
         '  - - systemctl',
         '    - daemon-reload',
         '  - - systemctl',
@@ -354,7 +370,7 @@ describe('renderUserData', () => {
           { path: '/etc/a', content: '', owner: 'Bob' },
           { path: '/home/ops/x', content: '', owner: 'ops', defer: false },
         ],
-        agent: { bundle: new Uint8Array(), unit: 'ExecStart=/bin/true' },
+        agent: { bundle: new Uint8Array(), unit: 'ExecStart=/bin/true', start: 'exec node', setup: '#!/bin/sh\n' },
       }),
     );
     expect(error.issues).toEqual([
@@ -373,6 +389,7 @@ describe('renderUserData', () => {
         path: 'agent.unit',
         message: 'expected the text of a systemd unit with a [Service] section, got "ExecStart=/bin/true"',
       },
+      { path: 'agent.start', message: 'expected the text of a sh script (#!/bin/sh), got "exec node"' },
     ]);
     const deferError = validationError(() =>
       renderUserData({

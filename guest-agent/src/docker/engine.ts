@@ -7,10 +7,10 @@
  * daemon's own message.
  */
 import { Buffer } from 'node:buffer';
-import { spawn } from 'node:child_process';
 import { request, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
+import { systemctl } from '../run.ts';
 import { RemoteError } from '../session.ts';
 
 /** Where Debian's docker.io listens (socket-activated by docker.socket: the first request starts dockerd). */
@@ -22,14 +22,6 @@ export const CLIENT_API_MIN = '1.41';
 /** How long the first request waits for dockerd to come up (socket activation, a guest still booting). */
 const START_WAIT_MS = 120_000;
 
-/** `systemctl ARGS` (argv, no shell); true when it succeeded. */
-function systemctl(args: string[]): Promise<boolean> {
-  return new Promise((resolve) => {
-    const child = spawn('systemctl', args, { stdio: 'ignore' });
-    child.once('error', () => resolve(false));
-    child.once('exit', (code) => resolve(code === 0));
-  });
-}
 
 /** The largest JSON reply read into memory (an inspect, a list). */
 const MAX_JSON_BYTES = 8 * 1024 * 1024;

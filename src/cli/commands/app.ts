@@ -21,6 +21,9 @@ export function appJson(v: AppView) {
     restarts: v.restarts,
     startedAt: v.startedAt,
     container: v.container ? { id: v.container.id, name: v.container.name, state: v.container.state, exitCode: v.container.exitCode, error: v.container.error } : null,
+    process: v.process
+      ? { unit: v.process.unit, pid: v.process.pid, user: v.process.user, argv: v.process.argv, exitCode: v.process.exitCode, signal: v.process.signal, result: v.process.result }
+      : null,
     generation: v.record?.generation ?? null,
     spec: v.record?.spec ?? null,
     lastError: v.record?.lastError ?? null,
@@ -65,22 +68,24 @@ export function registerApp(cli: CAC, ctx: CommandContext): void {
   const a = ctx.argv;
 
   cli
-    .command('deploy <project> <app> [...cmd]', 'deploy (or replace) an app in the project VM: a container from --build DIR, --image-archive FILE or --image REF')
+    .command('deploy <project> <app> [...cmd]', 'deploy (or replace) an app in the project VM: a container (--build DIR, --image-archive FILE, --image REF) or a process (--binary FILE, --command)')
     .option('--build <dir>', 'a directory with a Dockerfile: built by dockerd inside the VM')
     .option('--image-archive <file>', 'a docker save tar, loaded inside the VM')
     .option('--image <ref>', 'an image pulled by dockerd inside the VM')
     .option('--binary <file>', 'a program to upload and run as a supervised process (process mode)')
     .option('--command', 'run a program already in the guest: -- PROGRAM ARGS (process mode)')
-    .option('--port <host:container>', 'forward 127.0.0.1:HOST to the app (repeatable; udp:HOST:CONTAINER)')
+    .option('--port <host:port>', 'forward 127.0.0.1:HOST to the app: to its container port, or to the guest port a process listens on (repeatable; udp:HOST:PORT)')
     .option('--env <KEY=VALUE>', 'environment variable (repeatable)')
     .option('--env-file <file>', 'KEY=VALUE lines')
     .option('--volume <name:/path>', 'a named volume mounted in the container (repeatable)')
-    .option('--restart <policy>', 'no, on-failure[:N], always, unless-stopped (default no)')
+    .option('--restart <policy>', 'no, on-failure[:N], always, unless-stopped (containers only) (default no)')
     .option('--memory <size>', 'memory limit, e.g. 256M')
     .option('--cpus <n>', 'CPU limit, e.g. 0.5')
     .option('--workdir <dir>', 'working directory (process mode)')
     .option('--user <name>', 'user to run as (process mode)')
     .example('goshipctl app deploy web api --build ./api --port 8080:80 --restart always')
+    .example('goshipctl app deploy web files --binary ./busybox --port 8081:8080 --restart always -- httpd -f -p 8080')
+    .example('goshipctl app deploy web py --command --port 8000:8000 -- /usr/bin/python3 -m http.server 8000')
     .action(async (project: string, app: string, cmd: string[], o: { '--'?: string[] }) => {
       const source = sourceOf(a);
       const envFile = rawValue(a, 'env-file');
@@ -119,7 +124,8 @@ export function registerApp(cli: CAC, ctx: CommandContext): void {
           },
         });
         p.done();
-        ctx.out.result(appJson(view), () => `app ${project}/${app} is ${view.state} (${view.container?.name ?? '-'})${view.ports.length ? `\nports: ${portsText(view)}` : ''}`);
+        const what = view.container?.name ?? (view.process ? `${view.process.unit}, pid ${view.process.pid ?? '-'}` : '-');
+        ctx.out.result(appJson(view), () => `app ${project}/${app} is ${view.state} (${what})${view.ports.length ? `\nports: ${portsText(view)}` : ''}`);
       } catch (err) {
         p.done();
         throw err;
@@ -139,8 +145,15 @@ export function registerApp(cli: CAC, ctx: CommandContext): void {
       [
         `app       ${v.project}/${v.name} (${v.kind})`,
         `state     ${v.state}${v.container?.error ? ` (${v.container.error})` : ''}`,
-        `image     ${v.image ?? '-'}`,
-        `container ${v.container ? `${v.container.name} ${v.container.id.slice(0, 12)}` : '-'}`,
+        `${v.kind === 'process' ? 'program' : 'image  '}   ${v.image ?? '-'}`,
+        ...(v.kind === 'process'
+          ? [
+              `unit      ${v.process?.unit ?? '-'}`,
+              `pid       ${v.process?.pid ?? '-'}`,
+              `user      ${v.process?.user ?? '-'}`,
+              ...(v.process && v.state !== 'running' && (v.process.exitCode !== null || v.process.signal) ? [`last exit ${v.process.exitCode !== null ? `code ${v.process.exitCode}` : v.process.signal} (${v.process.result})`] : []),
+            ]
+          : [`container ${v.container ? `${v.container.name} ${v.container.id.slice(0, 12)}` : '-'}`]),
         `ports     ${portsText(v)}`,
         `restarts  ${v.restarts ?? '-'}`,
         `uptime    ${v.startedAt ? since(v.startedAt) : '-'}`,

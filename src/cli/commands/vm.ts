@@ -260,6 +260,7 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
           ...(cwd ? { cwd } : {}),
           ...(timeoutMs ? { timeoutMs } : {}),
           ...(o.tty ? { tty: true } : {}),
+          ...(o.tty && process.stdout.rows && process.stdout.columns ? { rows: process.stdout.rows, cols: process.stdout.columns } : {}),
           ...(process.stdin.isTTY ? {} : { stdin: process.stdin }),
           stdout: process.stdout,
           stderr: process.stderr,
