@@ -227,8 +227,11 @@ install -m 0644 "$stage/wait-online.conf" "$root/etc/systemd/system/systemd-netw
 install -d "$root/etc/systemd/system-preset"
 install -m 0644 "$stage/goship.preset" "$root/etc/systemd/system-preset/10-goship.preset"
 in_root systemctl mask ${MASKED_UNITS.join(' ')}
-in_root systemctl disable ${SOCKET_ACTIVATED_UNITS.join(' ')}
-in_root systemctl enable docker.socket
+# (Only where docker is in the package list: an image may be built without it.)
+if [ -e "$root/lib/systemd/system/docker.socket" ]; then
+  in_root systemctl disable ${SOCKET_ACTIVATED_UNITS.join(' ')}
+  in_root systemctl enable docker.socket
+fi
 
 # No CPU-feature module autoloads (nested KVM, cpufreq, SIMD crypto).
 install -m 0644 "$stage/modprobe.conf" "$root/etc/modprobe.d/goship.conf"

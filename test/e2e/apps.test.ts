@@ -14,19 +14,13 @@ import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, goshipctl } from '../helpers/cli.ts';
+import { CLI, goshipctl, cliOf } from '../helpers/cli.ts';
 import { restartGuestAgent } from '../helpers/agent-restart.ts';
 import { freePort, httpGet, until } from '../helpers/net.ts';
 import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
 
 let env: ProjectEnv;
-const g = (args: string[], timeoutMs = 600_000) => goshipctl(args, env.env, { timeoutMs });
-const ok = async (args: string[], timeoutMs?: number): Promise<string> => {
-  const r = await g(args, timeoutMs);
-  if (r.code !== 0) throw new Error(`goshipctl ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
-  return r.stdout;
-};
-const json = async <T>(args: string[]): Promise<T> => JSON.parse(await ok([...args, '--json'])) as T;
+const { g, ok, json } = cliOf(() => env.env, 600_000);
 /** A shell command in the project VM (as root, through the agent). */
 const guest = (script: string) => ok(['vm', 'exec', 'shop', '--', 'sh', '-c', script]);
 

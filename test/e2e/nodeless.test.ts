@@ -11,18 +11,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_PACKAGES } from '../../src/image/index.ts';
 import { Runtime } from '../../src/runtime/index.ts';
-import { goshipctl } from '../helpers/cli.ts';
+import { cliOf } from '../helpers/cli.ts';
 import { ensureTestImage, type ImageInfo } from '../helpers/debian-image.ts';
 import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
 
 let env: ProjectEnv;
+const { g, ok } = cliOf(() => env.env, 900_000);
 let source: ImageInfo;
-const g = (args: string[], timeoutMs = 900_000) => goshipctl(args, env.env, { timeoutMs });
-const ok = async (args: string[]): Promise<string> => {
-  const r = await g(args);
-  if (r.code !== 0) throw new Error(`goshipctl ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
-  return r.stdout;
-};
 
 beforeAll(async () => {
   env = await projectEnv('enl');

@@ -10,19 +10,13 @@
 import { chmod, copyFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { goshipctl } from '../helpers/cli.ts';
+import { cliOf } from '../helpers/cli.ts';
 import { restartGuestAgent } from '../helpers/agent-restart.ts';
 import { freePort, httpGet, until } from '../helpers/net.ts';
 import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
 
 let env: ProjectEnv;
-const g = (args: string[], timeoutMs = 600_000) => goshipctl(args, env.env, { timeoutMs });
-const ok = async (args: string[]): Promise<string> => {
-  const r = await g(args);
-  if (r.code !== 0) throw new Error(`goshipctl ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
-  return r.stdout;
-};
-const json = async <T>(args: string[]): Promise<T> => JSON.parse(await ok([...args, '--json'])) as T;
+const { g, ok, json } = cliOf(() => env.env, 600_000);
 const guest = (script: string) => ok(['vm', 'exec', 'work', '--', 'sh', '-c', script]);
 /** What is left of an app in the guest: its unit, its directory, its user (empty when nothing). */
 const leftovers = (app: string) =>
@@ -164,7 +158,8 @@ describe('a program already in the guest (--command)', () => {
     );
     // systemd (252) gave up after StartLimitBurst starts; the unit's result stays that of the last run.
     expect(failed.process).toMatchObject({ exitCode: 3, signal: null, result: 'exit-code' });
-    expect(failed.restarts).toBe(4);
+    // Five starts (StartLimitBurst); systemd counts the restart it then refuses in NRestarts or not, by timing.
+    expect(failed.restarts === 4 || failed.restarts === 5).toBe(true);
     expect((await ok(['app', 'logs', 'work', 'flaky'])).trim().split('\n')).toEqual(['run', 'run', 'run', 'run', 'run']);
     // A start by hand clears the failure.
     expect((await json<AppJson>(['app', 'start', 'work', 'flaky'])).state).toBe('running');

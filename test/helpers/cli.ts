@@ -21,3 +21,19 @@ export async function goshipctl(args: string[], env: NodeJS.ProcessEnv, opts: { 
   });
   return { code: r.exitCode ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
+
+/**
+ * The three ways an end-to-end test runs goshipctl, bound to an environment
+ * made later (in beforeAll): `g` returns the result, `ok` its stdout or throws
+ * with stderr, `json` parses `--json` output.
+ */
+export function cliOf(envOf: () => NodeJS.ProcessEnv, defaultTimeoutMs: number) {
+  const g = (args: string[], timeoutMs = defaultTimeoutMs): Promise<CliResult> => goshipctl(args, envOf(), { timeoutMs });
+  const ok = async (args: string[], timeoutMs?: number): Promise<string> => {
+    const r = await g(args, timeoutMs);
+    if (r.code !== 0) throw new Error(`goshipctl ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
+    return r.stdout;
+  };
+  const json = async <T>(args: string[]): Promise<T> => JSON.parse(await ok([...args, '--json'])) as T;
+  return { g, ok, json };
+}

@@ -13,12 +13,14 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GoshipError } from '../../src/errors.ts';
 import { AGENT_UNIT, AGENT_UNIT_NAME } from '../../src/image/agent-unit.ts';
+import { AGENT_START_SCRIPT } from '../../src/image/agent-start.ts';
 import {
   CLOUD_CFG,
   DEFAULT_CMDLINE,
   DEFAULT_PACKAGES,
   DPKG_EXCLUDES,
   MASKED_UNITS,
+  MODPROBE_CONF,
   buildImage,
   customisationTexts,
   fsSizeFor,
@@ -154,7 +156,13 @@ describe('the default image', () => {
   it('bakes the agent and its unit, enabled early', async () => {
     expect(await debugfs('cat /etc/systemd/system/goship-agent.service')).toBe(AGENT_UNIT.trimEnd());
     expect(await debugfs('stat /usr/local/lib/goship/goship-agent.mjs')).toMatch(/Mode:\s+0755/);
+    expect(await debugfs('cat /usr/local/lib/goship/agent-start')).toBe(AGENT_START_SCRIPT.trimEnd());
+    expect(await debugfs('stat /usr/local/lib/goship/agent-start')).toMatch(/Mode:\s+0755/);
     expect(await debugfs(`ls -l /etc/systemd/system/sysinit.target.wants`)).toContain(AGENT_UNIT_NAME);
+  });
+
+  it('keeps udev from loading modules for CPU features a VM has no use for', async () => {
+    expect(await debugfs('cat /etc/modprobe.d/goship.conf')).toBe(MODPROBE_CONF.trimEnd());
   });
 
   it('restricts cloud-init to NoCloud and leaves per-VM identity to first boot', async () => {
