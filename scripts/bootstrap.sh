@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 
 # The Debian packages GoShip needs (busybox-static: the fast test guest needs a
 # static busybox, which the plain busybox package is not).
-PACKAGES=(qemu-system-x86 qemu-utils ovmf mmdebstrap xorriso genisoimage e2fsprogs busybox-static cpio)
+# openssh-client reaches other nodes (goshipctl node …); openssh-server is the
+# tests' second node (test/e2e/nodes.test.ts starts its own sshd on loopback).
+PACKAGES=(qemu-system-x86 qemu-utils ovmf mmdebstrap xorriso genisoimage e2fsprogs busybox-static cpio openssh-client openssh-server)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
@@ -22,7 +24,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "bootstrap: installing Debian packages: ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
+    # Installing a package must not start its service here (openssh-server's sshd):
+    # GoShip starts what it needs itself. policy-rc.d says so to invoke-rc.d, only while we install.
+    policy_added=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d && policy_added=1
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get install -y -qq "${missing[@]}" >/dev/null
+    if [ -n "$policy_added" ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
   else
     echo "bootstrap: missing Debian packages: ${missing[*]}" >&2
     echo "bootstrap: install them with: sudo apt-get install -y ${missing[*]}" >&2

@@ -13,6 +13,8 @@ import { registerVm } from './commands/vm.ts';
 import { registerImage } from './commands/image.ts';
 import { registerProject } from './commands/project.ts';
 import { registerApp } from './commands/app.ts';
+import { registerNode } from './commands/node.ts';
+import { routeToNodes } from './route.ts';
 import { VERSION } from './version.ts';
 
 export { VERSION };
@@ -21,9 +23,10 @@ type Register = (cli: CAC, ctx: CommandContext) => void;
 
 const GROUPS: Record<string, { register: Register; summary: string }> = {
   project: { register: registerProject, summary: 'projects: one VM each, ready for work' },
-  app: { register: registerApp, summary: 'apps: containers inside a project VM: deploy, list, info, start, stop, restart, remove, logs, exec' },
+  app: { register: registerApp, summary: 'apps: containers and supervised processes inside a project VM: deploy, list, info, start, stop, restart, remove, logs, exec' },
   vm: { register: registerVm, summary: 'VMs: args, create, start, stop, destroy, list, status, console, qmp, ping, info, exec, cp' },
-  image: { register: registerImage, summary: 'base images: build, list, info, remove, import' },
+  image: { register: registerImage, summary: 'base images: build, list, info, remove, import, push' },
+  node: { register: registerNode, summary: "nodes: other hosts' GoShips over SSH: add, list, info, remove" },
 };
 
 export const OVERVIEW = `goshipctl ${VERSION}: a VM-first control plane on QEMU, without libvirt
@@ -37,6 +40,7 @@ Projects
 
 Apps (inside a project's VM)
   app deploy PROJECT APP --build DIR | --image-archive FILE | --image REF [--port H:C --env K=V --restart always …] [-- CMD]
+  app deploy PROJECT APP --binary FILE | --command [--port H:G --user U --workdir D …] -- [PROGRAM] ARGS   (a process, systemd's)
   app list [PROJECT] | info PROJECT APP | start|stop|restart|remove PROJECT APP
   app logs PROJECT APP [-f --tail N --since 10m --timestamps], app exec PROJECT APP [-t -i] -- CMD ARGS
 
@@ -50,7 +54,12 @@ VMs
 
 Images
   image build [NAME] [--packages a,b], image list | info NAME | remove NAME
-  image import NAME FILE [--kernel F --initrd F --cmdline S]
+  image import NAME FILE [--kernel F --initrd F --cmdline S], image push NODE NAME
+
+Nodes (other hosts' GoShips, over SSH; commands on their projects run there)
+  node add NAME ssh://USER@HOST[:PORT] [--identity FILE --known-hosts FILE --install]
+  node list | info NAME | remove NAME [--force]
+  project create NAME --node NODE [--node NODE2]…   (one VM per node)
 
 Host
   version                   GoShip, QEMU and QMP versions, the accelerator auto picks
@@ -91,11 +100,35 @@ function watchStdout(): AbortSignal {
   return closed.signal;
 }
 
+/** The exit status of a command ended by Ctrl-C (SIGINT), as a shell reports it. */
+export const EXIT_INTERRUPTED = 128 + 2;
+
+/**
+ * Ctrl-C (SIGINT) aborts the running command's signal, so a stream (`app logs
+ * -f`, `vm exec`) cancels its work in the guest, and goshipctl ends with 130;
+ * a command that does not stop within a second is ended then.
+ */
+function watchInterrupt(ctl: AbortController): () => boolean {
+  let interrupted = false;
+  process.once('SIGINT', () => {
+    interrupted = true;
+    ctl.abort(new GoshipError('EUSAGE', 'interrupted'));
+    setTimeout(() => process.exit(EXIT_INTERRUPTED), 1000).unref();
+  });
+  return () => interrupted;
+}
+
 /** Runs goshipctl with `args` (without node and the script); resolves to the exit code. */
-export async function main(args: readonly string[]): Promise<number> {
+export async function main(argv: readonly string[]): Promise<number> {
+  // `goshipctl --json project list` as well as `goshipctl project list --json`: the global flag may come first.
+  let lead = 0;
+  while (argv[lead] === '--json') lead++;
+  const args = lead > 0 ? [...argv.slice(lead), '--json'] : argv;
   const json = args.includes('--json');
   const out = new Output({ json });
-  const stdoutClosed = watchStdout();
+  const cancel = new AbortController();
+  const interrupted = watchInterrupt(cancel);
+  const stdoutClosed = AbortSignal.any([watchStdout(), cancel.signal]);
   const [first, ...rest] = args;
   if (first === undefined || first === '--help' || first === '-h' || first === 'help') {
     process.stdout.write(`${OVERVIEW}\n`);
@@ -109,6 +142,8 @@ export async function main(args: readonly string[]): Promise<number> {
   const ctx = new CommandContext(out, group ? rest : args, stdoutClosed);
   const cli = group ? program(`goshipctl ${first}`, ctx, group.register) : program('goshipctl', ctx, registerTop);
   try {
+    const remote = await routeToNodes(args, () => ctx.runtime(), out, stdoutClosed);
+    if (remote !== undefined) return interrupted() ? EXIT_INTERRUPTED : stdoutClosed.aborted ? EXIT_PIPE_CLOSED : remote;
     cli.parse(['node', 'goshipctl', ...(group ? rest : args)], { run: false });
     if (cli.options.help || cli.options.version) return EXIT.ok; // cac printed it
     if (!cli.matchedCommand) {
@@ -116,9 +151,11 @@ export async function main(args: readonly string[]): Promise<number> {
       throw new GoshipError('EUSAGE', what, { hint: group ? `goshipctl ${first} --help lists them` : 'goshipctl --help lists the commands' });
     }
     const code = await cli.runMatchedCommand();
+    if (interrupted()) return EXIT_INTERRUPTED;
     if (stdoutClosed.aborted) return EXIT_PIPE_CLOSED;
     return typeof code === 'number' ? code : EXIT.ok;
   } catch (err) {
+    if (interrupted()) return EXIT_INTERRUPTED;
     if (stdoutClosed.aborted) return EXIT_PIPE_CLOSED;
     const e = err instanceof Error && !(err instanceof GoshipError) && /Unknown option|missing required args|value is missing/i.test(err.message)
       ? new GoshipError('EUSAGE', err.message.replace(/^error: /i, ''), { hint: `goshipctl ${group ? `${first} ` : ''}${group ? (rest[0] ?? '') : first} --help` })

@@ -53,6 +53,8 @@ export async function qemuVersion(binary = QEMU_BINARY): Promise<QemuVersionRepo
 
 export interface VersionReport {
   goship: string;
+  /** The agent protocol (and so monitor and node) version this GoShip speaks. */
+  protocol: number;
   node: string;
   qemu: QemuVersionReport;
   accel: AccelChoice;

@@ -11,6 +11,7 @@ import { Layout, type Env } from '../layout.ts';
 import type { HostFacts } from '../qemu/index.ts';
 import { QEMU_BINARY, machineAliases } from '../qemu/index.ts';
 import { Store } from '../store/index.ts';
+import { PROTOCOL_VERSION } from '../protocol/index.ts';
 import { chooseAccel, probeHost, type HostReport } from '../kvm-probe/index.ts';
 import { hostFacts, qemuVersion, type VersionReport } from './host.ts';
 import { VmService } from './vms.ts';
@@ -18,6 +19,7 @@ import { AppService } from './apps.ts';
 import { qemuUser, type QemuUser } from './qemu-user.ts';
 import { ProjectService } from './projects.ts';
 import { ImageService, type ImageSource } from './images.ts';
+import { NodeService } from './nodes.ts';
 
 export interface RuntimeOptions {
   layout?: Layout;
@@ -34,6 +36,7 @@ export class Runtime {
   readonly projects: ProjectService;
   readonly images: ImageService;
   readonly apps: AppService;
+  readonly nodes: NodeService;
   private hostCache: Promise<HostFacts> | undefined;
   private aliasCache: Promise<Map<string, string>> | undefined;
   private userCache: Promise<QemuUser | undefined> | undefined;
@@ -62,6 +65,7 @@ export class Runtime {
       },
     });
     this.images = new ImageService(layout, store, () => new Date().toISOString());
+    this.nodes = new NodeService({ layout, store, now: () => new Date().toISOString() });
     this.apps = new AppService({ store, vms: this.vms, now: () => new Date().toISOString(), reconcile: () => this.projects.reconcile() });
     this.projects = new ProjectService({
       store,
@@ -92,11 +96,13 @@ export class Runtime {
   /** GoShip's, Node's and QEMU's versions (`--version` and QMP) and the accelerator `auto` picks (`goshipctl version`). */
   async versions(goship: string): Promise<VersionReport> {
     const [qemu, report] = await Promise.all([qemuVersion(this.qemuBinary), probeHost()]);
-    return { goship, node: process.version, qemu, accel: chooseAccel(report) };
+    return { goship, protocol: PROTOCOL_VERSION, node: process.version, qemu, accel: chooseAccel(report) };
   }
 }
 
 export { VmService } from './vms.ts';
+export { NodeService, DEFAULT_REMOTE_CLI, INSTALL_DIR, type NodeView, type AddNodeOptions } from './nodes.ts';
+export { routeOf, fileOptions, nodeUrl, type Route } from '../nodes/index.ts';
 export { ProjectService, validateProjectOptions, readSshKeys, PROJECT_DEFAULTS } from './projects.ts';
 export { AppService, appsOf, containerSpec, isDockerArchive, type AppView, type AppLogsOptions, type AppExecOptions } from './apps.ts';
 export { checkAppOptions, parseAppPort, parseRestart, parseEnvFile, type AppPort, type AppSource, type DeployOptions, type ValidatedApp } from './app-options.ts';

@@ -31,6 +31,7 @@ export {
 export type {
   State,
   Node,
+  NodeReport,
   Project,
   ProjectSpec,
   ProjectState,

@@ -15,7 +15,18 @@ const name = v.pipe(v.string(), v.minLength(1));
 const count = v.pipe(v.number(), v.integer(), v.minValue(0));
 const port = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65535));
 
-const NodeSchema = v.looseObject({ name, createdAt: timestamp });
+const NodeSchema = v.looseObject({
+  name,
+  createdAt: timestamp,
+  address: v.optional(v.looseObject({ user: name, host: name, port })),
+  identity: v.optional(v.string()),
+  knownHosts: v.optional(v.string()),
+  cli: v.optional(v.array(v.string())),
+  report: v.optional(
+    v.looseObject({ checkedAt: timestamp, goship: v.string(), protocol: count, accel: v.string(), accelReason: v.string(), cpus: count, memoryBytes: count }),
+  ),
+  projects: v.optional(v.record(v.string(), v.looseObject({ createdAt: timestamp }))),
+});
 
 const PendingOpSchema = v.looseObject({
   kind: v.picklist(['create', 'start', 'stop', 'delete']),

@@ -16,10 +16,37 @@ export const LOCAL_NODE = 'local';
 /** An ISO-8601 timestamp (`2024-05-01T12:00:00.000Z`). */
 export type Timestamp = string;
 
-/** A host that runs VMs. Today only `local`; remote nodes (over SSH) come later. */
+/**
+ * A host that runs VMs: this one (`local`, implicit), or another host's GoShip
+ * reached over SSH (`goshipctl node add`). A remote node's projects live in
+ * that node's own store; this record only says where they are.
+ */
 export interface Node {
   name: string;
   createdAt: Timestamp;
+  /** `ssh://USER@HOST[:PORT]`, parsed. Absent for the local node. */
+  address?: { user: string; host: string; port: number };
+  /** The private key ssh logs in with (`-o IdentityFile`), an absolute path. */
+  identity?: string;
+  /** A known_hosts file instead of the user's own, an absolute path. */
+  knownHosts?: string;
+  /** The argv that runs goshipctl on the node (default `goshipctl`). */
+  cli?: string[];
+  /** What the node said when it was added or last checked. */
+  report?: NodeReport;
+  /** Projects placed on this node (name → when), so commands on them are routed there. */
+  projects?: Record<string, { createdAt: Timestamp }>;
+}
+
+/** A node's own `version --json` and `host --json`, as far as `node list` shows them. */
+export interface NodeReport {
+  checkedAt: Timestamp;
+  goship: string;
+  protocol: number;
+  accel: string;
+  accelReason: string;
+  cpus: number;
+  memoryBytes: number;
 }
 
 /** A port forwarded from the host to the guest (QEMU user networking `hostfwd`). */

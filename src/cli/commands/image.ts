@@ -113,4 +113,37 @@ export function registerImage(cli: CAC, ctx: CommandContext): void {
         throw err;
       }
     });
+
+  cli
+    .command('push <node> <name>', 'copy an image to a node (goshipctl node add), checksummed; a node that has it keeps its copy')
+    .example('goshipctl image push box default')
+    .action(async (node: string, name: string) => {
+      const rt = await ctx.runtime();
+      const info = await rt.images.info(name);
+      const p = ctx.out.progress(`pushing image ${name} (${bytes(info.sizeBytes)}) to ${node}`);
+      try {
+        const r = await rt.nodes.pushImage(node, info.dir, name);
+        p.done();
+        if (r.code !== 0) {
+          process.stderr.write(r.stderr);
+          return r.code;
+        }
+        const got = JSON.parse(r.stdout) as { received: boolean; sha256: string };
+        ctx.out.result({ node, name, received: got.received, sha256: got.sha256 }, () =>
+          got.received ? `image ${name} pushed to ${node} (${bytes(info.sizeBytes)}, sha256 ${got.sha256.slice(0, 12)}… checked there)` : `node ${node} already has image ${name} (same sha256)`,
+        );
+        return 0;
+      } catch (err) {
+        p.done();
+        throw err;
+      }
+    });
+
+  cli
+    .command('receive <name>', "the other end of image push: an image directory as a tar stream on stdin (run by another host's goshipctl over ssh)")
+    .action(async (name: string) => {
+      const rt = await ctx.runtime();
+      const info = await rt.images.receive(name, process.stdin);
+      ctx.out.result({ ...imageJson(info), received: info.received }, () => `image ${info.name} ${info.received ? 'received' : 'already here'} (${bytes(info.sizeBytes)})`);
+    });
 }

@@ -114,25 +114,40 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
       }
     });
 
-  cli.command('list', 'list projects').action(async () => {
+  cli.command('list', "list projects, this host's and every node's (a node that cannot be reached: its projects marked unreachable)").action(async () => {
     const rt = await ctx.runtime();
-    const views = await rt.projects.list();
-    ctx.out.result(views.map(projectJson), () =>
-      views.length === 0
+    const [views, remote] = await Promise.all([rt.projects.list(), rt.nodes.remoteProjects()]);
+    type Row = { json: Record<string, unknown>; cells: string[] };
+    const rows: Row[] = views.map((v) => ({
+      json: projectJson(v),
+      cells: [
+        v.project.name,
+        'local',
+        v.project.state,
+        v.vm?.state ?? '-',
+        v.vm?.pid ? String(v.vm.pid) : '-',
+        String(v.project.spec.cpus),
+        bytes(v.project.spec.memoryBytes),
+        portsText(v),
+        v.vm?.state === 'ready' || v.vm?.state === 'running' ? since(v.vm.startedAt) : '-',
+      ],
+    }));
+    for (const r of remote) {
+      if (r.projects) {
+        for (const p of r.projects as Array<ReturnType<typeof projectJson>>) {
+          const ports = p.spec.ports.map((x) => `${x.proto === 'udp' ? 'udp:' : ''}${x.host}→${x.guest}`).join(',') || '-';
+          const up = p.vm?.state === 'ready' || p.vm?.state === 'running' ? since(p.vm.startedAt ?? undefined) : '-';
+          rows.push({ json: p, cells: [p.name, r.node, p.state, p.vm?.state ?? '-', p.vm?.pid ? String(p.vm.pid) : '-', String(p.spec.cpus), bytes(p.spec.memoryBytes), ports, up] });
+        }
+      } else {
+        for (const name of r.placed) rows.push({ json: { name, node: r.node, state: 'unreachable', error: r.error ?? null }, cells: [name, r.node, 'unreachable', '-', '-', '-', '-', '-', '-'] });
+      }
+    }
+    const unreachable = remote.filter((r) => r.error !== undefined);
+    ctx.out.result(rows.map((r) => r.json), () =>
+      rows.length === 0
         ? 'no projects (create one: goshipctl project create NAME)'
-        : table(
-            ['NAME', 'STATE', 'VM', 'PID', 'CPUS', 'MEMORY', 'PORTS', 'UPTIME'],
-            views.map((v) => [
-              v.project.name,
-              v.project.state,
-              v.vm?.state ?? '-',
-              v.vm?.pid ? String(v.vm.pid) : '-',
-              String(v.project.spec.cpus),
-              bytes(v.project.spec.memoryBytes),
-              portsText(v),
-              v.vm?.state === 'ready' || v.vm?.state === 'running' ? since(v.vm.startedAt) : '-',
-            ]),
-          ),
+        : [table(['NAME', 'NODE', 'STATE', 'VM', 'PID', 'CPUS', 'MEMORY', 'PORTS', 'UPTIME'], rows.map((r) => r.cells)), ...unreachable.map((r) => `node ${r.node} unreachable: ${r.error}`)].join('\n'),
     );
   });
 

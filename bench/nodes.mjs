@@ -1,0 +1,56 @@
+// Benchmark (issue: nodes over SSH), a second node on this machine (test/support/ssh-node.ts:
+// Debian's sshd on loopback, an unprivileged user with its own GoShip state):
+//  - `goshipctl --json project list` across this host and the node, against the same
+//    command on a host without nodes (the local part alone);
+//  - `goshipctl vm exec NAME -- true` on a project on the node, against the same command
+//    on a local project;
+// medians of --runs (default 15), after a warm-up: ssh's shared connection is open, as it
+// is for a user who runs one command after another (ControlPersist 60 s).
+//
+//   npm run bench -- nodes [--runs 15]
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { startSshNode } from '../dist/test-support.mjs';
+import { fmt, goshipctl, imageEnv, median, now, report, tempEnv } from './lib.mjs';
+
+const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 15;
+const cli = new URL('../bin/goshipctl.mjs', import.meta.url).pathname;
+const t = await imageEnv('bn');
+const bare = await tempEnv('bn0');
+const node = await startSshNode(join(t.root, 'node'));
+
+/** Whole-process time of goshipctl ARGS in env, in ms (exit 0 required). */
+function timed(env, ...args) {
+  const t0 = now();
+  const r = spawnSync(process.execPath, [cli, ...args], { env, encoding: 'utf8' });
+  const ms = now() - t0;
+  if (r.status !== 0) throw new Error(`goshipctl ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
+  return ms;
+}
+const medianOf = (env, ...args) => {
+  timed(env, ...args); // warm-up (and the shared ssh connection)
+  return median(Array.from({ length: runs }, () => timed(env, ...args)));
+};
+
+try {
+  goshipctl(t.env, 'node', 'add', 'box', node.url, ...node.keyArgs, '--install');
+  goshipctl(t.env, 'project', 'create', 'loc', '--memory', '768M');
+  goshipctl(t.env, 'project', 'create', 'rem', '--node', 'box', '--memory', '768M');
+  goshipctl(bare.env, 'project', 'list');
+
+  const listTwo = medianOf(t.env, '--json', 'project', 'list');
+  const listLocal = medianOf(bare.env, '--json', 'project', 'list');
+  const execRemote = medianOf(t.env, 'vm', 'exec', 'rem', '--', 'true');
+  const execLocal = medianOf(t.env, 'vm', 'exec', 'loc', '--', 'true');
+  console.log(`Nodes over SSH (loopback sshd, connection shared), medians of ${runs}`);
+  report([
+    { what: 'project list --json, this host + 1 node (vs no nodes)', goship: listTwo, baseline: listLocal, target: `≤ +100 ms (added ${fmt(listTwo - listLocal)})` },
+    { what: 'vm exec NAME -- true, project on the node (vs local)', goship: execRemote, baseline: execLocal, target: `≤ +100 ms (added ${fmt(execRemote - execLocal)})` },
+  ]);
+} finally {
+  spawnSync(process.execPath, [cli, 'project', 'delete', 'rem', '--force'], { env: t.env });
+  spawnSync(process.execPath, [cli, 'project', 'delete', 'loc', '--force'], { env: t.env });
+  await node.cleanup().catch(() => {});
+  await t.cleanup().catch(() => {});
+  await bare.cleanup().catch(() => {});
+}

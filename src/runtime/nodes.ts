@@ -1,0 +1,377 @@
+/**
+ * Nodes: other hosts' GoShips, reached with the OpenSSH client (src/nodes).
+ *
+ * A remote node keeps its own store; this host records only the node (its
+ * address, key, known_hosts, what it reported) and which projects were placed
+ * there, so that a command on such a project is run by the node's own
+ * goshipctl, over ssh, with the same arguments. ssh's connection sharing
+ * (ControlMaster) keeps one login open for a minute, so a routed command
+ * costs one channel, not one handshake.
+ *
+ * Nothing here rewrites a node's state: a node that cannot be reached fails
+ * its own commands with ENODE_UNREACHABLE, naming the node and ssh's words;
+ * the local store stays as it was.
+ */
+import { spawn } from 'node:child_process';
+import { createReadStream } from 'node:fs';
+import { mkdir, readFile, readdir, realpath, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import * as tar from 'tar';
+import type { Issue } from '../errors.ts';
+import { ValidationError } from '../errors.ts';
+import type { Layout } from '../layout.ts';
+import { nodeUrl, parseNodeUrl, sshArgv, sshFailure, type NodeAddress } from '../nodes/index.ts';
+import { PROTOCOL_VERSION } from '../protocol/index.ts';
+import { NAME_PATTERN, NAME_RULE } from '../qemu/index.ts';
+import { LOCAL_NODE, assertNameFree, findRecord, requireRecord, type Node, type NodeReport, type Store } from '../store/index.ts';
+import { RuntimeError } from './errors.ts';
+
+/** goshipctl on a node, when `node add` is not told otherwise: the one on the login's PATH. */
+export const DEFAULT_REMOTE_CLI: readonly string[] = ['goshipctl'];
+/** Where `node add --install` puts this GoShip's bundles on the node (relative: the login's home directory). */
+export const INSTALL_DIR = '.local/lib/goship';
+/** The bundles `--install` copies (dist/). */
+const BUNDLES = ['goshipctl.mjs', 'goship-monitor.mjs', 'goship-agent.mjs'] as const;
+
+export interface NodeView {
+  name: string;
+  url: string;
+  /** Whether the node answered now (absent when not checked). */
+  reachable?: boolean;
+  /** Why not, when it did not. */
+  error?: string;
+  report: NodeReport | null;
+  projects: string[];
+}
+
+export interface AddNodeOptions {
+  name: string;
+  url: string;
+  identity?: string;
+  knownHosts?: string;
+  /** Copy this GoShip's bundles to the node and use them there. */
+  install?: boolean;
+  onProgress?: (line: string) => void;
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface ForwardOptions {
+  stdin?: Readable;
+  stdout: Writable;
+  stderr: Writable;
+  signal?: AbortSignal;
+}
+
+/** dist/, beside this bundle (or the repository's, when run from sources). */
+function distDir(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  return basename(here) === 'dist' ? here : join(here, '..', '..', 'dist');
+}
+
+export class NodeService {
+  constructor(private readonly ctx: { layout: Layout; store: Store; now: () => string }) {}
+
+  /** ssh's shared-connection sockets live in GoShip's run directory (owner-only). */
+  private async socketDir(): Promise<void> {
+    await mkdir(this.ctx.layout.run, { recursive: true, mode: 0o700 });
+  }
+
+  /** The ssh argv for `remote` on `node`. */
+  sshArgv(node: Node, remote: readonly string[], share = true): string[] {
+    if (!node.address) throw new RuntimeError('EINVALID', `node ${node.name} has no address`);
+    return sshArgv(
+      node.address,
+      {
+        controlPath: join(this.ctx.layout.run, 'ssh-%C'),
+        ...(node.identity !== undefined ? { identity: node.identity } : {}),
+        ...(node.knownHosts !== undefined ? { knownHosts: node.knownHosts } : {}),
+        ...(share ? {} : { share: false }),
+      },
+      remote,
+    );
+  }
+
+  /** Runs the node's goshipctl with `argv`, its output captured. ssh's own failure (255) becomes ENODE_UNREACHABLE. */
+  async run(node: Node, argv: readonly string[], o: { input?: Readable | Buffer; timeoutMs?: number; raw?: boolean; share?: boolean } = {}): Promise<RunResult> {
+    const remote = o.raw ? [...argv] : [...(node.cli ?? DEFAULT_REMOTE_CLI), ...argv];
+    await this.socketDir();
+    const [file, ...args] = this.sshArgv(node, remote, o.share !== false) as [string, ...string[]];
+    const child = spawn(file, args, { stdio: [o.input ? 'pipe' : 'ignore', 'pipe', 'pipe'] }) as import('node:child_process').ChildProcessWithoutNullStreams;
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (c: Buffer) => out.push(c));
+    child.stderr.on('data', (c: Buffer) => err.push(c));
+    if (o.input && child.stdin) {
+      child.stdin.on('error', () => undefined);
+      if (Buffer.isBuffer(o.input)) child.stdin.end(o.input);
+      else o.input.pipe(child.stdin);
+    }
+    const timer = o.timeoutMs ? setTimeout(() => child.kill('SIGKILL'), o.timeoutMs) : undefined;
+    const code = await new Promise<number>((res, rej) => {
+      child.once('error', rej);
+      child.once('close', (c, signal) => res(c ?? (signal ? 255 : 1)));
+    }).finally(() => clearTimeout(timer));
+    const r = { code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+    if (r.code === 255) throw this.unreachable(node, r.stderr || `no answer within ${Math.round((o.timeoutMs ?? 0) / 1000)} s`);
+    return r;
+  }
+
+  /**
+   * Runs the node's goshipctl with `argv`, its stdin, stdout and stderr those
+   * given (a command routed to the node as if it ran here): the exit code.
+   */
+  async forward(node: Node, argv: readonly string[], o: ForwardOptions): Promise<number> {
+    await this.socketDir();
+    const [file, ...args] = this.sshArgv(node, [...(node.cli ?? DEFAULT_REMOTE_CLI), ...argv]) as [string, ...string[]];
+    const child = spawn(file, args, { stdio: [o.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] }) as import('node:child_process').ChildProcessWithoutNullStreams;
+    let tail = '';
+    child.stderr.on('data', (c: Buffer) => {
+      tail = (tail + c.toString('utf8')).slice(-4096);
+      o.stderr.write(c);
+    });
+    child.stdout.pipe(o.stdout, { end: false });
+    if (o.stdin && child.stdin) {
+      child.stdin.on('error', () => undefined);
+      o.stdin.pipe(child.stdin);
+    }
+    const onAbort = (): void => {
+      child.kill('SIGTERM');
+    };
+    o.signal?.addEventListener('abort', onAbort, { once: true });
+    const code = await new Promise<number>((res, rej) => {
+      child.once('error', rej);
+      child.once('close', (c, signal) => res(c ?? (signal === 'SIGTERM' ? 130 : 255)));
+    }).finally(() => o.signal?.removeEventListener('abort', onAbort));
+    if (code === 255) throw this.unreachable(node, tail);
+    return code;
+  }
+
+  private unreachable(node: Node, stderr: string): RuntimeError {
+    const f = sshFailure(stderr);
+    const url = node.address ? nodeUrl(node.address) : node.name;
+    const hint =
+      f.kind === 'hostkey'
+        ? `the node's host key is not the one known: check it, then fix the known_hosts file${node.knownHosts ? ` ${node.knownHosts}` : ''}`
+        : f.kind === 'auth'
+          ? `ssh could not log in: is the key${node.identity ? ` ${node.identity}` : ''} in the node's authorized_keys?`
+          : `is the node up and its sshd listening? try: ssh -p ${node.address?.port ?? 22} ${node.address?.user ?? ''}@${node.address?.host ?? ''}`;
+    return new RuntimeError('ENODE_UNREACHABLE', `node ${node.name} (${url}): ${f.text || 'ssh failed'}`, { hint });
+  }
+
+  /** Asks the node for its versions and host, and checks it speaks this GoShip's protocol. */
+  async check(node: Node, goship: string, share = true): Promise<NodeReport> {
+    const v = await this.run(node, ['version', '--json'], { timeoutMs: 60_000, share });
+    if (v.code !== 0) {
+      throw new RuntimeError('ENODE_VERSION', `node ${node.name}: goshipctl did not run there (${(node.cli ?? DEFAULT_REMOTE_CLI).join(' ')}, exit ${v.code}): ${v.stderr.trim().split('\n').slice(-2).join(' ').slice(0, 300)}`, {
+        hint: `install GoShip ${goship} on the node, or let this one do it: goshipctl node add ${node.name} ${node.address ? nodeUrl(node.address) : ''} --install`,
+      });
+    }
+    let version: { goship?: string; protocol?: number; accel?: { accel?: string; reason?: string } };
+    try {
+      version = JSON.parse(v.stdout) as typeof version;
+    } catch {
+      throw new RuntimeError('ENODE_VERSION', `node ${node.name}: goshipctl version --json printed something that is not JSON`, { hint: 'is the program on the node really goshipctl?' });
+    }
+    if (version.goship !== goship || version.protocol !== PROTOCOL_VERSION) {
+      throw new RuntimeError('ENODE_VERSION', `node ${node.name} runs GoShip ${version.goship ?? '?'} (protocol ${version.protocol ?? '?'}); this is GoShip ${goship} (protocol ${PROTOCOL_VERSION})`, {
+        hint: `install the same version on the node: goshipctl node add ${node.name} ${node.address ? nodeUrl(node.address) : ''} --install (again)`,
+      });
+    }
+    const h = await this.run(node, ['host', '--json'], { timeoutMs: 60_000, share });
+    const host = (h.code === 0 ? JSON.parse(h.stdout) : {}) as { cpu?: { logicalCpus?: number; online?: number[] }; memory?: { totalBytes?: number } };
+    return {
+      checkedAt: this.ctx.now(),
+      goship: version.goship,
+      protocol: version.protocol,
+      accel: version.accel?.accel ?? '?',
+      accelReason: version.accel?.reason ?? '',
+      cpus: host.cpu?.logicalCpus ?? host.cpu?.online?.length ?? 0,
+      memoryBytes: host.memory?.totalBytes ?? 0,
+    };
+  }
+
+  /** `node add`: checks the login and the node's GoShip (installing this one first when asked), then records it. */
+  async add(o: AddNodeOptions, goship: string): Promise<NodeView> {
+    const issues: Issue[] = [];
+    if (!NAME_PATTERN.test(o.name)) issues.push({ path: 'name', message: `expected ${NAME_RULE}, got ${JSON.stringify(o.name)}` });
+    if (o.name === LOCAL_NODE) issues.push({ path: 'name', message: `"${LOCAL_NODE}" is this host` });
+    const address = parseNodeUrl(o.url);
+    if ('message' in address) issues.push(address);
+    for (const [flag, file] of [['--identity', o.identity], ['--known-hosts', o.knownHosts]] as const) {
+      if (file !== undefined && !(await stat(resolve(file)).then((s) => s.isFile(), () => false))) issues.push({ path: flag, message: `no such file: ${file}` });
+    }
+    if (issues.length > 0) throw new ValidationError(issues, { subject: 'cannot add node' });
+    const node: Node = {
+      name: o.name,
+      createdAt: this.ctx.now(),
+      address: address as NodeAddress,
+      ...(o.identity !== undefined ? { identity: resolve(o.identity) } : {}),
+      ...(o.knownHosts !== undefined ? { knownHosts: resolve(o.knownHosts) } : {}),
+      cli: [...DEFAULT_REMOTE_CLI],
+      projects: {},
+    };
+    assertNameFree(await this.ctx.store.read(), 'node', o.name);
+    if (o.install) {
+      o.onProgress?.(`installing GoShip ${goship} on ${o.name} (~/${INSTALL_DIR})`);
+      node.cli = await this.install(node);
+    }
+    // Its own connections: a shared one opened earlier with other settings would skip the host key check.
+    node.report = await this.check(node, goship, false);
+    await this.ctx.store.update((draft) => {
+      assertNameFree(draft, 'node', o.name);
+      draft.nodes[o.name] = node;
+    });
+    return this.view(node);
+  }
+
+  /**
+   * Copies this GoShip's bundles (CLI, monitor, agent) to ~/INSTALL_DIR on the
+   * node, each written to a temporary name and renamed, so a goshipctl running
+   * there is never cut in half. Returns the argv that runs it. The node needs
+   * Node.js 20 and QEMU (its scripts/bootstrap.sh lists them): this says so.
+   */
+  private async install(node: Node): Promise<string[]> {
+    const dist = distDir();
+    for (const file of BUNDLES) {
+      const src = join(dist, file);
+      const data = await readFile(src).catch((cause: unknown) => {
+        throw new RuntimeError('EREAD', `cannot read ${src} to install it on ${node.name}`, { hint: 'build the bundles first: npm run build', cause });
+      });
+      const target = `${INSTALL_DIR}/${file}`;
+      const script = `set -e; umask 022; mkdir -p ${INSTALL_DIR}; cat > ${target}.tmp; mv -f ${target}.tmp ${target}`;
+      const r = await this.run(node, ['sh', '-c', script], { input: data, timeoutMs: 120_000, raw: true, share: false });
+      if (r.code !== 0) throw new RuntimeError('ENODE_VERSION', `node ${node.name}: could not write ~/${target}: ${r.stderr.trim().slice(0, 300)}`);
+    }
+    const probe = await this.run(node, ['node', '-e', 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 3)'], { timeoutMs: 60_000, raw: true, share: false });
+    if (probe.code !== 0) {
+      throw new RuntimeError('ENODE_VERSION', `node ${node.name}: GoShip's files are there, but it has no Node.js 20 or newer to run them`, {
+        hint: 'on the node, as root: apt-get install nodejs (20 or newer) qemu-system-x86 qemu-utils xorriso',
+      });
+    }
+    return ['node', `${INSTALL_DIR}/goshipctl.mjs`];
+  }
+
+  private view(node: Node, live?: { reachable: boolean; error?: string; report?: NodeReport }): NodeView {
+    return {
+      name: node.name,
+      url: node.address ? nodeUrl(node.address) : 'this host',
+      ...(live ? { reachable: live.reachable, ...(live.error ? { error: live.error } : {}) } : {}),
+      report: live?.report ?? node.report ?? null,
+      projects: Object.keys(node.projects ?? {}).sort(),
+    };
+  }
+
+  /** Every node, each checked now (in parallel, each bounded by ssh's connect timeout). */
+  async list(goship: string): Promise<NodeView[]> {
+    const s = await this.ctx.store.read();
+    const nodes = Object.values(s.nodes).sort((a, b) => a.name.localeCompare(b.name));
+    return Promise.all(
+      nodes.map((n) =>
+        this.check(n, goship).then(
+          (report) => this.view(n, { reachable: true, report }),
+          (err: Error) => this.view(n, { reachable: false, error: err.message }),
+        ),
+      ),
+    );
+  }
+
+  async info(name: string, goship: string): Promise<NodeView> {
+    const node = requireRecord(await this.ctx.store.read(), 'node', name);
+    return this.check(node, goship).then(
+      (report) => this.view(node, { reachable: true, report }),
+      (err: Error) => this.view(node, { reachable: false, error: err.message }),
+    );
+  }
+
+  /** Forgets a node. Refused while projects are placed there, unless `force` (which forgets them too: nothing on the node changes). */
+  async remove(name: string, o: { force?: boolean } = {}): Promise<void> {
+    await this.ctx.store.update((draft) => {
+      const node = requireRecord(draft, 'node', name);
+      const projects = Object.keys(node.projects ?? {});
+      if (projects.length > 0 && !o.force) {
+        throw new RuntimeError('ESTATE', `node ${name} holds projects: ${projects.join(', ')}`, {
+          hint: `delete them first (goshipctl project delete NAME), or forget the node and them: goshipctl node remove ${name} --force`,
+        });
+      }
+      delete draft.nodes[name];
+    });
+  }
+
+  /**
+   * `project list` of every node that holds projects of ours, in parallel: the
+   * node's own JSON for those projects, or why the node could not say. A
+   * reachable node that no longer has a project (a create cut off before it
+   * recorded anything there, a delete made on the node) loses that placement
+   * here; an unreachable one keeps all of them.
+   */
+  async remoteProjects(): Promise<Array<{ node: string; placed: string[]; projects?: Array<Record<string, unknown>>; error?: string }>> {
+    const s = await this.ctx.store.read();
+    const nodes = Object.values(s.nodes).filter((n) => Object.keys(n.projects ?? {}).length > 0);
+    return Promise.all(
+      nodes.map(async (n) => {
+        const placed = Object.keys(n.projects ?? {}).sort();
+        try {
+          const r = await this.run(n, ['project', 'list', '--json'], { timeoutMs: 60_000 });
+          if (r.code !== 0) return { node: n.name, placed, error: `goshipctl project list exited ${r.code} there: ${r.stderr.trim().slice(0, 300)}` };
+          const all = JSON.parse(r.stdout) as Array<Record<string, unknown>>;
+          const mine = all.filter((p) => placed.includes(String(p.name)));
+          for (const gone of placed.filter((name) => !mine.some((p) => p.name === name))) await this.place(n.name, gone, false);
+          return { node: n.name, placed, projects: mine.map((p) => ({ ...p, node: n.name })) };
+        } catch (err) {
+          return { node: n.name, placed, error: (err as Error).message };
+        }
+      }),
+    );
+  }
+
+  /** The remote nodes a project is placed on (none: it is local, or does not exist). */
+  async placement(project: string): Promise<Node[]> {
+    const s = await this.ctx.store.read();
+    if (findRecord(s, 'project', project)) return [];
+    return Object.values(s.nodes).filter((n) => n.projects && Object.hasOwn(n.projects, project)).sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  async node(name: string): Promise<Node> {
+    return requireRecord(await this.ctx.store.read(), 'node', name);
+  }
+
+  /** Records (or forgets) that `project` lives on `node`. */
+  async place(node: string, project: string, on: boolean): Promise<void> {
+    await this.ctx.store.update((draft) => {
+      const n = findRecord(draft, 'node', node);
+      if (!n) return;
+      n.projects ??= {};
+      if (on) n.projects[project] ??= { createdAt: this.ctx.now() };
+      else delete n.projects[project];
+    });
+  }
+
+  /**
+   * `image push`: the image directory (manifest, disk, kernel, initrd) as a
+   * tar stream into the node's `image receive`, which checks the disk against
+   * the manifest's sha256 before it makes the image visible. Nothing is
+   * written where the node's images are until the whole image is there and
+   * checked, so an interrupted push leaves no image (and the next push starts over).
+   */
+  async pushImage(nodeName: string, dir: string, name: string): Promise<RunResult> {
+    const node = await this.node(nodeName);
+    // The image's own files, from its real directory (an image directory may be a symlink).
+    const real = await realpath(dir);
+    const files = (await readdir(real)).filter((f) => !f.startsWith('.')).sort();
+    const stream = tar.c({ cwd: real, portable: true }, files) as unknown as Readable;
+    const r = await this.run(node, ['image', 'receive', name, '--json'], { input: stream, timeoutMs: 3_600_000 });
+    return r;
+  }
+
+  /** A file's bytes for a node's stdin (`-` arguments). */
+  static fileStream(path: string): Readable {
+    return createReadStream(path);
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * A second node on this machine, reached over real SSH: Debian's sshd on a
+ * loopback port with its own config and host key, and an unprivileged user
+ * (so GoShip as a non-root user is covered too) whose GoShip state lives in
+ * its own XDG directories, logging in with a key this test generates and
+ * checked against a known_hosts file this test writes.
+ *
+ * End to end through goshipctl: node add (first without GoShip there, then
+ * with --install), project create --node (the image pushed on demand), vm exec
+ * and app deploy routed to the node, a port forward reached at the node's
+ * address, project list across both nodes, sshd gone → clear errors and the
+ * local node unaffected, node remove.
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startSshNode, type SshNode } from '../support/index.ts';
+import { cliOf } from '../helpers/cli.ts';
+import { freePort, httpGet, until } from '../helpers/net.ts';
+import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
+
+let env: ProjectEnv;
+const { g, ok, json } = cliOf(() => env.env, 900_000);
+let node: SshNode;
+let dir: string;
+let url: string;
+let USER: string;
+
+beforeAll(async () => {
+  env = await projectEnv('enode');
+  dir = join(env.root, 'node');
+  node = await startSshNode(dir);
+  url = node.url;
+  USER = node.user;
+}, 1_800_000);
+
+afterAll(async () => {
+  await node?.cleanup();
+  await env?.cleanupAll();
+}, 120_000);
+
+const keys = () => node.keyArgs;
+const sshPort = () => node.port;
+
+interface NodeJson {
+  name: string;
+  url: string;
+  reachable: boolean | null;
+  error?: string;
+  report: { goship: string; protocol: number; accel: string; cpus: number; memoryBytes: number } | null;
+  projects: string[];
+}
+
+describe('a second node over SSH', () => {
+  it('node add: a node without GoShip is refused with the fix; --install puts this one there', async () => {
+    const bare = await g(['node', 'add', 'box', url, ...keys()]);
+    expect(bare.code).toBe(1);
+    expect(bare.stderr).toMatch(/node box: goshipctl did not run there/);
+    expect(bare.stderr).toMatch(/--install/);
+    // A host key that is not the known one: ssh refuses, and so does node add.
+    await writeFile(join(dir, 'wrong_hosts'), `[127.0.0.1]:${sshPort()} ${(await readFile(join(dir, 'id.pub'), 'utf8')).trim().split(' ').slice(0, 2).join(' ')}\n`);
+    const spoofed = await g(['node', 'add', 'box', url, '--identity', join(dir, 'id'), '--known-hosts', join(dir, 'wrong_hosts'), '--install']);
+    expect([spoofed.code, spoofed.stderr]).toEqual([1, expect.stringMatching(/ENODE_UNREACHABLE|node box \(ssh:\/\/.*\): .*[Hh]ost key/)]);
+    expect(await json<unknown[]>(['node', 'list'])).toEqual([]);
+
+    const added = await json<NodeJson>(['node', 'add', 'box', url, ...keys(), '--install']);
+    expect(added).toMatchObject({ name: 'box', url, projects: [] });
+    expect(added.report).toMatchObject({ accel: 'tcg', protocol: 1 });
+    expect(added.report!.cpus).toBeGreaterThan(0);
+    const [listed] = await json<NodeJson[]>(['node', 'list']);
+    expect(listed).toMatchObject({ name: 'box', reachable: true });
+    // Bad input: a name or an address that cannot be one.
+    const bad = await g(['node', 'add', '../x', 'http://nope']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/expected ssh:\/\/USER@HOST\[:PORT\]/);
+  }, 600_000);
+
+  it('project create --node: the image goes there, the VM runs there as the node user; vm exec and exit codes pass through', async () => {
+    await ok(['project', 'create', 'near', '--no-start']);
+    const created = await g(['project', 'create', 'far', '--node', 'box', '--memory', '1G', '--json']);
+    expect(created.code).toBe(0);
+    expect(JSON.parse(created.stdout)).toMatchObject({ name: 'far', state: 'ready' });
+    // cloud-init sets the host name a moment after the agent answers.
+    expect(await until('the node VM\'s host name', async () => ((await ok(['vm', 'exec', 'far', '--', 'hostname'])).trim() === 'far' ? 'far' : undefined), 120_000, 1000)).toBe('far');
+    expect((await g(['vm', 'exec', 'far', '--', 'sh', '-c', 'echo out; echo err >&2; exit 7'])).code).toBe(7);
+    // QEMU runs on the node, as its user.
+    const { stdout } = await execa('pgrep', ['-u', USER, '-f', 'qemu-system-x86_64'], { reject: false });
+    expect(stdout.trim()).not.toBe('');
+    expect((await json<NodeJson>(['node', 'info', 'box'])).projects).toEqual(['far']);
+  }, 1_200_000);
+
+  it('app deploy on the node; its port is forwarded on the node and answers there', async () => {
+    const port = await freePort();
+    await ok(['app', 'deploy', 'far', 'web', '--command', '--port', `${port}:8080`, '--', '/usr/bin/python3', '-m', 'http.server', '8080']);
+    const page = await until('the app on the node', async () => (await httpGet(port, '/'))?.status, 120_000, 500);
+    expect(page).toBe(200);
+    expect(await ok(['app', 'list', 'far'])).toMatch(/web\s+process/);
+  }, 600_000);
+
+  it('project list shows both nodes', async () => {
+    const list = JSON.parse(await ok(['--json', 'project', 'list'])) as Array<{ name: string; node: string; state: string }>;
+    expect(list.map((p) => [p.name, p.node, p.state])).toEqual([
+      ['near', 'local', 'stopped'],
+      ['far', 'box', 'ready'],
+    ]);
+  }, 300_000);
+
+  it('sshd gone: the node\'s commands fail naming it, the local node works, nothing local is rewritten', async () => {
+    const before = await readFile(env.layout.stateFile);
+    await node.stop();
+    const r = await g(['vm', 'exec', 'far', '--', 'true']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/node box \(ssh:\/\/goship-node-test@127\.0\.0\.1:\d+\): .*(Connection refused|closed|reset)/);
+    const list = await json<Array<{ name: string; node: string; state: string }>>(['project', 'list']);
+    expect(list.map((p) => [p.name, p.node, p.state])).toEqual([
+      ['near', 'local', 'stopped'],
+      ['far', 'box', 'unreachable'],
+    ]);
+    expect((await json<NodeJson[]>(['node', 'list']))[0]).toMatchObject({ name: 'box', reachable: false });
+    expect(await readFile(env.layout.stateFile)).toEqual(before);
+    await node.start();
+  }, 300_000);
+
+  it('node remove: refused while a project lives there; after project delete, done', async () => {
+    const refused = await g(['node', 'remove', 'box']);
+    expect([refused.code, refused.stderr]).toEqual([4, expect.stringMatching(/node box holds projects: far/)]);
+    await ok(['project', 'delete', 'far', '--force']);
+    expect((await json<NodeJson>(['node', 'info', 'box'])).projects).toEqual([]);
+    await ok(['node', 'remove', 'box']);
+    expect(await json<unknown[]>(['node', 'list'])).toEqual([]);
+    await ok(['project', 'delete', 'near']);
+  }, 600_000);
+});
