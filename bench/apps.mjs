@@ -146,7 +146,8 @@ try {
   // Process restart latency: kill -9 → answering again, inside the guest.
   g('app', 'deploy', 'bench', 'keeper', '--binary', busybox, '--restart', 'always', '--', 'httpd', '-f', '-p', '18300', '-h', '/srv/www');
   const restarts = [];
-  for (let i = 0; i < runs; i++) {
+  // At most 4 kills: with the first start that stays within the start limit (5 starts in 60 s).
+  for (let i = 0; i < Math.min(runs, 4); i++) {
     const pid = JSON.parse(g('app', 'info', 'bench', 'keeper', '--json')).process.pid;
     const ns = Number(sh(`s=$(date +%s%N); kill -9 ${pid}; sleep 0.05; ${getUntil200(18300)}; e=$(date +%s%N); echo $((e - s))`).trim());
     restarts.push(ns / 1e6);
@@ -154,8 +155,6 @@ try {
       const a = JSON.parse(g('app', 'info', 'bench', 'keeper', '--json'));
       if (a.state === 'running' && a.process.pid !== pid) break;
     }
-    // Stay clear of the start limit (5 starts in 60 s).
-    g('app', 'restart', 'bench', 'keeper');
   }
   rows.push({ what: 'process: kill -9 → answering again (in the guest)', goship: median(restarts), target: '≤ 2 s' });
   notes.push(`restart latency runs: ${restarts.map(fmt).join(', ')}`);

@@ -277,6 +277,7 @@ WantedBy=sysinit.target
 /** Installs the probe when the stage has it (a separate hook, so the main script is the same with or without it). */
 export const PROBE_HOOK_SCRIPT = `#!/bin/sh
 set -eu
+install -d -m 0755 "$1/usr/local/lib/goship"
 install -m 0755 "$GOSHIP_STAGE/boot-probe" "$1/usr/local/lib/goship/boot-probe"
 install -m 0644 "$GOSHIP_STAGE/boot-probe.service" "$1/etc/systemd/system/goship-boot-probe.service"
 chroot "$1" systemctl enable goship-boot-probe.service

@@ -146,7 +146,7 @@ describe('a program uploaded and supervised by the guest\'s systemd', () => {
 
 describe('a program already in the guest (--command)', () => {
   it('a crash loop backs off and ends failed with its exit code', async () => {
-    await ok(['app', 'deploy', 'work', 'flaky', '--command', '--restart', 'always', '--', '/bin/sh', '-c', 'echo run; sleep 2; exit 3']);
+    await ok(['app', 'deploy', 'work', 'flaky', '--command', '--restart', 'always', '--', '/bin/sh', '-c', 'echo run; sleep 4; exit 3']);
     const failed = await until(
       'the start limit',
       async () => {
