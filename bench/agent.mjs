@@ -84,7 +84,10 @@ async function rebootCycle(vmName) {
   let agent = await rt.vms.agent(vmName, 60_000);
   const before = await bootIdOf(agent);
   const t0 = now();
-  await agent.exec(['systemctl', 'reboot', '--no-block'], { stdout: sink(), stderr: sink() });
+  // The reboot may close the agent's session before the exec's answer arrives.
+  await agent.exec(['systemctl', 'reboot', '--no-block'], { stdout: sink(), stderr: sink() }).catch((err) => {
+    if (err.code !== 'EAGENT_CLOSED') throw err;
+  });
   await agent.close();
   for (;;) {
     agent = await rt.vms.agent(vmName, 5_000).catch(() => undefined);
