@@ -34,5 +34,17 @@ echo
 echo "== goshipctl vm info demo   (hostname set by cloud-init, disk grown to 10G)"
 g vm info demo
 echo
+echo "== goshipctl app deploy demo hello --command --port 18080:8000 -- /usr/bin/python3 -m http.server 8000"
+echo "   (a workload inside the VM, supervised by the guest's systemd; the port is a live forward)"
+g app deploy demo hello --command --port 18080:8000 -- /usr/bin/python3 -m http.server 8000
+echo
+echo "== from the host: GET http://127.0.0.1:18080/"
+node -e '
+const get = (n) => fetch("http://127.0.0.1:18080/").then((r) => console.log(`HTTP ${r.status} from the app in the VM`), (e) => (n > 0 ? new Promise((r) => setTimeout(r, 500)).then(() => get(n - 1)) : Promise.reject(e)));
+get(60).catch((e) => { console.error(`no answer: ${e.message}`); process.exit(1); });'
+echo
+echo "== goshipctl app list demo"
+g app list demo
+echo
 echo "The demo VM keeps running. Try: goshipctl vm exec demo -- cat /etc/os-release"
 echo "Remove it with: node bin/goshipctl.mjs project delete demo --force"
