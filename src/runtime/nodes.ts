@@ -13,7 +13,6 @@
  * the local store stays as it was.
  */
 import { spawn } from 'node:child_process';
-import { createReadStream } from 'node:fs';
 import { mkdir, readFile, readdir, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -368,10 +367,5 @@ export class NodeService {
     const stream = tar.c({ cwd: real, portable: true }, files) as unknown as Readable;
     const r = await this.run(node, ['image', 'receive', name, '--json'], { input: stream, timeoutMs: 3_600_000 });
     return r;
-  }
-
-  /** A file's bytes for a node's stdin (`-` arguments). */
-  static fileStream(path: string): Readable {
-    return createReadStream(path);
   }
 }
