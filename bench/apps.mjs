@@ -52,6 +52,11 @@ function context(name, page) {
 
 const rows = [];
 const notes = [];
+/** Each result is printed as soon as it is measured (a long run cut short keeps what it had). */
+const row = (r) => {
+  rows.push(r);
+  report([r]);
+};
 try {
   g('project', 'create', 'bench', '--cpus', '2', '--memory', '1536M');
   sh('systemctl is-system-running --wait >/dev/null; cloud-init status --wait >/dev/null; docker info >/dev/null');
@@ -79,7 +84,7 @@ try {
     manual.push(now() - t0);
     sh(`docker rm -f manual${i} >/dev/null`);
   }
-  rows.push({ what: 'container: app deploy --build → first 200 on the host port', goship: median(deploy), baseline: median(manual), target: '≤ 1.2× (baseline: docker build + run + GET in the guest)' });
+  row({ what: 'container: app deploy --build → first 200 on the host port', goship: median(deploy), baseline: median(manual), target: '≤ 1.2× (baseline: docker build + run + GET in the guest)' });
   notes.push(`deploy runs: goship ${deploy.map(fmt).join(', ')}; by hand ${manual.map(fmt).join(', ')}`);
 
   // Container logs: 8 MiB of lines (within the containers' log rotation: 3 × 10 MB of JSON).
@@ -105,7 +110,7 @@ try {
   }
   const rate = (ms) => (LOG / MiB / (ms / 1000)).toFixed(1);
   console.log(`app logs ${LOG / MiB} MiB: goship ${fmt(median(appLogs))} (${rate(median(appLogs))} MiB/s); docker logs in the guest ${fmt(median(dockerLogs))} (${rate(median(dockerLogs))} MiB/s); throughput ratio ${(median(dockerLogs) / median(appLogs)).toFixed(2)}× (target ≥ 0.8×)`);
-  rows.push({ what: `container: app logs, ${LOG / MiB} MiB (time)`, goship: median(appLogs), baseline: median(dockerLogs), target: 'throughput ≥ 0.8× of docker logs in the guest' });
+  row({ what: `container: app logs, ${LOG / MiB} MiB (time)`, goship: median(appLogs), baseline: median(dockerLogs), target: 'throughput ≥ 0.8× of docker logs in the guest' });
 
   // exec round trips.
   const appExec = [];
@@ -118,7 +123,7 @@ try {
     g('vm', 'exec', 'bench', '--', 'true');
     vmExec.push(now() - t0);
   }
-  rows.push({ what: 'container: app exec -- true (process)', goship: median(appExec), baseline: median(vmExec), target: 'report (baseline: vm exec -- true)' });
+  row({ what: 'container: app exec -- true (process)', goship: median(appExec), baseline: median(vmExec), target: 'report (baseline: vm exec -- true)' });
   g('app', 'remove', 'bench', 'noisy');
 
   // Processes: deploy → first 200.
@@ -142,7 +147,7 @@ try {
     pManual.push(now() - t0);
     sh(`systemctl stop manual-bb${i}`);
   }
-  rows.push({ what: 'process: app deploy --binary → first 200 on the host port', goship: median(pDeploy), baseline: median(pManual), target: '≤ 1.2× (baseline: vm cp + systemd-run + GET in the guest)' });
+  row({ what: 'process: app deploy --binary → first 200 on the host port', goship: median(pDeploy), baseline: median(pManual), target: '≤ 1.2× (baseline: vm cp + systemd-run + GET in the guest)' });
   notes.push(`process deploy runs: goship ${pDeploy.map(fmt).join(', ')}; by hand ${pManual.map(fmt).join(', ')}`);
 
   // Process restart latency: kill -9 → answering again, inside the guest.
@@ -158,10 +163,10 @@ try {
       if (a.state === 'running' && a.process.pid !== pid) break;
     }
   }
-  rows.push({ what: 'process: kill -9 → answering again (in the guest)', goship: median(restarts), target: '≤ 2 s' });
+  row({ what: 'process: kill -9 → answering again (in the guest)', goship: median(restarts), target: '≤ 2 s' });
   notes.push(`restart latency runs: ${restarts.map(fmt).join(', ')}`);
 
-  console.log(`Apps, Debian image under TCG, median of ${runs} runs (exec: 10)`);
+  console.log(`Apps, Debian image under TCG, median of ${runs} runs (exec: 10); all rows:`);
   report(rows);
   for (const n of notes) console.log(n);
 } finally {
