@@ -5,7 +5,8 @@
  * again (the units are enabled), and the agent only reads their state.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { access, chmod, chown, constants, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { access, chmod, chown, constants, mkdir, readFile, readdir, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { spawn } from 'node:child_process';
 import { dirname } from 'node:path';
 import { constants as os } from 'node:os';
@@ -67,7 +68,13 @@ async function readMeta(app: string): Promise<ProcMeta | undefined> {
   }
 }
 
+/** A user by name: /etc/passwd read here (an exec costs a quarter of a second under TCG), else NSS (`getent`). */
 async function getent(user: string): Promise<{ name: string; uid: number; gid: number; home: string } | undefined> {
+  const local = await readFile('/etc/passwd', 'utf8').then(
+    (text) => text.split('\n').find((line) => line.startsWith(`${user}:`)),
+    () => undefined,
+  );
+  if (local !== undefined) return parsePasswd(local);
   const r = await run(['getent', 'passwd', user]);
   return r.code === 0 ? parsePasswd(r.stdout.split('\n')[0] ?? '') : undefined;
 }
@@ -153,12 +160,39 @@ async function outputSince(app: string, sinceSec: number): Promise<string> {
   return r.stdout.trim().split('\n').filter(Boolean).slice(-5).join(' | ').slice(0, 800);
 }
 
-/** (Re)starts the unit and watches it: up after settleMs without a restart, or why not. */
-async function startAndSettle(app: string, settleMs: number): Promise<{ ok: true; info: ProcInfo } | { ok: false; why: string }> {
+/** Whether something accepts a TCP connection on 127.0.0.1:port now. */
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** Waits `settleMs`, or less: until every one of `ports` accepts (a program that listens has started). */
+async function settle(settleMs: number, ports: readonly number[]): Promise<void> {
+  const end = Date.now() + settleMs;
+  if (ports.length === 0) return sleep(settleMs);
+  while (Date.now() < end) {
+    if ((await Promise.all(ports.map(accepts))).every(Boolean)) return;
+    await sleep(Math.min(50, Math.max(0, end - Date.now())));
+  }
+}
+
+/**
+ * (Re)starts the unit and watches it: up after settleMs (or once its ports
+ * accept) without a restart, or why not. `fresh`: systemd has just loaded the
+ * unit, so it has no failed state to reset.
+ */
+async function startAndSettle(app: string, settleMs: number, ports: readonly number[], fresh = false): Promise<{ ok: true; info: ProcInfo } | { ok: false; why: string }> {
   const since = Date.now() / 1000 - 1;
-  await systemctl(['reset-failed', unitName(app)]);
+  if (!fresh) await systemctl(['reset-failed', unitName(app)]);
   const r = await run(['systemctl', 'restart', unitName(app)]);
-  await sleep(r.code === 0 ? settleMs : 200);
+  if (r.code === 0) await settle(settleMs, ports);
+  else await sleep(200);
   const info = await infoOf(app);
   if (r.code === 0 && info?.state === 'running' && info.restarts === 0) return { ok: true, info };
   const out = await outputSince(app, since);
@@ -172,17 +206,35 @@ async function startAndSettle(app: string, settleMs: number): Promise<{ ok: true
   return { ok: false, why: `${how}${out ? `; its last output: ${out}` : ''}` };
 }
 
-/** Writes the unit and its meta, and has systemd read them. */
-async function install(app: string, unit: string, meta: ProcMeta): Promise<void> {
+/** The link `systemctl enable` makes for the unit's `WantedBy=multi-user.target`. */
+const wantsLink = (app: string): string => `${UNIT_DIR}/multi-user.target.wants/${unitName(app)}`;
+
+/**
+ * Writes the unit and its meta, enables it, and has systemd read it. A
+ * daemon-reload costs seconds under TCG (every generator runs again), so it
+ * is paid only when needed: a unit systemd has not loaded yet is read from
+ * disk when first asked about (`systemctl show` loads it), one it has loaded
+ * says NeedDaemonReload once its file changed. The enable link is made here
+ * (`systemctl enable` would reload once more). True when the unit is fresh:
+ * loaded just now, from this file.
+ */
+async function install(app: string, unit: string, meta: ProcMeta): Promise<boolean> {
   await writeAtomic(metaFile(app), `${JSON.stringify(meta, null, 2)}\n`, 0o600);
   await writeAtomic(unitPath(app), unit, 0o644);
+  await mkdir(dirname(wantsLink(app)), { recursive: true });
+  await rm(wantsLink(app), { force: true });
+  await symlink(unitPath(app), wantsLink(app));
+  const r = await run(['systemctl', 'show', '--property=LoadState,NeedDaemonReload', unitName(app)]);
+  const props = parseShow(r.stdout)[0] ?? {};
+  if (r.code === 0 && props.LoadState === 'loaded' && props.NeedDaemonReload === 'no') return true;
   await systemctl(['daemon-reload']);
-  await systemctl(['enable', '--quiet', unitName(app)]);
+  return false;
 }
 
 /** Stops and removes the unit, its files and (when the agent made it) its user. */
 async function uninstall(app: string, meta: ProcMeta | undefined): Promise<void> {
-  await systemctl(['disable', '--now', '--quiet', unitName(app)]);
+  await systemctl(['stop', unitName(app)]);
+  await rm(wantsLink(app), { force: true });
   await rm(unitPath(app), { force: true });
   await systemctl(['daemon-reload']);
   await systemctl(['reset-failed', unitName(app)]);
@@ -221,8 +273,8 @@ async function applyMethod(_call: Call, raw: unknown): Promise<ProcApplyResult> 
     workdir: spec.workdir ?? dataDir(spec.app),
     createdAt: oldMeta?.createdAt ?? Math.floor(Date.now() / 1000),
   };
-  await install(spec.app, renderUnit(spec, program, meta), meta);
-  const started = await startAndSettle(spec.app, spec.settleMs);
+  const fresh = await install(spec.app, renderUnit(spec, program, meta), meta);
+  const started = await startAndSettle(spec.app, spec.settleMs, spec.readyPorts, fresh);
   if (started.ok) {
     // The generations before go: only the one running stays.
     for (const entry of await readdir(appDir(spec.app))) if (/^\d+$/.test(entry) && Number(entry) !== spec.generation) await rm(`${appDir(spec.app)}/${entry}`, { recursive: true, force: true });
@@ -231,8 +283,8 @@ async function applyMethod(_call: Call, raw: unknown): Promise<ProcApplyResult> 
   // Roll back: the unit before runs again, or the app goes (it never ran).
   let back = 'fix the program or its arguments and deploy again';
   if (oldUnit !== undefined && oldMeta) {
-    await install(spec.app, oldUnit, oldMeta);
-    const again = await startAndSettle(spec.app, spec.settleMs);
+    const freshAgain = await install(spec.app, oldUnit, oldMeta);
+    const again = await startAndSettle(spec.app, spec.settleMs, [], freshAgain);
     back = again.ok ? 'the version that ran before runs again' : `the version before did not start again either: ${again.why}`;
     await rm(generationDir(spec.app, spec.generation), { recursive: true, force: true });
   } else {

@@ -13,4 +13,5 @@ export { escalate, type EscalationResult, type StopStep, type StopStepName } fro
 export { DEFAULT_STOP_TIMEOUTS, ACPI_REPEAT_MS, type StopTimeouts } from './keeper.ts';
 export { parseUsernet, NETDEV_ID } from './ports.ts';
 export { fitting } from './console.ts';
+export { StreamPacer, SHARED_IN_FLIGHT, PACED_PIECE } from './pacer.ts';
 export { MONITOR_METHODS, type Forward, type MonitorStatus, type StopResult } from './protocol.ts';

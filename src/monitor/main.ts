@@ -10,8 +10,14 @@
  * ended for good. See docs/architecture.md.
  */
 import { closeSync, fstatSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadCached } from '../boot/index.ts';
 import { Layout } from '../layout.ts';
 import { spawnQemu, type EarlyQemu } from './early.ts';
+
+/** The rest of the monitor, beside this file (built from body.ts). */
+const BODY = 'goship-monitor-body.cjs';
 
 const USAGE = 'usage: goship-monitor --vm ID --home GOSHIP_HOME --run GOSHIP_RUN [--adopt]';
 const REPORT_FD = 3;
@@ -70,7 +76,7 @@ async function main(): Promise<number> {
       earlyError = err;
     }
   }
-  const [{ Store }, { Monitor }] = await Promise.all([import('../store/index.ts'), import('./keeper.ts')]);
+  const { Store, Monitor } = loadCached(join(dirname(fileURLToPath(import.meta.url)), BODY)) as typeof import('./body.ts');
   const store = await Store.open(layout);
   const monitor = new Monitor({ layout, store, id: args.id, adopt: args.adopt, report: reportChannel(), log, ...(early ? { early } : {}), ...(earlyError ? { earlyError } : {}) });
   log(`${args.adopt ? 'adopting' : 'starting'} VM ${args.id}`);

@@ -14,6 +14,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { chmod, rm } from 'node:fs/promises';
+import { performance } from 'node:perf_hooks';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import * as v from 'valibot';
 import {
@@ -32,6 +33,7 @@ import {
   type StreamName,
 } from '../protocol/index.ts';
 import { AgentRemoteError, type AgentClient, type Relay } from '../serial/index.ts';
+import { StreamPacer } from './pacer.ts';
 import { MONITOR_PREFIX } from './protocol.ts';
 
 /** More clients than this at once are refused (each may hold a window per stream). */
@@ -144,6 +146,8 @@ interface RelayEntry {
   toAgent: Map<StreamName, number>;
   /** Agent → client bytes not yet acknowledged by the client, per stream. */
   toClient: Map<StreamName, number>;
+  /** Client → agent frames, paced while other requests are busy (pacer.ts). */
+  pacers: Map<StreamName, StreamPacer>;
   abort: AbortController;
 }
 
@@ -294,14 +298,17 @@ export class ClientSession {
           this.#failEntry(msg.id, REMOTE_CODES.flow, `ack for stream ${msg.s} exceeds what was sent`);
           return;
         }
+        this.#server.busy(e);
         e.relay?.consumed(msg.s, msg.n);
         return;
       }
       case 'eof': {
         const e = this.#entries.get(msg.id);
         if (e?.kind !== 'relay') return;
-        if (e.relay) e.relay.eof(msg.s);
-        else e.early.push({ stream: msg.s });
+        if (e.relay) {
+          const relay = e.relay;
+          this.#pacer(e, msg.s).eof(() => relay.eof(msg.s));
+        } else e.early.push({ stream: msg.s });
         return;
       }
     }
@@ -314,8 +321,21 @@ export class ClientSession {
       this.#failEntry(id, REMOTE_CODES.flow, `stream ${stream} exceeded its flow-control window`);
       return;
     }
-    if (e.relay) e.relay.data(stream, payload);
+    this.#server.busy(e);
+    if (e.relay) this.#pacer(e, stream).data(payload);
     else e.early.push({ stream, payload });
+  }
+
+  #pacer(e: RelayEntry, stream: StreamName): StreamPacer {
+    let p = e.pacers.get(stream);
+    if (!p) {
+      p = new StreamPacer(
+        (piece) => e.relay?.data(stream, piece),
+        () => this.#server.contended(e),
+      );
+      e.pacers.set(stream, p);
+    }
+    return p;
   }
 
   #failEntry(id: number, code: string, message: string): void {
@@ -367,8 +387,9 @@ export class ClientSession {
   }
 
   #relay(id: number, method: string, params: unknown): void {
-    const entry: RelayEntry = { kind: 'relay', method, relay: undefined, early: [], toAgent: new Map(), toClient: new Map(), abort: new AbortController() };
+    const entry: RelayEntry = { kind: 'relay', method, relay: undefined, early: [], toAgent: new Map(), toClient: new Map(), pacers: new Map(), abort: new AbortController() };
     this.#entries.set(id, entry);
+    this.#server.busy(entry);
     const live = (): boolean => this.#entries.get(id) === entry;
     this.#server.agent.session(entry.abort.signal).then(
       (agent) => {
@@ -388,6 +409,7 @@ export class ClientSession {
               if (!live()) return;
               add(entry.toAgent, s, -n);
               this.write(encodeLine({ t: 'ack', id, s, n }));
+              entry.pacers.get(s)?.acked(n);
             },
           });
         } catch (err) {
@@ -397,8 +419,9 @@ export class ClientSession {
         }
         entry.relay = relay;
         for (const f of entry.early) {
-          if (f.payload) relay.data(f.stream, f.payload);
-          else relay.eof(f.stream);
+          const pacer = this.#pacer(entry, f.stream);
+          if (f.payload) pacer.data(f.payload);
+          else pacer.eof(() => relay.eof(f.stream));
         }
         entry.early = [];
         relay.result.then(
@@ -432,9 +455,14 @@ export function errorBody(err: unknown): { code: string; message: string } {
   return { code, message: message.slice(0, 4000) };
 }
 
+/** A request that sent something toward the guest this recently keeps bulk streams to their share (pacer.ts). */
+export const BUSY_MS = 500;
+
 export class MonitorServer {
   readonly #sessions = new Set<ClientSession>();
   #server: Server | undefined;
+  /** The last two requests that sent something toward the agent, most recent first. */
+  #recent: Array<{ who: object; at: number }> = [];
 
   constructor(
     readonly path: string,
@@ -448,6 +476,19 @@ export class MonitorServer {
 
   forget(session: ClientSession): void {
     this.#sessions.delete(session);
+  }
+
+  /** Request `who` sent something toward the agent (a request, data, an ack). */
+  busy(who: object): void {
+    const at = performance.now();
+    if (this.#recent[0]?.who === who) this.#recent[0].at = at;
+    else this.#recent = [{ who, at }, ...this.#recent.slice(0, 1)];
+  }
+
+  /** Whether a request other than `who` was busy in the last BUSY_MS. */
+  contended(who: object): boolean {
+    const since = performance.now() - BUSY_MS;
+    return this.#recent.some((r) => r.who !== who && r.at >= since);
   }
 
   /**

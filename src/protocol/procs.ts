@@ -41,6 +41,8 @@ export const ProcSpecSchema = v.object({
   cpus: v.optional(v.pipe(v.number(), v.minValue(0.01), v.maxValue(1024))),
   /** How long the new program must stay up to count as started. */
   settleMs: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(60_000)),
+  /** TCP ports it listens on: once all accept on 127.0.0.1 (and it still runs), it counts as started before settleMs. */
+  readyPorts: v.optional(v.pipe(v.array(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65535))), v.maxLength(64)), []),
 });
 export type ProcSpec = v.InferOutput<typeof ProcSpecSchema>;
 

@@ -44,6 +44,7 @@ import { AgentProtocolError, type AgentClient } from '../serial/index.ts';
 import { type App, type AppKind, type AppSpecRecord, type Project, type State, type Store, appKey, findRecord, requireRecord } from '../store/index.ts';
 import { checkAppOptions, type AppPort, type AppSource, type DeployOptions, type ValidatedApp } from './app-options.ts';
 import { PortTakenError, RuntimeError, busyError, stateError } from './errors.ts';
+import { trace } from './trace.ts';
 import { DEFAULT_HOST_ADDR, portKey, takenPorts } from './ports.ts';
 import { LIVE_STATES } from './reconcile.ts';
 import type { VmService } from './vms.ts';
@@ -250,7 +251,9 @@ export class AppService {
         delete rec.lastError;
         delete rec.op;
       });
+      trace(`app ${a.app}: recorded`);
       await this.syncForwards(a.project, vmId);
+      trace(`app ${a.app}: forwards synced`);
       return this.info(a.project, a.app);
     } catch (err) {
       await this.ctx.store.update((draft) => {
@@ -303,7 +306,9 @@ export class AppService {
     if (a.source.kind === 'binary') {
       const { dir } = this.check(ProcStageResultSchema, await agent.call(PROC_METHODS.stage, { app: a.app, generation }), 'proc stage');
       const target = `${dir}/${basename(a.source.file)}`;
+      trace(`app ${a.app}: staged ${dir}`);
       await agent.upload(a.source.file, target, { mode: 0o755 });
+      trace(`app ${a.app}: uploaded ${target}`);
       argv = [target, ...(a.cmd ?? [])];
     } else {
       argv = [...(a.cmd ?? [])];
@@ -319,8 +324,10 @@ export class AppService {
       ...(a.memoryBytes !== undefined ? { memoryBytes: a.memoryBytes } : {}),
       ...(a.cpus !== undefined ? { cpus: a.cpus } : {}),
       settleMs: START_SETTLE_MS,
+      readyPorts: a.ports.filter((q) => q.proto === 'tcp').map((q) => q.container),
     };
     const res = this.check(ProcApplyResultSchema, await agent.call(PROC_METHODS.apply, spec, { timeoutMs: 120_000 }), 'proc apply');
+    trace(`app ${a.app}: applied (${res.ok ? 'up' : 'not up'})`);
     if (!res.ok) throw new RuntimeError('EAPP_START', `app ${a.project}/${a.app}: the new version did not start: ${res.why}`, { hint: res.back });
     return { container: res.info.unit, image: res.info.argv[0] ?? argv[0]! };
   }

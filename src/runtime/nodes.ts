@@ -12,7 +12,7 @@
  * its own commands with ENODE_UNREACHABLE, naming the node and ssh's words;
  * the local store stays as it was.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdir, readFile, readdir, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -32,7 +32,7 @@ export const DEFAULT_REMOTE_CLI: readonly string[] = ['goshipctl'];
 /** Where `node add --install` puts this GoShip's bundles on the node (relative: the login's home directory). */
 export const INSTALL_DIR = '.local/lib/goship';
 /** The bundles `--install` copies (dist/). */
-const BUNDLES = ['goshipctl.mjs', 'goship-monitor.mjs', 'goship-agent.mjs'] as const;
+const BUNDLES = ['goshipctl.mjs', 'goshipctl.cjs', 'goship-monitor.mjs', 'goship-monitor-body.cjs', 'goship-agent.mjs'] as const;
 
 export interface NodeView {
   name: string;
@@ -97,12 +97,17 @@ export class NodeService {
     );
   }
 
+  /** ssh running `remote` on `node`; its stdin a pipe only when `stdin`. */
+  private async ssh(node: Node, remote: readonly string[], stdin: boolean, share = true): Promise<ChildProcessWithoutNullStreams> {
+    await this.socketDir();
+    const [file, ...args] = this.sshArgv(node, remote, share) as [string, ...string[]];
+    return spawn(file, args, { stdio: [stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] }) as ChildProcessWithoutNullStreams;
+  }
+
   /** Runs the node's goshipctl with `argv`, its output captured. ssh's own failure (255) becomes ENODE_UNREACHABLE. */
   async run(node: Node, argv: readonly string[], o: { input?: Readable | Buffer; timeoutMs?: number; raw?: boolean; share?: boolean } = {}): Promise<RunResult> {
     const remote = o.raw ? [...argv] : [...(node.cli ?? DEFAULT_REMOTE_CLI), ...argv];
-    await this.socketDir();
-    const [file, ...args] = this.sshArgv(node, remote, o.share !== false) as [string, ...string[]];
-    const child = spawn(file, args, { stdio: [o.input ? 'pipe' : 'ignore', 'pipe', 'pipe'] }) as import('node:child_process').ChildProcessWithoutNullStreams;
+    const child = await this.ssh(node, remote, o.input !== undefined, o.share !== false);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (c: Buffer) => out.push(c));
@@ -127,9 +132,7 @@ export class NodeService {
    * given (a command routed to the node as if it ran here): the exit code.
    */
   async forward(node: Node, argv: readonly string[], o: ForwardOptions): Promise<number> {
-    await this.socketDir();
-    const [file, ...args] = this.sshArgv(node, [...(node.cli ?? DEFAULT_REMOTE_CLI), ...argv]) as [string, ...string[]];
-    const child = spawn(file, args, { stdio: [o.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] }) as import('node:child_process').ChildProcessWithoutNullStreams;
+    const child = await this.ssh(node, [...(node.cli ?? DEFAULT_REMOTE_CLI), ...argv], o.stdin !== undefined);
     let tail = '';
     child.stderr.on('data', (c: Buffer) => {
       tail = (tail + c.toString('utf8')).slice(-4096);

@@ -7,9 +7,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmod, chown, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { freePort } from '../helpers/net.ts';
 
 export const NODE_USER = 'goship-node-test';
 
@@ -28,17 +29,6 @@ export interface SshNode {
   stop(): Promise<void>;
   /** Stops sshd, kills the user's processes (its QEMUs), removes its GoShip state. */
   cleanup(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => res(port));
-    });
-  });
 }
 
 /** sshd answers on the port with its banner. */

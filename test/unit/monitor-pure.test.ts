@@ -1,6 +1,7 @@
 /** The monitor's pure parts: how a VM ended, the restart backoff, reset loops, usernet, the console cap. */
 import { describe, expect, it } from 'vitest';
-import { RestartBackoff, ResetWatch, classifyEnd, fitting, isMonitorCmdline, parseUsernet } from '../../src/monitor/index.ts';
+import { PACED_PIECE, RestartBackoff, ResetWatch, SHARED_IN_FLIGHT, StreamPacer, classifyEnd, fitting, isMonitorCmdline, parseUsernet } from '../../src/monitor/index.ts';
+import { STREAM_WINDOW } from '../../src/protocol/index.ts';
 
 const at = '2026-12-01T00:00:00.000Z';
 
@@ -120,5 +121,63 @@ describe('isMonitorCmdline', () => {
     expect(isMonitorCmdline(c, 'web2', '/var/lib/goship')).toBe(false);
     expect(isMonitorCmdline(c, 'web', '/tmp/other')).toBe(false);
     expect(isMonitorCmdline(cmd('/usr/bin/sleep', '--vm', 'web', '--home', '/var/lib/goship'), 'web', '/var/lib/goship')).toBe(false);
+  });
+});
+
+describe('StreamPacer', () => {
+  const KiB = 1024;
+  function pacer(contended: { now: boolean }) {
+    const sent: number[] = [];
+    const p = new StreamPacer((piece) => sent.push(piece.length), () => contended.now);
+    return { p, sent };
+  }
+
+  it('alone, frames go at once and whole, up to the whole window', () => {
+    const { p, sent } = pacer({ now: false });
+    for (let i = 0; i < 4; i++) p.data(Buffer.alloc(256 * KiB));
+    expect(sent).toEqual([256 * KiB, 256 * KiB, 256 * KiB, 256 * KiB]);
+    expect(p.inFlight).toBe(STREAM_WINDOW);
+    expect(p.held).toBe(0);
+  });
+
+  it('while others are busy, only SHARED_IN_FLIGHT is in flight, in pieces; acks release the rest', () => {
+    const { p, sent } = pacer({ now: true });
+    p.data(Buffer.alloc(256 * KiB));
+    expect(sent).toEqual(Array(SHARED_IN_FLIGHT / PACED_PIECE).fill(PACED_PIECE));
+    expect(p.inFlight).toBe(SHARED_IN_FLIGHT);
+    expect(p.held).toBe(256 * KiB - SHARED_IN_FLIGHT);
+    p.acked(64 * KiB);
+    expect(p.inFlight).toBe(SHARED_IN_FLIGHT);
+    expect(p.held).toBe(256 * KiB - SHARED_IN_FLIGHT - 64 * KiB);
+    expect(sent.reduce((a, b) => a + b, 0)).toBe(SHARED_IN_FLIGHT + 64 * KiB);
+  });
+
+  it('when the contention ends, the next ack sends the held frames whole', () => {
+    const c = { now: true };
+    const { p, sent } = pacer(c);
+    p.data(Buffer.alloc(256 * KiB));
+    sent.length = 0;
+    c.now = false;
+    p.acked(32 * KiB);
+    expect(sent).toEqual([256 * KiB - SHARED_IN_FLIGHT]);
+    expect(p.held).toBe(0);
+  });
+
+  it('the eof waits for the held frames before it', () => {
+    const c = { now: true };
+    const events: string[] = [];
+    const p = new StreamPacer((piece) => events.push(`data ${piece.length}`), () => c.now);
+    p.data(Buffer.alloc(SHARED_IN_FLIGHT + 1));
+    p.eof(() => events.push('eof'));
+    expect(events.at(-1)).not.toBe('eof');
+    p.acked(SHARED_IN_FLIGHT);
+    expect(events.slice(-2)).toEqual(['data 1', 'eof']);
+  });
+
+  it('an ack for more than is in flight does not make credit out of nothing', () => {
+    const { p } = pacer({ now: true });
+    p.data(Buffer.alloc(16 * KiB));
+    p.acked(1024 * KiB);
+    expect(p.inFlight).toBe(0);
   });
 });

@@ -27,6 +27,7 @@ const spec = {
   env: ['GREETING=100% "real" $HOME'],
   restart: { name: 'always' as const },
   settleMs: 1500,
+  readyPorts: [],
 };
 
 describe('the unit of a process app', () => {
