@@ -14,10 +14,10 @@
 import { Buffer } from 'node:buffer';
 import { STREAM_WINDOW } from '../protocol/index.ts';
 
-/** In flight per stream while other requests are open: about 8 ms of TCG's virtio-serial throughput. */
-export const SHARED_IN_FLIGHT = 128 * 1024;
+/** In flight per stream while other requests are busy: about 4 ms of virtio-serial throughput under TCG. */
+export const SHARED_IN_FLIGHT = 64 * 1024;
 /** Frames are forwarded in pieces of at most this much, so a share is not overshot by a whole frame. */
-export const PACED_PIECE = 32 * 1024;
+export const PACED_PIECE = 16 * 1024;
 
 export class StreamPacer {
   readonly #send: (payload: Buffer) => void;

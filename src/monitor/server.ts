@@ -204,6 +204,14 @@ export class ClientSession {
     });
   }
 
+  /** The request is over: it no longer counts as busy (pacer.ts). */
+  #drop(id: number): void {
+    const e = this.#entries.get(id);
+    if (!e) return;
+    this.#entries.delete(id);
+    this.#server.idle(e);
+  }
+
   #reply(id: number, body: { r: unknown } | { e: { code: string; message: string } }): void {
     this.write(encodeLine({ t: 'res', id, ...body }));
   }
@@ -213,6 +221,7 @@ export class ClientSession {
     const err = new MonitorCallError(REMOTE_CODES.cancelled, reason);
     const entries = [...this.#entries.values()];
     this.#entries.clear();
+    for (const e of entries) this.#server.idle(e);
     for (const e of entries) {
       if (e.kind === 'relay') {
         e.abort.abort(err);
@@ -278,7 +287,7 @@ export class ClientSession {
       case 'cancel': {
         const e = this.#entries.get(msg.id);
         if (!e) return;
-        this.#entries.delete(msg.id);
+        this.#drop(msg.id);
         const err = new MonitorCallError(REMOTE_CODES.cancelled, 'cancelled by the client');
         if (e.kind === 'relay') {
           e.abort.abort(err);
@@ -341,7 +350,7 @@ export class ClientSession {
   #failEntry(id: number, code: string, message: string): void {
     const e = this.#entries.get(id);
     if (!e) return;
-    this.#entries.delete(id);
+    this.#drop(id);
     const err = new MonitorCallError(code, message);
     if (e.kind === 'relay') {
       e.abort.abort(err);
@@ -375,12 +384,12 @@ export class ClientSession {
     handler(call, params).then(
       (r) => {
         if (this.#entries.get(id) !== entry) return;
-        this.#entries.delete(id);
+        this.#drop(id);
         this.#reply(id, { r: r ?? null });
       },
       (err: unknown) => {
         if (this.#entries.get(id) !== entry) return;
-        this.#entries.delete(id);
+        this.#drop(id);
         this.#reply(id, { e: errorBody(err) });
       },
     );
@@ -413,7 +422,7 @@ export class ClientSession {
             },
           });
         } catch (err) {
-          this.#entries.delete(id);
+          this.#drop(id);
           this.#reply(id, { e: errorBody(err) });
           return;
         }
@@ -427,19 +436,19 @@ export class ClientSession {
         relay.result.then(
           (r) => {
             if (!live()) return;
-            this.#entries.delete(id);
+            this.#drop(id);
             this.#reply(id, { r: r ?? null });
           },
           (err: unknown) => {
             if (!live()) return;
-            this.#entries.delete(id);
+            this.#drop(id);
             this.#reply(id, { e: errorBody(err) });
           },
         );
       },
       (err: unknown) => {
         if (!live()) return;
-        this.#entries.delete(id);
+        this.#drop(id);
         this.#reply(id, { e: errorBody(err) });
       },
     );
@@ -461,8 +470,8 @@ export const BUSY_MS = 500;
 export class MonitorServer {
   readonly #sessions = new Set<ClientSession>();
   #server: Server | undefined;
-  /** The last two requests that sent something toward the agent, most recent first. */
-  #recent: Array<{ who: object; at: number }> = [];
+  /** Open requests by when they last sent something toward the agent. */
+  readonly #busy = new Map<object, number>();
 
   constructor(
     readonly path: string,
@@ -480,16 +489,24 @@ export class MonitorServer {
 
   /** Request `who` sent something toward the agent (a request, data, an ack). */
   busy(who: object): void {
-    const at = performance.now();
-    if (this.#recent[0]?.who === who) this.#recent[0].at = at;
-    else this.#recent = [{ who, at }, ...this.#recent.slice(0, 1)];
+    this.#busy.set(who, performance.now());
   }
 
-  /** Whether a request other than `who` was busy in the last BUSY_MS. */
+  /** Request `who` is over: however recently it was busy, it no longer holds others back. */
+  idle(who: object): void {
+    this.#busy.delete(who);
+  }
+
+  /** Whether a request other than `who`, still open, was busy in the last BUSY_MS. */
   contended(who: object): boolean {
     const since = performance.now() - BUSY_MS;
-    return this.#recent.some((r) => r.who !== who && r.at >= since);
+    for (const [w, at] of this.#busy) {
+      if (at < since) this.#busy.delete(w);
+      else if (w !== who) return true;
+    }
+    return false;
   }
+
 
   /**
    * Listens on `path` (owner-only). A stale socket file (nobody answering) is
