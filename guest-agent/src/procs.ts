@@ -184,13 +184,18 @@ async function settle(settleMs: number, ports: readonly number[]): Promise<void>
 
 /**
  * (Re)starts the unit and watches it: up after settleMs (or once its ports
- * accept) without a restart, or why not. `fresh`: systemd has just loaded the
- * unit, so it has no failed state to reset.
+ * accept) without a restart, or why not. `installed` is what install() did: a new
+ * unit has no failed state to reset, and if systemd cannot find it yet (it
+ * had looked the name up before the file existed) it is reloaded once.
  */
-async function startAndSettle(app: string, settleMs: number, ports: readonly number[], fresh = false): Promise<{ ok: true; info: ProcInfo } | { ok: false; why: string }> {
+async function startAndSettle(app: string, settleMs: number, ports: readonly number[], installed: 'new' | 'loaded' | 'reloaded'): Promise<{ ok: true; info: ProcInfo } | { ok: false; why: string }> {
   const since = Date.now() / 1000 - 1;
-  if (!fresh) await systemctl(['reset-failed', unitName(app)]);
-  const r = await run(['systemctl', 'restart', unitName(app)]);
+  if (installed !== 'new') await systemctl(['reset-failed', unitName(app)]);
+  let r = await run(['systemctl', 'restart', unitName(app)]);
+  if (r.code !== 0 && installed === 'new') {
+    await systemctl(['daemon-reload']);
+    r = await run(['systemctl', 'restart', unitName(app)]);
+  }
   if (r.code === 0) await settle(settleMs, ports);
   else await sleep(200);
   const info = await infoOf(app);
@@ -212,23 +217,25 @@ const wantsLink = (app: string): string => `${UNIT_DIR}/multi-user.target.wants/
 /**
  * Writes the unit and its meta, enables it, and has systemd read it. A
  * daemon-reload costs seconds under TCG (every generator runs again), so it
- * is paid only when needed: a unit systemd has not loaded yet is read from
- * disk when first asked about (`systemctl show` loads it), one it has loaded
- * says NeedDaemonReload once its file changed. The enable link is made here
- * (`systemctl enable` would reload once more). True when the unit is fresh:
- * loaded just now, from this file.
+ * is paid only when needed: a new unit is read from disk when it is first
+ * started (and if systemd still says no, startAndSettle reloads once and
+ * tries again); one systemd may have loaded before says NeedDaemonReload once
+ * its file changed. The enable link is made here (`systemctl enable` would
+ * reload once more). Says whether systemd was reloaded.
  */
-async function install(app: string, unit: string, meta: ProcMeta): Promise<boolean> {
+async function install(app: string, unit: string, meta: ProcMeta): Promise<'new' | 'loaded' | 'reloaded'> {
+  const existed = await stat(unitPath(app)).then(() => true, () => false);
   await writeAtomic(metaFile(app), `${JSON.stringify(meta, null, 2)}\n`, 0o600);
   await writeAtomic(unitPath(app), unit, 0o644);
   await mkdir(dirname(wantsLink(app)), { recursive: true });
   await rm(wantsLink(app), { force: true });
   await symlink(unitPath(app), wantsLink(app));
+  if (!existed) return 'new';
   const r = await run(['systemctl', 'show', '--property=LoadState,NeedDaemonReload', unitName(app)]);
   const props = parseShow(r.stdout)[0] ?? {};
-  if (r.code === 0 && props.LoadState === 'loaded' && props.NeedDaemonReload === 'no') return true;
+  if (r.code === 0 && props.LoadState === 'loaded' && props.NeedDaemonReload === 'no') return 'loaded';
   await systemctl(['daemon-reload']);
-  return false;
+  return 'reloaded';
 }
 
 /** Stops and removes the unit, its files and (when the agent made it) its user. */
@@ -273,8 +280,8 @@ async function applyMethod(_call: Call, raw: unknown): Promise<ProcApplyResult> 
     workdir: spec.workdir ?? dataDir(spec.app),
     createdAt: oldMeta?.createdAt ?? Math.floor(Date.now() / 1000),
   };
-  const fresh = await install(spec.app, renderUnit(spec, program, meta), meta);
-  const started = await startAndSettle(spec.app, spec.settleMs, spec.readyPorts, fresh);
+  const installed = await install(spec.app, renderUnit(spec, program, meta), meta);
+  const started = await startAndSettle(spec.app, spec.settleMs, spec.readyPorts, installed);
   if (started.ok) {
     // The generations before go: only the one running stays.
     for (const entry of await readdir(appDir(spec.app))) if (/^\d+$/.test(entry) && Number(entry) !== spec.generation) await rm(`${appDir(spec.app)}/${entry}`, { recursive: true, force: true });
@@ -283,8 +290,7 @@ async function applyMethod(_call: Call, raw: unknown): Promise<ProcApplyResult> 
   // Roll back: the unit before runs again, or the app goes (it never ran).
   let back = 'fix the program or its arguments and deploy again';
   if (oldUnit !== undefined && oldMeta) {
-    const freshAgain = await install(spec.app, oldUnit, oldMeta);
-    const again = await startAndSettle(spec.app, spec.settleMs, [], freshAgain);
+    const again = await startAndSettle(spec.app, spec.settleMs, [], await install(spec.app, oldUnit, oldMeta));
     back = again.ok ? 'the version that ran before runs again' : `the version before did not start again either: ${again.why}`;
     await rm(generationDir(spec.app, spec.generation), { recursive: true, force: true });
   } else {
