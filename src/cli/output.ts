@@ -74,6 +74,7 @@ export const CODE_EXIT: Record<ErrorCode, ExitStatus> = {
   EHOSTFIXTURE: EXIT.failed,
   ENODE_UNREACHABLE: EXIT.failed,
   ENODE_VERSION: EXIT.failed,
+  ENODE_STAGE: EXIT.failed,
 };
 
 export function exitCodeFor(err: unknown): ExitStatus {

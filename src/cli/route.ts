@@ -4,13 +4,20 @@
  * stderr and exit code (src/runtime/nodes.ts). Everything else runs here.
  *
  * A file argument names a file on this host, which the node cannot read:
- * `--env-file` is sent as its `--env` lines; the others (build contexts,
- * archives, programs, `vm cp`) are refused with ENOTSUP for now.
+ * `--env-file` is sent as its `--env` lines; the others (programs, archives,
+ * SSH keys, build contexts, the local side of `vm cp`) are staged in a
+ * temporary directory on the node, and a download is brought back.
  */
-import { readFile } from 'node:fs/promises';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { readFile, rename, rm, stat } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { Readable } from 'node:stream';
+import * as tar from 'tar';
 import { GoshipError } from '../errors.ts';
-import { fileOptions, parseEnvFile, routeOf, type Runtime } from '../runtime/index.ts';
+import { fileOptions, nodeFiles, parseEnvFile, routeOf, type Runtime } from '../runtime/index.ts';
 import type { Output } from './output.ts';
+
+type Node = Awaited<ReturnType<Runtime['nodes']['node']>>;
 
 /** The image a `project create` argv names (`--image X`), or the default. */
 function imageOf(args: readonly string[]): string {
@@ -22,16 +29,9 @@ function imageOf(args: readonly string[]): string {
   return 'default';
 }
 
-/** The argv for a node: --env-file expanded into --env; other file arguments refused. */
-async function forNode(args: readonly string[], node: string): Promise<string[]> {
-  const files = fileOptions(args);
-  const refused = files.filter((f) => f.flag !== '--env-file');
-  if (refused.length > 0 || (args[0] === 'vm' && args[1] === 'cp')) {
-    const what = refused.length > 0 ? refused.map((f) => `${f.flag} ${f.path}`).join(', ') : 'vm cp';
-    throw new GoshipError('ENOTSUP', `node ${node}: ${what} names a file on this host, and sending files to a node is not built yet`, {
-      hint: `copy the file to the node first (scp), then run the command there: ssh to the node and use its goshipctl`,
-    });
-  }
+/** The argv for a node with --env-file expanded into --env words (a node cannot read this host's files). */
+async function expandEnvFiles(args: readonly string[]): Promise<string[]> {
+  const files = fileOptions(args).filter((f) => f.flag === '--env-file');
   const out = [...args];
   for (const f of files.reverse()) {
     const text = await readFile(f.path, 'utf8').catch((cause: unknown) => {
@@ -43,6 +43,92 @@ async function forNode(args: readonly string[], node: string): Promise<string[]>
     out.splice(f.at, width, ...parsed.env.flatMap((kv) => ['--env', kv]));
   }
   return out;
+}
+
+/** A file name that is safe as the last part of a path on the node (busybox runs by its name: it is kept when it can be). */
+const safeName = (path: string): string => {
+  const b = basename(path);
+  return /^[A-Za-z0-9._+-]{1,128}$/.test(b) && b !== '.' && b !== '..' ? b : 'file';
+};
+
+/**
+ * The argv for a node, its local files staged there: each sent (a directory
+ * as a tar stream) into a private temporary directory on the node
+ * (`mktemp -d`) and its path put in the argv; a download `vm cp` writes there
+ * and the file is brought back after. `done` fetches, then removes the
+ * directory on the node.
+ */
+async function stageOnNode(rt: Runtime, node: Node, args: readonly string[], out: Output): Promise<{ argv: string[]; done: (code: number) => Promise<void> }> {
+  const plan = nodeFiles(args);
+  let argv = await expandEnvFiles(args);
+  if (plan.length === 0) return { argv, done: async () => undefined };
+  // --env-file expansion changed the positions: plan again on the expanded argv.
+  const files = nodeFiles(argv);
+  for (const f of files) {
+    if (f.kind === 'fetch') continue;
+    const st = await stat(f.path).catch((cause: unknown) => {
+      throw new GoshipError('EREAD', `${f.flag ?? 'vm cp'}: cannot read ${f.path}`, { cause });
+    });
+    if (f.kind === 'dir' ? !st.isDirectory() : !st.isFile()) throw new GoshipError('EINVALID', `${f.flag ?? 'vm cp'}: ${f.path} is not a ${f.kind === 'dir' ? 'directory' : 'regular file'}`);
+  }
+  const made = await rt.nodes.run(node, ['mktemp', '-d', '-t', 'goship-stage.XXXXXXXXXX'], { raw: true, timeoutMs: 60_000 });
+  const tmp = made.stdout.trim();
+  if (made.code !== 0 || !/^\/[A-Za-z0-9._/-]+$/.test(tmp)) throw new GoshipError('ENODE_STAGE', `node ${node.name}: mktemp -d failed there: ${made.stderr.trim().slice(0, 300)}`);
+  const remove = async (): Promise<void> => {
+    await rt.nodes.run(node, ['rm', '-rf', '--', tmp], { raw: true, timeoutMs: 60_000 }).catch(() => undefined);
+  };
+  const fetches: Array<{ local: string; remote: string }> = [];
+  try {
+    const words = [...argv];
+    for (const [i, f] of files.entries()) {
+      const remote = `${tmp}/${i}/${safeName(f.path)}`;
+      if (f.kind === 'fetch') {
+        await rt.nodes.run(node, ['mkdir', '-p', '--', `${tmp}/${i}`], { raw: true, timeoutMs: 60_000 });
+        const isDir = await stat(f.path).then((st) => st.isDirectory(), () => false);
+        fetches.push({ local: isDir ? join(f.path, safeName(remoteSource(argv))) : f.path, remote });
+      } else {
+        const p = out.progress(`sending ${f.path} to ${node.name}`);
+        const input = f.kind === 'dir' ? Readable.from(tar.c({ cwd: f.path, portable: true }, ['.']) as unknown as AsyncIterable<Buffer>) : createReadStream(f.path);
+        const mode = ((await stat(f.path)).mode & 0o777).toString(8);
+        const script = f.kind === 'dir' ? 'mkdir -p "$1" && tar -x -f - -C "$1"' : 'mkdir -p "$(dirname "$1")" && cat > "$1" && chmod "$2" "$1"';
+        const r = await rt.nodes.run(node, ['sh', '-c', script, 'sh', remote, mode], { raw: true, input, timeoutMs: 3_600_000 }).finally(() => p.done());
+        if (r.code !== 0) throw new GoshipError('ENODE_STAGE', `node ${node.name}: could not receive ${f.path}: ${r.stderr.trim().slice(0, 300)}`);
+      }
+      const value = f.width === 1 && f.flag !== undefined ? `${f.flag}=${remote}` : remote;
+      words.splice(f.at + (f.width === 2 ? 1 : 0), 1, value);
+    }
+    argv = words;
+  } catch (err) {
+    await remove();
+    throw err;
+  }
+  return {
+    argv,
+    done: async (code) => {
+      try {
+        if (code !== 0) return;
+        for (const f of fetches) {
+          const part = `${f.local}.goship-partial-${process.pid}`;
+          const sink = createWriteStream(part, { mode: 0o600 });
+          const c = await rt.nodes.forward(node, ['cat', '--', f.remote], { raw: true, stdout: sink, stderr: process.stderr });
+          await new Promise<void>((res, rej) => sink.end((e?: Error | null) => (e ? rej(e) : res())));
+          if (c !== 0) {
+            await rm(part, { force: true });
+            throw new GoshipError('ENODE_STAGE', `node ${node.name}: could not bring ${f.local} back (cat exited ${c})`);
+          }
+          await rename(part, f.local);
+        }
+      } finally {
+        await remove();
+      }
+    },
+  };
+}
+
+/** The guest path of a download `vm cp NAME:PATH LOCAL`. */
+function remoteSource(argv: readonly string[]): string {
+  const w = argv.find((a) => /^[a-z0-9][a-z0-9-]{0,62}:/.test(a));
+  return w ? w.slice(w.indexOf(':') + 1) : 'file';
 }
 
 /**
@@ -63,7 +149,6 @@ export async function routeToNodes(args: readonly string[], runtime: () => Promi
   if (route.kind === 'create') {
     const nodes = await Promise.all(route.nodes.map((n) => rt.nodes.node(n)));
     const image = imageOf(route.args);
-    const argv = await forNode(route.args, nodes[0]!.name);
     let code = 0;
     for (const node of nodes) {
       // The node gets the image from here when it lacks it (checksummed on arrival).
@@ -77,7 +162,12 @@ export async function routeToNodes(args: readonly string[], runtime: () => Promi
       // Recorded first: a create cut off here is found on the node by the next project list.
       await rt.nodes.place(node.name, route.project, true);
       if (nodes.length > 1 && !out.json) process.stderr.write(`== node ${node.name} ==\n`);
-      const c = await rt.nodes.forward(node, argv, stdio);
+      const staged = await stageOnNode(rt, node, route.args, out);
+      const c = await rt.nodes.forward(node, staged.argv, stdio).catch(async (err: unknown) => {
+        await staged.done(1);
+        throw err;
+      });
+      await staged.done(c);
       if (c !== 0 && code === 0) code = c;
     }
     return code;
@@ -90,11 +180,15 @@ export async function routeToNodes(args: readonly string[], runtime: () => Promi
   }
   const targets = route.node === undefined ? placed : placed.filter((n) => n.name === route.node);
   if (targets.length === 0) throw new GoshipError('ENOTFOUND', `project ${route.project} is not on node ${route.node}`, { hint: `it is on ${placed.map((n) => n.name).join(', ')}` });
-  const argv = await forNode(route.args, targets[0]!.name);
   let code = 0;
   for (const node of targets) {
     if (targets.length > 1 && !out.json) process.stderr.write(`== node ${node.name} ==\n`);
-    const c = await rt.nodes.forward(node, argv, stdio);
+    const staged = await stageOnNode(rt, node, route.args, out);
+    const c = await rt.nodes.forward(node, staged.argv, stdio).catch(async (err: unknown) => {
+      await staged.done(1);
+      throw err;
+    });
+    await staged.done(c);
     if (c === 0 && args[0] === 'project' && args[1] === 'delete') await rt.nodes.place(node.name, route.project, false);
     if (c !== 0 && code === 0) code = c;
   }

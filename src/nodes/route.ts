@@ -13,7 +13,7 @@
 const VALUE_OPTIONS: ReadonlySet<string> = new Set([
   '--cwd', '--env', '--timeout', '--max-size', '--port', '--env-file', '--volume', '--restart', '--memory', '--cpus',
   '--workdir', '--user', '--image', '--build', '--image-archive', '--binary', '--tail', '--since', '--node', '--disk',
-  '--ssh-key', '--console-max-size', '--identity', '--known-hosts', '--packages',
+  '--ssh-key', '--console-max-size', '--identity', '--known-hosts', '--packages', '--mode',
 ]);
 
 /** Options whose value is a file on this host: forwarded to a node only as their contents. */
@@ -101,4 +101,38 @@ export function fileOptions(args: readonly string[]): Array<{ flag: string; path
     else if (i + 1 < args.length) out.push({ flag, path: args[++i]!, at: i - 1 });
   }
   return out;
+}
+
+/**
+ * A local file (or directory) a command bound for a node names, which must be
+ * staged on the node first: `file` and `dir` are sent before the command
+ * (`--binary`, `--image-archive`, `--ssh-key`; `--build`; the local side of an
+ * upload `vm cp`), `fetch` is brought back after it (the local side of a
+ * download `vm cp`). `at` and `width` say which words of the argv to replace
+ * with the path on the node (`--flag PATH` is 2 words, `--flag=PATH` and a
+ * `vm cp` operand 1). `--env-file` is not here: it is sent as `--env` words.
+ */
+export interface NodeFile {
+  kind: 'file' | 'dir' | 'fetch';
+  path: string;
+  flag?: string;
+  at: number;
+  width: 1 | 2;
+}
+
+/** The files `args` (a command for a node) names on this host. Pure. */
+export function nodeFiles(args: readonly string[]): NodeFile[] {
+  const out: NodeFile[] = fileOptions(args)
+    .filter((f) => f.flag !== '--env-file')
+    .map((f) => ({ kind: f.flag === '--build' ? 'dir' : 'file', path: f.path, flag: f.flag, at: f.at, width: args[f.at]!.includes('=') ? 1 : 2 }));
+  if (args[0] === 'vm' && args[1] === 'cp') {
+    const ops = positionals(args, 2);
+    const remote = ops.findIndex((p) => /^[a-z0-9][a-z0-9-]{0,62}:/.test(p.word));
+    // `-` is goshipctl's stdin or stdout, which pass through ssh as they are.
+    if (ops.length === 2 && remote >= 0 && ops[1 - remote]!.word !== '-') {
+      const local = ops[1 - remote]!;
+      out.push({ kind: remote === 0 ? 'fetch' : 'file', path: local.word, at: local.at, width: 1 });
+    }
+  }
+  return out.sort((a, b) => a.at - b.at);
 }

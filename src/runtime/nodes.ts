@@ -62,6 +62,8 @@ export interface RunResult {
 }
 
 export interface ForwardOptions {
+  /** `argv` is a program on the node, not its goshipctl's arguments. */
+  raw?: boolean;
   stdin?: Readable;
   stdout: Writable;
   stderr: Writable;
@@ -132,7 +134,7 @@ export class NodeService {
    * given (a command routed to the node as if it ran here): the exit code.
    */
   async forward(node: Node, argv: readonly string[], o: ForwardOptions): Promise<number> {
-    const child = await this.ssh(node, [...(node.cli ?? DEFAULT_REMOTE_CLI), ...argv], o.stdin !== undefined);
+    const child = await this.ssh(node, o.raw ? [...argv] : [...(node.cli ?? DEFAULT_REMOTE_CLI), ...argv], o.stdin !== undefined);
     let tail = '';
     child.stderr.on('data', (c: Buffer) => {
       tail = (tail + c.toString('utf8')).slice(-4096);

@@ -8,10 +8,10 @@
  * End to end through goshipctl: node add (first without GoShip there, then
  * with --install), project create --node (the image pushed on demand), vm exec
  * and app deploy routed to the node, a port forward reached at the node's
- * address, project list across both nodes, sshd gone → clear errors and the
+ * address, local files staged on the node (--binary, vm cp both ways), project list across both nodes, sshd gone → clear errors and the
  * local node unaffected, node remove.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -96,6 +96,25 @@ describe('a second node over SSH', () => {
     const page = await until('the app on the node', async () => (await httpGet(port, '/'))?.status, 120_000, 500);
     expect(page).toBe(200);
     expect(await ok(['app', 'list', 'far'])).toMatch(/web\s+process/);
+  }, 600_000);
+
+  it('file arguments are staged on the node: --binary, vm cp up and down; nothing is left there', async () => {
+    const local = join(env.root, 'busybox');
+    await copyFile('/bin/busybox', local);
+    await chmod(local, 0o755);
+    const port = await freePort();
+    await ok(['app', 'deploy', 'far', 'bb', '--binary', local, '--port', `${port}:8081`, '--', 'httpd', '-f', '-p', '8081', '-h', '/etc']);
+    expect(await until('busybox httpd on the node', async () => (await httpGet(port, '/hostname'))?.body, 120_000, 500)).toBe('far\n');
+    const up = join(env.root, 'up.txt');
+    await writeFile(up, 'sent to the node\n');
+    await ok(['vm', 'cp', up, 'far:/var/tmp/up.txt']);
+    expect(await ok(['vm', 'exec', 'far', '--', 'cat', '/var/tmp/up.txt'])).toBe('sent to the node\n');
+    const back = join(env.root, 'back');
+    await mkdir(back);
+    await ok(['vm', 'cp', 'far:/var/tmp/up.txt', back]);
+    expect(await readFile(join(back, 'up.txt'), 'utf8')).toBe('sent to the node\n');
+    const left = await execa('sh', ['-c', 'ls -d /tmp/goship-stage.* 2>/dev/null | wc -l']);
+    expect(left.stdout.trim()).toBe('0');
   }, 600_000);
 
   it('project list shows both nodes', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { fileOptions, routeOf, takeNodeOptions } from '../../src/nodes/index.ts';
+import { fileOptions, nodeFiles, routeOf, takeNodeOptions } from '../../src/nodes/index.ts';
 
 describe('which project a command line is about', () => {
   it('project, vm and app commands name their project; options with values are skipped', () => {
@@ -30,5 +30,35 @@ describe('which project a command line is about', () => {
       { flag: '--env-file', path: '.env', at: 4 },
       { flag: '--binary', path: './srv', at: 6 },
     ]);
+  });
+});
+
+describe('nodeFiles', () => {
+  it('file options as the words to replace, --build as a directory, --env-file left to its own expansion', () => {
+    expect(nodeFiles(['app', 'deploy', 'web', 'bb', '--binary', './busybox', '--env-file', 'e.env', '--', 'httpd'])).toEqual([
+      { kind: 'file', path: './busybox', flag: '--binary', at: 4, width: 2 },
+    ]);
+    expect(nodeFiles(['app', 'deploy', 'web', 'site', '--build=ctx', '--port', '8080:80'])).toEqual([{ kind: 'dir', path: 'ctx', flag: '--build', at: 4, width: 1 }]);
+    expect(nodeFiles(['project', 'create', 'web', '--ssh-key', 'k.pub', '--image-archive', 'a.tar'])).toEqual([
+      { kind: 'file', path: 'k.pub', flag: '--ssh-key', at: 3, width: 2 },
+      { kind: 'file', path: 'a.tar', flag: '--image-archive', at: 5, width: 2 },
+    ]);
+  });
+
+  it('vm cp: the local side, sent for an upload, fetched for a download', () => {
+    expect(nodeFiles(['vm', 'cp', './f', 'web:/tmp/f'])).toEqual([{ kind: 'file', path: './f', at: 2, width: 1 }]);
+    expect(nodeFiles(['vm', 'cp', '--mode', '0755', 'web:/etc/hostname', 'out'])).toEqual([{ kind: 'fetch', path: 'out', at: 5, width: 1 }]);
+    expect(nodeFiles(['vm', 'exec', 'web', '--', 'cat', 'x:y'])).toEqual([]);
+  });
+
+  it('words after -- are the program\'s, never files', () => {
+    expect(nodeFiles(['app', 'deploy', 'web', 'x', '--command', '--', '/bin/app', '--binary', 'f'])).toEqual([]);
+  });
+});
+
+describe('nodeFiles and stdio', () => {
+  it('vm cp with - on the local side streams through ssh: nothing to stage', () => {
+    expect(nodeFiles(['vm', 'cp', 'web:/etc/os-release', '-'])).toEqual([]);
+    expect(nodeFiles(['vm', 'cp', '-', 'web:/tmp/in'])).toEqual([]);
   });
 });
