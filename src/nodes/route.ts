@@ -70,7 +70,9 @@ const APP_SUBS = new Set(['deploy', 'list', 'info', 'start', 'stop', 'restart', 
 /** The route of a goshipctl argv (without node and the script). Pure. */
 export function routeOf(argv: readonly string[]): Route {
   const [group, sub] = argv;
-  if (argv.includes('--help') || argv.includes('-h')) return { kind: 'local' };
+  // goshipctl's own help runs here; a program's `-h` after `--` is the program's.
+  const own = argv.indexOf('--') < 0 ? argv : argv.slice(0, argv.indexOf('--'));
+  if (own.includes('--help') || own.includes('-h')) return { kind: 'local' };
   const { args, nodes } = takeNodeOptions(argv);
   const pos = positionals(args, 2);
   const first = pos[0]?.word;

@@ -62,3 +62,10 @@ describe('nodeFiles and stdio', () => {
     expect(nodeFiles(['vm', 'cp', '-', 'web:/tmp/in'])).toEqual([]);
   });
 });
+
+describe('help and the program\'s own flags', () => {
+  it('-h after -- belongs to the program: the command is still routed', () => {
+    expect(routeOf(['app', 'deploy', 'web', 'bb', '--command', '--', 'httpd', '-f', '-h', '/srv'])).toMatchObject({ kind: 'project', project: 'web' });
+    expect(routeOf(['vm', 'exec', 'web', '-h'])).toEqual({ kind: 'local' });
+  });
+});
