@@ -59,17 +59,18 @@ const safeName = (path: string): string => {
  * directory on the node.
  */
 async function stageOnNode(rt: Runtime, node: Node, args: readonly string[], out: Output): Promise<{ argv: string[]; done: (code: number) => Promise<void> }> {
-  const plan = nodeFiles(args);
+  // Planned on the expanded argv: the --env words moved the positions.
   let argv = await expandEnvFiles(args);
-  if (plan.length === 0) return { argv, done: async () => undefined };
-  // --env-file expansion changed the positions: plan again on the expanded argv.
   const files = nodeFiles(argv);
-  for (const f of files) {
+  if (files.length === 0) return { argv, done: async () => undefined };
+  const modes = new Map<number, string>();
+  for (const [i, f] of files.entries()) {
     if (f.kind === 'fetch') continue;
     const st = await stat(f.path).catch((cause: unknown) => {
       throw new GoshipError('EREAD', `${f.flag ?? 'vm cp'}: cannot read ${f.path}`, { cause });
     });
     if (f.kind === 'dir' ? !st.isDirectory() : !st.isFile()) throw new GoshipError('EINVALID', `${f.flag ?? 'vm cp'}: ${f.path} is not a ${f.kind === 'dir' ? 'directory' : 'regular file'}`);
+    modes.set(i, (st.mode & 0o777).toString(8));
   }
   const made = await rt.nodes.run(node, ['mktemp', '-d', '-t', 'goship-stage.XXXXXXXXXX'], { raw: true, timeoutMs: 60_000 });
   const tmp = made.stdout.trim();
@@ -89,7 +90,7 @@ async function stageOnNode(rt: Runtime, node: Node, args: readonly string[], out
       } else {
         const p = out.progress(`sending ${f.path} to ${node.name}`);
         const input = f.kind === 'dir' ? Readable.from(tar.c({ cwd: f.path, portable: true }, ['.']) as unknown as AsyncIterable<Buffer>) : createReadStream(f.path);
-        const mode = ((await stat(f.path)).mode & 0o777).toString(8);
+        const mode = modes.get(i)!;
         const script = f.kind === 'dir' ? 'mkdir -p "$1" && tar -x -f - -C "$1"' : 'mkdir -p "$(dirname "$1")" && cat > "$1" && chmod "$2" "$1"';
         const r = await rt.nodes.run(node, ['sh', '-c', script, 'sh', remote, mode], { raw: true, input, timeoutMs: 3_600_000 }).finally(() => p.done());
         if (r.code !== 0) throw new GoshipError('ENODE_STAGE', `node ${node.name}: could not receive ${f.path}: ${r.stderr.trim().slice(0, 300)}`);
