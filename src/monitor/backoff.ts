@@ -21,6 +21,13 @@ export class RestartBackoff {
   }
 }
 
+/**
+ * RESET events closer together than this are one reset: one guest reboot
+ * gives QEMU two or three (measured: three within 50 ms), and counting each
+ * made two reboots in a minute look like a loop and quit the VM.
+ */
+export const RESET_COALESCE_MS = 2000;
+
 /** A burst of guest resets: more than `max` within `windowMs` is a reset loop. */
 export const RESET_LOOP_MAX = 5;
 export const RESET_LOOP_WINDOW_MS = 60_000;
@@ -36,6 +43,8 @@ export class ResetWatch {
 
   /** Records a reset at `now`; true when this makes a loop. */
   reset(now: number): boolean {
+    const last = this.#times.at(-1);
+    if (last !== undefined && now - last < RESET_COALESCE_MS) return false;
     this.#times.push(now);
     while (this.#times.length > 0 && now - this.#times[0]! > this.windowMs) this.#times.shift();
     return this.#times.length > this.max;

@@ -86,6 +86,15 @@ describe('ResetWatch', () => {
     const slow = new ResetWatch();
     expect([0, 20, 40, 60, 80, 100, 120].map((t) => slow.reset(t * 1000)).includes(true)).toBe(false);
   });
+
+  it('the RESET events of one reboot (QEMU gives two or three) count once: reboots in a row are no loop', () => {
+    const w = new ResetWatch();
+    for (const reboot of [0, 25_000, 50_000]) for (const dt of [0, 45, 47]) expect(w.reset(reboot + dt)).toBe(false);
+    expect(w.count).toBe(3);
+    // A guest that resets every 2.5 s is still a loop.
+    const loop = new ResetWatch();
+    expect([0, 2.5, 5, 7.5, 10, 12.5].map((t) => loop.reset(t * 1000)).at(-1)).toBe(true);
+  });
 });
 
 describe('parseUsernet', () => {
