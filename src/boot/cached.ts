@@ -15,7 +15,7 @@
  * bundle too. A cache that cannot be read or written costs nothing but the
  * compile. Node built-ins only: this runs before anything else is loaded.
  */
-import { closeSync, fstatSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, type BigIntStats } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { Script } from 'node:vm';
@@ -44,8 +44,16 @@ function readCache(path: string, key: string, bundleOwner: number): { data?: Buf
 /** Runs the CommonJS bundle `file` (an absolute path) and returns its exports; `status` hears what became of the cache. */
 export function loadCached(file: string, status?: (s: CacheStatus) => void): unknown {
   const cachePath = `${file}.cache`;
-  const source = readFileSync(file, 'utf8');
-  const st = statSync(file, { bigint: true });
+  // Source and key from one open file: a bundle replaced in between cannot pair one build's text with another's key.
+  const fd = openSync(file, 'r');
+  let source: string;
+  let st: BigIntStats;
+  try {
+    st = fstatSync(fd, { bigint: true });
+    source = readFileSync(fd, 'utf8');
+  } finally {
+    closeSync(fd);
+  }
   const key = `goship-code-cache ${process.version} ${st.size} ${st.mtimeNs} ${st.ino}`;
   const cache = readCache(cachePath, key, Number(st.uid));
   const script = new Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, {
