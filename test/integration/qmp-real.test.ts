@@ -58,10 +58,20 @@ async function startQemu(extraArgs: string[] = []): Promise<RunningQemu> {
   return qemu;
 }
 
+/** QEMU binds its socket a moment before it listens: a connect in between is refused, so retry while it lives. */
 async function connect(qemu: RunningQemu): Promise<QmpClient> {
-  const client = await QmpClient.connect(qemu.socketPath, { timeoutMs: 10_000 });
-  clients.push(client);
-  return client;
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      const client = await QmpClient.connect(qemu.socketPath, { timeoutMs: 10_000 });
+      clients.push(client);
+      return client;
+    } catch (err) {
+      const refused = (err as { cause?: { code?: string } }).cause?.code === 'ECONNREFUSED';
+      if (!refused || qemu.proc.exitCode !== null || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
 }
 
 const rejection = (promise: Promise<unknown>) => rejectionOf<QmpError>(promise);
