@@ -41,10 +41,14 @@ export class ResetWatch {
     readonly windowMs = RESET_LOOP_WINDOW_MS,
   ) {}
 
-  /** Records a reset at `now`; true when this makes a loop. */
-  reset(now: number): boolean {
+  /**
+   * Records a reset at `now`; true when this makes a loop. `coalesce`: RESET
+   * events of one in-place reboot count once; a reboot that ended QEMU
+   * (`-no-reboot`) is one reset however soon it follows the last.
+   */
+  reset(now: number, coalesce = true): boolean {
     const last = this.#times.at(-1);
-    if (last !== undefined && now - last < RESET_COALESCE_MS) return false;
+    if (coalesce && last !== undefined && now - last < RESET_COALESCE_MS) return false;
     this.#times.push(now);
     while (this.#times.length > 0 && now - this.#times[0]! > this.windowMs) this.#times.shift();
     return this.#times.length > this.max;

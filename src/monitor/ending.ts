@@ -36,6 +36,20 @@ function lastLine(text: string): string {
   return text.trim().split('\n').at(-1)?.trim() ?? '';
 }
 
+/** SHUTDOWN reasons of a reset that `-no-reboot` turned into an exit: the guest's own, or `system_reset` over QMP. */
+export const REBOOT_REASONS: ReadonlySet<string> = new Set(['guest-reset', 'host-qmp-system-reset']);
+
+/** What the monitor does once a QEMU has ended: start it again at once (a reboot), after a backoff (the restart policy), or end. */
+export type AfterEnd = 'reboot' | 'restart' | 'final';
+
+/** Pure: the next step after `end`. A stop GoShip asked for always ends the VM. */
+export function afterEnd(end: Pick<VmEnd, 'kind'>, opts: { restart: 'no' | 'on-crash'; stopRequested: boolean }): AfterEnd {
+  if (opts.stopRequested) return 'final';
+  if (end.kind === 'reboot') return 'reboot';
+  if (opts.restart === 'on-crash' && RESTARTABLE_KINDS.has(end.kind)) return 'restart';
+  return 'final';
+}
+
 /** Pure: the evidence → how the VM ended. */
 export function classifyEnd(e: EndEvidence): VmEnd {
   const exit: Pick<VmEnd, 'exitCode' | 'signal'> = {};
@@ -52,6 +66,10 @@ export function classifyEnd(e: EndEvidence): VmEnd {
   }
   if (e.panicked || e.shutdownReason === 'guest-panic') {
     return { ...base, kind: 'panic', summary: 'the guest kernel panicked (GUEST_PANICKED)', logTail: e.logTail };
+  }
+  if (e.shutdownReason !== undefined && REBOOT_REASONS.has(e.shutdownReason)) {
+    const who = e.shutdownReason === 'guest-reset' ? 'the guest rebooted' : 'QEMU was reset over QMP (system_reset)';
+    return { ...base, kind: 'reboot', summary: `${who}; its monitor starts QEMU again` };
   }
   switch (e.shutdownReason) {
     case undefined:

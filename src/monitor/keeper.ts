@@ -9,6 +9,9 @@
  *   serve:  clients on monitor.sock (agent methods relayed, monitor.* answered)
  *   end:    QEMU exits → classify (SHUTDOWN reason, panic, resets, exit status,
  *           GoShip's stop step) → record → restart (on-crash, with backoff) or exit
+ *   reboot: QEMU runs with -no-reboot, so a guest reboot ends it (SHUTDOWN
+ *           guest-reset): a fresh QEMU starts at once with the same argv and the
+ *           live port forwards of the last; clients and the socket stay
  *
  * An adopting monitor (`--adopt`) takes over a QEMU whose monitor died: it
  * cannot wait for QEMU's exit status (QEMU is not its child), so it watches
@@ -27,7 +30,7 @@ import { pidAlive } from '../proc.ts';
 import { AgentLink } from './agent-link.ts';
 import { RestartBackoff, ResetWatch } from './backoff.ts';
 import { ConsoleLog, pipeConsole } from './console.ts';
-import { CRASH_KINDS, RESTARTABLE_KINDS, classifyEnd, type EndEvidence, type VmEnd } from './ending.ts';
+import { CRASH_KINDS, afterEnd, classifyEnd, type EndEvidence, type VmEnd } from './ending.ts';
 import { escalate, type EscalationResult, type StopStep } from './escalate.ts';
 import { spawnQemu, type EarlyQemu } from './early.ts';
 import { readLaunch, type Launch } from './launch.ts';
@@ -114,6 +117,9 @@ export class Monitor {
   readonly #backoff = new RestartBackoff();
   #resets = new ResetWatch();
   #restarts = 0;
+  #reboots = 0;
+  /** The live port forwards once they differ from the argv's (a port added or removed, an adopted QEMU): a fresh QEMU gets them back. */
+  #forwardsWanted: Forward[] | undefined;
   #state: MonitorStatus['state'] = 'starting';
   #stopStep: StopStep['name'] | undefined;
   #stopping: Promise<StopResult> | undefined;
@@ -155,8 +161,8 @@ export class Monitor {
     }
     for (;;) {
       const end = await this.#awaitEnd();
-      const restart = this.#launch.restart === 'on-crash' && RESTARTABLE_KINDS.has(end.kind) && !this.#stopRequested;
-      if (!restart) {
+      const next = afterEnd(end, { restart: this.#launch.restart, stopRequested: this.#stopRequested });
+      if (next === 'final') {
         await this.#recordEnd(end, false);
         this.#final.resolve(end);
         // A stop that is waiting answers before the socket closes.
@@ -164,9 +170,24 @@ export class Monitor {
         await this.#teardown(`the VM ended: ${end.summary}`);
         return 0;
       }
+      if (next === 'reboot') {
+        this.#reboots++;
+        this.#log(`reboot ${this.#reboots}: ${end.summary}`);
+        await this.#recordReboot();
+        try {
+          await this.#start();
+        } catch (err) {
+          this.#log(`start after the reboot failed: ${(err as Error).message}`);
+          await this.#recordEnd({ at: this.#now(), kind: 'crashed', summary: `the guest rebooted and QEMU did not start again: ${(err as Error).message}` }, false);
+          await this.#teardown('start after a reboot failed');
+          return 1;
+        }
+        continue;
+      }
       const uptime = Date.now() - (this.#run?.startedAt ?? Date.now());
       const delay = this.#backoff.delayAfter(uptime);
       this.#restarts++;
+      this.#resets = new ResetWatch();
       await this.#recordEnd(end, true);
       this.#log(`restart ${this.#restarts} in ${delay} ms (policy on-crash) after: ${end.summary}`);
       this.#state = 'restarting';
@@ -202,7 +223,6 @@ export class Monitor {
   async #start(): Promise<void> {
     const { paths } = this.#vm;
     await mkdir(this.#o.layout.vmRunDir(this.#vm.id), { recursive: true, mode: 0o700 });
-    this.#resets = new ResetWatch();
     const binary = this.#launch.argv[0];
     const early = this.#takeEarly();
     let q: EarlyQemu;
@@ -240,6 +260,7 @@ export class Monitor {
       if (!(await waitForPath(paths.qmpSocket, QMP_SOCKET_TIMEOUT_MS, alive))) return await failEarly();
       this.#qmp = await this.#connectQmp(alive);
       marks.push(`QMP ${ms()}`);
+      await this.#restoreForwards();
       await this.#openConsole(alive);
       if (!this.#serverListening) await this.#listen();
       marks.push(`console and socket ${ms()}`);
@@ -307,6 +328,8 @@ export class Monitor {
       await this.#qmp.cont();
       this.#qmpStatus = await this.#qmp.queryStatus();
     }
+    // Forwards added live through the monitor that died are not in the argv: a reboot keeps them.
+    this.#forwardsWanted = await this.#forwards();
     await this.#openConsole(alive);
     await this.#listen();
     this.#link.start();
@@ -381,6 +404,11 @@ export class Monitor {
     switch (e.event) {
       case 'SHUTDOWN':
         if (typeof data.reason === 'string') run.evidence.shutdownReason = data.reason;
+        // -no-reboot: a guest reboot is this SHUTDOWN, one per QEMU, so each counts.
+        if (data.reason === 'guest-reset' && this.#resets.reset(Date.now(), false) && !run.evidence.resetLoop) {
+          run.evidence.resetLoop = { resets: this.#resets.count, withinMs: this.#resets.windowMs };
+          this.#log(`reset loop: ${this.#resets.count} reboots within ${this.#resets.windowMs} ms; not starting QEMU again`);
+        }
         break;
       case 'GUEST_PANICKED':
         run.evidence.panicked = true;
@@ -429,6 +457,37 @@ export class Monitor {
     this.#log(`QEMU ended: ${end.summary}`);
     this.#lastEnd = end;
     return end;
+  }
+
+  /** Between two QEMUs of a reboot: the VM is starting again, its agent is not back yet. */
+  async #recordReboot(): Promise<void> {
+    await this.#o.store.update((draft) => {
+      const rec = findRecord(draft, 'vm', this.#vm.id);
+      if (!rec) return;
+      rec.state = 'starting';
+      rec.reboots = { count: (rec.reboots?.count ?? 0) + 1, lastAt: this.#now() };
+      delete rec.pid;
+      delete rec.agent;
+    });
+  }
+
+  /** A fresh QEMU of this monitor forwards what the last one did when it ended (still paused: no guest sees a gap). */
+  async #restoreForwards(): Promise<void> {
+    const wanted = this.#forwardsWanted;
+    if (wanted === undefined || !this.#qmp) return;
+    const key = (f: Forward): string => `${f.proto}:${f.hostAddr}:${f.host}-:${f.guest}`;
+    const have = await this.#forwards();
+    const wantKeys = new Set(wanted.map(key));
+    const haveKeys = new Set(have.map(key));
+    for (const f of have) if (!wantKeys.has(key(f))) await this.#qmp.hostfwdRemove({ netdevId: NETDEV_ID, protocol: f.proto, hostAddr: f.hostAddr, hostPort: f.host });
+    for (const f of wanted) {
+      if (haveKeys.has(key(f))) continue;
+      try {
+        await this.#qmp.hostfwdAdd({ netdevId: NETDEV_ID, protocol: f.proto, hostAddr: f.hostAddr, hostPort: f.host, guestPort: f.guest });
+      } catch (err) {
+        this.#log(`port ${key(f)} not forwarded again: ${(err as Error).message}`);
+      }
+    }
   }
 
   async #recordEnd(end: VmEnd, restarting: boolean): Promise<void> {
@@ -582,13 +641,15 @@ export class Monitor {
         const p = parse(PortAddParamsSchema, raw, MONITOR_METHODS.portAdd);
         await qmp().hostfwdAdd({ netdevId: NETDEV_ID, protocol: p.proto, hostAddr: p.hostAddr, hostPort: p.host, guestPort: p.guest });
         this.#log(`port added: ${p.proto}:${p.hostAddr}:${p.host} → ${p.guest}`);
-        return { forwards: await this.#forwards() };
+        this.#forwardsWanted = await this.#forwards();
+        return { forwards: this.#forwardsWanted };
       },
       [MONITOR_METHODS.portRemove]: async (_call, raw) => {
         const p = parse(PortRemoveParamsSchema, raw, MONITOR_METHODS.portRemove);
         await qmp().hostfwdRemove({ netdevId: NETDEV_ID, protocol: p.proto, hostAddr: p.hostAddr, hostPort: p.host });
         this.#log(`port removed: ${p.proto}:${p.hostAddr}:${p.host}`);
-        return { forwards: await this.#forwards() };
+        this.#forwardsWanted = await this.#forwards();
+        return { forwards: this.#forwardsWanted };
       },
       [MONITOR_METHODS.portList]: async () => ({ forwards: await this.#forwards() }),
       [MONITOR_METHODS.console]: (call, raw) => this.#followConsole(call, parse(ConsoleParamsSchema, raw, MONITOR_METHODS.console).from),
@@ -615,6 +676,7 @@ export class Monitor {
       ports: await this.#forwards().catch(() => []),
       console: { bytes: this.#console?.bytes ?? 0, rotations: this.#console?.rotations ?? 0 },
       restarts: this.#restarts,
+      reboots: this.#reboots,
       events: [...this.#events],
     };
   }

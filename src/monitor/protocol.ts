@@ -51,6 +51,8 @@ export const MonitorStatusSchema = v.object({
   ports: v.array(ForwardSchema),
   console: v.object({ bytes: Count, rotations: Count }),
   restarts: Count,
+  /** Guest reboots this monitor followed (each a fresh QEMU). */
+  reboots: Count,
   /** The last QMP events, newest last (`RESET guest-reset`, `BLOCK_IO_ERROR disk0 …`). */
   events: v.array(v.string()),
 });

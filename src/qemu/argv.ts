@@ -2,7 +2,7 @@
  * VmConfig → argv: pure, total for a valid VmConfig, and in a fixed order:
  *
  *   BINARY
- *   -name guest=NAME,process=goship-ID  -S  -nodefaults -no-user-config -display none
+ *   -name guest=NAME,process=goship-ID  -S  -no-reboot  -nodefaults -no-user-config -display none
  *   [-sandbox …]  -pidfile PIDFILE
  *   -machine TYPE[,memory-backend=mem0][,pflash0=…,pflash1=…][,confidential-guest-support=cgs0][,kernel-irqchip=split]
  *   -accel kvm|tcg  -cpu MODEL  -smp cpus=…,sockets=…,cores=…,threads=…  -m size=…M
@@ -78,6 +78,10 @@ export function buildArgv(config: VmConfig, binary = DEFAULT_QEMU_BINARY): strin
     '-name',
     qemuOpts(undefined, { guest: config.name, process: processMarker(config.id) }),
     '-S',
+    // A guest reboot ends this QEMU (SHUTDOWN guest-reset) and the VM's
+    // monitor starts a fresh one: under TCG a reset inside the same process
+    // boots several times slower than a new process (docs/images.md, Reboots).
+    '-no-reboot',
     '-nodefaults',
     '-no-user-config',
     '-display',

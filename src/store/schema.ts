@@ -79,6 +79,7 @@ const VmSchema = v.looseObject({
   note: v.optional(v.string()),
   monitor: v.optional(v.looseObject({ pid: v.pipe(v.number(), v.integer(), v.minValue(1)), startedAt: timestamp, adopted: v.optional(v.boolean()) })),
   restarts: v.optional(v.looseObject({ count, lastAt: v.optional(timestamp), lastReason: v.optional(v.string()) })),
+  reboots: v.optional(v.looseObject({ count, lastAt: v.optional(timestamp) })),
   argv: v.optional(v.array(v.string())),
   paths: v.looseObject({
     dir: v.string(),

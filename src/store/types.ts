@@ -108,7 +108,7 @@ export type VmState = (typeof VM_STATES)[number];
 export const STOP_STEPS = ['agent', 'acpi', 'quit', 'sigterm', 'sigkill'] as const;
 export type StopStepName = (typeof STOP_STEPS)[number];
 
-export const END_KINDS = ['poweroff', 'stopped', 'quit', 'killed', 'panic', 'reset-loop', 'crashed', 'lost'] as const;
+export const END_KINDS = ['poweroff', 'stopped', 'quit', 'killed', 'panic', 'reset-loop', 'reboot', 'crashed', 'lost'] as const;
 /**
  * How a run of a VM ended, as its monitor saw it (src/monitor/ending.ts):
  * - `poweroff`: the guest powered itself off (SHUTDOWN guest-shutdown);
@@ -117,6 +117,9 @@ export const END_KINDS = ['poweroff', 'stopped', 'quit', 'killed', 'panic', 'res
  * - `killed`: a signal from outside asked QEMU to end (SIGTERM, SIGINT, SIGHUP: SHUTDOWN host-signal);
  * - `panic`: the guest kernel panicked (GUEST_PANICKED, pvpanic);
  * - `reset-loop`: the guest kept resetting; the monitor stopped it;
+ * - `reboot`: the guest rebooted (QEMU runs with `-no-reboot`, so a reset ends it: SHUTDOWN
+ *   guest-reset); the monitor starts QEMU again at once, so this is an end of one QEMU
+ *   process, not of the VM;
  * - `crashed`: QEMU died without a SHUTDOWN (a signal such as SIGKILL or SIGSEGV, or a failure exit);
  * - `lost`: QEMU is gone and nothing saw how (no monitor was watching).
  */
@@ -204,6 +207,8 @@ export interface Vm {
   /** The VM's monitor, while one runs. */
   monitor?: VmMonitor;
   restarts?: VmRestarts;
+  /** Guest reboots its monitors followed (each starts a fresh QEMU). */
+  reboots?: { count: number; lastAt?: Timestamp };
   /** The QEMU argv actually run. */
   argv?: string[];
   paths: VmPaths;

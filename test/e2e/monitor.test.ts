@@ -208,6 +208,34 @@ describe('the monitor of a project VM', () => {
     expect(pidAlive(monitor)).toBe(true);
   }, 900_000);
 
+  it('an in-guest reboot: a fresh QEMU under the same monitor, the agent back from a new boot, live forwards kept', async () => {
+    const before = await json<VmJson & { agent?: { bootId: string } }>(['vm', 'status', 'mon']);
+    const bootId = (await g(['vm', 'exec', 'mon', '--', 'cat', '/proc/sys/kernel/random/boot_id'])).stdout.trim();
+    const port = await freePort();
+    await json(['project', 'port', 'add', 'mon', `${port}:8081`]);
+    // The exec may lose its answer: the guest goes down under it.
+    await g(['vm', 'exec', 'mon', '--', 'systemctl', 'reboot'], 60_000);
+    const after = await until(
+      'the agent of the next boot',
+      async () => {
+        const s = await json<VmJson & { reboots?: { count: number } }>(['vm', 'status', 'mon']);
+        return s.state === 'ready' && s.pid !== before.pid ? s : undefined;
+      },
+      600_000,
+      500,
+    );
+    expect(after.monitor!.pid).toBe(before.monitor!.pid);
+    expect(after.reboots?.count).toBe(1);
+    expect(after.end).toBeUndefined();
+    expect(await isOurProcess(before.pid!, processMarker('mon'))).toBe(false);
+    expect((await g(['vm', 'exec', 'mon', '--', 'cat', '/proc/sys/kernel/random/boot_id'])).stdout.trim()).not.toBe(bootId);
+    const ports = await json<{ live: { proto: string; host: number; guest: number }[] }>(['project', 'port', 'list', 'mon']);
+    expect(ports.live).toContainEqual({ proto: 'tcp', host: port, guest: 8081, hostAddr: '127.0.0.1' });
+    const log = await readFile(after.paths.monitorLog, 'utf8');
+    expect(log).toMatch(/reboot 1: the guest rebooted; its monitor starts QEMU again/);
+    await json(['project', 'port', 'remove', 'mon', String(port)]);
+  }, 900_000);
+
   it('a guest that powers itself off with a silent console is recorded as a power-off', async () => {
     const vm = await json<VmJson>(['vm', 'status', 'mon']);
     // No kernel messages, no systemd: straight to the ACPI power-off.

@@ -266,6 +266,32 @@ describe('VM lifecycle through the monitor', () => {
     expect((await rt.vms.get('lc-phoenix')).state).toBe('stopped');
   }, 120_000);
 
+  it('a guest reboot is a fresh QEMU under the same monitor; more than 5 within 60 s end the VM as a reset loop', async () => {
+    // init exits at once → the kernel panics → panic=-1 reboots → -no-reboot ends QEMU (SHUTDOWN guest-reset).
+    await rt.vms.create({ spec: spec('lc-looper', { cmdline: 'rdinit=/bin/false' }) });
+    const first = await rt.vms.start('lc-looper');
+    const monitor = first.monitor!.pid;
+    const pids = new Set<number>([first.pid!]);
+    const watch = setInterval(() => {
+      void rt.vms.get('lc-looper').then((r) => r.pid !== undefined && pids.add(r.pid), () => undefined);
+    }, 20);
+    let end: Vm;
+    try {
+      end = await ended('lc-looper', monitor);
+    } finally {
+      clearInterval(watch);
+    }
+    expect(end.state).toBe('crashed');
+    expect(end.end).toMatchObject({ kind: 'reset-loop', shutdownReason: 'guest-reset', summary: expect.stringMatching(/^the guest reset 6 times within 60 s/) });
+    // Five reboots were followed, each by a new QEMU process; the sixth ended it.
+    expect(end.reboots?.count).toBe(5);
+    expect(pids.size).toBeGreaterThanOrEqual(2);
+    const log = await readFile(end.paths.monitorLog, 'utf8');
+    expect(log.match(/^.*reboot \d: the guest rebooted; its monitor starts QEMU again$/gm)).toHaveLength(5);
+    expect(new Set([...log.matchAll(/QEMU running \(pid (\d+)\)/g)].map((m) => m[1])).size).toBe(6);
+    for (const pid of pids) expect(await isOurProcess(pid, processMarker(end.id))).toBe(false);
+  }, 180_000);
+
   it('5 VMs started and stopped concurrently leave no stray process, socket or file', async () => {
     const names = [1, 2, 3, 4, 5].map((i) => `lc-c${i}`);
     await Promise.all(names.map((n) => rt.vms.create({ spec: spec(n) })));

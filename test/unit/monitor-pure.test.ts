@@ -1,6 +1,6 @@
 /** The monitor's pure parts: how a VM ended, the restart backoff, reset loops, usernet, the console cap. */
 import { describe, expect, it } from 'vitest';
-import { PACED_PIECE, RestartBackoff, ResetWatch, SHARED_IN_FLIGHT, StreamPacer, classifyEnd, fitting, isMonitorCmdline, parseUsernet } from '../../src/monitor/index.ts';
+import { PACED_PIECE, RestartBackoff, ResetWatch, SHARED_IN_FLIGHT, StreamPacer, afterEnd, classifyEnd, fitting, isMonitorCmdline, parseUsernet } from '../../src/monitor/index.ts';
 import { STREAM_WINDOW } from '../../src/protocol/index.ts';
 
 const at = '2026-12-01T00:00:00.000Z';
@@ -51,6 +51,35 @@ describe('classifyEnd', () => {
     });
   });
 
+  it('a reboot under -no-reboot (the guest, or system_reset over QMP) ends one QEMU, not the VM', () => {
+    expect(classifyEnd({ at, shutdownReason: 'guest-reset', exit: { code: 0, signal: null }, logTail: '' })).toEqual({
+      at,
+      kind: 'reboot',
+      shutdownReason: 'guest-reset',
+      exitCode: 0,
+      summary: 'the guest rebooted; its monitor starts QEMU again',
+    });
+    expect(classifyEnd({ at, shutdownReason: 'host-qmp-system-reset', exit: { code: 0, signal: null }, logTail: '' })).toMatchObject({
+      kind: 'reboot',
+      summary: 'QEMU was reset over QMP (system_reset); its monitor starts QEMU again',
+    });
+    // GoShip's stop and a reset loop win over the reboot.
+    expect(classifyEnd({ at, shutdownReason: 'guest-reset', stopStep: 'agent', logTail: '' }).kind).toBe('stopped');
+    expect(classifyEnd({ at, shutdownReason: 'guest-reset', resetLoop: { resets: 6, withinMs: 60_000 }, logTail: '' }).kind).toBe('reset-loop');
+  });
+
+  it('after an end: a reboot starts QEMU at once, a crash restarts by policy, a stop GoShip asked for is final', () => {
+    const no = { restart: 'no' as const, stopRequested: false };
+    const onCrash = { restart: 'on-crash' as const, stopRequested: false };
+    expect(afterEnd({ kind: 'reboot' }, no)).toBe('reboot');
+    expect(afterEnd({ kind: 'reboot' }, { ...onCrash, stopRequested: true })).toBe('final');
+    expect(afterEnd({ kind: 'crashed' }, no)).toBe('final');
+    expect(afterEnd({ kind: 'crashed' }, onCrash)).toBe('restart');
+    expect(afterEnd({ kind: 'panic' }, onCrash)).toBe('restart');
+    expect(afterEnd({ kind: 'crashed' }, { ...onCrash, stopRequested: true })).toBe('final');
+    for (const kind of ['poweroff', 'stopped', 'quit', 'killed', 'reset-loop', 'lost'] as const) expect(afterEnd({ kind }, onCrash)).toBe('final');
+  });
+
   it('QEMU dying without SHUTDOWN is a crash, with the signal or the exit code and its last words', () => {
     expect(classifyEnd({ at, exit: { code: null, signal: 'SIGSEGV' }, logTail: 'a\nqemu: fatal: bad\n' })).toEqual({
       at,
@@ -91,6 +120,9 @@ describe('ResetWatch', () => {
     const w = new ResetWatch();
     for (const reboot of [0, 25_000, 50_000]) for (const dt of [0, 45, 47]) expect(w.reset(reboot + dt)).toBe(false);
     expect(w.count).toBe(3);
+    // Reboots that each ended a QEMU are not coalesced, however close.
+    const fast = new ResetWatch();
+    expect([0, 300, 600, 900, 1200, 1500].map((t) => fast.reset(t, false)).at(-1)).toBe(true);
     // A guest that resets every 2.5 s is still a loop.
     const loop = new ResetWatch();
     expect([0, 2.5, 5, 7.5, 10, 12.5].map((t) => loop.reset(t * 1000)).at(-1)).toBe(true);

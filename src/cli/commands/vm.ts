@@ -156,6 +156,7 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
         ...(vm.note ? [`note      ${vm.note}`] : []),
         ...(vm.monitor ? [`monitor   pid ${vm.monitor.pid}${vm.monitor.adopted ? ' (adopted its QEMU)' : ''}`] : []),
         ...(vm.restarts?.count ? [`restarts  ${vm.restarts.count}, last ${vm.restarts.lastAt ?? '?'}: ${vm.restarts.lastReason ?? ''}`] : []),
+        ...(vm.reboots?.count ? [`reboots   ${vm.reboots.count}, last ${vm.reboots.lastAt ?? '?'} (each a fresh QEMU)`] : []),
         `uptime    ${vm.state === 'running' || vm.state === 'ready' ? since(vm.startedAt) : '-'}`,
         ...(vm.agent ? [`agent     ${vm.agent.version} (hostname ${vm.agent.hostname})`] : []),
         ...(Array.isArray(disk)
