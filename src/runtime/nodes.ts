@@ -76,6 +76,15 @@ function distDir(): string {
   return basename(here) === 'dist' ? here : join(here, '..', '..', 'dist');
 }
 
+/** What one node said about our projects there: its rows (`node` set), or why it could not say. */
+export interface RemoteRows {
+  node: string;
+  /** Our projects placed on it. */
+  placed: string[];
+  rows?: Array<Record<string, unknown>>;
+  error?: string;
+}
+
 export class NodeService {
   constructor(private readonly ctx: { layout: Layout; store: Store; now: () => string }) {}
 
@@ -315,19 +324,36 @@ export class NodeService {
    * recorded anything there, a delete made on the node) loses that placement
    * here; an unreachable one keeps all of them.
    */
-  async remoteProjects(): Promise<Array<{ node: string; placed: string[]; projects?: Array<Record<string, unknown>>; error?: string }>> {
+  async remoteProjects(): Promise<RemoteRows[]> {
+    return this.#acrossNodes(['project', 'list'], (row) => String(row.name), async (node, placed, rows) => {
+      for (const gone of placed.filter((name) => !rows.some((p) => p.name === name))) await this.place(node, gone, false);
+    });
+  }
+
+  /** `app list` of every node that holds projects of ours, in parallel: the apps of those projects, one row per node, or why the node could not say. */
+  async remoteApps(): Promise<RemoteRows[]> {
+    return this.#acrossNodes(['app', 'list'], (row) => String(row.project));
+  }
+
+  /** `ARGS --json` (a JSON array) on each node with projects of ours: the rows of our projects there, each with `node` set to the node's name. */
+  async #acrossNodes(
+    args: string[],
+    projectOf: (row: Record<string, unknown>) => string,
+    seen?: (node: string, placed: string[], rows: Array<Record<string, unknown>>) => Promise<void>,
+  ): Promise<RemoteRows[]> {
     const s = await this.ctx.store.read();
     const nodes = Object.values(s.nodes).filter((n) => Object.keys(n.projects ?? {}).length > 0);
     return Promise.all(
       nodes.map(async (n) => {
         const placed = Object.keys(n.projects ?? {}).sort();
         try {
-          const r = await this.run(n, ['project', 'list', '--json'], { timeoutMs: 60_000 });
-          if (r.code !== 0) return { node: n.name, placed, error: `goshipctl project list exited ${r.code} there: ${r.stderr.trim().slice(0, 300)}` };
-          const all = JSON.parse(r.stdout) as Array<Record<string, unknown>>;
-          const mine = all.filter((p) => placed.includes(String(p.name)));
-          for (const gone of placed.filter((name) => !mine.some((p) => p.name === name))) await this.place(n.name, gone, false);
-          return { node: n.name, placed, projects: mine.map((p) => ({ ...p, node: n.name })) };
+          const r = await this.run(n, [...args, '--json'], { timeoutMs: 60_000 });
+          if (r.code !== 0) return { node: n.name, placed, error: `goshipctl ${args.join(' ')} exited ${r.code} there: ${r.stderr.trim().slice(0, 300)}` };
+          const parsed: unknown = JSON.parse(r.stdout);
+          if (!Array.isArray(parsed)) return { node: n.name, placed, error: `goshipctl ${args.join(' ')} --json there did not print a list` };
+          const mine = (parsed as Array<Record<string, unknown>>).filter((row) => row !== null && typeof row === 'object' && placed.includes(projectOf(row)));
+          await seen?.(n.name, placed, mine);
+          return { node: n.name, placed, rows: mine.map((row) => ({ ...row, node: n.name })) };
         } catch (err) {
           return { node: n.name, placed, error: (err as Error).message };
         }

@@ -118,12 +118,19 @@ describe('a second node over SSH', () => {
     expect(left.stdout.trim()).toBe('0');
   }, 600_000);
 
-  it('project list shows both nodes', async () => {
+  it('project list and app list show both nodes', async () => {
     const list = JSON.parse(await ok(['--json', 'project', 'list'])) as Array<{ name: string; node: string; state: string }>;
     expect(list.map((p) => [p.name, p.node, p.state])).toEqual([
       ['near', 'local', 'stopped'],
       ['far', 'box', 'ready'],
     ]);
+    // Without a project: this host's apps (none: near is stopped) and the node's, one row per node.
+    const apps = await json<Array<{ project: string; node: string; name: string; kind: string; state: string }>>(['app', 'list']);
+    expect(apps.map((a) => [a.project, a.node, a.name, a.kind, a.state])).toEqual([
+      ['far', 'box', 'bb', 'process', 'running'],
+      ['far', 'box', 'web', 'process', 'running'],
+    ]);
+    expect((await ok(['app', 'list'])).split('\n').slice(0, 2)).toEqual([expect.stringMatching(/^PROJECT\s+NODE\s+APP\s+KIND/), expect.stringMatching(/^far\s+box\s+bb\s+process\s/)]);
   }, 300_000);
 
   it('sshd gone: the node\'s commands fail naming it, the local node works, nothing local is rewritten', async () => {
@@ -138,6 +145,9 @@ describe('a second node over SSH', () => {
       ['far', 'box', 'unreachable'],
     ]);
     expect((await json<NodeJson[]>(['node', 'list']))[0]).toMatchObject({ name: 'box', reachable: false });
+    const apps = await g(['app', 'list']);
+    expect([apps.code, apps.stdout]).toEqual([0, expect.stringMatching(/^no apps .*\nnode box unreachable \(projects far\): /)]);
+    expect(await json(['app', 'list'])).toEqual([{ node: 'box', state: 'unreachable', projects: ['far'], error: expect.stringMatching(/Connection refused|closed|reset/) }]);
     expect(await readFile(env.layout.stateFile)).toEqual(before);
     await node.start();
   }, 300_000);

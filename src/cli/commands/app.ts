@@ -13,6 +13,7 @@ import { EXIT, table } from '../output.ts';
 export function appJson(v: AppView) {
   return {
     project: v.project,
+    node: 'local',
     name: v.name,
     kind: v.kind,
     state: v.state,
@@ -30,16 +31,22 @@ export function appJson(v: AppView) {
   };
 }
 
-function portsText(v: AppView): string {
+function portsText(v: Pick<AppView, 'ports'>): string {
   return v.ports.map((p) => `${p.proto === 'udp' ? 'udp:' : ''}127.0.0.1:${p.host}→${p.container}`).join(',') || '-';
 }
 
-function appTable(views: AppView[]): string {
-  if (views.length === 0) return 'no apps (deploy one: goshipctl app deploy PROJECT APP --build DIR)';
-  return table(
-    ['PROJECT', 'APP', 'KIND', 'IMAGE', 'STATE', 'PORTS', 'RESTARTS', 'UPTIME'],
-    views.map((v) => [v.project, v.name, v.kind, v.image ?? '-', v.state, portsText(v), v.restarts === null ? '-' : String(v.restarts), v.startedAt ? since(v.startedAt) : '-']),
-  );
+type AppRow = Pick<AppView, 'project' | 'name' | 'kind' | 'image' | 'state' | 'ports' | 'restarts' | 'startedAt'> & { node?: string };
+
+/** The table of apps; with a NODE column when some are on other nodes. */
+function appTable(views: AppRow[], unreachable: Array<{ node: string; placed: string[]; error?: string }> = []): string {
+  const notes = unreachable.map((r) => `node ${r.node} unreachable (projects ${r.placed.join(', ')}): ${r.error}`);
+  if (views.length === 0) return ['no apps (deploy one: goshipctl app deploy PROJECT APP --build DIR)', ...notes].join('\n');
+  const nodes = views.some((v) => v.node !== undefined && v.node !== 'local') || unreachable.length > 0;
+  const cells = (v: AppRow): string[] => [v.image ?? '-', v.state, portsText(v), v.restarts === null ? '-' : String(v.restarts), v.startedAt ? since(v.startedAt) : '-'];
+  const text = nodes
+    ? table(['PROJECT', 'NODE', 'APP', 'KIND', 'IMAGE', 'STATE', 'PORTS', 'RESTARTS', 'UPTIME'], views.map((v) => [v.project, v.node ?? 'local', v.name, v.kind, ...cells(v)]))
+    : table(['PROJECT', 'APP', 'KIND', 'IMAGE', 'STATE', 'PORTS', 'RESTARTS', 'UPTIME'], views.map((v) => [v.project, v.name, v.kind, ...cells(v)]));
+  return [text, ...notes].join('\n');
 }
 
 /** Exactly one image source. */
@@ -132,10 +139,17 @@ export function registerApp(cli: CAC, ctx: CommandContext): void {
       }
     });
 
-  cli.command('list [project]', 'the apps of a project (or of every project), as recorded and as Docker sees them').action(async (project: string | undefined) => {
+  cli.command('list [project]', "the apps of a project, or of every project on this host and on every node (a node that cannot be reached is named)").action(async (project: string | undefined) => {
     const rt = await ctx.runtime();
-    const views = await rt.apps.list(project);
-    ctx.out.result(views.map(appJson), () => appTable(views));
+    if (project !== undefined) {
+      const views = await rt.apps.list(project);
+      ctx.out.result(views.map(appJson), () => appTable(views));
+      return;
+    }
+    const [views, remote] = await Promise.all([rt.apps.list(), rt.nodes.remoteApps()]);
+    const rows: Array<AppRow & Record<string, unknown>> = [...views.map(appJson), ...remote.flatMap((r) => (r.rows ?? []) as Array<AppRow & Record<string, unknown>>)];
+    const unreachable = remote.filter((r) => r.error !== undefined);
+    ctx.out.result([...rows, ...unreachable.map((r) => ({ node: r.node, state: 'unreachable', projects: r.placed, error: r.error ?? null }))], () => appTable(rows, unreachable));
   });
 
   cli.command('info <project> <app>', 'one app: its spec as deployed, its container, its ports').action(async (project: string, app: string) => {

@@ -133,8 +133,8 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
       ],
     }));
     for (const r of remote) {
-      if (r.projects) {
-        for (const p of r.projects as Array<ReturnType<typeof projectJson>>) {
+      if (r.rows) {
+        for (const p of r.rows as Array<ReturnType<typeof projectJson>>) {
           const ports = p.spec.ports.map((x) => `${x.proto === 'udp' ? 'udp:' : ''}${x.host}→${x.guest}`).join(',') || '-';
           const up = p.vm?.state === 'ready' || p.vm?.state === 'running' ? since(p.vm.startedAt ?? undefined) : '-';
           rows.push({ json: p, cells: [p.name, r.node, p.state, p.vm?.state ?? '-', p.vm?.pid ? String(p.vm.pid) : '-', String(p.spec.cpus), bytes(p.spec.memoryBytes), ports, up] });
