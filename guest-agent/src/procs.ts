@@ -112,13 +112,36 @@ async function appDirReady(app: string): Promise<void> {
   for (const d of [dirname(APPS_ROOT), APPS_ROOT, appDir(app)]) await dirWithMode(d, 0o711);
 }
 
+/** Users of their own being created while an app's program uploads (proc.stage), by app: proc.apply and proc.remove wait for them. */
+const usersInFlight = new Map<string, Promise<unknown>>();
+
 async function stageMethod(_call: Call, raw: unknown): Promise<{ dir: string }> {
   const p = parseParams(ProcStageParamsSchema, raw, 'proc.stage');
+  if (p.ownUser && !usersInFlight.has(p.app)) {
+    // Not awaited: it runs while the host uploads; apply reports a failure (it tries again).
+    const made = ownUserOf(p.app).catch(() => undefined);
+    usersInFlight.set(p.app, made);
+    void made.finally(() => {
+      if (usersInFlight.get(p.app) === made) usersInFlight.delete(p.app);
+    });
+  }
   await appDirReady(p.app);
   const dir = generationDir(p.app, p.generation);
   await rm(dir, { recursive: true, force: true });
   await dirWithMode(dir, 0o755);
   return { dir };
+}
+
+/** The app's own user, created when missing. */
+async function ownUserOf(app: string): Promise<{ name: string; uid: number; gid: number }> {
+  const name = ownUser(app, sha256);
+  let u = await getent(name);
+  if (!u) {
+    const r = await run(['useradd', '--system', '--user-group', '--no-create-home', '--home-dir', dataDir(app), '--shell', '/usr/sbin/nologin', '--comment', `GoShip app ${app}`, name]);
+    u = await getent(name);
+    if (!u) throw new RemoteError('EINTERNAL', `useradd ${name}: ${r.stderr.trim() || `exit ${r.code}`}`);
+  }
+  return u;
 }
 
 /** The app's user: the one given (it must exist), or one of its own (created here). */
@@ -128,14 +151,9 @@ async function appUser(spec: ProcSpec): Promise<{ user: string; own: boolean; ui
     if (!u) throw new RemoteError('EINVALID', `--user: no user ${JSON.stringify(spec.user)} in the guest`);
     return { user: u.name, own: false, uid: u.uid, gid: u.gid };
   }
-  const name = ownUser(spec.app, sha256);
-  let u = await getent(name);
-  if (!u) {
-    const r = await run(['useradd', '--system', '--user-group', '--no-create-home', '--home-dir', dataDir(spec.app), '--shell', '/usr/sbin/nologin', '--comment', `GoShip app ${spec.app}`, name]);
-    u = await getent(name);
-    if (!u) throw new RemoteError('EINTERNAL', `useradd ${name}: ${r.stderr.trim() || `exit ${r.code}`}`);
-  }
-  return { user: name, own: true, uid: u.uid, gid: u.gid };
+  await usersInFlight.get(spec.app);
+  const u = await ownUserOf(spec.app);
+  return { user: u.name, own: true, uid: u.uid, gid: u.gid };
 }
 
 async function showAll(apps: string[]): Promise<Map<string, Record<string, string>>> {
@@ -324,10 +342,21 @@ async function controlMethod(_call: Call, raw: unknown): Promise<ProcInfo> {
 
 async function removeMethod(_call: Call, raw: unknown): Promise<{ removed: boolean }> {
   const p = parseParams(ProcAppParamsSchema, raw, 'proc.remove');
+  await usersInFlight.get(p.app);
   const meta = await readMeta(p.app);
   const present = meta !== undefined || (await stat(unitPath(p.app)).then(() => true, () => false));
-  if (present) await uninstall(p.app, meta);
-  return { removed: present };
+  if (present) {
+    await uninstall(p.app, meta);
+    return { removed: true };
+  }
+  // A first deploy cut off after proc.stage (its upload failed): the staged directory, and the user made for it.
+  const staged = await stat(appDir(p.app)).then(() => true, () => false);
+  if (staged) {
+    await rm(appDir(p.app), { recursive: true, force: true });
+    const own = await getent(ownUser(p.app, sha256));
+    if (own) await run(['userdel', own.name]);
+  }
+  return { removed: staged };
 }
 
 async function logsMethod(call: Call, raw: unknown): Promise<{ lines: number }> {

@@ -23,7 +23,12 @@ const AbsPath = v.pipe(v.string(), v.startsWith('/'), v.maxLength(4096), NoNul, 
 
 export const PROC_RESTARTS = ['no', 'on-failure', 'always'] as const;
 
-export const ProcStageParamsSchema = v.object({ app: ProcAppName, generation: Generation });
+export const ProcStageParamsSchema = v.object({
+  app: ProcAppName,
+  generation: Generation,
+  /** The app will run as a user of its own: the agent creates it now, while the program uploads (useradd costs ~0.4 s under TCG); proc.apply waits for it. */
+  ownUser: v.optional(v.boolean()),
+});
 export const ProcStageResultSchema = v.object({ dir: AbsPath });
 
 export const ProcSpecSchema = v.object({

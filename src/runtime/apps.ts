@@ -76,6 +76,23 @@ export interface AppView {
   record: App | null;
 }
 
+/** Pure: a recorded process app as shown, from what the guest's systemd reports (`x`), or why there is nothing (`live` false: the VM does not run). */
+function processView(project: string, r: App, live: boolean, x: ProcInfo | undefined): AppView {
+  return {
+    project,
+    name: r.name,
+    kind: r.kind,
+    image: r.image ?? null,
+    ports: r.spec?.ports ?? [],
+    record: r,
+    state: !live ? 'vm-stopped' : x ? x.state : r.op ? 'deploying' : 'missing',
+    restarts: x?.restarts ?? null,
+    startedAt: x?.startedAt ?? null,
+    container: null,
+    process: x ?? null,
+  };
+}
+
 export interface AppLogsOptions {
   follow?: boolean;
   tail?: number;
@@ -225,8 +242,8 @@ export class AppService {
     });
     const generation = (before?.generation ?? 0) + 1;
     try {
-      const deployed = await this.withAgent(vmId, (agent) =>
-        kind === 'container' ? this.deployContainer(agent, a, before, generation, o.onProgress ?? (() => undefined)) : this.deployProcess(agent, a, generation),
+      const deployed: { container: string; image: string; info?: ProcInfo } = await this.withAgent(vmId, (agent) =>
+        kind === 'container' ? this.deployContainer(agent, a, before, generation, o.onProgress ?? (() => undefined)) : this.deployProcess(agent, a, generation, before === undefined),
       );
       const spec: AppSpecRecord = {
         source: a.source.kind === 'command' ? { kind: 'command' } : 'dir' in a.source ? { kind: 'build', dir: a.source.dir } : 'ref' in a.source ? { kind: 'image', ref: a.source.ref } : { kind: a.source.kind, file: a.source.file },
@@ -240,7 +257,7 @@ export class AppService {
         ...(a.workdir !== undefined ? { workdir: a.workdir } : {}),
         ...(a.user !== undefined ? { user: a.user } : {}),
       };
-      await this.ctx.store.update((draft) => {
+      const recorded = await this.ctx.store.update((draft) => {
         const rec = requireRecord(draft, 'app', key);
         rec.spec = spec;
         rec.generation = generation;
@@ -250,11 +267,13 @@ export class AppService {
         rec.updatedAt = this.ctx.now();
         delete rec.lastError;
         delete rec.op;
+        return structuredClone(rec);
       });
       trace(`app ${a.app}: recorded`);
       await this.syncForwards(a.project, vmId);
       trace(`app ${a.app}: forwards synced`);
-      return this.info(a.project, a.app);
+      // A process's state came back with the apply: no second round trip to systemd in the guest.
+      return deployed.info ? processView(a.project, recorded, true, deployed.info) : this.info(a.project, a.app);
     } catch (err) {
       await this.ctx.store.update((draft) => {
         const rec = findRecord(draft, 'app', key);
@@ -301,13 +320,20 @@ export class AppService {
    * into the generation's own directory, keeping its file name; then the agent
    * swaps the unit and watches the new program (and rolls back when it does not stay up).
    */
-  private async deployProcess(agent: AgentClient, a: ValidatedApp, generation: number): Promise<{ container: string; image: string }> {
+  private async deployProcess(agent: AgentClient, a: ValidatedApp, generation: number, first: boolean): Promise<{ container: string; image: string; info: ProcInfo }> {
     let argv: string[];
     if (a.source.kind === 'binary') {
-      const { dir } = this.check(ProcStageResultSchema, await agent.call(PROC_METHODS.stage, { app: a.app, generation }), 'proc stage');
+      const staged = await agent.call(PROC_METHODS.stage, { app: a.app, generation, ...(a.user === undefined ? { ownUser: true } : {}) });
+      const { dir } = this.check(ProcStageResultSchema, staged, 'proc stage');
       const target = `${dir}/${basename(a.source.file)}`;
       trace(`app ${a.app}: staged ${dir}`);
-      await agent.upload(a.source.file, target, { mode: 0o755 });
+      try {
+        await agent.upload(a.source.file, target, { mode: 0o755 });
+      } catch (err) {
+        // A first deploy leaves nothing in the guest: the staged directory and the user made for it go.
+        if (first) await agent.call(PROC_METHODS.remove, { app: a.app }).catch(() => undefined);
+        throw err;
+      }
       trace(`app ${a.app}: uploaded ${target}`);
       argv = [target, ...(a.cmd ?? [])];
     } else {
@@ -329,7 +355,7 @@ export class AppService {
     const res = this.check(ProcApplyResultSchema, await agent.call(PROC_METHODS.apply, spec, { timeoutMs: 120_000 }), 'proc apply');
     trace(`app ${a.app}: applied (${res.ok ? 'up' : 'not up'})`);
     if (!res.ok) throw new RuntimeError('EAPP_START', `app ${a.project}/${a.app}: the new version did not start: ${res.why}`, { hint: res.back });
-    return { container: res.info.unit, image: res.info.argv[0] ?? argv[0]! };
+    return { container: res.info.unit, image: res.info.argv[0] ?? argv[0]!, info: res.info };
   }
 
   private async acquireImage(agent: AgentClient, a: ValidatedApp, generation: number, progress: (line: string) => void) {
@@ -446,7 +472,7 @@ export class AppService {
       if (r.kind === 'process') {
         const x = procs?.find((q) => q.app === r.name);
         if (x) seen.add(`proc:${x.app}`);
-        views.push({ ...base, state: !live ? 'vm-stopped' : x ? x.state : r.op ? 'deploying' : 'missing', restarts: x?.restarts ?? null, startedAt: x?.startedAt ?? null, container: null, process: x ?? null });
+        views.push(processView(p.name, r, live, x));
         continue;
       }
       const c = containers?.find((x) => x.name === r.container) ?? containers?.find((x) => x.labels[APP_LABEL] === r.name && x.labels[PROJECT_LABEL] === p.name);
