@@ -124,6 +124,8 @@ export class Monitor {
   #stopStep: StopStep['name'] | undefined;
   #stopping: Promise<StopResult> | undefined;
   #stopRequested = false;
+  /** What the stop asked for, kept for a QEMU that starts while it waits (a reboot or restart under way). */
+  #stopAsked: { force: boolean; timeouts: Partial<StopTimeouts> } | undefined;
   #wakeRestart: (() => void) | undefined;
   #lastEnd: VmEnd | undefined;
   /** Resolved once the end of the VM is recorded for good (no restart follows): a stop answers then. */
@@ -172,10 +174,12 @@ export class Monitor {
       }
       if (next === 'reboot') {
         this.#reboots++;
+        this.#state = 'restarting';
         this.#log(`reboot ${this.#reboots}: ${end.summary}`);
         await this.#recordReboot();
         try {
           await this.#start();
+          this.#stopIfAsked();
         } catch (err) {
           this.#log(`start after the reboot failed: ${(err as Error).message}`);
           await this.#recordEnd({ at: this.#now(), kind: 'crashed', summary: `the guest rebooted and QEMU did not start again: ${(err as Error).message}` }, false);
@@ -209,6 +213,7 @@ export class Monitor {
       }
       try {
         await this.#start();
+        this.#stopIfAsked();
       } catch (err) {
         this.#log(`restart failed: ${(err as Error).message}`);
         await this.#recordEnd({ at: this.#now(), kind: 'crashed', summary: `restart failed: ${(err as Error).message}` }, false);
@@ -556,15 +561,34 @@ export class Monitor {
 
   async #escalate(force: boolean, timeouts: Partial<StopTimeouts>): Promise<StopResult> {
     this.#stopRequested = true;
+    this.#stopAsked = { force, timeouts };
     const wasRunning = this.#run !== undefined && this.#state !== 'restarting';
     this.#state = 'stopping';
     this.#wakeRestart?.();
-    const t = { ...DEFAULT_STOP_TIMEOUTS, ...timeouts };
     const run = this.#run;
     if (!run || !wasRunning) {
+      // Between two QEMUs (a reboot, a restart): main() stops the next one as soon as it runs, or records the stop.
       const end = await this.#final.promise;
       return { endedBy: 'already', attempts: [], end: { kind: end.kind, summary: end.summary } };
     }
+    const result = await this.#stopRun(run, force, timeouts);
+    // main() records the end once QEMU is gone; the caller sees the record as it is then.
+    const end = await this.#final.promise;
+    return { endedBy: result.endedBy, attempts: result.attempts, end: { kind: end.kind, summary: end.summary } };
+  }
+
+  /** A stop asked for while the monitor was between two QEMUs: the one that has just started goes at once. */
+  #stopIfAsked(): void {
+    const asked = this.#stopAsked;
+    if (!this.#stopRequested || !asked || !this.#run) return;
+    this.#state = 'stopping';
+    this.#log('a stop was asked for during the restart: stopping the new QEMU');
+    void this.#stopRun(this.#run, asked.force, asked.timeouts).catch((err: unknown) => this.#log(`stop: ${(err as Error).message}`));
+  }
+
+  /** The escalation against one run of QEMU, until it is gone. */
+  async #stopRun(run: Run, force: boolean, timeouts: Partial<StopTimeouts>): Promise<EscalationResult> {
+    const t = { ...DEFAULT_STOP_TIMEOUTS, ...timeouts };
     let ended = false;
     void run.exited.then(() => (ended = true));
     const gone = async (ms: number): Promise<boolean> => {
@@ -595,10 +619,7 @@ export class Monitor {
       { name: 'sigterm', request: marked('sigterm', signal('SIGTERM')), waitMs: t.termMs },
       { name: 'sigkill', request: marked('sigkill', signal('SIGKILL')), waitMs: t.killMs },
     );
-    const result: EscalationResult = await escalate(steps, gone);
-    // main() records the end once QEMU is gone; the caller sees the record as it is then.
-    const end = await this.#final.promise;
-    return { endedBy: result.endedBy, attempts: result.attempts, end: { kind: end.kind, summary: end.summary } };
+    return escalate(steps, gone);
   }
 
   // ------------------------------------------------------------ monitor.* methods

@@ -292,6 +292,25 @@ describe('VM lifecycle through the monitor', () => {
     for (const pid of pids) expect(await isOurProcess(pid, processMarker(end.id))).toBe(false);
   }, 180_000);
 
+  it('a stop asked for between the two QEMUs of a reboot stops the new one and answers', async () => {
+    await rt.vms.create({ spec: spec('lc-between', { cmdline: 'rdinit=/bin/false' }) });
+    const first = await rt.vms.start('lc-between');
+    // The record says starting, with no PID, from the reboot until the new QEMU runs.
+    await until(
+      'the gap of a reboot',
+      async () => {
+        const r = await rt.vms.get('lc-between');
+        return r.state === 'starting' && r.pid === undefined && (r.reboots?.count ?? 0) >= 1 ? r : undefined;
+      },
+      60_000,
+      5,
+    );
+    const r = await rt.vms.stop('lc-between', { force: true });
+    expect(r.vm.state).toBe('stopped');
+    const end = await ended('lc-between', first.monitor!.pid);
+    expect(end.end).toMatchObject({ kind: 'stopped' });
+  }, 180_000);
+
   it('5 VMs started and stopped concurrently leave no stray process, socket or file', async () => {
     const names = [1, 2, 3, 4, 5].map((i) => `lc-c${i}`);
     await Promise.all(names.map((n) => rt.vms.create({ spec: spec(n) })));
