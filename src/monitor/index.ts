@@ -7,7 +7,7 @@
 export { startMonitor, monitorBundlePath, isMonitorCmdline, MONITOR_NODE_FLAGS, type MonitorReport } from './spawn.ts';
 export { MonitorClient } from './client.ts';
 export { writeLaunch, readLaunch, launchFile, type Launch } from './launch.ts';
-export { afterEnd, classifyEnd, CRASH_KINDS, REBOOT_REASONS, RESTARTABLE_KINDS, type AfterEnd, type EndEvidence } from './ending.ts';
+export { afterEnd, classifyEnd, CRASH_KINDS, RESTARTABLE_KINDS, type AfterEnd, type EndEvidence } from './ending.ts';
 export { RestartBackoff, ResetWatch, RESTART_DELAY_MIN_MS, RESTART_DELAY_MAX_MS, RESTART_RESET_AFTER_MS } from './backoff.ts';
 export { escalate, type EscalationResult, type StopStep, type StopStepName } from './escalate.ts';
 export { DEFAULT_STOP_TIMEOUTS, ACPI_REPEAT_MS, type StopTimeouts } from './keeper.ts';

@@ -484,14 +484,16 @@ export class Monitor {
     const have = await this.#forwards();
     const wantKeys = new Set(wanted.map(key));
     const haveKeys = new Set(have.map(key));
-    for (const f of have) if (!wantKeys.has(key(f))) await this.#qmp.hostfwdRemove({ netdevId: NETDEV_ID, protocol: f.proto, hostAddr: f.hostAddr, hostPort: f.host });
+    const qmp = this.#qmp;
+    // A forward that cannot be restored is logged; the VM starts without it rather than not at all.
+    const attempt = async (what: string, f: Forward, op: () => Promise<unknown>): Promise<void> => {
+      await op().catch((err: unknown) => this.#log(`port ${key(f)} not ${what}: ${(err as Error).message}`));
+    };
+    for (const f of have) {
+      if (!wantKeys.has(key(f))) await attempt('removed', f, () => qmp.hostfwdRemove({ netdevId: NETDEV_ID, protocol: f.proto, hostAddr: f.hostAddr, hostPort: f.host }));
+    }
     for (const f of wanted) {
-      if (haveKeys.has(key(f))) continue;
-      try {
-        await this.#qmp.hostfwdAdd({ netdevId: NETDEV_ID, protocol: f.proto, hostAddr: f.hostAddr, hostPort: f.host, guestPort: f.guest });
-      } catch (err) {
-        this.#log(`port ${key(f)} not forwarded again: ${(err as Error).message}`);
-      }
+      if (!haveKeys.has(key(f))) await attempt('forwarded again', f, () => qmp.hostfwdAdd({ netdevId: NETDEV_ID, protocol: f.proto, hostAddr: f.hostAddr, hostPort: f.host, guestPort: f.guest }));
     }
   }
 
