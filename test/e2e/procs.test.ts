@@ -61,6 +61,10 @@ describe('a program uploaded and supervised by the guest\'s systemd', () => {
     expect(await page(web)).toBe('page one\n');
     const a = await info('files');
     expect(a).toMatchObject({ kind: 'process', state: 'running', restarts: 0, generation: 1, image: '/var/lib/goship/apps/files/1/busybox' });
+    // The deploy read the new unit's main PID from its cgroup and /proc: it is systemd's.
+    const deployedPid = Number(/pid (\d+)\)/.exec(r.stdout)![1]);
+    expect((await guest('systemctl show -p MainPID goship-app-files.service')).trim()).toBe(`MainPID=${deployedPid}`);
+    expect(a.process!.pid).toBe(deployedPid);
     expect(a.process).toMatchObject({ unit: 'goship-app-files.service', user: 'goship-files', argv: ['/var/lib/goship/apps/files/1/busybox', 'httpd', '-f', '-vv', '-p', '8080', '-h', '/srv/www'] });
     // The program in the guest: byte for byte the host's, run by that user, under systemd with the unit enabled.
     const [hostSum] = (await import('node:child_process')).execFileSync('sha256sum', [busybox], { encoding: 'utf8' }).split(' ');

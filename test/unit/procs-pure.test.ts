@@ -6,13 +6,17 @@ import {
   appOfUnit,
   journalArgv,
   journalLine,
+  mainOf,
   ownUser,
+  parseBtime,
+  parseProcStat,
   parsePasswd,
   parseShow,
   procState,
   renderUnit,
   restartSettings,
   unitPathValue,
+  unitCgroupProcs,
   unitQuote,
   unixTimestamp,
   type ProcMeta,
@@ -221,5 +225,27 @@ describe('process app options', () => {
 
   it('a container takes no --workdir or --user', () => {
     expect(checkAppOptions({ project: 'web', app: 'api', source: { kind: 'image', ref: 'web:1' }, workdir: '/srv', user: 'www-data' }).issues.map((i) => i.path)).toEqual(['--workdir', '--user']);
+  });
+});
+
+describe('a unit\'s main process from its cgroup and /proc', () => {
+  it('reads the parent and the start time of /proc/PID/stat, whatever the name holds', () => {
+    const stat = (comm: string) => `597 (${comm}) S 1 597 597 0 -1 4194560 171 0 0 0 0 0 0 0 20 0 1 0 123456 2297856 166 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0`;
+    expect(parseProcStat(stat('busybox'))).toEqual({ ppid: 1, startTicks: 123456 });
+    expect(parseProcStat(stat('a) S 99 (b'))).toEqual({ ppid: 1, startTicks: 123456 });
+    expect(parseProcStat('')).toBeUndefined();
+    expect(parseProcStat('12 (x) S 1 2')).toBeUndefined();
+  });
+
+  it('the boot time of /proc/stat', () => {
+    expect(parseBtime('cpu  1 2 3\nintr 5\nbtime 1764690000\nprocesses 9\n')).toBe(1764690000);
+    expect(parseBtime('cpu 1\n')).toBeUndefined();
+  });
+
+  it('the main process is the one child of PID 1; none or two: not judged', () => {
+    expect(mainOf([{ pid: 700, ppid: 597 }, { pid: 597, ppid: 1 }])).toBe(597);
+    expect(mainOf([])).toBeUndefined();
+    expect(mainOf([{ pid: 5, ppid: 1 }, { pid: 6, ppid: 1 }])).toBeUndefined();
+    expect(unitCgroupProcs('web')).toBe('/sys/fs/cgroup/system.slice/goship-app-web.service/cgroup.procs');
   });
 });

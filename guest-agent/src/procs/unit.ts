@@ -127,6 +127,41 @@ export function renderUnit(spec: ProcSpec, program: string, meta: Pick<ProcMeta,
   return lines.join('\n');
 }
 
+/** The unit's cgroup (cgroup v2, the system slice: the units the agent writes set no Slice=). */
+export function unitCgroupProcs(app: string): string {
+  return `/sys/fs/cgroup/system.slice/${unitName(app)}/cgroup.procs`;
+}
+
+/** `/proc/PID/stat` → its parent and its start (clock ticks after boot). The name in parentheses may hold spaces or `)`: fields count from the last `)`. */
+export function parseProcStat(text: string): { ppid: number; startTicks: number } | undefined {
+  const end = text.lastIndexOf(')');
+  if (end < 0) return undefined;
+  // After "pid (comm) ": state(3) ppid(4) … starttime(22).
+  const f = text.slice(end + 2).trim().split(/\s+/);
+  const ppid = Number(f[1]);
+  const startTicks = Number(f[19]);
+  return Number.isInteger(ppid) && Number.isInteger(startTicks) && f.length >= 20 ? { ppid, startTicks } : undefined;
+}
+
+/** `btime` of `/proc/stat`: the boot's Unix time in seconds. */
+export function parseBtime(text: string): number | undefined {
+  const m = /^btime (\d+)$/m.exec(text);
+  return m ? Number(m[1]) : undefined;
+}
+
+/**
+ * The main process among a unit's processes: systemd (PID 1) is the parent
+ * of the one it started; its children are not. Undefined unless exactly one
+ * (a program that forked into the background is not judged here).
+ */
+export function mainOf(procs: ReadonlyArray<{ pid: number; ppid: number }>): number | undefined {
+  const top = procs.filter((p) => p.ppid === 1);
+  return top.length === 1 ? top[0]!.pid : undefined;
+}
+
+/** Linux's USER_HZ on x86 and arm64: the unit of /proc/PID/stat's times. */
+export const USER_HZ = 100;
+
 /** The properties proc.list asks systemctl show for. */
 export const SHOW_PROPERTIES = ['Id', 'ActiveState', 'SubState', 'MainPID', 'ExecMainStartTimestamp', 'ExecMainCode', 'ExecMainStatus', 'NRestarts', 'Result', 'LoadState'] as const;
 
