@@ -181,6 +181,12 @@ export async function routeToNodes(args: readonly string[], runtime: () => Promi
   }
   const targets = route.node === undefined ? placed : placed.filter((n) => n.name === route.node);
   if (targets.length === 0) throw new GoshipError('ENOTFOUND', `project ${route.project} is not on node ${route.node}`, { hint: `it is on ${placed.map((n) => n.name).join(', ')}` });
+  // vm exec and vm ping need only the VM's monitor: reached through ssh's forwarding, they run here, with no goshipctl started on the node.
+  if (targets.length === 1 && route.node === undefined && args[0] === 'vm' && (args[1] === 'exec' || args[1] === 'ping')) {
+    const f = await rt.nodes.monitorForward(targets[0]!, route.project);
+    if (f && (await rt.vms.viaNode(route.project, f.local))) return undefined;
+    await f?.drop();
+  }
   let code = 0;
   for (const node of targets) {
     if (targets.length > 1 && !out.json) process.stderr.write(`== node ${node.name} ==\n`);

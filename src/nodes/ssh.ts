@@ -100,6 +100,17 @@ export function sshArgv(a: NodeAddress, o: SshOptions, remoteArgv: readonly stri
 }
 
 /**
+ * The ssh argv that asks the node's shared connection (its ControlMaster) to
+ * forward the local unix socket `local` to `remote` on the node (`-O forward
+ * -L LOCAL:REMOTE`): no login, no process on the node. Neither path may hold
+ * a `:` (ssh's separator). `cancel` takes the forward back. Pure.
+ */
+export function sshForwardArgv(a: NodeAddress, o: Pick<SshOptions, 'controlPath'>, local: string, remote: string, op: 'forward' | 'cancel' = 'forward'): string[] {
+  if (local.includes(':') || remote.includes(':')) throw new Error('sshForwardArgv: a socket path holds ":"');
+  return ['ssh', '-o', 'BatchMode=yes', '-o', `ControlPath=${o.controlPath}`, '-O', op, '-L', `${local}:${remote}`, '-p', String(a.port), '-l', a.user, a.host];
+}
+
+/**
  * What ssh's own failure (exit 255) means, from its stderr: the node cannot
  * be reached, refused the login, or its host key is not the one known. Pure.
  */

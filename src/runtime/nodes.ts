@@ -13,7 +13,8 @@
  * the local store stays as it was.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdir, readFile, readdir, realpath, stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, readdir, realpath, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -21,7 +22,7 @@ import * as tar from 'tar';
 import type { Issue } from '../errors.ts';
 import { ValidationError } from '../errors.ts';
 import type { Layout } from '../layout.ts';
-import { nodeUrl, parseNodeUrl, sshArgv, sshFailure, type NodeAddress } from '../nodes/index.ts';
+import { nodeUrl, parseNodeUrl, sshArgv, sshFailure, sshForwardArgv, type NodeAddress } from '../nodes/index.ts';
 import { PROTOCOL_VERSION } from '../protocol/index.ts';
 import { NAME_PATTERN, NAME_RULE } from '../qemu/index.ts';
 import { LOCAL_NODE, assertNameFree, findRecord, requireRecord, type Node, type NodeReport, type Store } from '../store/index.ts';
@@ -359,6 +360,57 @@ export class NodeService {
         }
       }),
     );
+  }
+
+  /**
+   * A local unix socket that reaches the monitor of `project`'s VM on `node`
+   * through ssh's shared connection (`ssh -O forward`), so a command talks to
+   * it with no goshipctl started on the node. Undefined when that cannot be
+   * had now (no shared connection up, the path not known and not learnt):
+   * the caller routes the command the usual way.
+   */
+  async monitorForward(node: Node, project: string): Promise<{ local: string; drop: () => Promise<void> } | undefined> {
+    if (!node.address) return undefined;
+    const remote = node.projects?.[project]?.monitorSocket ?? (await this.learnMonitorSocket(node, project));
+    if (remote === undefined) return undefined;
+    const address = node.address;
+    const dir = join(this.ctx.layout.run, 'nodes');
+    const local = join(dir, `${node.name}-${createHash('sha256').update(remote).digest('hex').slice(0, 16)}.sock`);
+    const control = async (op: 'forward' | 'cancel'): Promise<number> => {
+      const [file, ...args] = sshForwardArgv(address, { controlPath: join(this.ctx.layout.run, 'ssh-%C') }, local, remote, op) as [string, ...string[]];
+      return new Promise<number>((res) => {
+        const child = spawn(file, args, { stdio: 'ignore' });
+        child.once('error', () => res(255));
+        child.once('close', (c) => res(c ?? 255));
+      });
+    };
+    // A forward that did not answer (the master gone, the VM stopped there) is taken back, so the next command makes a fresh one.
+    const drop = async (): Promise<void> => {
+      await control('cancel');
+      await rm(local, { force: true });
+    };
+    if (await stat(local).then((st) => st.isSocket(), () => false)) return { local, drop };
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    return (await control('forward')) === 0 ? { local, drop } : undefined;
+  }
+
+  /** Asks the node once where the project VM's monitor socket is (`vm status --json` there) and records it. */
+  private async learnMonitorSocket(node: Node, project: string): Promise<string | undefined> {
+    const r = await this.run(node, ['vm', 'status', project, '--json'], { timeoutMs: 60_000 }).catch(() => undefined);
+    if (r?.code !== 0) return undefined;
+    let path: unknown;
+    try {
+      path = (JSON.parse(r.stdout) as { paths?: { monitorSocket?: unknown } }).paths?.monitorSocket;
+    } catch {
+      return undefined;
+    }
+    // Used as a path in ssh's -L and nothing else: absolute, one line, no ':' (ssh's separator), a unix socket's length.
+    if (typeof path !== 'string' || !/^\/[^:\n\0]{1,106}$/.test(path)) return undefined;
+    await this.ctx.store.update((draft) => {
+      const entry = findRecord(draft, 'node', node.name)?.projects?.[project];
+      if (entry) entry.monitorSocket = path as string;
+    });
+    return path;
   }
 
   /** The remote nodes a project is placed on (none: it is local, or does not exist). */

@@ -589,7 +589,29 @@ export class VmService {
   }
 
   /** A connected agent client for a running VM, through its monitor. The caller closes it. */
+  /**
+   * A VM on another node whose monitor socket is forwarded to `socket` here
+   * (src/cli/route.ts): its next `agent()` is that monitor's session. False
+   * when the monitor does not answer there (the caller routes the usual way).
+   */
+  async viaNode(name: string, socket: string): Promise<boolean> {
+    try {
+      this.remote.set(name, await MonitorClient.connect(socket, 2000));
+      trace(`vm ${name}: through the node's monitor socket (${socket})`);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  private readonly remote = new Map<string, MonitorClient>();
+
   async agent(name: string, timeoutMs = 10_000): Promise<AgentClient> {
+    const remote = this.remote.get(name);
+    if (remote) {
+      this.remote.delete(name);
+      return remote.agent;
+    }
     const vm = await this.get(name);
     if ((vm.config as VmSpec).agent === false) throw new RuntimeError('ENOTSUP', `VM ${name} has no agent port (agent: false in its spec)`);
     return (await this.monitor(name, timeoutMs)).agent;

@@ -25,7 +25,7 @@ const NodeSchema = v.looseObject({
   report: v.optional(
     v.looseObject({ checkedAt: timestamp, goship: v.string(), protocol: count, accel: v.string(), accelReason: v.string(), cpus: count, memoryBytes: count }),
   ),
-  projects: v.optional(v.record(v.string(), v.looseObject({ createdAt: timestamp }))),
+  projects: v.optional(v.record(v.string(), v.looseObject({ createdAt: timestamp, monitorSocket: v.optional(v.string()) }))),
 });
 
 const PendingOpSchema = v.looseObject({

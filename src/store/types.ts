@@ -35,7 +35,8 @@ export interface Node {
   /** What the node said when it was added or last checked. */
   report?: NodeReport;
   /** Projects placed on this node (name → when), so commands on them are routed there. */
-  projects?: Record<string, { createdAt: Timestamp }>;
+  /** Our projects placed there; `monitorSocket`: the node's path of the project VM's monitor socket, once learnt (commands reach it through ssh's forwarding). */
+  projects?: Record<string, { createdAt: Timestamp; monitorSocket?: string }>;
 }
 
 /** A node's own `version --json` and `host --json`, as far as `node list` shows them. */

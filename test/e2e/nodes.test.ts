@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSshNode, type SshNode } from '../support/index.ts';
-import { cliOf } from '../helpers/cli.ts';
+import { cliOf, goshipctl } from '../helpers/cli.ts';
 import { freePort, httpGet, until } from '../helpers/net.ts';
 import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
 
@@ -85,6 +85,12 @@ describe('a second node over SSH', () => {
     // cloud-init sets the host name a moment after the agent answers.
     expect(await until('the node VM\'s host name', async () => ((await ok(['vm', 'exec', 'far', '--', 'hostname'])).trim() === 'far' ? 'far' : undefined), 120_000, 1000)).toBe('far');
     expect((await g(['vm', 'exec', 'far', '--', 'sh', '-c', 'echo out; echo err >&2; exit 7'])).code).toBe(7);
+    // vm exec and vm ping reach the node VM's monitor through ssh's forwarding: no goshipctl runs on the node for them.
+    const traced = await goshipctl(['vm', 'exec', 'far', '--', 'sh', '-c', 'echo out; echo err >&2; exit 5'], { ...env.env, GOSHIP_TRACE: '1' }, { timeoutMs: 120_000 });
+    expect([traced.code, traced.stdout]).toEqual([5, 'out']);
+    expect(traced.stderr).toMatch(/^err$/m);
+    expect(traced.stderr).toMatch(/vm far: through the node's monitor socket \(.*\/nodes\/box-[0-9a-f]{16}\.sock\)/);
+    expect((await g(['vm', 'ping', 'far'])).stdout).toMatch(/^pong from \S+: [\d.]+ ms$/);
     // QEMU runs on the node, as its user.
     const { stdout } = await execa('pgrep', ['-u', USER, '-f', 'qemu-system-x86_64'], { reject: false });
     expect(stdout.trim()).not.toBe('');

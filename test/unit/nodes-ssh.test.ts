@@ -1,7 +1,7 @@
 /** Nodes over SSH, the pure part: addresses, the ssh argv, the remote command line, ssh's failures. */
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { nodeUrl, parseNodeUrl, remoteCommand, shQuote, sshArgv, sshFailure } from '../../src/nodes/ssh.ts';
+import { nodeUrl, parseNodeUrl, remoteCommand, shQuote, sshArgv, sshFailure, sshForwardArgv } from '../../src/nodes/ssh.ts';
 
 describe('node addresses', () => {
   it('parses ssh://USER@HOST[:PORT] with names, IPv4 and [IPv6]', () => {
@@ -58,6 +58,21 @@ describe('the remote command line', () => {
     const own = sshArgv({ user: 'gs', host: 'h', port: 22 }, { controlPath: '/c/%C', share: false }, ['true']);
     expect(own.slice(10, 14)).toEqual(['-o', 'ControlMaster=no', '-o', 'ControlPath=none']);
     expect(own).not.toContain('ControlPersist=60');
+  });
+});
+
+describe("a unix socket forwarded over the shared connection", () => {
+  const a = { user: 'gs', host: 'box.example', port: 2222 };
+  it('asks the master (-O forward / cancel), with the local and the remote path joined by ":"', () => {
+    expect(sshForwardArgv(a, { controlPath: '/run/goship/ssh-%C' }, '/run/goship/nodes/box-1.sock', '/run/user/1000/goship/far/monitor.sock')).toEqual([
+      'ssh', '-o', 'BatchMode=yes', '-o', 'ControlPath=/run/goship/ssh-%C', '-O', 'forward',
+      '-L', '/run/goship/nodes/box-1.sock:/run/user/1000/goship/far/monitor.sock', '-p', '2222', '-l', 'gs', 'box.example',
+    ]);
+    expect(sshForwardArgv(a, { controlPath: '/c' }, '/l', '/r', 'cancel')).toContain('cancel');
+  });
+
+  it('refuses a path with ":" (it would split the forward elsewhere)', () => {
+    expect(() => sshForwardArgv(a, { controlPath: '/c' }, '/l', '/run/a:b/monitor.sock')).toThrow(/holds ":"/);
   });
 });
 
