@@ -26,9 +26,13 @@ export class MonitorClient {
     readonly agent: AgentClient,
   ) {}
 
-  /** Connects to a monitor's socket; gives up after `timeoutMs` (the socket is missing or nobody answers). */
-  static async connect(socket: string, timeoutMs = 5000): Promise<MonitorClient> {
-    return new MonitorClient(await AgentClient.connect(socket, { timeoutMs, retryDelayMs: 20, syncIntervalMs: 500 }));
+  /**
+   * Connects to a monitor's socket; gives up after `timeoutMs` (the socket is
+   * missing or nobody answers), or after `maxAttempts` connections (a
+   * forwarded socket answers at once or not at all).
+   */
+  static async connect(socket: string, timeoutMs = 5000, maxAttempts?: number): Promise<MonitorClient> {
+    return new MonitorClient(await AgentClient.connect(socket, { timeoutMs, retryDelayMs: 20, syncIntervalMs: 500, ...(maxAttempts !== undefined ? { maxAttempts } : {}) }));
   }
 
   #check<S extends v.GenericSchema>(schema: S, raw: unknown, method: string): v.InferOutput<S> {

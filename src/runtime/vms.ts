@@ -596,7 +596,8 @@ export class VmService {
    */
   async viaNode(name: string, socket: string): Promise<boolean> {
     try {
-      this.remote.set(name, await MonitorClient.connect(socket, 2000));
+      // One attempt: a stale forward (no shared connection) refuses, a missing monitor there closes at once; retrying would only delay the usual route.
+      this.remote.set(name, await MonitorClient.connect(socket, 2000, 1));
       trace(`vm ${name}: through the node's monitor socket (${socket})`);
       return true;
     } catch {

@@ -82,6 +82,8 @@ export interface AgentConnectOptions {
   syncIntervalMs?: number;
   /** Wait between connection attempts to the socket. Default 200 ms. */
   retryDelayMs?: number;
+  /** Give up after this many connection attempts, before the timeout (a socket that either answers now or not at all). Default: until the timeout. */
+  maxAttempts?: number;
   /** Abandons the attempt (EAGENT_CLOSED); it only bounds connect, not the session it returns. */
   signal?: AbortSignal;
 }
@@ -355,6 +357,7 @@ export class AgentClient {
       } catch (err) {
         const e = err as NodeJS.ErrnoException;
         lastError = e.code ? `${e.code} on connect` : e.message;
+        if (options.maxAttempts !== undefined && attempt >= options.maxAttempts) break;
         await sleep(Math.max(0, Math.min(retryDelay, deadline - performance.now())), signal);
         continue;
       }
@@ -372,6 +375,7 @@ export class AgentClient {
         if (signal?.aborted) throw abandoned();
         lastError = (err as Error).message;
         if (err instanceof AgentTimeoutError) break;
+        if (options.maxAttempts !== undefined && attempt >= options.maxAttempts) break;
         await sleep(Math.max(0, Math.min(retryDelay, deadline - performance.now())), signal);
       } finally {
         signal?.removeEventListener('abort', onAbort);

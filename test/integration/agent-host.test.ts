@@ -55,6 +55,16 @@ async function withClient<T>(fn: (c: AgentClient) => Promise<T>): Promise<T> {
 }
 
 describe('agent over a unix socket (--listen test mode)', () => {
+  it('maxAttempts: a socket nobody serves is given up after that many connections, not retried until the timeout', async () => {
+    const phases: ConnectProgress['phase'][] = [];
+    const err = await AgentClient.connect(join(dir, 'nobody.sock'), { timeoutMs: 60_000, retryDelayMs: 10, maxAttempts: 1, onProgress: (p) => phases.push(p.phase) }).catch((e: Error) => e);
+    expect((err as Error).message).toMatch(/no hello within 60000 ms \(last: ENOENT on connect\)/);
+    expect(phases).toEqual(['connecting']);
+    const twice: ConnectProgress['phase'][] = [];
+    await AgentClient.connect(join(dir, 'nobody.sock'), { timeoutMs: 60_000, retryDelayMs: 10, maxAttempts: 2, onProgress: (p) => twice.push(p.phase) }).catch(() => undefined);
+    expect(twice).toEqual(['connecting', 'connecting']);
+  });
+
   it('connects, says hello, pings and reports info', async () => {
     const progress: ConnectProgress['phase'][] = [];
     const c = await AgentClient.connect(sock, { timeoutMs: 5000, onProgress: (p) => progress.push(p.phase) });
