@@ -40,7 +40,7 @@ import {
   type ContainerInfo,
   type ProcInfo,
 } from '../protocol/index.ts';
-import { AgentProtocolError, type AgentClient } from '../serial/index.ts';
+import { AgentProtocolError, AgentRemoteError, type AgentClient } from '../serial/index.ts';
 import { type App, type AppKind, type AppSpecRecord, type Project, type State, type Store, appKey, findRecord, requireRecord } from '../store/index.ts';
 import { checkAppOptions, type AppPort, type AppSource, type DeployOptions, type ValidatedApp } from './app-options.ts';
 import { PortTakenError, RuntimeError, busyError, stateError } from './errors.ts';
@@ -173,6 +173,25 @@ async function checkSourceFiles(source: AppSource, issues: Issue[]): Promise<voi
   }
 }
 
+const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+/**
+ * Removes a container by name or id; one already gone counts as removed. Tried three times with
+ * room to finish: dockerd under load can be slow to remove a container that keeps restarting.
+ */
+async function removeContainer(agent: AgentClient, container: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await agent.call(APP_METHODS.remove, { container }, { timeoutMs: 120_000 });
+      return;
+    } catch (err) {
+      if (err instanceof AgentRemoteError && err.remoteCode === 'EDOCKER_NOTFOUND') return;
+      if (attempt === 3) throw err;
+      await sleep(1000);
+    }
+  }
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
@@ -280,7 +299,7 @@ export class AppService {
         if (!rec) return;
         if (before === undefined) delete draft.apps[key];
         else {
-          rec.lastError = err instanceof Error ? err.message : String(err);
+          rec.lastError = errorText(err);
           delete rec.op;
         }
       });
@@ -293,26 +312,47 @@ export class AppService {
     const image = await this.acquireImage(agent, a, generation, progress);
     const next = containerName(a.app, generation);
     // A leftover of an interrupted deploy with this name goes first.
-    await agent.call(APP_METHODS.remove, { container: next }).catch(() => undefined);
+    await removeContainer(agent, next);
     await agent.call(APP_METHODS.create, containerSpec(a.project, a, image.imageId, generation), { timeoutMs: 60_000 });
     const old = before?.container;
     if (old) await agent.call(APP_METHODS.stop, { container: old, timeoutSec: 10 }, { timeoutMs: 60_000 }).catch(() => undefined);
     const started = await this.startAndSettle(agent, next);
     if (!started.ok) {
       // Roll back: the new container goes first (it may hold the ports while it restarts), then the old one runs again.
-      await agent.call(APP_METHODS.remove, { container: next }).catch(() => undefined);
+      const left = await removeContainer(agent, next).then(
+        () => '',
+        (err: unknown) => `; the new container ${next} could not be removed (${errorText(err)}): the next deploy or app remove takes it`,
+      );
       let back = 'fix the image or the command and deploy again';
       if (old) {
         const again = await this.startAndSettle(agent, old);
         back = again.ok ? 'the version that ran before runs again' : `the version before did not start again either: ${again.why}`;
       }
-      throw new RuntimeError('EAPP_START', `app ${a.project}/${a.app}: the new version did not start: ${started.why}`, { hint: back });
+      throw new RuntimeError('EAPP_START', `app ${a.project}/${a.app}: the new version did not start: ${started.why}${left}`, { hint: back });
     }
-    if (old) await agent.call(APP_METHODS.remove, { container: old }).catch(() => undefined);
+    // Every other container of this app goes: the one before, and strays of deploys cut off or rolled back.
+    // The new version runs by now, so one that will not go is a warning (app list shows it unmanaged), not a failed deploy.
+    for (const line of await this.removeOthers(agent, a.project, a.app, next)) progress(`warning: ${line}`);
     // The name the user knows: the ref pulled, the tag GoShip built; an archive's own tag.
     const s = a.source;
     const name = s.kind === 'image' ? s.ref : s.kind === 'build' ? buildTag(a.app, generation) : (image.tags[0] ?? image.imageId);
     return { container: next, image: name };
+  }
+
+  /**
+   * Removes the app's containers other than `keep`: the one before, and strays of deploys cut off or rolled back.
+   * Returns what would not go, one line per container with the command that removes it by hand.
+   */
+  private async removeOthers(agent: AgentClient, project: string, app: string, keep: string): Promise<string[]> {
+    const { containers } = this.check(ContainerListSchema, await agent.call(APP_METHODS.list, {}, { timeoutMs: 60_000 }), 'app list');
+    const failed: string[] = [];
+    for (const c of containers) {
+      if (c.labels[APP_LABEL] !== app || c.labels[PROJECT_LABEL] !== project || c.name === keep) continue;
+      await removeContainer(agent, c.id).catch((err: unknown) => {
+        failed.push(`app ${project}/${app}: the container ${c.name} could not be removed (${errorText(err)}); remove it with: goshipctl vm exec ${project} -- docker rm -f ${c.name}`);
+      });
+    }
+    return failed;
   }
 
   /**
@@ -378,7 +418,7 @@ export class AppService {
     try {
       await agent.call(APP_METHODS.start, { container }, { timeoutMs: 60_000 });
     } catch (err) {
-      return { ok: false, why: err instanceof Error ? err.message : String(err) };
+      return { ok: false, why: errorText(err) };
     }
     await sleep(START_SETTLE_MS);
     const info = this.check(ContainerInfoSchema, await agent.call(APP_METHODS.inspect, { container }), 'app inspect');
@@ -544,11 +584,16 @@ export class AppService {
       return;
     }
     if (rec.container && vm && LIVE_STATES.has(vm.state)) {
-      const call = rec.kind === 'process' ? ([PROC_METHODS.remove, { app }] as const) : ([APP_METHODS.remove, { container: rec.container }] as const);
-      await this.withAgent(p.vmId, (agent) => agent.call(call[0], call[1], { timeoutMs: 60_000 })).catch((err: { code?: string; remoteCode?: string }) => {
-        // Already gone from Docker: nothing to remove there.
-        if (err.remoteCode !== 'EDOCKER_NOTFOUND') throw err;
-      });
+      if (rec.kind === 'process') await this.withAgent(p.vmId, (agent) => agent.call(PROC_METHODS.remove, { app }, { timeoutMs: 60_000 }));
+      else {
+        // The recorded container, and any stray of a deploy cut off or rolled back under the same app.
+        const container = rec.container;
+        await this.withAgent(p.vmId, async (agent) => {
+          await removeContainer(agent, container);
+          const failed = await this.removeOthers(agent, project, app, container);
+          if (failed.length > 0) throw new RuntimeError('EAGENT_RUNTIME', failed.join('; '));
+        });
+      }
     }
     await this.ctx.store.update((draft) => {
       delete draft.apps[key];

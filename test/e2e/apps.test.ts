@@ -142,7 +142,9 @@ describe('an app built in the VM from a Dockerfile', () => {
     expect((await ok(['app', 'list', 'shop'])).split('\n')[1]).toMatch(new RegExp(`^shop\\s+site\\s+container\\s+goship/site:1\\s+running\\s+127\\.0\\.0\\.1:${web}→80\\s+1\\s`));
   }, 300_000);
 
-  it('a redeploy replaces it: the new page on the same port', async () => {
+  it('a redeploy replaces it: the new page on the same port; a stray of the app goes too', async () => {
+    // A container left under the app's labels (a deploy cut off before its record): the next deploy removes it.
+    await guest('docker create --name goship-site-9 --label org.goship.app=site --label org.goship.project=shop goship/site:1');
     const dir = await context('v2', { page: 'hello from v2\n' });
     await ok(['app', 'deploy', 'shop', 'site', '--build', dir, '--port', `${web}:80`, '--restart', 'always']);
     expect(await page(web)).toBe('hello from v2\n');
@@ -161,6 +163,8 @@ describe('an app built in the VM from a Dockerfile', () => {
     const a = await json<AppJson>(['app', 'info', 'shop', 'site']);
     expect([a.generation, a.container?.name, a.state]).toEqual([2, 'goship-site-2', 'running']);
     expect(a.lastError).toMatch(/did not start/);
+    // The new container that kept restarting is gone, not left running beside the old one.
+    expect((await guest("docker ps -a --filter label=org.goship.app=site --format '{{.Names}}'")).trim()).toBe('goship-site-2');
   }, 900_000);
 
   it('a build that fails shows its own output, exits 1 and changes nothing', async () => {
