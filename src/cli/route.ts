@@ -182,10 +182,12 @@ export async function routeToNodes(args: readonly string[], runtime: () => Promi
   const targets = route.node === undefined ? placed : placed.filter((n) => n.name === route.node);
   if (targets.length === 0) throw new GoshipError('ENOTFOUND', `project ${route.project} is not on node ${route.node}`, { hint: `it is on ${placed.map((n) => n.name).join(', ')}` });
   // vm exec and vm ping need only the VM's monitor: reached through ssh's forwarding, they run here, with no goshipctl started on the node.
+  let forwardFailed = false;
   if (targets.length === 1 && route.node === undefined && args[0] === 'vm' && (args[1] === 'exec' || args[1] === 'ping')) {
     const f = await rt.nodes.monitorForward(targets[0]!, route.project);
     if (f && (await rt.vms.viaNode(route.project, f.local))) return undefined;
     await f?.drop();
+    forwardFailed = f !== undefined;
   }
   let code = 0;
   for (const node of targets) {
@@ -195,6 +197,8 @@ export async function routeToNodes(args: readonly string[], runtime: () => Promi
       await staged.done(1);
       throw err;
     });
+    // The node answered, its monitor's forward did not: the path recorded may be stale; the next command learns it again.
+    if (forwardFailed) await rt.nodes.forgetMonitorSocket(node.name, route.project);
     await staged.done(c);
     if (c === 0 && args[0] === 'project' && args[1] === 'delete') await rt.nodes.place(node.name, route.project, false);
     if (c !== 0 && code === 0) code = c;

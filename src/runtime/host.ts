@@ -58,5 +58,7 @@ export interface VersionReport {
   node: string;
   qemu: QemuVersionReport;
   accel: AccelChoice;
+  /** Where this GoShip keeps its state and its sockets (a node's `project list` is read from there). */
+  paths: { home: string; run: string };
 }
 

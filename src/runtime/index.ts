@@ -96,7 +96,7 @@ export class Runtime {
   /** GoShip's, Node's and QEMU's versions (`--version` and QMP) and the accelerator `auto` picks (`goshipctl version`). */
   async versions(goship: string): Promise<VersionReport> {
     const [qemu, report] = await Promise.all([qemuVersion(this.qemuBinary), probeHost()]);
-    return { goship, protocol: PROTOCOL_VERSION, node: process.version, qemu, accel: chooseAccel(report) };
+    return { goship, protocol: PROTOCOL_VERSION, node: process.version, qemu, accel: chooseAccel(report), paths: { home: this.layout.home, run: this.layout.run } };
   }
 }
 

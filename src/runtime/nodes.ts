@@ -21,12 +21,15 @@ import { fileURLToPath } from 'node:url';
 import * as tar from 'tar';
 import type { Issue } from '../errors.ts';
 import { ValidationError } from '../errors.ts';
-import type { Layout } from '../layout.ts';
+import { FILES, type Layout } from '../layout.ts';
 import { nodeUrl, parseNodeUrl, sshArgv, sshFailure, sshForwardArgv, type NodeAddress } from '../nodes/index.ts';
 import { PROTOCOL_VERSION } from '../protocol/index.ts';
 import { NAME_PATTERN, NAME_RULE } from '../qemu/index.ts';
-import { LOCAL_NODE, assertNameFree, findRecord, requireRecord, type Node, type NodeReport, type Store } from '../store/index.ts';
+import { LOCAL_NODE, SCHEMA_VERSION, assertNameFree, decodeState, findRecord, requireRecord, type Node, type NodeReport, type Store } from '../store/index.ts';
 import { RuntimeError } from './errors.ts';
+import type { ProjectView } from './projects.ts';
+import { listProbeFiles, parseGrepRecords, remoteListViews } from './remote-list.ts';
+import { trace } from './trace.ts';
 
 /** goshipctl on a node, when `node add` is not told otherwise: the one on the login's PATH. */
 export const DEFAULT_REMOTE_CLI: readonly string[] = ['goshipctl'];
@@ -187,7 +190,7 @@ export class NodeService {
         hint: `install GoShip ${goship} on the node, or let this one do it: goshipctl node add ${node.name} ${node.address ? nodeUrl(node.address) : ''} --install`,
       });
     }
-    let version: { goship?: string; protocol?: number; accel?: { accel?: string; reason?: string } };
+    let version: { goship?: string; protocol?: number; accel?: { accel?: string; reason?: string }; paths?: { home?: unknown } };
     try {
       version = JSON.parse(v.stdout) as typeof version;
     } catch {
@@ -208,6 +211,8 @@ export class NodeService {
       accelReason: version.accel?.reason ?? '',
       cpus: host.cpu?.logicalCpus ?? host.cpu?.online?.length ?? 0,
       memoryBytes: host.memory?.totalBytes ?? 0,
+      // Used as one word of a command on the node and nothing else: absolute, one line.
+      ...(typeof version.paths?.home === 'string' && /^\/[^\n\0]*$/.test(version.paths.home) ? { home: version.paths.home } : {}),
     };
   }
 
@@ -286,22 +291,26 @@ export class NodeService {
   async list(goship: string): Promise<NodeView[]> {
     const s = await this.ctx.store.read();
     const nodes = Object.values(s.nodes).sort((a, b) => a.name.localeCompare(b.name));
-    return Promise.all(
-      nodes.map((n) =>
-        this.check(n, goship).then(
-          (report) => this.view(n, { reachable: true, report }),
-          (err: Error) => this.view(n, { reachable: false, error: err.message }),
-        ),
-      ),
-    );
+    return Promise.all(nodes.map((n) => this.checkedView(n, goship)));
   }
 
   async info(name: string, goship: string): Promise<NodeView> {
-    const node = requireRecord(await this.ctx.store.read(), 'node', name);
-    return this.check(node, goship).then(
-      (report) => this.view(node, { reachable: true, report }),
-      (err: Error) => this.view(node, { reachable: false, error: err.message }),
-    );
+    return this.checkedView(requireRecord(await this.ctx.store.read(), 'node', name), goship);
+  }
+
+  /** The node checked now; a report it gave is recorded (a node that did not answer keeps the one it had). */
+  private async checkedView(node: Node, goship: string): Promise<NodeView> {
+    let report: NodeReport;
+    try {
+      report = await this.check(node, goship);
+    } catch (err) {
+      return this.view(node, { reachable: false, error: (err as Error).message });
+    }
+    await this.ctx.store.update((draft) => {
+      const n = findRecord(draft, 'node', node.name);
+      if (n) n.report = report;
+    });
+    return this.view(node, { reachable: true, report });
   }
 
   /** Forgets a node. Refused while projects are placed there, unless `force` (which forgets them too: nothing on the node changes). */
@@ -325,10 +334,56 @@ export class NodeService {
    * recorded anything there, a delete made on the node) loses that placement
    * here; an unreachable one keeps all of them.
    */
-  async remoteProjects(): Promise<RemoteRows[]> {
-    return this.#acrossNodes(['project', 'list'], (row) => String(row.name), async (node, placed, rows) => {
+  async remoteProjects(toRow: (v: ProjectView) => Record<string, unknown>): Promise<RemoteRows[]> {
+    const forget = async (node: string, placed: string[], rows: Array<Record<string, unknown>>): Promise<void> => {
       for (const gone of placed.filter((name) => !rows.some((p) => p.name === name))) await this.place(node, gone, false);
-    });
+    };
+    const s = await this.ctx.store.read();
+    const nodes = Object.values(s.nodes).filter((n) => Object.keys(n.projects ?? {}).length > 0);
+    const fast = new Map<string, RemoteRows>();
+    await Promise.all(
+      nodes.map(async (n) => {
+        const placed = Object.keys(n.projects ?? {}).sort();
+        const read = await this.readRemoteList(n, placed).catch((err: unknown) => (err instanceof RuntimeError && err.code === 'ENODE_UNREACHABLE' ? err : { why: String(err) }));
+        if (read instanceof RuntimeError) {
+          fast.set(n.name, { node: n.name, placed, error: read.message });
+          return;
+        }
+        if ('why' in read) {
+          trace(`node ${n.name}: project list by its goshipctl (${read.why})`);
+          return;
+        }
+        trace(`node ${n.name}: project list read from its state file`);
+        const rows = read.views.map(toRow);
+        await forget(n.name, placed, rows);
+        fast.set(n.name, { node: n.name, placed, rows: rows.map((row) => ({ ...row, node: n.name })) });
+      }),
+    );
+    const slow = nodes.some((n) => !fast.has(n.name)) ? await this.#acrossNodes(['project', 'list'], (row) => String(row.name), forget, (n) => !fast.has(n.name)) : [];
+    return nodes.map((n) => fast.get(n.name) ?? slow.find((r) => r.node === n.name)!);
+  }
+
+  /**
+   * The fast `project list` of a node (src/runtime/remote-list.ts): its state
+   * file, then the /proc files that tell whether it has anything to
+   * reconcile, two commands on ssh's shared connection and no goshipctl
+   * started there. Or why the node's goshipctl must answer: its home not
+   * known (a node added by an older GoShip), a state this GoShip does not
+   * read as it is, a record to repair.
+   */
+  private async readRemoteList(node: Node, placed: string[]): Promise<{ views: ProjectView[] } | { why: string }> {
+    const home = node.report?.home;
+    if (home === undefined) return { why: 'where its state is is not known yet: node info records it' };
+    const state = await this.run(node, ['cat', '--', join(home, FILES.state)], { raw: true, timeoutMs: 60_000 });
+    if (state.code !== 0) return { why: `its state file could not be read: ${state.stderr.trim().slice(0, 200)}` };
+    const decoded = decodeState(Buffer.from(state.stdout, 'utf8'));
+    if (decoded.kind !== 'ok' || decoded.version !== SCHEMA_VERSION) return { why: `its state file is not of this GoShip's schema as it is (${decoded.kind})` };
+    const files = listProbeFiles(decoded.state);
+    // grep: 0 something read, 1 nothing, 2 some file missing (a process gone): all answers. No files (no VMs there): nothing to read.
+    const probe = files.length > 0 ? await this.run(node, ['grep', '-asHz', '', '--', ...files], { raw: true, timeoutMs: 60_000 }) : { code: 1, stdout: '', stderr: '' };
+    if (probe.code > 2) return { why: `grep exited ${probe.code}` };
+    const r = remoteListViews(decoded.state, home, placed, parseGrepRecords(probe.stdout, files));
+    return 'views' in r ? r : { why: `${r.repair} needs a repair` };
   }
 
   /** `app list` of every node that holds projects of ours, in parallel: the apps of those projects, one row per node, or why the node could not say. */
@@ -341,9 +396,10 @@ export class NodeService {
     args: string[],
     projectOf: (row: Record<string, unknown>) => string,
     seen?: (node: string, placed: string[], rows: Array<Record<string, unknown>>) => Promise<void>,
+    which: (node: Node) => boolean = () => true,
   ): Promise<RemoteRows[]> {
     const s = await this.ctx.store.read();
-    const nodes = Object.values(s.nodes).filter((n) => Object.keys(n.projects ?? {}).length > 0);
+    const nodes = Object.values(s.nodes).filter((n) => Object.keys(n.projects ?? {}).length > 0 && which(n));
     return Promise.all(
       nodes.map(async (n) => {
         const placed = Object.keys(n.projects ?? {}).sort();
@@ -392,6 +448,21 @@ export class NodeService {
     if (await stat(local).then((st) => st.isSocket(), () => false)) return { local, drop };
     await mkdir(dir, { recursive: true, mode: 0o700 });
     return (await control('forward')) === 0 ? { local, drop } : undefined;
+  }
+
+  /**
+   * Forgets the recorded path of the project VM's monitor socket on `node`
+   * (a forward to it did not answer, and the node did answer the command
+   * routed the usual way): the next command learns it again, so a path gone
+   * stale (the node's run directory moved, the VM made again) costs one
+   * slower command, not every one after. Not called when the node was down:
+   * nothing local is rewritten for that.
+   */
+  async forgetMonitorSocket(node: string, project: string): Promise<void> {
+    await this.ctx.store.update((draft) => {
+      const entry = findRecord(draft, 'node', node)?.projects?.[project];
+      if (entry) delete entry.monitorSocket;
+    });
   }
 
   /** Asks the node once where the project VM's monitor socket is (`vm status --json` there) and records it. */

@@ -15,6 +15,7 @@ export {
 export { MIGRATIONS } from './migrations.ts';
 export type { Migration } from './migrations.ts';
 export { checkState } from './schema.ts';
+export { decodeState, type Decoded } from './decode.ts';
 export {
   SCHEMA_VERSION,
   LOCAL_NODE,

@@ -23,7 +23,7 @@ const NodeSchema = v.looseObject({
   knownHosts: v.optional(v.string()),
   cli: v.optional(v.array(v.string())),
   report: v.optional(
-    v.looseObject({ checkedAt: timestamp, goship: v.string(), protocol: count, accel: v.string(), accelReason: v.string(), cpus: count, memoryBytes: count }),
+    v.looseObject({ checkedAt: timestamp, goship: v.string(), protocol: count, accel: v.string(), accelReason: v.string(), cpus: count, memoryBytes: count, home: v.optional(v.string()) }),
   ),
   projects: v.optional(v.record(v.string(), v.looseObject({ createdAt: timestamp, monitorSocket: v.optional(v.string()) }))),
 });

@@ -48,6 +48,8 @@ export interface NodeReport {
   accelReason: string;
   cpus: number;
   memoryBytes: number;
+  /** Where the node's GoShip keeps its state (`version --json` paths.home): `project list` reads it there. */
+  home?: string;
 }
 
 /** A port forwarded from the host to the guest (QEMU user networking `hostfwd`). */

@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Store } from '../../src/store/index.ts';
 import { startSshNode, type SshNode } from '../support/index.ts';
 import { cliOf, goshipctl } from '../helpers/cli.ts';
 import { freePort, httpGet, until } from '../helpers/net.ts';
@@ -91,6 +92,18 @@ describe('a second node over SSH', () => {
     expect(traced.stderr).toMatch(/^err$/m);
     expect(traced.stderr).toMatch(/vm far: through the node's monitor socket \(.*\/nodes\/box-[0-9a-f]{16}\.sock\)/);
     expect((await g(['vm', 'ping', 'far'])).stdout).toMatch(/^pong from \S+: [\d.]+ ms$/);
+    // A recorded path that went stale: that command is routed the usual way (and works), the next one learns the path again.
+    const store = await Store.open(env.layout);
+    const learnt = (await store.read()).nodes.box!.projects!.far!.monitorSocket;
+    expect(learnt).toMatch(/\/monitor\.sock$/);
+    await store.update((d) => {
+      d.nodes.box!.projects!.far!.monitorSocket = '/tmp/goship-nowhere/monitor.sock';
+    });
+    expect((await g(['vm', 'exec', 'far', '--', 'true'])).code).toBe(0);
+    expect((await store.read()).nodes.box!.projects!.far!.monitorSocket).toBeUndefined();
+    const again = await goshipctl(['vm', 'exec', 'far', '--', 'true'], { ...env.env, GOSHIP_TRACE: '1' }, { timeoutMs: 120_000 });
+    expect([again.code, again.stderr]).toEqual([0, expect.stringMatching(/through the node's monitor socket/)]);
+    expect((await store.read()).nodes.box!.projects!.far!.monitorSocket).toBe(learnt);
     // QEMU runs on the node, as its user.
     const { stdout } = await execa('pgrep', ['-u', USER, '-f', 'qemu-system-x86_64'], { reject: false });
     expect(stdout.trim()).not.toBe('');
@@ -130,6 +143,22 @@ describe('a second node over SSH', () => {
       ['near', 'local', 'stopped'],
       ['far', 'box', 'ready'],
     ]);
+    // The node's rows are read from its state file (where node add learnt it is), with no goshipctl started there...
+    expect((await json<NodeJson>(['node', 'info', 'box'])).report).toMatchObject({ home: join(node.home, '.local', 'share', 'goship') });
+    const traced = await goshipctl(['--json', 'project', 'list'], { ...env.env, GOSHIP_TRACE: '1' }, { timeoutMs: 120_000 });
+    expect(traced.stderr).toMatch(/node box: project list read from its state file/);
+    expect(JSON.parse(traced.stdout)).toEqual(list);
+    // ...unless the node has something to repair: its VM's monitor killed, the node's goshipctl lists (and a new monitor adopts the QEMU).
+    const monitor = async () => (await execa('pgrep', ['-u', USER, '-f', 'goship-monitor.mjs --vm far'], { reject: false })).stdout.trim();
+    const before = await monitor();
+    expect(before).toMatch(/^\d+$/);
+    await execa('kill', ['-9', before]);
+    await until('the monitor gone', async () => ((await monitor()) === '' ? true : undefined), 30_000);
+    const repaired = await goshipctl(['--json', 'project', 'list'], { ...env.env, GOSHIP_TRACE: '1' }, { timeoutMs: 300_000 });
+    expect(repaired.stderr).toMatch(/node box: project list by its goshipctl \(vm \S+ needs a repair\)/);
+    expect((JSON.parse(repaired.stdout) as typeof list).map((p) => [p.name, p.node, p.state])).toEqual(list.map((p) => [p.name, p.node, p.state]));
+    expect(await monitor()).toMatch(/^\d+$/);
+    expect(await monitor()).not.toBe(before);
     // Without a project: this host's apps (none: near is stopped) and the node's, one row per node.
     const apps = await json<Array<{ project: string; node: string; name: string; kind: string; state: string }>>(['app', 'list']);
     expect(apps.map((a) => [a.project, a.node, a.name, a.kind, a.state])).toEqual([

@@ -116,7 +116,7 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
 
   cli.command('list', "list projects, this host's and every node's (a node that cannot be reached: its projects marked unreachable)").action(async () => {
     const rt = await ctx.runtime();
-    const [views, remote] = await Promise.all([rt.projects.list(), rt.nodes.remoteProjects()]);
+    const [views, remote] = await Promise.all([rt.projects.list(), rt.nodes.remoteProjects(projectJson)]);
     type Row = { json: Record<string, unknown>; cells: string[] };
     const rows: Row[] = views.map((v) => ({
       json: projectJson(v),
