@@ -2,45 +2,12 @@
 import { describe, expect, it } from 'vitest';
 import { listProbeFiles, parseGrepRecords, remoteListViews } from '../../src/runtime/remote-list.ts';
 import { emptyState, type Project, type State, type Vm } from '../../src/store/index.ts';
+import { T0, projectRecord, vmRecord } from '../helpers/records.ts';
 
-const T0 = '2026-12-01T00:00:00.000Z';
 const HOME = '/home/n/.local/share/goship';
 
-function vm(id: string, extra: Partial<Vm> = {}): Vm {
-  return {
-    id,
-    name: id,
-    node: 'local',
-    createdAt: T0,
-    state: 'stopped',
-    paths: {
-      dir: `${HOME}/vms/${id}`,
-      qmpSocket: `/r/${id}/qmp.sock`,
-      qmpUserSocket: `/r/${id}/qmp-user.sock`,
-      agentSocket: `/r/${id}/agent.sock`,
-      consoleSocket: `/r/${id}/console.sock`,
-      monitorSocket: `/r/${id}/monitor.sock`,
-      consoleLog: 'c',
-      qemuLog: 'q',
-      monitorLog: 'm',
-      pidfile: `/r/${id}/qemu.pid`,
-    },
-    config: {},
-    ...extra,
-  };
-}
-
-function project(name: string, extra: Partial<Project> = {}): Project {
-  return {
-    name,
-    createdAt: T0,
-    node: 'local',
-    vmId: name,
-    spec: { cpus: 1, memoryBytes: 2 ** 30, diskBytes: 2 ** 33, image: 'default', ports: [], sshKeys: [] },
-    state: 'ready',
-    ...extra,
-  };
-}
+const vm = (id: string, extra: Partial<Vm> = {}): Vm => vmRecord(id, { state: 'stopped', config: {}, ...extra });
+const project = (name: string, extra: Partial<Project> = {}): Project => projectRecord(name, { vmId: name, state: 'ready', ...extra });
 
 /** A node with `web` running (QEMU 100, monitor 200) and `db` stopped. */
 function node(webVm: Partial<Vm> = {}, webProject: Partial<Project> = {}): State {

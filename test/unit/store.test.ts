@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Layout } from '../../src/layout.ts';
+import { T0, projectRecord, vmRecord } from '../helpers/records.ts';
 import {
   MIGRATIONS,
   NameTakenError,
@@ -20,47 +21,13 @@ import {
   findRecord,
   requireRecord,
 } from '../../src/store/index.ts';
-import type { Image, Project, State, Vm } from '../../src/store/index.ts';
+import type { Image, State } from '../../src/store/index.ts';
 
-const T0 = '2024-05-01T12:00:00.000Z';
 const fixedNow = () => new Date(T0);
 const STAMP = '2024-05-01T12-00-00-000Z';
 
-function project(name: string, overrides: Partial<Project> = {}): Project {
-  return {
-    name,
-    createdAt: T0,
-    node: 'local',
-    vmId: `vm-${name}`,
-    spec: { cpus: 2, memoryBytes: 2 ** 30, diskBytes: 10 * 2 ** 30, image: 'bookworm', ports: [{ proto: 'tcp', host: 8080, guest: 80 }], sshKeys: [] },
-    state: 'creating',
-    ...overrides,
-  };
-}
-
-function vm(id: string, overrides: Partial<Vm> = {}): Vm {
-  return {
-    id,
-    name: id,
-    node: 'local',
-    createdAt: T0,
-    state: 'defined',
-    paths: {
-      dir: `/h/vms/${id}`,
-      qmpSocket: `/r/${id}/qmp.sock`,
-      qmpUserSocket: `/r/${id}/qmp-user.sock`,
-      agentSocket: `/r/${id}/agent.sock`,
-      consoleSocket: `/r/${id}/console.sock`,
-      monitorSocket: `/r/${id}/monitor.sock`,
-      consoleLog: 'c',
-      qemuLog: 'q',
-      monitorLog: 'm',
-      pidfile: `/r/${id}/qemu.pid`,
-    },
-    config: { machine: 'q35', nested: { a: [1, 2] } },
-    ...overrides,
-  };
-}
+const project = projectRecord;
+const vm = vmRecord;
 
 function image(name: string): Image {
   return { name, createdAt: T0, kind: 'built', dir: `/h/images/${name}`, packages: ['systemd'] };
