@@ -338,8 +338,7 @@ export class NodeService {
     const forget = async (node: string, placed: string[], rows: Array<Record<string, unknown>>): Promise<void> => {
       for (const gone of placed.filter((name) => !rows.some((p) => p.name === name))) await this.place(node, gone, false);
     };
-    const s = await this.ctx.store.read();
-    const nodes = Object.values(s.nodes).filter((n) => Object.keys(n.projects ?? {}).length > 0);
+    const nodes = await this.#withProjects();
     const fast = new Map<string, RemoteRows>();
     await Promise.all(
       nodes.map(async (n) => {
@@ -359,7 +358,8 @@ export class NodeService {
         fast.set(n.name, { node: n.name, placed, rows: rows.map((row) => ({ ...row, node: n.name })) });
       }),
     );
-    const slow = nodes.some((n) => !fast.has(n.name)) ? await this.#acrossNodes(['project', 'list'], (row) => String(row.name), forget, (n) => !fast.has(n.name)) : [];
+    const rest = nodes.filter((n) => !fast.has(n.name));
+    const slow = rest.length > 0 ? await this.#acrossNodes(['project', 'list'], (row) => String(row.name), forget, rest) : [];
     return nodes.map((n) => fast.get(n.name) ?? slow.find((r) => r.node === n.name)!);
   }
 
@@ -391,15 +391,20 @@ export class NodeService {
     return this.#acrossNodes(['app', 'list'], (row) => String(row.project));
   }
 
-  /** `ARGS --json` (a JSON array) on each node with projects of ours: the rows of our projects there, each with `node` set to the node's name. */
+  /** The nodes that hold projects of ours. */
+  async #withProjects(): Promise<Node[]> {
+    const s = await this.ctx.store.read();
+    return Object.values(s.nodes).filter((n) => Object.keys(n.projects ?? {}).length > 0);
+  }
+
+  /** `ARGS --json` (a JSON array) on each node with projects of ours (or on `only`): the rows of our projects there, each with `node` set to the node's name. */
   async #acrossNodes(
     args: string[],
     projectOf: (row: Record<string, unknown>) => string,
     seen?: (node: string, placed: string[], rows: Array<Record<string, unknown>>) => Promise<void>,
-    which: (node: Node) => boolean = () => true,
+    only?: Node[],
   ): Promise<RemoteRows[]> {
-    const s = await this.ctx.store.read();
-    const nodes = Object.values(s.nodes).filter((n) => Object.keys(n.projects ?? {}).length > 0 && which(n));
+    const nodes = only ?? (await this.#withProjects());
     return Promise.all(
       nodes.map(async (n) => {
         const placed = Object.keys(n.projects ?? {}).sort();

@@ -57,6 +57,13 @@ export interface ProjectView {
   vm: Vm | undefined;
 }
 
+/** Every project of a state with its VM, by name. Pure. */
+export function projectViews(s: State): ProjectView[] {
+  return Object.values(s.projects)
+    .sort((a, b) => a.name.localeCompare(b.name))
+    .map((project) => ({ project, vm: s.vms[project.vmId] }));
+}
+
 /** A project's forwards: as recorded (applied at every start) and as QEMU has them now (null while stopped). */
 export interface PortsView {
   recorded: PortForward[];
@@ -170,10 +177,7 @@ export class ProjectService {
 
   async list(): Promise<ProjectView[]> {
     await this.reconcile();
-    const s = await this.ctx.store.read();
-    return Object.values(s.projects)
-      .sort((a, b) => a.name.localeCompare(b.name))
-      .map((project) => ({ project, vm: s.vms[project.vmId] }));
+    return projectViews(await this.ctx.store.read());
   }
 
   async info(name: string): Promise<ProjectInfo> {

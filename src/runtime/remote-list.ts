@@ -15,7 +15,7 @@
 import { isMonitorCmdline } from '../monitor/index.ts';
 import { cmdlineHasMarker, processMarker } from '../qemu/index.ts';
 import type { PendingOp, State, Vm } from '../store/index.ts';
-import type { ProjectView } from './projects.ts';
+import { projectViews, type ProjectView } from './projects.ts';
 import { reconcileDecision } from './reconcile.ts';
 
 const cmdlineOf = (pid: number): string => `/proc/${pid}/cmdline`;
@@ -82,9 +82,5 @@ const abandoned = (op: PendingOp | undefined, files: ReadonlyMap<string, string>
 export function remoteListViews(s: State, home: string, names: readonly string[], files: ReadonlyMap<string, string>): { views: ProjectView[] } | { repair: string } {
   for (const vm of Object.values(s.vms)) if (needsRepair(vm, home, files)) return { repair: `vm ${vm.id}` };
   for (const p of Object.values(s.projects)) if (abandoned(p.op, files)) return { repair: `project ${p.name}` };
-  const views = Object.values(s.projects)
-    .filter((p) => names.includes(p.name))
-    .sort((a, b) => a.name.localeCompare(b.name))
-    .map((project) => ({ project, vm: s.vms[project.vmId] }));
-  return { views };
+  return { views: projectViews(s).filter((v) => names.includes(v.project.name)) };
 }
