@@ -14,7 +14,7 @@
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, readdir, realpath, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, readdir, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -28,7 +28,7 @@ import { NAME_PATTERN, NAME_RULE } from '../qemu/index.ts';
 import { LOCAL_NODE, SCHEMA_VERSION, assertNameFree, decodeState, findRecord, requireRecord, type Node, type NodeReport, type Store } from '../store/index.ts';
 import { RuntimeError } from './errors.ts';
 import type { ProjectView } from './projects.ts';
-import { listProbeFiles, parseGrepRecords, remoteListViews } from './remote-list.ts';
+import { listProbeFiles, parseGrepRecords, parseProbeGuess, remoteListViews, sameFiles } from './remote-list.ts';
 import { trace } from './trace.ts';
 
 /** goshipctl on a node, when `node add` is not told otherwise: the one on the login's PATH. */
@@ -325,6 +325,12 @@ export class NodeService {
       }
       delete draft.nodes[name];
     });
+    await rm(this.#listProbeCache(name), { force: true });
+  }
+
+  /** Where the /proc files of a node's last `project list` are kept: a guess for the next one (readRemoteList). */
+  #listProbeCache(node: string): string {
+    return join(this.ctx.layout.run, 'nodes', `${node}.list-probe.json`);
   }
 
   /**
@@ -365,24 +371,42 @@ export class NodeService {
 
   /**
    * The fast `project list` of a node (src/runtime/remote-list.ts): its state
-   * file, then the /proc files that tell whether it has anything to
-   * reconcile, two commands on ssh's shared connection and no goshipctl
-   * started there. Or why the node's goshipctl must answer: its home not
-   * known (a node added by an older GoShip), a state this GoShip does not
-   * read as it is, a record to repair.
+   * file and the /proc files that tell whether it has anything to reconcile,
+   * read by one `grep` on ssh's shared connection, no goshipctl started
+   * there. The /proc files are the last listing's (a cache file in the run
+   * directory); when the state names others, a second `grep` reads those.
+   * Or why the node's goshipctl must answer: its home not known (a node
+   * added by an older GoShip), a state this GoShip does not read as it is, a
+   * record to repair.
    */
   private async readRemoteList(node: Node, placed: string[]): Promise<{ views: ProjectView[] } | { why: string }> {
     const home = node.report?.home;
     if (home === undefined) return { why: 'where its state is is not known yet: node info records it' };
-    const state = await this.run(node, ['cat', '--', join(home, FILES.state)], { raw: true, timeoutMs: 60_000 });
-    if (state.code !== 0) return { why: `its state file could not be read: ${state.stderr.trim().slice(0, 200)}` };
-    const decoded = decodeState(Buffer.from(state.stdout, 'utf8'));
+    const statePath = join(home, FILES.state);
+    const cache = this.#listProbeCache(node.name);
+    const guess = parseProbeGuess(await readFile(cache, 'utf8').catch(() => '')).filter((f) => f !== statePath);
+    // grep: 0 something read, 1 nothing, 2 some file missing (a process gone): all answers.
+    const grep = async (files: string[]): Promise<Map<string, string> | { why: string }> => {
+      const r = await this.run(node, ['grep', '-asHz', '', '--', ...files], { raw: true, timeoutMs: 60_000 });
+      return r.code > 2 ? { why: `grep exited ${r.code}: ${r.stderr.trim().slice(0, 200)}` } : parseGrepRecords(r.stdout, files);
+    };
+    const first = await grep([statePath, ...guess]);
+    if (!(first instanceof Map)) return first;
+    const text = first.get(statePath);
+    if (text === undefined) return { why: `its state file ${statePath} could not be read` };
+    const decoded = decodeState(Buffer.from(text, 'utf8'));
     if (decoded.kind !== 'ok' || decoded.version !== SCHEMA_VERSION) return { why: `its state file is not of this GoShip's schema as it is (${decoded.kind})` };
     const files = listProbeFiles(decoded.state);
-    // grep: 0 something read, 1 nothing, 2 some file missing (a process gone): all answers. No files (no VMs there): nothing to read.
-    const probe = files.length > 0 ? await this.run(node, ['grep', '-asHz', '', '--', ...files], { raw: true, timeoutMs: 60_000 }) : { code: 1, stdout: '', stderr: '' };
-    if (probe.code > 2) return { why: `grep exited ${probe.code}` };
-    const r = remoteListViews(decoded.state, home, placed, parseGrepRecords(probe.stdout, files));
+    let probed = first;
+    if (!sameFiles(files, guess)) {
+      trace(`node ${node.name}: the state names other processes than the last listing, read again`);
+      const again = files.length > 0 ? await grep(files) : new Map<string, string>();
+      if (!(again instanceof Map)) return again;
+      probed = again;
+      await mkdir(dirname(cache), { recursive: true, mode: 0o700 });
+      await writeFile(cache, JSON.stringify(files), { mode: 0o600 });
+    }
+    const r = remoteListViews(decoded.state, home, placed, probed);
     return 'views' in r ? r : { why: `${r.repair} needs a repair` };
   }
 

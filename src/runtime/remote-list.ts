@@ -3,7 +3,8 @@
  * a few /proc files, read over ssh, and the node's own reconcile rules applied
  * here. Pure: the state and the files' contents come in, the views (or the
  * reason the node's goshipctl must answer instead) come out; src/runtime/nodes.ts
- * runs the two reads.
+ * runs the reads: one `grep` of the state file and the /proc files of the last
+ * listing, and a second one only when the state names other files.
  *
  * Only a node with nothing to reconcile is answered this way: any VM whose
  * facts call for an action (a QEMU without its monitor, a live VM whose
@@ -33,6 +34,28 @@ export function listProbeFiles(s: State): string[] {
   }
   for (const p of Object.values(s.projects)) if (p.op) files.add(statOf(p.op.pid));
   return [...files].sort();
+}
+
+/**
+ * The probe files remembered from a node's last listing (a cache file's
+ * text, JSON): absolute paths without NUL or newline, or none when the text
+ * is not that. A guess only: a wrong one costs a second read, never a row.
+ */
+export function parseProbeGuess(text: string): string[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return [];
+  }
+  if (!Array.isArray(parsed) || parsed.length > 4096) return [];
+  return parsed.every((f): f is string => typeof f === 'string' && /^\/[^\0\n]{0,4095}$/.test(f)) ? parsed : [];
+}
+
+/** Whether a guess of the probe files was right: the same files, in any order. */
+export function sameFiles(a: readonly string[], b: readonly string[]): boolean {
+  const set = new Set(a);
+  return set.size === new Set(b).size && b.every((f) => set.has(f));
 }
 
 /**

@@ -11,6 +11,7 @@
  * address, local files staged on the node (--binary, vm cp both ways), project list across both nodes, sshd gone → clear errors and the
  * local node unaffected, node remove.
  */
+import { existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
@@ -147,6 +148,8 @@ describe('a second node over SSH', () => {
     expect((await json<NodeJson>(['node', 'info', 'box'])).report).toMatchObject({ home: join(node.home, '.local', 'share', 'goship') });
     const traced = await goshipctl(['--json', 'project', 'list'], { ...env.env, GOSHIP_TRACE: '1' }, { timeoutMs: 120_000 });
     expect(traced.stderr).toMatch(/node box: project list read from its state file/);
+    // ...in one read: the /proc files the last listing named are read with the state.
+    expect(traced.stderr).not.toMatch(/read again/);
     expect(JSON.parse(traced.stdout)).toEqual(list);
     // ...unless the node has something to repair: its VM's monitor killed, the node's goshipctl lists (and a new monitor adopts the QEMU).
     const monitor = async () => (await execa('pgrep', ['-u', USER, '-f', 'goship-monitor.mjs --vm far'], { reject: false })).stdout.trim();
@@ -159,6 +162,16 @@ describe('a second node over SSH', () => {
     expect((JSON.parse(repaired.stdout) as typeof list).map((p) => [p.name, p.node, p.state])).toEqual(list.map((p) => [p.name, p.node, p.state]));
     expect(await monitor()).toMatch(/^\d+$/);
     expect(await monitor()).not.toBe(before);
+    // The new monitor is not the one the last listing read: the next list reads again, the one after it once.
+    const moved = await goshipctl(['--json', 'project', 'list'], { ...env.env, GOSHIP_TRACE: '1' }, { timeoutMs: 120_000 });
+    expect(moved.stderr).toMatch(/node box: the state names other processes than the last listing, read again\n(.*\n)*.*node box: project list read from its state file/);
+    const settled = await goshipctl(['--json', 'project', 'list'], { ...env.env, GOSHIP_TRACE: '1' }, { timeoutMs: 120_000 });
+    expect(settled.stderr).toMatch(/node box: project list read from its state file/);
+    expect(settled.stderr).not.toMatch(/read again/);
+    // The same rows (the agent's facts move on as the adopted session re-syncs), naming the new monitor.
+    const rows = JSON.parse(settled.stdout) as Array<{ name: string; node: string; state: string; vm?: { monitor?: { pid?: number } } }>;
+    expect(rows.map((p) => [p.name, p.node, p.state])).toEqual(list.map((p) => [p.name, p.node, p.state]));
+    expect(String(rows.find((p) => p.name === 'far')?.vm?.monitor?.pid)).toBe(await monitor());
     // Without a project: this host's apps (none: near is stopped) and the node's, one row per node.
     const apps = await json<Array<{ project: string; node: string; name: string; kind: string; state: string }>>(['app', 'list']);
     expect(apps.map((a) => [a.project, a.node, a.name, a.kind, a.state])).toEqual([
@@ -192,8 +205,11 @@ describe('a second node over SSH', () => {
     expect([refused.code, refused.stderr]).toEqual([4, expect.stringMatching(/node box holds projects: far/)]);
     await ok(['project', 'delete', 'far', '--force']);
     expect((await json<NodeJson>(['node', 'info', 'box'])).projects).toEqual([]);
+    const guess = join(env.layout.run, 'nodes', 'box.list-probe.json');
+    expect(existsSync(guess)).toBe(true);
     await ok(['node', 'remove', 'box']);
     expect(await json<unknown[]>(['node', 'list'])).toEqual([]);
+    expect(existsSync(guess)).toBe(false);
     await ok(['project', 'delete', 'near']);
   }, 600_000);
 });

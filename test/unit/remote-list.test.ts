@@ -1,6 +1,6 @@
 /** A node's `project list` read from its state and /proc files: which files, how grep's output parses, when the node's goshipctl must answer instead. */
 import { describe, expect, it } from 'vitest';
-import { listProbeFiles, parseGrepRecords, remoteListViews } from '../../src/runtime/remote-list.ts';
+import { listProbeFiles, parseGrepRecords, parseProbeGuess, remoteListViews, sameFiles } from '../../src/runtime/remote-list.ts';
 import { emptyState, type Project, type State, type Vm } from '../../src/store/index.ts';
 import { T0, projectRecord, vmRecord } from '../helpers/records.ts';
 
@@ -99,5 +99,37 @@ describe('remoteListViews', () => {
     expect(remoteListViews(s, HOME, ['web'], running)).toEqual({ views: [{ project: s.projects.web, vm: s.vms.web }] });
     const p = node({}, { op });
     expect(remoteListViews(p, HOME, ['web'], alive(p))).toEqual({ repair: 'project web' });
+  });
+});
+
+describe('parseProbeGuess', () => {
+  it('takes a JSON list of absolute paths', () => {
+    expect(parseProbeGuess('["/proc/100/cmdline","/r/web/qemu.pid"]')).toEqual(['/proc/100/cmdline', '/r/web/qemu.pid']);
+    expect(parseProbeGuess('[]')).toEqual([]);
+  });
+
+  it('takes nothing from a cache that is not that', () => {
+    for (const text of ['', 'not json', '{"a":1}', '["relative/path"]', '["/ok", 3]', '["/a\\nb"]', '["/a\\u0000b"]', JSON.stringify(Array(4097).fill('/x'))]) expect(parseProbeGuess(text)).toEqual([]);
+  });
+});
+
+describe('sameFiles', () => {
+  it('compares as sets', () => {
+    expect(sameFiles(['/b', '/a'], ['/a', '/b'])).toBe(true);
+    expect(sameFiles([], [])).toBe(true);
+    expect(sameFiles(['/a'], ['/a', '/b'])).toBe(false);
+    expect(sameFiles(['/a', '/b'], ['/a', '/c'])).toBe(false);
+    expect(sameFiles(['/a', '/a'], ['/a', '/b'])).toBe(false);
+  });
+});
+
+describe('one read when the guess was right', () => {
+  it('the state and the /proc files parse out of the same grep', () => {
+    const s = node();
+    const state = JSON.stringify({ version: 1, state: s }, null, 2);
+    const files = ['/h/state.json', ...listProbeFiles(s)];
+    const m = parseGrepRecords(grepOut({ '/h/state.json': state, '/proc/100/cmdline': qemuCmdline('web'), '/proc/200/cmdline': monitorCmdline('web') }), files);
+    expect(m.get('/h/state.json')).toBe(state);
+    expect(remoteListViews(s, HOME, ['web', 'db'], m)).toEqual({ views: [{ project: s.projects.db, vm: s.vms.db }, { project: s.projects.web, vm: s.vms.web }] });
   });
 });
