@@ -11,13 +11,14 @@
 import { createReadStream, createWriteStream } from 'node:fs';
 import { readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import * as tar from 'tar';
 import { GoshipError } from '../errors.ts';
 import { fileOptions, nodeFiles, parseEnvFile, routeOf, type Runtime } from '../runtime/index.ts';
 import type { Output } from './output.ts';
 
 type Node = Awaited<ReturnType<Runtime['nodes']['node']>>;
+type ForwardOptions = Parameters<Runtime['nodes']['forward']>[2];
 
 /** The image a `project create` argv names (`--image X`), or the default. */
 function imageOf(args: readonly string[]): string {
@@ -132,6 +133,65 @@ function remoteSource(argv: readonly string[]): string {
   return w ? w.slice(w.indexOf(':') + 1) : 'file';
 }
 
+/** What `--json` keeps of one node's output when a command runs on several: 16 MiB. */
+const GATHER_LIMIT = 16 * 1024 * 1024;
+
+/**
+ * The routed command on each node in turn (staged files sent first, brought
+ * back after), the first failing exit code the result. On several nodes a
+ * human gets a `== node NAME ==` header before each; `--json` gets one
+ * document, `[{node, code, result}]`, each node's JSON parsed into `result`
+ * (its text when it is not JSON, null past GATHER_LIMIT with `error`), so a
+ * script reads one value, not one per node.
+ */
+async function onEach(
+  rt: Runtime,
+  nodes: readonly Node[],
+  args: readonly string[],
+  out: Output,
+  stdio: Omit<ForwardOptions, 'raw'>,
+  hooks: { before?: (node: Node) => Promise<void>; after?: (node: Node, code: number) => Promise<void> },
+): Promise<number> {
+  const gather = nodes.length > 1 && out.json;
+  const gathered: Array<{ node: string; code: number; result: unknown; error?: string }> = [];
+  let code = 0;
+  for (const node of nodes) {
+    await hooks.before?.(node);
+    if (nodes.length > 1 && !out.json) process.stderr.write(`== node ${node.name} ==\n`);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        size += chunk.length;
+        if (size <= GATHER_LIMIT) chunks.push(chunk);
+        cb();
+      },
+    });
+    const staged = await stageOnNode(rt, node, args, out);
+    const c = await rt.nodes.forward(node, staged.argv, { ...stdio, stdout: gather ? sink : stdio.stdout }).catch(async (err: unknown) => {
+      await staged.done(1);
+      throw err;
+    });
+    await staged.done(c);
+    await hooks.after?.(node, c);
+    if (gather) gathered.push({ node: node.name, code: c, ...gatheredResult(Buffer.concat(chunks).toString('utf8'), size) });
+    if (c !== 0 && code === 0) code = c;
+  }
+  if (gather) process.stdout.write(`${JSON.stringify(gathered, null, 2)}\n`);
+  return code;
+}
+
+/** One node's `--json` output as a value: parsed, its text when it is not JSON (nothing: null), or null with why past GATHER_LIMIT. */
+export function gatheredResult(text: string, size: number): { result: unknown; error?: string } {
+  if (size > GATHER_LIMIT) return { result: null, error: `output of ${size} bytes, over the ${GATHER_LIMIT} kept of each node` };
+  if (text.trim() === '') return { result: null };
+  try {
+    return { result: JSON.parse(text) as unknown };
+  } catch {
+    return { result: text };
+  }
+}
+
 /**
  * Runs `args` on the nodes that hold its project, when it is about such a
  * project; undefined when it runs here.
@@ -150,28 +210,20 @@ export async function routeToNodes(args: readonly string[], runtime: () => Promi
   if (route.kind === 'create') {
     const nodes = await Promise.all(route.nodes.map((n) => rt.nodes.node(n)));
     const image = imageOf(route.args);
-    let code = 0;
-    for (const node of nodes) {
+    return onEach(rt, nodes, route.args, out, stdio, {
       // The node gets the image from here when it lacks it (checksummed on arrival).
-      const has = await rt.nodes.run(node, ['image', 'info', image, '--json'], { timeoutMs: 60_000 });
-      if (has.code === 3) {
-        const info = await rt.images.info(image);
-        const p = out.progress(`pushing image ${image} to ${node.name}`);
-        const pushed = await rt.nodes.pushImage(node.name, info.dir, image).finally(() => p.done());
-        if (pushed.code !== 0) throw new GoshipError('EIMAGE_IMPORT', `node ${node.name}: image push of ${image} failed: ${pushed.stderr.trim().slice(0, 400)}`);
-      }
-      // Recorded first: a create cut off here is found on the node by the next project list.
-      await rt.nodes.place(node.name, route.project, true);
-      if (nodes.length > 1 && !out.json) process.stderr.write(`== node ${node.name} ==\n`);
-      const staged = await stageOnNode(rt, node, route.args, out);
-      const c = await rt.nodes.forward(node, staged.argv, stdio).catch(async (err: unknown) => {
-        await staged.done(1);
-        throw err;
-      });
-      await staged.done(c);
-      if (c !== 0 && code === 0) code = c;
-    }
-    return code;
+      before: async (node) => {
+        const has = await rt.nodes.run(node, ['image', 'info', image, '--json'], { timeoutMs: 60_000 });
+        if (has.code === 3) {
+          const info = await rt.images.info(image);
+          const p = out.progress(`pushing image ${image} to ${node.name}`);
+          const pushed = await rt.nodes.pushImage(node.name, info.dir, image).finally(() => p.done());
+          if (pushed.code !== 0) throw new GoshipError('EIMAGE_IMPORT', `node ${node.name}: image push of ${image} failed: ${pushed.stderr.trim().slice(0, 400)}`);
+        }
+        // Recorded first: a create cut off here is found on the node by the next project list.
+        await rt.nodes.place(node.name, route.project, true);
+      },
+    });
   }
 
   const placed = await rt.nodes.placement(route.project);
@@ -189,19 +241,11 @@ export async function routeToNodes(args: readonly string[], runtime: () => Promi
     await f?.drop();
     forwardFailed = f !== undefined;
   }
-  let code = 0;
-  for (const node of targets) {
-    if (targets.length > 1 && !out.json) process.stderr.write(`== node ${node.name} ==\n`);
-    const staged = await stageOnNode(rt, node, route.args, out);
-    const c = await rt.nodes.forward(node, staged.argv, stdio).catch(async (err: unknown) => {
-      await staged.done(1);
-      throw err;
-    });
-    // The node answered, its monitor's forward did not: the path recorded may be stale; the next command learns it again.
-    if (forwardFailed) await rt.nodes.forgetMonitorSocket(node.name, route.project);
-    await staged.done(c);
-    if (c === 0 && args[0] === 'project' && args[1] === 'delete') await rt.nodes.place(node.name, route.project, false);
-    if (c !== 0 && code === 0) code = c;
-  }
-  return code;
+  return onEach(rt, targets, route.args, out, stdio, {
+    after: async (node, c) => {
+      // The node answered, its monitor's forward did not: the path recorded may be stale; the next command learns it again.
+      if (forwardFailed) await rt.nodes.forgetMonitorSocket(node.name, route.project);
+      if (c === 0 && args[0] === 'project' && args[1] === 'delete') await rt.nodes.place(node.name, route.project, false);
+    },
+  });
 }
