@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Store } from '../../src/store/index.ts';
-import { startSshNode, type SshNode } from '../support/index.ts';
+import { NODE_USER, startSshNode, type SshNode } from '../support/index.ts';
 import { cliOf, goshipctl } from '../helpers/cli.ts';
 import { freePort, httpGet, until } from '../helpers/net.ts';
 import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
@@ -26,6 +26,8 @@ import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
 let env: ProjectEnv;
 const { g, ok, json } = cliOf(() => env.env, 900_000);
 let node: SshNode;
+/** A third host for a project on two nodes: another user, another sshd. */
+let other: SshNode | undefined;
 let dir: string;
 let url: string;
 let USER: string;
@@ -39,6 +41,7 @@ beforeAll(async () => {
 }, 1_800_000);
 
 afterAll(async () => {
+  await other?.cleanup();
   await node?.cleanup();
   await env?.cleanupAll();
 }, 120_000);
@@ -180,6 +183,40 @@ describe('a second node over SSH', () => {
     ]);
     expect((await ok(['app', 'list'])).split('\n').slice(0, 2)).toEqual([expect.stringMatching(/^PROJECT\s+NODE\s+APP\s+KIND/), expect.stringMatching(/^far\s+box\s+bb\s+process\s/)]);
   }, 300_000);
+
+  it('a project on two nodes: one VM on each, commands on each or on one with --node, one row per node', async () => {
+    other = await startSshNode(join(env.root, 'node2'), `${NODE_USER}2`);
+    await ok(['node', 'add', 'box2', other.url, ...other.keyArgs, '--install']);
+    const created = await g(['project', 'create', 'duo', '--node', 'box', '--node', 'box2', '--memory', '512M']);
+    expect(created.code).toBe(0);
+    expect(created.stderr).toMatch(/== node box ==[^]*== node box2 ==/);
+    // One VM on each node, each run by that node's user.
+    const owner = async (u: string) => (await execa('pgrep', ['-u', u, '-f', 'process=goship-duo'], { reject: false })).stdout.trim();
+    expect(await owner(USER)).toMatch(/^\d+$/);
+    expect(await owner(other.user)).toMatch(/^\d+$/);
+    expect(await ok(['vm', 'exec', 'duo', '--node', 'box2', '--', 'id', '-un'])).toBe('root');
+    const both = await g(['vm', 'exec', 'duo', '--', 'true']);
+    expect([both.code, both.stderr]).toEqual([0, expect.stringMatching(/== node box ==\n(.*\n)*== node box2 ==/)]);
+    // --json on several nodes: one document, a row per node with its exit code and its JSON.
+    const infos = await json<Array<{ node: string; code: number; result: { name: string; state: string } }>>(['project', 'info', 'duo']);
+    expect(infos.map((i) => [i.node, i.code, i.result.name, i.result.state])).toEqual([
+      ['box', 0, 'duo', 'ready'],
+      ['box2', 0, 'duo', 'ready'],
+    ]);
+    const list = await json<Array<{ name: string; node: string; state: string }>>(['project', 'list']);
+    expect(list.filter((p) => p.name === 'duo').map((p) => [p.node, p.state])).toEqual([
+      ['box', 'ready'],
+      ['box2', 'ready'],
+    ]);
+    // Deleted on both: neither node keeps a VM, and the placements go.
+    await ok(['project', 'delete', 'duo', '--force']);
+    expect(await owner(USER)).toBe('');
+    expect(await owner(other.user)).toBe('');
+    expect((await json<NodeJson>(['node', 'info', 'box2'])).projects).toEqual([]);
+    await ok(['node', 'remove', 'box2']);
+    await other.cleanup();
+    other = undefined;
+  }, 900_000);
 
   it('sshd gone: the node\'s commands fail naming it, the local node works, nothing local is rewritten', async () => {
     const before = await readFile(env.layout.stateFile);

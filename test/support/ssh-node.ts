@@ -60,10 +60,9 @@ async function descendants(root: number): Promise<Set<number>> {
 }
 
 /** Makes the user, keys and sshd config under `dir` (owner-only) and starts sshd. */
-export async function startSshNode(dir: string): Promise<SshNode> {
+export async function startSshNode(dir: string, user = NODE_USER): Promise<SshNode> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   await chmod(dir, 0o700);
-  const user = NODE_USER;
   if ((await execa('id', ['-u', user], { reject: false })).exitCode !== 0) await execa('useradd', ['--create-home', '--shell', '/bin/sh', user]);
   // No password, but not locked either ('!'): sshd without PAM refuses a locked account even with a key.
   await execa('usermod', ['-p', '*', user]);
