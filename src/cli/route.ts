@@ -160,15 +160,17 @@ async function onEach(
     if (nodes.length > 1 && !out.json) process.stderr.write(`== node ${node.name} ==\n`);
     const chunks: Buffer[] = [];
     let size = 0;
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        size += chunk.length;
-        if (size <= GATHER_LIMIT) chunks.push(chunk);
-        cb();
-      },
-    });
+    const stdout = gather
+      ? new Writable({
+          write(chunk: Buffer, _enc, cb) {
+            size += chunk.length;
+            if (size <= GATHER_LIMIT) chunks.push(chunk);
+            cb();
+          },
+        })
+      : stdio.stdout;
     const staged = await stageOnNode(rt, node, args, out);
-    const c = await rt.nodes.forward(node, staged.argv, { ...stdio, stdout: gather ? sink : stdio.stdout }).catch(async (err: unknown) => {
+    const c = await rt.nodes.forward(node, staged.argv, { ...stdio, stdout }).catch(async (err: unknown) => {
       await staged.done(1);
       throw err;
     });
