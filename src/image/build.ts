@@ -35,7 +35,7 @@ import { MANIFEST_FORMAT, readManifest, sha256File, writeManifest } from './mani
 import type { ImageManifest } from './manifest.ts';
 import { PHASE_START } from './progress.ts';
 import type { BuildPhase, ProgressListener } from './progress.ts';
-import { imageInfoFromDir, validateImageName } from './catalog.ts';
+import { imageInfoFromDir, staleWorkDirs, validateImageName } from './catalog.ts';
 import type { ImageInfo } from './catalog.ts';
 
 /** Bump whenever the build changes in a way the other key inputs do not capture. */
@@ -759,16 +759,5 @@ async function removeBuildDir(dir: string): Promise<void> {
 
 /** Removes `.build-PID-*` directories whose process is gone (a killed build). */
 export async function sweepStaleBuilds(imagesDir: string): Promise<void> {
-  let entries: string[];
-  try {
-    entries = await readdir(imagesDir);
-  } catch {
-    return;
-  }
-  for (const e of entries) {
-    const m = /^\.build-(\d+)-[0-9a-f]+$/.exec(e);
-    if (!m) continue;
-    const pid = Number(m[1]);
-    if (!pidAlive(pid)) await removeBuildDir(join(imagesDir, e));
-  }
+  for (const dir of await staleWorkDirs(imagesDir, 'build')) await removeBuildDir(dir);
 }

@@ -16,6 +16,7 @@ import { GoshipError, ValidationError } from '../errors.ts';
 import { ImageError } from './errors.ts';
 import type { Issue } from '../errors.ts';
 import { FILES } from '../layout.ts';
+import { pidAlive } from '../proc.ts';
 import { MANIFEST_FORMAT, readManifest, sha256File, writeManifest } from './manifest.ts';
 import type { ImageManifest } from './manifest.ts';
 
@@ -229,6 +230,7 @@ export async function importImage(imagesDir: string, name: string, file: string,
   }
 
   await mkdir(imagesDir, { recursive: true, mode: 0o700 });
+  await sweepStaleImports(imagesDir);
   const work = join(imagesDir, `.import-${process.pid}-${randomBytes(4).toString('hex')}`);
   const out = join(work, 'out');
   await mkdir(out, { recursive: true, mode: 0o700 });
@@ -280,6 +282,26 @@ export async function importImage(imagesDir: string, name: string, file: string,
   }
 }
 
+/**
+ * The private work directories of one kind (`.import-PID-…`, `.build-PID-…`)
+ * in the images directory whose process is gone: what a killed import,
+ * receive (an `image push` cut off) or build left. A live PID keeps its
+ * directory, whoever it is now.
+ */
+export async function staleWorkDirs(imagesDir: string, kind: 'import' | 'build'): Promise<string[]> {
+  const entries = await readdir(imagesDir).catch(() => [] as string[]);
+  const pattern = new RegExp(`^\\.${kind}-(\\d+)-[0-9a-f]+$`);
+  return entries.filter((e) => {
+    const m = pattern.exec(e);
+    return m !== null && !pidAlive(Number(m[1]));
+  }).map((e) => join(imagesDir, e));
+}
+
+/** Removes what killed imports and receives left (staleWorkDirs): an image's worth of disk each. */
+async function sweepStaleImports(imagesDir: string): Promise<void> {
+  for (const dir of await staleWorkDirs(imagesDir, 'import')) await rm(dir, { recursive: true, force: true });
+}
+
 /** The files an image directory may hold (what `receiveImage` takes from a stream). */
 const IMAGE_FILES: ReadonlySet<string> = new Set(['manifest.json', FILES.imageBase, FILES.imageKernel, FILES.imageInitrd]);
 
@@ -296,6 +318,7 @@ export async function receiveImage(imagesDir: string, name: string, stream: Node
   validateImageName(name);
   const finalDir = join(imagesDir, name);
   await mkdir(imagesDir, { recursive: true, mode: 0o700 });
+  await sweepStaleImports(imagesDir);
   const work = join(imagesDir, `.import-${process.pid}-${randomBytes(4).toString('hex')}`);
   const out = join(work, 'out');
   await mkdir(out, { recursive: true, mode: 0o700 });

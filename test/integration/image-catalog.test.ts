@@ -5,7 +5,8 @@
  */
 import { execa } from 'execa';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import * as tar from 'tar';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,6 +17,7 @@ import {
   imageInfo,
   importImage,
   listImages,
+  receiveImage,
   removeImage,
   validateImageName,
 } from '../../src/image/catalog.ts';
@@ -189,5 +191,52 @@ describe('listImages, imageInfo, removeImage', () => {
     expect(err.code).toBe('ENOTFOUND');
     expect(err.message).toBe('image rawdisk does not exist');
     expect((await caught(removeImage(images, '../images'))).code).toBe('EINVALID');
+  });
+});
+
+describe('receiveImage (image push from another host)', () => {
+  /** A pid that was ours a moment ago and is gone now. */
+  const deadPid = async (): Promise<number> => {
+    const child = execa('true');
+    await child;
+    return child.pid!;
+  };
+  const streamOf = (dir: string) => tar.c({ cwd: dir }, ['manifest.json', FILES.imageBase]) as unknown as NodeJS.ReadableStream;
+
+  it('takes an image sent as a tar stream, checksummed; the same one again is kept as it is', async () => {
+    const from = join(tmp, 'from');
+    const src = await importImage(from, 'sent', qcow);
+    const to = join(tmp, 'to');
+    const got = await receiveImage(to, 'sent', streamOf(src.dir));
+    expect(got).toMatchObject({ name: 'sent', received: true, sha256: src.sha256 });
+    expect(await sha256File(join(to, 'sent', FILES.imageBase))).toBe(src.sha256);
+    expect((await receiveImage(to, 'sent', streamOf(src.dir))).received).toBe(false);
+    expect(await readdir(to)).toEqual(['sent']);
+  });
+
+  it('refuses a disk changed on the way, and nothing of it is left', async () => {
+    const bent = join(tmp, 'bent');
+    await mkdir(bent, { recursive: true });
+    await copyFile(join(tmp, 'from', 'sent', 'manifest.json'), join(bent, 'manifest.json'));
+    await copyFile(join(tmp, 'from', 'sent', FILES.imageBase), join(bent, FILES.imageBase));
+    await appendFile(join(bent, FILES.imageBase), 'x');
+    const to = join(tmp, 'to-bent');
+    const err = await caught(receiveImage(to, 'sent', streamOf(bent)));
+    expect(err.code).toBe('EIMAGE_CHECKSUM');
+    expect(err.message).toMatch(/^cannot receive image sent: its disk's sha256 is [0-9a-f]{64}, the manifest says [0-9a-f]{64}$/);
+    expect(await readdir(to)).toEqual([]);
+  });
+
+  it('sweeps what a killed receive left (its process gone), and leaves a live one\'s', async () => {
+    const to = join(tmp, 'to-swept');
+    const stale = join(to, `.import-${await deadPid()}-ab12cd34`);
+    const live = join(to, `.import-${process.pid}-00ff00ff`);
+    for (const d of [stale, live]) {
+      await mkdir(join(d, 'out'), { recursive: true });
+      await writeFile(join(d, 'out', FILES.imageBase), 'half a disk');
+    }
+    await receiveImage(to, 'sent', streamOf(join(tmp, 'from', 'sent')));
+    expect((await readdir(to)).sort()).toEqual([`.import-${process.pid}-00ff00ff`, 'sent']);
+    await rm(live, { recursive: true });
   });
 });
