@@ -28,7 +28,6 @@ import { ValidationError } from '../errors.ts';
 import { ImageError } from './errors.ts';
 import type { Issue } from '../errors.ts';
 import { FILES } from '../layout.ts';
-import { pidAlive } from '../proc.ts';
 import { AGENT_GUEST_PATH, AGENT_START_GUEST_PATH, AGENT_UNIT, AGENT_UNIT_GUEST_PATH, AGENT_UNIT_NAME } from './agent-unit.ts';
 import { AGENT_START_SCRIPT } from './agent-start.ts';
 import { MANIFEST_FORMAT, readManifest, sha256File, writeManifest } from './manifest.ts';
