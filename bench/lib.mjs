@@ -83,7 +83,7 @@ export async function imageEnv(prefix) {
 
 /** Runs goshipctl as a whole process; its stdout (throws with its stderr on failure). */
 export function goshipctl(env, ...args) {
-  const cli = new URL('../bin/goshipctl.mjs', import.meta.url).pathname;
+  const cli = new URL('../bin/goshipctl.cjs', import.meta.url).pathname;
   const r = spawnSync(process.execPath, [cli, ...args], { env, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
   if (r.status !== 0) throw new Error(`goshipctl ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
   return r.stdout;

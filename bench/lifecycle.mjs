@@ -25,7 +25,7 @@ const startCli = [];
 const stopCli = [];
 const startPlain = [];
 const stopPlain = [];
-const cli = new URL('../bin/goshipctl.mjs', import.meta.url).pathname;
+const cli = new URL('../bin/goshipctl.cjs', import.meta.url).pathname;
 
 try {
   for (let i = 0; i < runs; i++) {

@@ -15,7 +15,7 @@ import { startSshNode } from '../dist/test-support.mjs';
 import { fmt, goshipctl, imageEnv, median, now, report, tempEnv } from './lib.mjs';
 
 const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 15;
-const cli = new URL('../bin/goshipctl.mjs', import.meta.url).pathname;
+const cli = new URL('../bin/goshipctl.cjs', import.meta.url).pathname;
 const t = await imageEnv('bn');
 const bare = await tempEnv('bn0');
 const node = await startSshNode(join(t.root, 'node'));

@@ -13,7 +13,7 @@ import { QmpClient, Runtime } from '../dist/lib.mjs';
 import { fmt, imageEnv, median, now, report, spawnPlain, waitForFile } from './lib.mjs';
 
 const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 3;
-const cli = new URL('../bin/goshipctl.mjs', import.meta.url).pathname;
+const cli = new URL('../bin/goshipctl.cjs', import.meta.url).pathname;
 const t = await imageEnv('bp');
 const { layout } = t;
 const rt = await Runtime.open({ layout });

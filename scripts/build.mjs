@@ -20,12 +20,13 @@ const cjs = {
 };
 
 await Promise.all([
-  // goshipctl: a small launcher and the CLI itself, loaded with its code cache.
-  build({ ...common, entryPoints: ['src/boot/cli.ts'], outfile: 'dist/goshipctl.mjs', target: 'node20' }),
-  build({ ...cjs, entryPoints: ['src/cli/main.ts'], outfile: 'dist/goshipctl.cjs' }),
+  // goshipctl: a small launcher and the CLI itself, loaded with its code cache. The launchers are
+  // CommonJS too: an ES module entry makes Node start its ESM loader first (~10 ms of every process).
+  build({ ...cjs, entryPoints: ['src/boot/cli.ts'], outfile: 'dist/goshipctl.cjs' }),
+  build({ ...cjs, entryPoints: ['src/cli/main.ts'], outfile: 'dist/goshipctl-body.cjs' }),
   build({ ...common, entryPoints: ['src/index.ts'], outfile: 'dist/lib.mjs', target: 'node20', banner: { js: requireShim } }),
   // One monitor per running VM: its entry (src/monitor/main.ts) spawns QEMU, then loads its body with the code cache.
-  build({ ...common, entryPoints: ['src/monitor/main.ts'], outfile: 'dist/goship-monitor.mjs', target: 'node20' }),
+  build({ ...cjs, entryPoints: ['src/monitor/main.ts'], outfile: 'dist/goship-monitor.cjs' }),
   build({ ...cjs, entryPoints: ['src/monitor/body.ts'], outfile: 'dist/goship-monitor-body.cjs' }),
   build({ ...common, entryPoints: ['guest-agent/src/main.ts'], outfile: 'dist/goship-agent.mjs', target: 'node18', banner: { js: '#!/usr/bin/env node' } }),
   // Test support for the benchmarks (the fast test guest): not part of the library.

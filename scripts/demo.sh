@@ -4,7 +4,7 @@
 # Run by `npm run demo` after scripts/bootstrap.sh and the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-g() { node bin/goshipctl.mjs "$@"; }
+g() { node bin/goshipctl.cjs "$@"; }
 
 echo "== goshipctl version"
 g version
@@ -47,4 +47,4 @@ echo "== goshipctl app list demo"
 g app list demo
 echo
 echo "The demo VM keeps running. Try: goshipctl vm exec demo -- cat /etc/os-release"
-echo "Remove it with: node bin/goshipctl.mjs project delete demo --force"
+echo "Remove it with: node bin/goshipctl.cjs project delete demo --force"

@@ -1,8 +1,8 @@
 /**
- * dist/goshipctl.mjs: loads the CLI bundle (dist/goshipctl.cjs, src/cli/main.ts)
+ * dist/goshipctl.cjs: loads the CLI bundle (dist/goshipctl-body.cjs, src/cli/main.ts)
  * through V8's code cache (cached.ts). Node built-ins only.
  */
 import { fileURLToPath } from 'node:url';
 import { loadCached } from './index.ts';
 
-loadCached(fileURLToPath(new URL('./goshipctl.cjs', import.meta.url)));
+loadCached(fileURLToPath(new URL('./goshipctl-body.cjs', import.meta.url)));

@@ -12,7 +12,6 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
-import * as tar from 'tar';
 import { GoshipError } from '../errors.ts';
 import { fileOptions, nodeFiles, parseEnvFile, routeOf, type Runtime } from '../runtime/index.ts';
 import type { Output } from './output.ts';
@@ -90,6 +89,7 @@ async function stageOnNode(rt: Runtime, node: Node, args: readonly string[], out
         fetches.push({ local: isDir ? join(f.path, safeName(remoteSource(argv))) : f.path, remote });
       } else {
         const p = out.progress(`sending ${f.path} to ${node.name}`);
+        const tar = await import('tar');
         const input = f.kind === 'dir' ? Readable.from(tar.c({ cwd: f.path, portable: true }, ['.']) as unknown as AsyncIterable<Buffer>) : createReadStream(f.path);
         const mode = modes.get(i)!;
         const script = f.kind === 'dir' ? 'mkdir -p "$1" && tar -x -f - -C "$1"' : 'mkdir -p "$(dirname "$1")" && cat > "$1" && chmod "$2" "$1"';

@@ -5,7 +5,6 @@
 import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { execa } from 'execa';
 import type { Issue } from '../errors.ts';
 import { SEED_VOLUME_ID, XORRISO, XORRISO_TIMEOUT_MS } from './constants.ts';
 import { SeedError, throwIfIssues } from './errors.ts';
@@ -78,6 +77,7 @@ export async function writeSeedIso(
       await writeFile(join(dir, entry.path), entry.bytes, { mode: 0o600, flag: 'wx' });
     }
     await rm(partial, { force: true });
+    const { execa } = await import('execa');
     const result = await execa(program, args, {
       cwd: dir,
       reject: false,

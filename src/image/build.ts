@@ -20,7 +20,6 @@
  * Needs root (mmdebstrap's root mode writes a directory with real ownership,
  * which `mkfs.ext4 -d` copies as is).
  */
-import { execa } from 'execa';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmod, copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -540,6 +539,7 @@ export async function buildImage(opts: BuildImageOptions): Promise<ImageInfo> {
     const sizeBytes = fsSizeFor(used);
     report('mkfs', `mkfs.ext4: ${mib(used)} MiB of files in a ${mib(sizeBytes)} MiB file system`);
     await writeFile(raw, '');
+    const { execa } = await import('execa');
     await execa('truncate', ['-s', String(sizeBytes), raw]);
     await run('mkfs.ext4', ['-q', '-F', '-L', ROOT_LABEL, '-m', '1', '-E', 'lazy_itable_init=1,nodiscard', '-d', tree, raw]);
     await rm(tree, { recursive: true, force: true, maxRetries: 2 }).catch(() => undefined);
@@ -611,6 +611,7 @@ async function checkHost(): Promise<void> {
     ['mkfs.ext4', 'e2fsprogs'],
     ['qemu-img', 'qemu-utils'],
   ] as const) {
+    const { execa } = await import('execa');
     const r = await execa('sh', ['-c', 'command -v "$1"', 'sh', cmd], { reject: false, env: { PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` } });
     if (r.exitCode !== 0) missing.push(pkg);
   }
@@ -622,6 +623,7 @@ async function checkHost(): Promise<void> {
 }
 
 async function run(cmd: string, args: string[]): Promise<void> {
+  const { execa } = await import('execa');
   const r = await execa(cmd, args, { reject: false, all: true, env: { PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` } });
   if (r.exitCode !== 0) {
     throw new ImageError('EIMAGE_BUILD', `${cmd} failed (exit ${r.exitCode ?? r.signal}): ${tail(r.all ?? '', 15)}`, {
@@ -645,6 +647,7 @@ async function runMmdebstrap(o: {
   report: (phase: BuildPhase, message: string, fraction?: number) => void;
 }): Promise<void> {
   const args = mmdebstrapArgs({ suite: o.suite, packages: o.packages, mirrors: o.mirrors, tree: o.tree, debCache: o.debCacheDir !== undefined, bootProbe: o.bootProbe });
+  const { execa } = await import('execa');
   const child = execa('mmdebstrap', args, {
     reject: false,
     env: {
@@ -712,6 +715,7 @@ async function copyKernel(tree: string, out: string): Promise<string> {
 
 /** Disk usage of a tree in bytes (`du -s -B1 -x`: blocks, not apparent size). */
 async function duBytes(dir: string): Promise<number> {
+  const { execa } = await import('execa');
   const r = await execa('du', ['-s', '-x', '-B1', dir]);
   const n = Number.parseInt(r.stdout.split(/\s/)[0] ?? '', 10);
   if (!Number.isFinite(n)) throw new ImageError('EIMAGE_BUILD', `cannot measure ${dir}: du said ${JSON.stringify(r.stdout)}`);
@@ -750,6 +754,7 @@ async function removeBuildDir(dir: string): Promise<void> {
   const mounts = await mountsBelow(dir);
   if (mounts.length > 0) {
     // deepest first; lazy, so a busy mount does not block
+    const { execa } = await import('execa');
     for (const m of mounts.sort((a, b) => b.length - a.length)) await execa('umount', ['-l', m], { reject: false });
     if ((await mountsBelow(dir)).length > 0) return; // leave it: never delete through a mount
   }

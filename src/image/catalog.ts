@@ -7,11 +7,9 @@
  * A VM's overlay names its base by path, so removing (or rebuilding) an image
  * that overlays still use breaks those VMs: callers check first.
  */
-import { execa } from 'execa';
 import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { x as untar } from 'tar';
 import { GoshipError, ValidationError } from '../errors.ts';
 import { ImageError } from './errors.ts';
 import type { Issue } from '../errors.ts';
@@ -171,6 +169,7 @@ interface QemuImgInfo {
 
 /** `qemu-img info --output=json`, for one file (no backing chain). */
 export async function qemuImgInfo(file: string): Promise<QemuImgInfo> {
+  const { execa } = await import('execa');
   const r = await execa('qemu-img', ['info', '--output=json', resolve(file)], { reject: false });
   if (r.exitCode !== 0) {
     throw new ImageError('EIMAGE_IMPORT', `qemu-img cannot read ${file}: ${r.stderr.trim() || `exit ${r.exitCode}`}`, {
@@ -239,6 +238,7 @@ export async function importImage(imagesDir: string, name: string, file: string,
     if (info.format === 'qcow2') {
       await copyFile(src, base);
     } else {
+      const { execa } = await import('execa');
       const r = await execa('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', src, base], { reject: false, all: true });
       if (r.exitCode !== 0) throw new ImageError('EIMAGE_IMPORT', `qemu-img convert failed: ${(r.all ?? '').trim()}`);
     }
@@ -324,6 +324,7 @@ export async function receiveImage(imagesDir: string, name: string, stream: Node
   await mkdir(out, { recursive: true, mode: 0o700 });
   try {
     const refused: string[] = [];
+    const { x: untar } = await import('tar');
     await new Promise<void>((res, rej) => {
       const extract = untar({
         cwd: out,

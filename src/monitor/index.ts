@@ -1,7 +1,7 @@
 /**
  * The per-VM monitor: one small process per running VM, QEMU's parent, the
  * holder of GoShip's QMP connection and of the one agent session, the server
- * of RUN/ID/monitor.sock. The process is dist/goship-monitor.mjs (main.ts);
+ * of RUN/ID/monitor.sock. The process is dist/goship-monitor.cjs (main.ts);
  * what the runtime uses of it is here.
  */
 export { startMonitor, monitorBundlePath, isMonitorCmdline, MONITOR_NODE_FLAGS, type MonitorReport } from './spawn.ts';

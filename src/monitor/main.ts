@@ -1,5 +1,5 @@
 /**
- * goship-monitor: the monitor process of one VM (dist/goship-monitor.mjs).
+ * goship-monitor: the monitor process of one VM (dist/goship-monitor.cjs).
  *
  *   goship-monitor --vm ID --home GOSHIP_HOME --run GOSHIP_RUN [--adopt]
  *

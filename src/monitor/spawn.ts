@@ -1,6 +1,6 @@
 /**
  * Starting a VM's monitor, from the runtime: a detached Node process running
- * dist/goship-monitor.mjs, its log in the VM's monitor.log, its one report
+ * dist/goship-monitor.cjs, its log in the VM's monitor.log, its one report
  * line read from a pipe on its file descriptor 3. After the report the
  * monitor is on its own: the caller may exit, the VM keeps its keeper.
  */
@@ -25,12 +25,16 @@ export const MONITOR_REPORT_TIMEOUT_MS = 60_000;
  */
 export const MONITOR_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--max-old-space-size=48'];
 
-/** The monitor bundle beside the CLI bundle (dist/goship-monitor.mjs). */
+/** The monitor's entry bundle. A monitor started by an earlier build (its entry was an ES module) runs `goship-monitor.mjs`: still recognized, so it is adopted, not doubled. */
+const MONITOR_BUNDLE = 'goship-monitor.cjs';
+const MONITOR_BUNDLE_BEFORE = 'goship-monitor.mjs';
+
+/** The monitor bundle beside the CLI bundle (dist/goship-monitor.cjs). */
 export function monitorBundlePath(): string {
   const here = dirname(fileURLToPath(import.meta.url));
-  const candidates = [join(here, 'goship-monitor.mjs'), join(here, '..', '..', 'dist', 'goship-monitor.mjs'), join(here, '..', 'dist', 'goship-monitor.mjs')];
+  const candidates = [join(here, MONITOR_BUNDLE), join(here, '..', '..', 'dist', MONITOR_BUNDLE), join(here, '..', 'dist', MONITOR_BUNDLE)];
   const found = candidates.find((c) => existsSync(c));
-  if (!found) throw new GoshipError('EMONITOR', 'the monitor bundle (dist/goship-monitor.mjs) is missing', { hint: 'build it: npm run build' });
+  if (!found) throw new GoshipError('EMONITOR', 'the monitor bundle (dist/goship-monitor.cjs) is missing', { hint: 'build it: npm run build' });
   return found;
 }
 
@@ -41,7 +45,7 @@ export function isMonitorCmdline(cmdline: string, id: string, home: string): boo
     const i = args.indexOf(flag);
     return i === -1 ? undefined : args[i + 1];
   };
-  return args.some((a) => a.endsWith('goship-monitor.mjs')) && at('--vm') === id && at('--home') === home;
+  return args.some((a) => a.endsWith(`/${MONITOR_BUNDLE}`) || a.endsWith(`/${MONITOR_BUNDLE_BEFORE}`)) && at('--vm') === id && at('--home') === home;
 }
 
 export interface MonitorReport {

@@ -8,7 +8,6 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { execa } from 'execa';
 import { QemuError } from './errors.ts';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
@@ -45,6 +44,7 @@ export async function waitForPath(path: string, timeoutMs: number, alive: () => 
 export async function readQemuVersion(binary = QEMU_BINARY): Promise<{ version: string; package: string | undefined }> {
   let text: string;
   try {
+    const { execa } = await import('execa');
     text = (await execa(binary, ['--version'])).stdout;
   } catch (cause) {
     throw notInstalled(binary, cause);
@@ -105,6 +105,7 @@ export function parseMachineAliases(text: string): Map<string, string> {
 export async function machineAliases(binary = QEMU_BINARY): Promise<Map<string, string>> {
   let text: string;
   try {
+    const { execa } = await import('execa');
     text = (await execa(binary, ['-machine', 'help'])).stdout;
   } catch (cause) {
     throw notInstalled(binary, cause);

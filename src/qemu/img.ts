@@ -2,7 +2,6 @@
  * qemu-img: copy-on-write overlays on shared base images, and their inspection.
  * The base image is only ever opened read-only (as a backing file).
  */
-import { execa } from 'execa';
 import { access, constants, rm } from 'node:fs/promises';
 import { QemuError } from './errors.ts';
 import { type ImageLayer, parseImageChain } from './img-info.ts';
@@ -11,6 +10,7 @@ export const QEMU_IMG = 'qemu-img';
 
 async function runImg(args: string[]): Promise<string> {
   try {
+    const { execa } = await import('execa');
     const r = await execa(QEMU_IMG, args, { stripFinalNewline: true });
     return r.stdout;
   } catch (cause) {

@@ -18,7 +18,6 @@ import { createReadStream, existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { Readable, Writable } from 'node:stream';
-import * as tar from 'tar';
 import * as v from 'valibot';
 import { ValidationError, type Issue } from '../errors.ts';
 import type { MonitorClient } from '../monitor/index.ts';
@@ -142,6 +141,7 @@ export function containerSpec(project: string, a: ValidatedApp, image: string, g
 /** Whether a file is a `docker save` archive: a tar whose entries include manifest.json. */
 export async function isDockerArchive(file: string): Promise<boolean> {
   let found = false;
+  const tar = await import('tar');
   try {
     await tar.t({
       file,
@@ -403,6 +403,7 @@ export class AppService {
     const s = a.source;
     let raw: unknown;
     if (s.kind === 'build') {
+      const tar = await import('tar');
       const context = Readable.from(tar.c({ cwd: s.dir, portable: true, noMtime: false }, ['.']) as unknown as AsyncIterable<Buffer>);
       raw = await agent.callStreaming(APP_METHODS.build, { tag: buildTag(a.app, generation), labels: { [APP_LABEL]: a.app } }, { stdin: context, stdout: out, timeoutMs: 3_600_000 });
     } else if (s.kind === 'archive') {

@@ -18,7 +18,6 @@ import { mkdir, readFile, readdir, realpath, rm, stat, writeFile } from 'node:fs
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import * as tar from 'tar';
 import type { Issue } from '../errors.ts';
 import { ValidationError } from '../errors.ts';
 import { FILES, type Layout } from '../layout.ts';
@@ -36,7 +35,7 @@ export const DEFAULT_REMOTE_CLI: readonly string[] = ['goshipctl'];
 /** Where `node add --install` puts this GoShip's bundles on the node (relative: the login's home directory). */
 export const INSTALL_DIR = '.local/lib/goship';
 /** The bundles `--install` copies (dist/). */
-const BUNDLES = ['goshipctl.mjs', 'goshipctl.cjs', 'goship-monitor.mjs', 'goship-monitor-body.cjs', 'goship-agent.mjs'] as const;
+const BUNDLES = ['goshipctl.cjs', 'goshipctl-body.cjs', 'goship-monitor.cjs', 'goship-monitor-body.cjs', 'goship-agent.mjs'] as const;
 
 export interface NodeView {
   name: string;
@@ -274,7 +273,7 @@ export class NodeService {
         hint: 'on the node, as root: apt-get install nodejs (20 or newer) qemu-system-x86 qemu-utils xorriso',
       });
     }
-    return ['node', `${INSTALL_DIR}/goshipctl.mjs`];
+    return ['node', `${INSTALL_DIR}/goshipctl.cjs`];
   }
 
   private view(node: Node, live?: { reachable: boolean; error?: string; report?: NodeReport }): NodeView {
@@ -547,6 +546,7 @@ export class NodeService {
     // The image's own files, from its real directory (an image directory may be a symlink).
     const real = await realpath(dir);
     const files = (await readdir(real)).filter((f) => !f.startsWith('.')).sort();
+    const tar = await import('tar');
     const stream = tar.c({ cwd: real, portable: true }, files) as unknown as Readable;
     const r = await this.run(node, ['image', 'receive', name, '--json'], { input: stream, timeoutMs: 3_600_000 });
     return r;

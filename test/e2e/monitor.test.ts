@@ -70,7 +70,7 @@ describe('the monitor of a project VM', () => {
   it('the command right after `project create` prints ready works at once', async () => {
     // Exactly what a user types: project create X && vm exec X -- true.
     const r = await execa('bash', ['-c', 'node "$CLI" project create mon --cpus 2 --memory 1G --console-max-size 1M && node "$CLI" vm exec mon -- true && node "$CLI" vm exec mon -- hostname'], {
-      env: { ...env.env, CLI: join(import.meta.dirname, '..', '..', 'bin', 'goshipctl.mjs') },
+      env: { ...env.env, CLI: join(import.meta.dirname, '..', '..', 'bin', 'goshipctl.cjs') },
       reject: false,
       timeout: 600_000,
     });

@@ -155,7 +155,7 @@ describe('a second node over SSH', () => {
     expect(traced.stderr).not.toMatch(/read again/);
     expect(JSON.parse(traced.stdout)).toEqual(list);
     // ...unless the node has something to repair: its VM's monitor killed, the node's goshipctl lists (and a new monitor adopts the QEMU).
-    const monitor = async () => (await execa('pgrep', ['-u', USER, '-f', 'goship-monitor.mjs --vm far'], { reject: false })).stdout.trim();
+    const monitor = async () => (await execa('pgrep', ['-u', USER, '-f', 'goship-monitor.cjs --vm far'], { reject: false })).stdout.trim();
     const before = await monitor();
     expect(before).toMatch(/^\d+$/);
     await execa('kill', ['-9', before]);

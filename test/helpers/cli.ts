@@ -2,7 +2,7 @@
 import { execa } from 'execa';
 import { join } from 'node:path';
 
-export const CLI = join(import.meta.dirname, '..', '..', 'bin', 'goshipctl.mjs');
+export const CLI = join(import.meta.dirname, '..', '..', 'bin', 'goshipctl.cjs');
 
 export interface CliResult {
   code: number;

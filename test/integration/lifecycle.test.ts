@@ -37,7 +37,7 @@ function spec(name: string, extra: { cmdline?: string; restart?: 'no' | 'on-cras
 /** Every QEMU and monitor process of this test's VMs, to prove nothing is left. */
 async function ours(): Promise<number[]> {
   const q = await execa('pgrep', ['-f', 'process=goship-lc-'], { reject: false });
-  const m = await execa('pgrep', ['-f', `goship-monitor.mjs --vm lc-.* --home ${env.layout.home}`], { reject: false });
+  const m = await execa('pgrep', ['-f', `goship-monitor.cjs --vm lc-.* --home ${env.layout.home}`], { reject: false });
   return [...q.stdout.split('\n'), ...m.stdout.split('\n')].filter(Boolean).map(Number);
 }
 
@@ -380,7 +380,7 @@ describe('VM lifecycle through the monitor', () => {
       expect([rec.state, rec.monitor, rec.op]).toEqual(['stopped', undefined, undefined]);
       // Its monitor reported the failure and is gone.
       await until('the monitor of lc-bad to exit', async () =>
-        (await execa('pgrep', ['-f', `goship-monitor.mjs --vm lc-bad --home ${env.layout.home}`], { reject: false })).stdout === '' ? true : undefined,
+        (await execa('pgrep', ['-f', `goship-monitor.cjs --vm lc-bad --home ${env.layout.home}`], { reject: false })).stdout === '' ? true : undefined,
       );
       await rt.vms.destroy('lc-bad');
     }, 60_000);

@@ -157,8 +157,11 @@ describe('the console cap', () => {
 describe('isMonitorCmdline', () => {
   const cmd = (...a: string[]) => `${a.join('\0')}\0`;
   it('matches the monitor of this VM under this GOSHIP_HOME only', () => {
-    const c = cmd('/usr/bin/node', '--max-semi-space-size=1', '/opt/goship/dist/goship-monitor.mjs', '--vm', 'web', '--home', '/var/lib/goship', '--run', '/run/goship');
+    const c = cmd('/usr/bin/node', '--max-semi-space-size=1', '/opt/goship/dist/goship-monitor.cjs', '--vm', 'web', '--home', '/var/lib/goship', '--run', '/run/goship');
     expect(isMonitorCmdline(c, 'web', '/var/lib/goship')).toBe(true);
+    // A monitor started before the entries became CommonJS is still one (it is adopted, not duplicated).
+    expect(isMonitorCmdline(c.replace('goship-monitor.cjs', 'goship-monitor.mjs'), 'web', '/var/lib/goship')).toBe(true);
+    expect(isMonitorCmdline(c.replace('goship-monitor.cjs', 'not-goship-monitor.cjs'), 'web', '/var/lib/goship')).toBe(false);
     expect(isMonitorCmdline(c, 'web2', '/var/lib/goship')).toBe(false);
     expect(isMonitorCmdline(c, 'web', '/tmp/other')).toBe(false);
     expect(isMonitorCmdline(cmd('/usr/bin/sleep', '--vm', 'web', '--home', '/var/lib/goship'), 'web', '/var/lib/goship')).toBe(false);

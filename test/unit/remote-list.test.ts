@@ -20,7 +20,7 @@ function node(webVm: Partial<Vm> = {}, webProject: Partial<Project> = {}): State
 }
 
 const qemuCmdline = (id: string) => ['qemu-system-x86_64', '-name', `guest=${id},process=goship-${id},debug-threads=on`, '-S'].join('\0');
-const monitorCmdline = (id: string, home = HOME) => ['node', '--max-semi-space-size=1', '/x/dist/goship-monitor.mjs', '--vm', id, '--home', home, '--run', '/r'].join('\0');
+const monitorCmdline = (id: string, home = HOME) => ['node', '--max-semi-space-size=1', '/x/dist/goship-monitor.cjs', '--vm', id, '--home', home, '--run', '/r'].join('\0');
 /** grep -asHz '' output for files with these contents (one record per NUL-separated part). */
 const grepOut = (files: Record<string, string>) =>
   Object.entries(files)
