@@ -14,6 +14,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadCached } from '../boot/index.ts';
 import { Layout } from '../layout.ts';
+import { restoreEnv } from './env.ts';
 import { spawnQemu, type EarlyQemu } from './early.ts';
 
 /** The rest of the monitor, beside this file (built from body.ts). */
@@ -61,6 +62,8 @@ function log(line: string): void {
 }
 
 async function main(): Promise<number> {
+  // Before any child: QEMU gets the starter's environment, not the monitor's malloc setting.
+  restoreEnv(process.env);
   const args = parseArgs(process.argv.slice(2));
   // Nothing here may die of a closed pipe or a client that vanished.
   process.on('SIGPIPE', () => undefined);

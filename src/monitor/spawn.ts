@@ -14,6 +14,7 @@ import { GoshipError, type ErrorCode, ERROR_CODES } from '../errors.ts';
 import type { Layout } from '../layout.ts';
 import { QemuExitError, logTail } from '../qemu/index.ts';
 import type { Vm } from '../store/index.ts';
+import { monitorEnv } from './env.ts';
 
 /** The monitor's log is rotated at start once it is this large (one older file kept). */
 export const MONITOR_LOG_MAX_BYTES = 1024 * 1024;
@@ -95,7 +96,7 @@ export async function startMonitor(opts: { layout: Layout; vm: Vm; adopt?: boole
     child = spawn(
       process.execPath,
       [...MONITOR_NODE_FLAGS, bundle, '--vm', vm.id, '--home', layout.home, '--run', layout.run, ...(opts.adopt ? ['--adopt'] : [])],
-      { detached: true, stdio: ['ignore', log.fd, log.fd, 'pipe'] },
+      { detached: true, stdio: ['ignore', log.fd, log.fd, 'pipe'], env: monitorEnv(process.env) },
     );
   } finally {
     await log.close();

@@ -6,7 +6,6 @@
  * polling the lock directory against each other.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import lockfile from 'proper-lockfile';
 import { StoreLockError } from './errors.ts';
 
 export interface LockTimings {
@@ -35,6 +34,8 @@ function lockPath(file: string): string {
 async function acquire(file: string, timings: LockTimings): Promise<{ held: HeldLock; release: () => Promise<void> }> {
   const held: { compromised: Error | undefined } = { compromised: undefined };
   let release: () => Promise<void>;
+  // Loaded on first use: a command that only reads the store (vm ping) does not pay its start-up.
+  const { default: lockfile } = await import('proper-lockfile');
   try {
     release = await lockfile.lock(file, {
       realpath: false,

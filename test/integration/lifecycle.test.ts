@@ -79,6 +79,12 @@ describe('VM lifecycle through the monitor', () => {
     // QEMU is the monitor's child.
     const stat = await readFile(`/proc/${vm.pid}/stat`, 'latin1');
     expect(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])).toBe(vm.monitor!.pid);
+    // The monitor runs with one malloc arena; QEMU, its child, does not inherit the setting.
+    const environ = async (pid: number) => (await readFile(`/proc/${pid}/environ`, 'utf8')).split('\0');
+    if (process.env.MALLOC_ARENA_MAX === undefined) {
+      expect(await environ(vm.monitor!.pid)).toContain('MALLOC_ARENA_MAX=1');
+      expect((await environ(vm.pid!)).filter((e) => e.startsWith('MALLOC_ARENA_MAX=') || e.startsWith('GOSHIP_MONITOR_ARENA='))).toEqual([]);
+    }
     // As root, QEMU runs as the unprivileged goship-qemu, with its seccomp sandbox on; the monitor stays root.
     const uidOf = async (pid: number) => Number(/^Uid:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'))![1]);
     if (process.getuid?.() === 0) {

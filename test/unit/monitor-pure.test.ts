@@ -1,6 +1,6 @@
 /** The monitor's pure parts: how a VM ended, the restart backoff, reset loops, usernet, the console cap. */
 import { describe, expect, it } from 'vitest';
-import { PACED_PIECE, RestartBackoff, ResetWatch, SHARED_IN_FLIGHT, StreamPacer, afterEnd, classifyEnd, fitting, isMonitorCmdline, parseUsernet } from '../../src/monitor/index.ts';
+import { ARENA_MARK, PACED_PIECE, RestartBackoff, ResetWatch, SHARED_IN_FLIGHT, StreamPacer, afterEnd, classifyEnd, fitting, isMonitorCmdline, monitorEnv, parseUsernet, restoreEnv } from '../../src/monitor/index.ts';
 import { STREAM_WINDOW } from '../../src/protocol/index.ts';
 
 const at = '2026-12-01T00:00:00.000Z';
@@ -165,6 +165,24 @@ describe('isMonitorCmdline', () => {
     expect(isMonitorCmdline(c, 'web2', '/var/lib/goship')).toBe(false);
     expect(isMonitorCmdline(c, 'web', '/tmp/other')).toBe(false);
     expect(isMonitorCmdline(cmd('/usr/bin/sleep', '--vm', 'web', '--home', '/var/lib/goship'), 'web', '/var/lib/goship')).toBe(false);
+  });
+});
+
+describe('monitorEnv / restoreEnv', () => {
+  it('the monitor gets one malloc arena, and its children get the starter\'s environment back', () => {
+    const starter = { PATH: '/usr/bin', HOME: '/root' };
+    const env = monitorEnv(starter);
+    expect(env).toEqual({ PATH: '/usr/bin', HOME: '/root', MALLOC_ARENA_MAX: '1', [ARENA_MARK]: '1' });
+    expect(starter).toEqual({ PATH: '/usr/bin', HOME: '/root' });
+    restoreEnv(env);
+    expect(env).toEqual(starter);
+  });
+
+  it('a MALLOC_ARENA_MAX the user set is kept, in the monitor and in QEMU', () => {
+    const env = monitorEnv({ PATH: '/usr/bin', MALLOC_ARENA_MAX: '4' });
+    expect(env).toEqual({ PATH: '/usr/bin', MALLOC_ARENA_MAX: '4' });
+    restoreEnv(env);
+    expect(env).toEqual({ PATH: '/usr/bin', MALLOC_ARENA_MAX: '4' });
   });
 });
 
