@@ -2,7 +2,7 @@
  * The real bundled guest agent (dist/goship-agent.mjs, built by the global
  * setup) run on the host in `--listen` test mode, as a child process.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -51,6 +51,14 @@ export function listenAgent(socketPath: string, env?: NodeJS.ProcessEnv): Promis
 export async function tempDir(prefix = 'gsa-'): Promise<{ dir: string; cleanup: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** A temporary directory holding a FIFO named `port`: the agent's test stand-in for its virtio-serial port. */
+export async function tempFifo(prefix: string): Promise<{ dir: string; fifo: string; cleanup: () => Promise<void> }> {
+  const t = await tempDir(prefix);
+  const fifo = join(t.dir, 'port');
+  execFileSync('mkfifo', [fifo]);
+  return { ...t, fifo };
 }
 
 /** CPU time (user + system, in clock ticks) a process has used, from /proc/PID/stat. */

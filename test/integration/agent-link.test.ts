@@ -6,13 +6,11 @@
  * session must not see. Plus the pure batching and bookkeeping.
  */
 import { Buffer } from 'node:buffer';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { open } from 'node:fs/promises';
-import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FdLink, LINK_WRITE_BYTES, LINK_WRITE_FRAMES, consume, writeBatch } from '../../guest-agent/src/link.ts';
-import { tempDir } from '../helpers/agent-process.ts';
+import { tempFifo } from '../helpers/agent-process.ts';
 
 describe('writeBatch / consume (pure)', () => {
   const b = (n: number, fill = 1) => Buffer.alloc(n, fill);
@@ -42,14 +40,11 @@ describe('writeBatch / consume (pure)', () => {
 });
 
 describe('FdLink on a FIFO', () => {
-  let dir: string;
   let cleanup: () => Promise<void>;
   let fifo: string;
 
   beforeEach(async () => {
-    ({ dir, cleanup } = await tempDir('gslk-'));
-    fifo = join(dir, 'port');
-    execFileSync('mkfifo', [fifo]);
+    ({ fifo, cleanup } = await tempFifo('gslk-'));
   });
 
   afterEach(async () => {

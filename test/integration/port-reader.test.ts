@@ -12,16 +12,14 @@ import { open, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PortReadError, readPort, type PortReaderOptions } from '../../guest-agent/src/port-reader.ts';
-import { tempDir } from '../helpers/agent-process.ts';
+import { tempFifo } from '../helpers/agent-process.ts';
 
 let dir: string;
 let cleanup: () => Promise<void>;
 let fifo: string;
 
 beforeEach(async () => {
-  ({ dir, cleanup } = await tempDir('gspr-'));
-  fifo = join(dir, 'port');
-  execFileSync('mkfifo', [fifo]);
+  ({ dir, fifo, cleanup } = await tempFifo('gspr-'));
 });
 
 afterEach(async () => {
