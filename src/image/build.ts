@@ -606,12 +606,12 @@ async function checkHost(): Promise<void> {
     });
   }
   const missing: string[] = [];
+  const { execa } = await import('execa');
   for (const [cmd, pkg] of [
     ['mmdebstrap', 'mmdebstrap'],
     ['mkfs.ext4', 'e2fsprogs'],
     ['qemu-img', 'qemu-utils'],
   ] as const) {
-    const { execa } = await import('execa');
     const r = await execa('sh', ['-c', 'command -v "$1"', 'sh', cmd], { reject: false, env: { PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` } });
     if (r.exitCode !== 0) missing.push(pkg);
   }

@@ -207,9 +207,9 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
     const rt = await ctx.runtime();
     const agent = await rt.vms.agent(name);
     try {
+      const r = await agent.ping();
       // A monitor that has just started or adopted the VM says hello before its agent session is
       // up: its hello has no hostname yet (ready: false), and the VM's name stands in for it.
-      const r = await agent.ping();
       ctx.out.result({ rttMs: r.rttMs, agent: agent.hello }, () => `pong from ${agent.hello.hostname || name}: ${r.rttMs.toFixed(2)} ms`);
     } finally {
       await agent.close();
