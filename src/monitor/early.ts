@@ -1,18 +1,22 @@
 /**
- * The first thing a fresh monitor does, before it loads anything else: spawn
- * QEMU. QEMU's own start-up (tens of milliseconds to its QMP socket) then
- * runs while the monitor loads the rest of its code. Node built-ins only.
+ * QEMU as the monitor's child: the one the launcher forked before the monitor
+ * became Node (a fresh start, launcher.ts), or one the monitor spawns itself
+ * (after a reboot or a crash). Either way the monitor is its parent and learns
+ * its exit status. Node built-ins only: the monitor's entry loads this first.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { FILES, type Layout } from '../layout.ts';
+import { statExit, type ExitStatus } from '../proc.ts';
 import { LAUNCH_FILE } from './launch-file.ts';
 
 export interface EarlyQemu {
-  child: ChildProcess;
+  pid: number;
+  /** Signals this QEMU (nothing once it has exited: its PID stays ours, unreaped or reaped by Node). */
+  kill(signal: NodeJS.Signals): void;
   /** Resolves when QEMU exits. */
-  exited: Promise<{ code: number | null; signal: string | null }>;
+  exited: Promise<ExitStatus>;
   /** Rejects when QEMU could not be started at all (ENOENT, EACCES). */
   spawned: Promise<void>;
   startedAt: number;
@@ -20,20 +24,29 @@ export interface EarlyQemu {
   spawnedAtMs: number;
 }
 
-/** Spawns QEMU from the VM's launch.json, output to qemu.log (the last run's moves to qemu.log.1). */
-export function spawnQemu(layout: Layout, id: string): EarlyQemu {
-  const dir = layout.vmDir(id);
-  const launch = JSON.parse(readFileSync(join(dir, LAUNCH_FILE), 'utf8')) as { argv: string[]; user?: { uid: number; gid: number } };
+/**
+ * Before each QEMU: stale sockets of an earlier run would make QEMU fail to
+ * bind, and a stale pidfile would name another process; the last run's
+ * qemu.log moves to qemu.log.1 and a new one is made owner-only. Returns the
+ * log's path.
+ */
+export function prepareQemuRun(layout: Layout, id: string): string {
   const runDir = layout.vmRunDir(id);
-  // Stale sockets of an earlier run would make QEMU fail to bind.
-  for (const s of ['qmpSocket', 'qmpUserSocket', 'agentSocket', 'consoleSocket'] as const) rmSync(join(runDir, FILES[s]), { force: true });
-  rmSync(join(runDir, FILES.pidfile), { force: true });
-  const log = join(dir, FILES.qemuLog);
+  for (const s of ['qmpSocket', 'qmpUserSocket', 'agentSocket', 'consoleSocket', 'pidfile'] as const) rmSync(join(runDir, FILES[s]), { force: true });
+  const log = join(layout.vmDir(id), FILES.qemuLog);
   try {
     renameSync(log, `${log}.1`);
   } catch {
     // no earlier run
   }
+  closeSync(openSync(log, 'a', 0o600));
+  return log;
+}
+
+/** Spawns QEMU from the VM's launch.json, output to qemu.log. */
+export function spawnQemu(layout: Layout, id: string): EarlyQemu {
+  const launch = JSON.parse(readFileSync(join(layout.vmDir(id), LAUNCH_FILE), 'utf8')) as { argv: string[]; user?: { uid: number; gid: number } };
+  const log = prepareQemuRun(layout, id);
   const [binary, ...args] = launch.argv;
   const fd = openSync(log, 'a', 0o600);
   let child: ChildProcess;
@@ -43,11 +56,47 @@ export function spawnQemu(layout: Layout, id: string): EarlyQemu {
   } finally {
     closeSync(fd);
   }
-  const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<ExitStatus>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   const spawned = new Promise<void>((resolve, reject) => {
     child.once('spawn', resolve);
     child.once('error', reject);
   });
   spawned.catch(() => undefined);
-  return { child, exited, spawned, startedAt: Date.now(), spawnedAtMs: Math.round(process.uptime() * 1000) };
+  return { pid: child.pid ?? 0, kill: (signal) => void child.kill(signal), exited, spawned, startedAt: Date.now(), spawnedAtMs: Math.round(process.uptime() * 1000) };
+}
+
+/**
+ * QEMU that the launcher forked before it exec'd this process: our child,
+ * unknown to Node's child_process. Its exit comes as SIGCHLD and its status
+ * is read from its zombie's /proc/PID/stat, which stays until this process
+ * exits (Node reaps only the children it spawned), so the PID cannot be
+ * reused meanwhile. Checked once at once too: QEMU may have ended before Node
+ * was listening.
+ */
+export function forkedQemu(pid: number): EarlyQemu {
+  const exited = new Promise<ExitStatus>((resolve) => {
+    const check = (): void => {
+      let exit: ExitStatus | undefined;
+      try {
+        exit = statExit(readFileSync(`/proc/${pid}/stat`, 'latin1'));
+      } catch {
+        // Gone without a zombie: not our child (the PID was wrong), nothing to read.
+        exit = { code: null, signal: null };
+      }
+      if (!exit) return;
+      process.off('SIGCHLD', check);
+      resolve(exit);
+    };
+    process.on('SIGCHLD', check);
+    check();
+  });
+  const kill = (signal: NodeJS.Signals): void => {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // already gone
+    }
+  };
+  // The launcher forked QEMU a moment before Node started: this process's own start time is as close as it gets.
+  return { pid, kill, exited, spawned: Promise.resolve(), startedAt: Date.now() - Math.round(process.uptime() * 1000), spawnedAtMs: 0 };
 }

@@ -17,7 +17,6 @@
  * cannot wait for QEMU's exit status (QEMU is not its child), so it watches
  * the QMP connection and /proc instead.
  */
-import type { ChildProcess } from 'node:child_process';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import * as v from 'valibot';
@@ -26,7 +25,7 @@ import { isOurProcess, logTail, processMarker, waitForPath } from '../qemu/index
 import { QmpClient, type QmpEvent, type QmpStatusInfo } from '../qmp/index.ts';
 import { AgentUnavailableError, type AgentHello } from '../serial/index.ts';
 import { findRecord, requireRecord, type Store, type Vm } from '../store/index.ts';
-import { pidAlive } from '../proc.ts';
+import { pidAlive, type ExitStatus } from '../proc.ts';
 import { AgentLink } from './agent-link.ts';
 import { RestartBackoff, ResetWatch } from './backoff.ts';
 import { ConsoleLog, pipeConsole } from './console.ts';
@@ -70,17 +69,16 @@ export interface MonitorOptions {
   report: (message: Record<string, unknown>) => void;
   log: (line: string) => void;
   now?: () => string;
-  /** QEMU, spawned by the monitor's entry before it loaded this module (a fresh start). */
+  /** QEMU, forked by the launcher before this process became Node (a fresh start). */
   early?: EarlyQemu;
-  /** Why spawning it failed there. */
-  earlyError?: unknown;
 }
 
 interface Run {
   pid: number;
-  child: ChildProcess | undefined;
+  /** Our child (a fresh start, a reboot, a restart): its exit status is known. Not so for an adopted QEMU. */
+  own: boolean;
   startedAt: number;
-  exited: Promise<{ code: number | null; signal: string | null } | undefined>;
+  exited: Promise<ExitStatus | undefined>;
   evidence: Omit<EndEvidence, 'at' | 'logTail'>;
 }
 
@@ -157,6 +155,8 @@ export class Monitor {
     } catch (err) {
       const e = err instanceof StartError ? err : new StartError((err as { code?: string }).code ?? 'EINTERNAL', (err as Error).message, (err as { hint?: string }).hint);
       this.#log(`start failed: ${e.message}`);
+      // The starter may start the VM again at once: its files go before the answer.
+      await this.#removeFiles();
       this.#o.report({ t: 'error', error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) }, ...e.extra });
       await this.#teardown('start failed');
       return 1;
@@ -165,6 +165,7 @@ export class Monitor {
       const end = await this.#awaitEnd();
       const next = afterEnd(end, { restart: this.#launch.restart, stopRequested: this.#stopRequested });
       if (next === 'final') {
+        await this.#removeFiles();
         await this.#recordEnd(end, false);
         this.#final.resolve(end);
         // A stop that is waiting answers before the socket closes.
@@ -205,6 +206,7 @@ export class Monitor {
       this.#wakeRestart = undefined;
       if (this.#stopRequested) {
         const stopped: VmEnd = { at: this.#now(), kind: 'stopped', summary: 'stopped by GoShip while waiting to restart' };
+        await this.#removeFiles();
         await this.#recordEnd(stopped, false);
         this.#final.resolve(stopped);
         await this.#stopping?.catch(() => undefined);
@@ -239,17 +241,17 @@ export class Monitor {
       const hint = e.code === 'ENOENT' ? 'install QEMU: apt-get install qemu-system-x86' : undefined;
       throw new StartError('EQEMU_SPAWN', `cannot start ${binary}: ${e.message}`, hint);
     }
-    const { child, exited } = q;
-    const run: Run = { pid: child.pid!, child, startedAt: q.startedAt, exited, evidence: {} };
+    const { exited } = q;
+    const run: Run = { pid: q.pid, own: true, startedAt: q.startedAt, exited, evidence: {} };
     const marks: string[] = [`spawned ${q.spawnedAtMs}`, `loaded ${ms()}`];
     this.#run = run;
-    let gone: { code: number | null; signal: string | null } | undefined;
+    let gone: ExitStatus | undefined;
     void exited.then((e) => (gone = e));
     const alive = (): boolean => gone === undefined;
     const failEarly = async (): Promise<never> => {
       await Promise.race([exited, sleep(200)]);
       if (!gone) {
-        child.kill('SIGKILL');
+        q.kill('SIGKILL');
         gone = await exited;
       }
       const tail = await logTail(paths.qemuLog);
@@ -277,7 +279,7 @@ export class Monitor {
       // QEMU may be exiting right now (a bad option): then its own words say why.
       await Promise.race([exited, sleep(200)]);
       if (!alive() || err instanceof StartError) return await failEarly();
-      child.kill('SIGKILL');
+      q.kill('SIGKILL');
       await exited;
       throw err;
     }
@@ -324,7 +326,7 @@ export class Monitor {
       while (await isOurProcess(pid, marker)) await sleep(ADOPTED_POLL_MS);
       return undefined;
     })();
-    this.#run = { pid, child: undefined, startedAt: Date.now(), exited, evidence: {} };
+    this.#run = { pid, own: false, startedAt: Date.now(), exited, evidence: {} };
     const alive = (): boolean => pidAlive(pid);
     this.#qmp = await this.#connectQmp(alive);
     this.#qmpStatus = await this.#qmp.queryStatus();
@@ -348,14 +350,10 @@ export class Monitor {
     return Number.isInteger(n) && n > 0 && (await isOurProcess(n, marker)) ? n : undefined;
   }
 
-  /** The QEMU the entry spawned, once: a restart spawns its own. */
+  /** The QEMU the launcher forked, once: a reboot or a restart spawns its own. */
   #takeEarly(): EarlyQemu | undefined {
-    const { early, earlyError } = this.#o;
+    const { early } = this.#o;
     this.#o.early = undefined;
-    if (earlyError !== undefined) {
-      this.#o.earlyError = undefined;
-      throw earlyError;
-    }
     return early;
   }
 
@@ -374,7 +372,7 @@ export class Monitor {
         const qmp = await QmpClient.connect(this.#vm.paths.qmpSocket, { timeoutMs: 5000 });
         qmp.on('event', (e) => this.#onEvent(e));
         qmp.on('close', () => {
-          if (this.#run && !this.#run.child) this.#log('QMP connection closed');
+          if (this.#run && !this.#run.own) this.#log('QMP connection closed');
         });
         return qmp;
       } catch (err) {
@@ -514,16 +512,32 @@ export class Monitor {
     });
   }
 
-  /** The monitor is done: no clients, no sockets, no agent link. */
-  async #teardown(reason: string): Promise<void> {
-    this.#state = 'ended';
-    await this.#link.stop(new MonitorCallError('EAGENT_CLOSED', `the VM's monitor is done: ${reason}`));
-    await this.#server.close(reason);
-    await this.#console?.close();
+  /**
+   * The VM's sockets and run directory go before the monitor records or
+   * answers that the VM has ended (a stop, a failed start): the next start may
+   * follow at once,
+   * and its QEMU creates the same paths. Clients connected to monitor.sock
+   * keep their connections.
+   */
+  async #removeFiles(): Promise<void> {
+    if (this.#filesRemoved) return;
+    this.#filesRemoved = true;
+    this.#server.stopAccepting();
     const { paths } = this.#vm;
     await Promise.all([paths.qmpSocket, paths.qmpUserSocket, paths.agentSocket, paths.consoleSocket].map((p) => rm(p, { force: true })));
     // The run directory holds only sockets and QEMU's pidfile.
     await rm(this.#o.layout.vmRunDir(this.#vm.id), { recursive: true, force: true }).catch(() => undefined);
+  }
+
+  #filesRemoved = false;
+
+  /** The monitor is done: no clients, no sockets, no agent link. */
+  async #teardown(reason: string): Promise<void> {
+    this.#state = 'ended';
+    await this.#removeFiles();
+    await this.#link.stop(new MonitorCallError('EAGENT_CLOSED', `the VM's monitor is done: ${reason}`));
+    await this.#server.close(reason);
+    await this.#console?.close();
     await this.#o.store.update((draft) => {
       const rec = findRecord(draft, 'vm', this.#vm.id);
       if (rec?.monitor?.pid === process.pid) delete rec.monitor;

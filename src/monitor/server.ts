@@ -533,13 +533,25 @@ export class MonitorServer {
     this.#server = server;
   }
 
-  /** Stops listening and ends every client's session. */
-  async close(reason: string): Promise<void> {
-    for (const s of [...this.#sessions]) s.close(reason, true);
+  #closed: Promise<void> | undefined;
+
+  /**
+   * Takes no more clients; those connected keep their sessions. The socket's
+   * path goes at once (libuv unlinks a listening unix socket as it closes it),
+   * so this must come before another monitor of the VM listens there, never
+   * after.
+   */
+  stopAccepting(): void {
     const server = this.#server;
     this.#server = undefined;
-    if (server) await new Promise<void>((r) => server.close(() => r()));
-    await rm(this.path, { force: true });
+    if (server) this.#closed = new Promise<void>((r) => server.close(() => r()));
+  }
+
+  /** Stops listening and ends every client's session. */
+  async close(reason: string): Promise<void> {
+    this.stopAccepting();
+    for (const s of [...this.#sessions]) s.close(reason, true);
+    await this.#closed;
   }
 }
 

@@ -1,31 +1,35 @@
 /**
- * Starting a VM's monitor, from the runtime: a detached Node process running
- * dist/goship-monitor.cjs, its log in the VM's monitor.log, its one report
- * line read from a pipe on its file descriptor 3. After the report the
- * monitor is on its own: the caller may exit, the VM keeps its keeper.
+ * Starting a VM's monitor, from the runtime: a detached process, its log in
+ * the VM's monitor.log, its one report line read from a pipe on its file
+ * descriptor 3. A fresh start goes through the launcher (launcher.ts: QEMU
+ * forked first, then the shell becomes the monitor); an adoption starts the
+ * monitor alone. Either runs Node from the monitor's startup snapshot when it
+ * fits this Node (snapshot-key.ts), else from its entry bundle. After the
+ * report the monitor is on its own: the caller may exit, the VM keeps its
+ * keeper.
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { open, rename, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Readable } from 'node:stream';
 import { GoshipError, type ErrorCode, ERROR_CODES } from '../errors.ts';
 import type { Layout } from '../layout.ts';
-import { QemuExitError, logTail } from '../qemu/index.ts';
+import { QemuExitError, isOurProcess, logTail, processMarker } from '../qemu/index.ts';
 import type { Vm } from '../store/index.ts';
+import { prepareQemuRun } from './early.ts';
 import { monitorEnv } from './env.ts';
+import { launcherArgv } from './launcher.ts';
+import type { Launch } from './launch.ts';
+import { MONITOR_NODE_FLAGS, SNAPSHOT_FILES, snapshotKey, snapshotUsable } from './snapshot-key.ts';
+
+export { MONITOR_NODE_FLAGS };
 
 /** The monitor's log is rotated at start once it is this large (one older file kept). */
 export const MONITOR_LOG_MAX_BYTES = 1024 * 1024;
 /** How long a monitor may take to report. QEMU's own start is bounded inside it. */
 export const MONITOR_REPORT_TIMEOUT_MS = 60_000;
-/**
- * Node flags of the monitor: a small young generation and heap keep its
- * private memory per VM small (docs/benchmarks.md has the measured figures).
- */
-export const MONITOR_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--max-old-space-size=48'];
-
 /** The monitor's entry bundle. A monitor started by an earlier build (its entry was an ES module) runs `goship-monitor.mjs`: still recognized, so it is adopted, not doubled. */
 const MONITOR_BUNDLE = 'goship-monitor.cjs';
 const MONITOR_BUNDLE_BEFORE = 'goship-monitor.mjs';
@@ -83,26 +87,49 @@ function reportError(raw: Record<string, unknown>, vm: Vm): GoshipError {
 }
 
 /**
- * Starts the monitor of `vm` (fresh: it spawns QEMU from launch.json; adopt:
- * it takes over the QEMU that runs) and waits for its report.
+ * The monitor's Node command: from the startup snapshot beside `bundle` when
+ * its key says this Node made it with these flags from the bundle there now,
+ * else from the entry bundle. The bundle's path stays in the argv either way
+ * (process.argv[1], and what `isMonitorCmdline` and `pgrep -f` look for).
  */
-export async function startMonitor(opts: { layout: Layout; vm: Vm; adopt?: boolean; bundle?: string }): Promise<MonitorReport> {
+export function monitorCommand(bundle: string, args: readonly string[], env: Record<string, string | undefined> = process.env): string[] {
+  const dir = dirname(bundle);
+  const blob = join(dir, SNAPSHOT_FILES.blob);
+  let snapshot = false;
+  try {
+    const key = readFileSync(join(dir, SNAPSHOT_FILES.key), 'utf8');
+    snapshot = snapshotUsable(key, snapshotKey(process.version, MONITOR_NODE_FLAGS, statSync(join(dir, SNAPSHOT_FILES.bundle))), env) && existsSync(blob);
+  } catch {
+    snapshot = false;
+  }
+  return [process.execPath, ...MONITOR_NODE_FLAGS, ...(snapshot ? ['--snapshot-blob', blob, '--'] : []), bundle, ...args];
+}
+
+/**
+ * Starts the monitor of `vm`: fresh (`launch`: QEMU is forked from it by the
+ * launcher) or adopting the QEMU that runs (`adopt`); waits for its report.
+ */
+export async function startMonitor(opts: { layout: Layout; vm: Vm; adopt?: boolean; launch?: Launch; bundle?: string }): Promise<MonitorReport> {
   const { layout, vm } = opts;
+  if (!opts.adopt && !opts.launch) throw new GoshipError('EINTERNAL', `starting the monitor of VM ${vm.name}: a fresh start needs its launch`);
   const bundle = opts.bundle ?? monitorBundlePath();
   await rotateLog(vm.paths.monitorLog);
+  const env = monitorEnv(process.env);
+  const monitor = monitorCommand(bundle, ['--vm', vm.id, '--home', layout.home, '--run', layout.run, ...(opts.adopt ? ['--adopt'] : [])], env);
+  const argv = opts.launch
+    ? launcherArgv({ qemuArgv: opts.launch.argv, qemuLog: prepareQemuRun(layout, vm.id), ...(opts.launch.user ? { user: opts.launch.user } : {}), monitorArgv: monitor })
+    : monitor;
   const log = await open(vm.paths.monitorLog, 'a', 0o600);
   let child;
   try {
-    child = spawn(
-      process.execPath,
-      [...MONITOR_NODE_FLAGS, bundle, '--vm', vm.id, '--home', layout.home, '--run', layout.run, ...(opts.adopt ? ['--adopt'] : [])],
-      { detached: true, stdio: ['ignore', log.fd, log.fd, 'pipe'], env: monitorEnv(process.env) },
-    );
+    child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log.fd, log.fd, 'pipe'], env });
   } finally {
     await log.close();
   }
   const pipe = child.stdio[3] as Readable;
   const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  /** QEMU's PID, from the launcher's first line: a monitor that dies before it reports must not leave QEMU behind. */
+  let forked: number | undefined;
   try {
     const line = await new Promise<string | undefined>((resolve, reject) => {
       let text = '';
@@ -110,10 +137,17 @@ export async function startMonitor(opts: { layout: Layout; vm: Vm; adopt?: boole
       pipe.setEncoding('utf8');
       pipe.on('data', (d: string) => {
         text += d;
-        const nl = text.indexOf('\n');
-        if (nl !== -1) {
+        for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n')) {
+          const first = text.slice(0, nl);
+          text = text.slice(nl + 1);
+          const pid = /^\{"t":"forked","pid":(\d+)\}$/.exec(first)?.[1];
+          if (pid !== undefined) {
+            forked = Number(pid);
+            continue;
+          }
           clearTimeout(timer);
-          resolve(text.slice(0, nl));
+          resolve(first);
+          return;
         }
       });
       pipe.on('end', () => {
@@ -136,6 +170,7 @@ export async function startMonitor(opts: { layout: Layout; vm: Vm; adopt?: boole
     }
     const raw = JSON.parse(line) as Record<string, unknown>;
     if (raw.t === 'running' || raw.t === 'adopted') {
+      forked = undefined;
       return {
         pid: child.pid!,
         qemuPid: Number(raw.pid),
@@ -147,5 +182,7 @@ export async function startMonitor(opts: { layout: Layout; vm: Vm; adopt?: boole
   } finally {
     pipe.destroy();
     child.unref();
+    // No report of a running VM: the QEMU the launcher forked goes too (a monitor that reported an error has seen to it already).
+    if (forked !== undefined && (await isOurProcess(forked, processMarker(vm.id)))) process.kill(forked, 'SIGKILL');
   }
 }

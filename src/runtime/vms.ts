@@ -14,7 +14,7 @@ import { mkdir, readFile, realpath, rm } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import type { Layout } from '../layout.ts';
 import { buildSeed, type SeedOptions } from '../cloudinit/index.ts';
-import { MonitorClient, isMonitorCmdline, startMonitor, writeLaunch, type EscalationResult, type Forward, type StopTimeouts } from '../monitor/index.ts';
+import { MonitorClient, isMonitorCmdline, startMonitor, writeLaunch, type Launch, type EscalationResult, type Forward, type StopTimeouts } from '../monitor/index.ts';
 import {
   DEFAULT_MACHINE,
   MACHINES,
@@ -337,8 +337,9 @@ export class VmService {
       await mkdir(layout.vmRunDir(vm.id), { recursive: true, mode: 0o700 });
       const user = await this.ctx.qemuUser();
       if (user) await prepareQemuAccess(user, await this.qemuPaths(vm, config));
-      await writeLaunch(vm.paths.dir, { argv, restart: config.restart, console: config.console, ...(user ? { user: { uid: user.uid, gid: user.gid, name: user.name } } : {}) });
-      const report = await startMonitor({ layout, vm: { ...vm, argv } });
+      const launch: Launch = { argv, restart: config.restart, console: config.console, ...(user ? { user: { uid: user.uid, gid: user.gid, name: user.name } } : {}) };
+      await writeLaunch(vm.paths.dir, launch);
+      const report = await startMonitor({ layout, vm: { ...vm, argv }, launch });
       trace(`vm ${name}: monitor ${report.pid}, QEMU running (pid ${report.qemuPid})`);
       // The monitor records this as well; the caller sees it as soon as start returns.
       await store.update((draft) => {

@@ -1,6 +1,25 @@
 /** The monitor's pure parts: how a VM ended, the restart backoff, reset loops, usernet, the console cap. */
 import { describe, expect, it } from 'vitest';
-import { ARENA_MARK, PACED_PIECE, RestartBackoff, ResetWatch, SHARED_IN_FLIGHT, StreamPacer, afterEnd, classifyEnd, fitting, isMonitorCmdline, monitorEnv, parseUsernet, restoreEnv } from '../../src/monitor/index.ts';
+import {
+  ARENA_MARK,
+  LAUNCH_SCRIPT,
+  MONITOR_NODE_FLAGS,
+  PACED_PIECE,
+  RestartBackoff,
+  ResetWatch,
+  SHARED_IN_FLIGHT,
+  StreamPacer,
+  afterEnd,
+  classifyEnd,
+  fitting,
+  isMonitorCmdline,
+  launcherArgv,
+  monitorEnv,
+  parseUsernet,
+  restoreEnv,
+  snapshotKey,
+  snapshotUsable,
+} from '../../src/monitor/index.ts';
 import { STREAM_WINDOW } from '../../src/protocol/index.ts';
 
 const at = '2026-12-01T00:00:00.000Z';
@@ -165,6 +184,52 @@ describe('isMonitorCmdline', () => {
     expect(isMonitorCmdline(c, 'web2', '/var/lib/goship')).toBe(false);
     expect(isMonitorCmdline(c, 'web', '/tmp/other')).toBe(false);
     expect(isMonitorCmdline(cmd('/usr/bin/sleep', '--vm', 'web', '--home', '/var/lib/goship'), 'web', '/var/lib/goship')).toBe(false);
+  });
+  it('a monitor started from its snapshot is one too: the entry bundle stays in its argv after --', () => {
+    const c = cmd('/usr/bin/node', '--max-semi-space-size=1', '--max-old-space-size=48', '--snapshot-blob', '/opt/goship/dist/goship-monitor.blob', '--', '/opt/goship/dist/goship-monitor.cjs', '--vm', 'web', '--home', '/var/lib/goship', '--run', '/run/goship', '--qemu-pid', '42');
+    expect(isMonitorCmdline(c, 'web', '/var/lib/goship')).toBe(true);
+  });
+});
+
+describe('launcherArgv', () => {
+  const monitorArgv = ['/usr/bin/node', '--max-semi-space-size=1', '/d/goship-monitor.cjs', '--vm', 'web', '--home', '/h', '--run', '/r'];
+  it('QEMU\'s words, counted, in a session of its own, then the monitor\'s: all as parameters of one constant script', () => {
+    expect(launcherArgv({ qemuArgv: ['/usr/bin/qemu-system-x86_64', '-name', 'guest=web,process=goship-web', '-S'], qemuLog: '/h/vms/web/qemu.log', monitorArgv })).toEqual([
+      '/bin/sh',
+      '-c',
+      LAUNCH_SCRIPT,
+      'goship-launch',
+      '/h/vms/web/qemu.log',
+      '6',
+      '/usr/bin/setsid',
+      '--',
+      '/usr/bin/qemu-system-x86_64',
+      '-name',
+      'guest=web,process=goship-web',
+      '-S',
+      ...monitorArgv,
+    ]);
+  });
+
+  it('as another user: setpriv drops to its uid and gid with no supplementary groups', () => {
+    const argv = launcherArgv({ qemuArgv: ['/q', '-S'], qemuLog: '/l', user: { uid: 999, gid: 995 }, monitorArgv: ['/n'] });
+    expect(argv.slice(4)).toEqual(['/l', '9', '/usr/bin/setsid', '--', '/usr/bin/setpriv', '--reuid=999', '--regid=995', '--clear-groups', '--', '/q', '-S', '/n']);
+  });
+});
+
+describe('snapshotUsable', () => {
+  const want = snapshotKey('v20.20.2', MONITOR_NODE_FLAGS, { size: 197171, mtimeMs: 1796522804741.7788 });
+  const text = `${JSON.stringify(want)}\n`;
+  it('only the key of this Node, these flags and this bundle, and no NODE_OPTIONS', () => {
+    expect(want).toEqual({ node: 'v20.20.2', flags: ['--max-semi-space-size=1', '--max-old-space-size=48'], bundle: { size: 197171, mtimeMs: 1796522804741.7788 } });
+    expect(snapshotUsable(text, want, {})).toBe(true);
+    expect(snapshotUsable(text, want, { NODE_OPTIONS: '' })).toBe(true);
+    expect(snapshotUsable(text, want, { NODE_OPTIONS: '--max-old-space-size=4096' })).toBe(false);
+    expect(snapshotUsable(text, snapshotKey('v20.20.3', MONITOR_NODE_FLAGS, want.bundle), {})).toBe(false);
+    expect(snapshotUsable(text, snapshotKey('v20.20.2', ['--max-semi-space-size=1'], want.bundle), {})).toBe(false);
+    expect(snapshotUsable(text, snapshotKey('v20.20.2', MONITOR_NODE_FLAGS, { size: 197172, mtimeMs: want.bundle.mtimeMs }), {})).toBe(false);
+    expect(snapshotUsable(undefined, want, {})).toBe(false);
+    expect(snapshotUsable('{"node":', want, {})).toBe(false);
   });
 });
 
