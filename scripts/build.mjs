@@ -3,7 +3,6 @@
 // resolution at run time, and the agent runs on the guest's own Node (Debian
 // bookworm ships 18.x).
 import { build } from 'esbuild';
-import { execFileSync } from 'node:child_process';
 import { chmodSync } from 'node:fs';
 
 const requireShim = "import { createRequire as __goshipCreateRequire } from 'node:module'; const require = __goshipCreateRequire(import.meta.url);";
@@ -29,12 +28,8 @@ await Promise.all([
   // One monitor per running VM: its entry (src/monitor/main.ts) spawns QEMU, then loads its body with the code cache.
   build({ ...cjs, entryPoints: ['src/monitor/main.ts'], outfile: 'dist/goship-monitor.cjs' }),
   build({ ...cjs, entryPoints: ['src/monitor/body.ts'], outfile: 'dist/goship-monitor-body.cjs' }),
-  // The same monitor as a V8 startup snapshot's script (src/monitor/snapshot.ts), made into dist/goship-monitor.blob below.
-  build({ ...cjs, entryPoints: ['src/monitor/snapshot.ts'], outfile: 'dist/goship-monitor-snap.cjs' }),
   build({ ...common, entryPoints: ['guest-agent/src/main.ts'], outfile: 'dist/goship-agent.mjs', target: 'node18', banner: { js: '#!/usr/bin/env node' } }),
   // Test support for the benchmarks (the fast test guest): not part of the library.
   build({ ...common, entryPoints: ['test/support/index.ts'], outfile: 'dist/test-support.mjs', target: 'node20', banner: { js: requireShim } }),
 ]);
 chmodSync('dist/goship-agent.mjs', 0o755);
-// The monitor's startup snapshot, made by this Node with the monitor's flags (the bundle builds it and writes its key).
-execFileSync(process.execPath, ['dist/goship-monitor-snap.cjs'], { stdio: 'inherit' });

@@ -4,9 +4,8 @@
  * of RUN/ID/monitor.sock. The process is dist/goship-monitor.cjs (main.ts);
  * what the runtime uses of it is here.
  */
-export { startMonitor, monitorBundlePath, monitorCommand, isMonitorCmdline, MONITOR_NODE_FLAGS, type MonitorReport } from './spawn.ts';
+export { startMonitor, monitorBundlePath, isMonitorCmdline, MONITOR_NODE_FLAGS, type MonitorReport } from './spawn.ts';
 export { launcherArgv, LAUNCH_SCRIPT } from './launcher.ts';
-export { snapshotKey, snapshotUsable, SNAPSHOT_FILES } from './snapshot-key.ts';
 export { MonitorClient } from './client.ts';
 export { writeLaunch, readLaunch, launchFile, type Launch } from './launch.ts';
 export { afterEnd, classifyEnd, CRASH_KINDS, RESTARTABLE_KINDS, type AfterEnd, type EndEvidence } from './ending.ts';

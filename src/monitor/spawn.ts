@@ -3,13 +3,11 @@
  * the VM's monitor.log, its one report line read from a pipe on its file
  * descriptor 3. A fresh start goes through the launcher (launcher.ts: QEMU
  * forked first, then the shell becomes the monitor); an adoption starts the
- * monitor alone. Either runs Node from the monitor's startup snapshot when it
- * fits this Node (snapshot-key.ts), else from its entry bundle. After the
- * report the monitor is on its own: the caller may exit, the VM keeps its
- * keeper.
+ * monitor alone. After the report the monitor is on its own: the caller may
+ * exit, the VM keeps its keeper.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { open, rename, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,9 +20,12 @@ import { prepareQemuRun } from './early.ts';
 import { monitorEnv } from './env.ts';
 import { launcherArgv } from './launcher.ts';
 import type { Launch } from './launch.ts';
-import { MONITOR_NODE_FLAGS, SNAPSHOT_FILES, snapshotKey, snapshotUsable } from './snapshot-key.ts';
 
-export { MONITOR_NODE_FLAGS };
+/**
+ * Node flags of the monitor: a small young generation and heap keep its
+ * private memory per VM small (docs/benchmarks.md has the measured figures).
+ */
+export const MONITOR_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--max-old-space-size=48'];
 
 /** The monitor's log is rotated at start once it is this large (one older file kept). */
 export const MONITOR_LOG_MAX_BYTES = 1024 * 1024;
@@ -87,25 +88,6 @@ function reportError(raw: Record<string, unknown>, vm: Vm): GoshipError {
 }
 
 /**
- * The monitor's Node command: from the startup snapshot beside `bundle` when
- * its key says this Node made it with these flags from the bundle there now,
- * else from the entry bundle. The bundle's path stays in the argv either way
- * (process.argv[1], and what `isMonitorCmdline` and `pgrep -f` look for).
- */
-export function monitorCommand(bundle: string, args: readonly string[], env: Record<string, string | undefined> = process.env): string[] {
-  const dir = dirname(bundle);
-  const blob = join(dir, SNAPSHOT_FILES.blob);
-  let snapshot = false;
-  try {
-    const key = readFileSync(join(dir, SNAPSHOT_FILES.key), 'utf8');
-    snapshot = snapshotUsable(key, snapshotKey(process.version, MONITOR_NODE_FLAGS, statSync(join(dir, SNAPSHOT_FILES.bundle))), env) && existsSync(blob);
-  } catch {
-    snapshot = false;
-  }
-  return [process.execPath, ...MONITOR_NODE_FLAGS, ...(snapshot ? ['--snapshot-blob', blob, '--'] : []), bundle, ...args];
-}
-
-/**
  * Starts the monitor of `vm`: fresh (`launch`: QEMU is forked from it by the
  * launcher) or adopting the QEMU that runs (`adopt`); waits for its report.
  */
@@ -115,7 +97,7 @@ export async function startMonitor(opts: { layout: Layout; vm: Vm; adopt?: boole
   const bundle = opts.bundle ?? monitorBundlePath();
   await rotateLog(vm.paths.monitorLog);
   const env = monitorEnv(process.env);
-  const monitor = monitorCommand(bundle, ['--vm', vm.id, '--home', layout.home, '--run', layout.run, ...(opts.adopt ? ['--adopt'] : [])], env);
+  const monitor = [process.execPath, ...MONITOR_NODE_FLAGS, bundle, '--vm', vm.id, '--home', layout.home, '--run', layout.run, ...(opts.adopt ? ['--adopt'] : [])];
   const argv = opts.launch
     ? launcherArgv({ qemuArgv: opts.launch.argv, qemuLog: prepareQemuRun(layout, vm.id), ...(opts.launch.user ? { user: opts.launch.user } : {}), monitorArgv: monitor })
     : monitor;

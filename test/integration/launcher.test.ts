@@ -1,6 +1,5 @@
 /**
- * The launcher (src/monitor/launcher.ts) for real, and which Node command it
- * runs as the monitor (src/monitor/spawn.ts `monitorCommand`): /bin/sh forks a stand-in
+ * The launcher (src/monitor/launcher.ts) for real: /bin/sh forks a stand-in
  * for QEMU and execs a stand-in for the monitor. What must hold: QEMU gets
  * exactly its words (spaces, commas, empty words, `--` and `-n` intact), no
  * stdin, its own log, its own session, not the monitor's malloc setting, and
@@ -8,10 +7,10 @@
  * parent, and reads QEMU's exit status from the zombie (src/proc.ts).
  */
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MONITOR_NODE_FLAGS, SNAPSHOT_FILES, launcherArgv, monitorCommand, monitorEnv, snapshotKey } from '../../src/monitor/index.ts';
+import { launcherArgv, monitorEnv } from '../../src/monitor/index.ts';
 import { statExit } from '../../src/proc.ts';
 import { tempDir } from '../helpers/agent-process.ts';
 
@@ -97,26 +96,3 @@ describe('the launcher', () => {
   });
 });
 
-describe('monitorCommand', () => {
-  it('the snapshot only with a key of this Node, these flags and the bundle that is there, and no NODE_OPTIONS', async () => {
-    const d = join(dir.dir, 'dist');
-    await mkdir(d);
-    const bundle = join(d, 'goship-monitor.cjs');
-    const args = ['--vm', 'web', '--home', '/h', '--run', '/r'];
-    const plain = [process.execPath, ...MONITOR_NODE_FLAGS, bundle, ...args];
-    const withSnapshot = [process.execPath, ...MONITOR_NODE_FLAGS, '--snapshot-blob', join(d, SNAPSHOT_FILES.blob), '--', bundle, ...args];
-    expect(monitorCommand(bundle, args, {})).toEqual(plain);
-    await writeFile(join(d, SNAPSHOT_FILES.bundle), 'snapshot source');
-    await writeFile(join(d, SNAPSHOT_FILES.blob), 'blob');
-    const key = async (node: string) => writeFile(join(d, SNAPSHOT_FILES.key), JSON.stringify(snapshotKey(node, MONITOR_NODE_FLAGS, await stat(join(d, SNAPSHOT_FILES.bundle)))));
-    await key(process.version);
-    expect(monitorCommand(bundle, args, {})).toEqual(withSnapshot);
-    expect(monitorCommand(bundle, args, { NODE_OPTIONS: '--max-old-space-size=64' })).toEqual(plain);
-    await key('v0.0.1');
-    expect(monitorCommand(bundle, args, {})).toEqual(plain);
-    await key(process.version);
-    // The source bundle rebuilt without a new snapshot: the key no longer fits.
-    await writeFile(join(d, SNAPSHOT_FILES.bundle), 'snapshot source, rebuilt');
-    expect(monitorCommand(bundle, args, {})).toEqual(plain);
-  });
-});

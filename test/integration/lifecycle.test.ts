@@ -80,8 +80,6 @@ describe('VM lifecycle through the monitor', () => {
     const stat = (await readFile(`/proc/${vm.pid}/stat`, 'latin1')).split(') ')[1]!.split(' ');
     expect(Number(stat[1])).toBe(vm.monitor!.pid);
     expect(Number(stat[3])).toBe(vm.pid);
-    // The monitor runs from its startup snapshot (the build made one for this Node).
-    expect((await readFile(`/proc/${vm.monitor!.pid}/cmdline`, 'utf8')).split('\0')).toContain('--snapshot-blob');
     // The monitor runs with one malloc arena; QEMU, its child, does not inherit the setting.
     const environ = async (pid: number) => (await readFile(`/proc/${pid}/environ`, 'utf8')).split('\0');
     if (process.env.MALLOC_ARENA_MAX === undefined) {
@@ -127,24 +125,6 @@ describe('VM lifecycle through the monitor', () => {
     await rt.vms.start('lc-stubborn');
     const r = await rt.vms.stop('lc-stubborn', { force: true });
     expect(r.attempts[0]).toEqual({ step: 'quit', outcome: 'ended' });
-  }, 120_000);
-
-  it('without its snapshot (NODE_OPTIONS set: it could change V8\'s flags) the monitor runs from its entry bundle, the same way', async () => {
-    process.env.NODE_OPTIONS = '--no-deprecation';
-    let vm: Vm;
-    try {
-      vm = await rt.vms.start('lc-stubborn');
-    } finally {
-      delete process.env.NODE_OPTIONS;
-    }
-    const cmdline = (await readFile(`/proc/${vm.monitor!.pid}/cmdline`, 'utf8')).split('\0');
-    expect(cmdline).not.toContain('--snapshot-blob');
-    expect(cmdline.some((a) => a.endsWith('/goship-monitor.cjs'))).toBe(true);
-    const stat = (await readFile(`/proc/${vm.pid}/stat`, 'latin1')).split(') ')[1]!.split(' ');
-    expect(Number(stat[1])).toBe(vm.monitor!.pid);
-    expect(await rt.vms.qmpStatus('lc-stubborn')).toEqual({ status: 'running', running: true });
-    const r = await rt.vms.stop('lc-stubborn', { force: true });
-    expect(r.vm.end).toMatchObject({ kind: 'stopped', step: 'quit', shutdownReason: 'host-qmp-quit', exitCode: 0 });
   }, 120_000);
 
   it('kill -9 of QEMU: the monitor records a crash with the signal, at once, and exits', async () => {

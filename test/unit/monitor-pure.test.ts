@@ -3,7 +3,6 @@ import { describe, expect, it } from 'vitest';
 import {
   ARENA_MARK,
   LAUNCH_SCRIPT,
-  MONITOR_NODE_FLAGS,
   PACED_PIECE,
   RestartBackoff,
   ResetWatch,
@@ -17,8 +16,6 @@ import {
   monitorEnv,
   parseUsernet,
   restoreEnv,
-  snapshotKey,
-  snapshotUsable,
 } from '../../src/monitor/index.ts';
 import { STREAM_WINDOW } from '../../src/protocol/index.ts';
 
@@ -185,8 +182,8 @@ describe('isMonitorCmdline', () => {
     expect(isMonitorCmdline(c, 'web', '/tmp/other')).toBe(false);
     expect(isMonitorCmdline(cmd('/usr/bin/sleep', '--vm', 'web', '--home', '/var/lib/goship'), 'web', '/var/lib/goship')).toBe(false);
   });
-  it('a monitor started from its snapshot is one too: the entry bundle stays in its argv after --', () => {
-    const c = cmd('/usr/bin/node', '--max-semi-space-size=1', '--max-old-space-size=48', '--snapshot-blob', '/opt/goship/dist/goship-monitor.blob', '--', '/opt/goship/dist/goship-monitor.cjs', '--vm', 'web', '--home', '/var/lib/goship', '--run', '/run/goship', '--qemu-pid', '42');
+  it('a monitor started by the launcher (--qemu-pid) is one too', () => {
+    const c = cmd('/usr/bin/node', '--max-semi-space-size=1', '--max-old-space-size=48', '/opt/goship/dist/goship-monitor.cjs', '--vm', 'web', '--home', '/var/lib/goship', '--run', '/run/goship', '--qemu-pid', '42');
     expect(isMonitorCmdline(c, 'web', '/var/lib/goship')).toBe(true);
   });
 });
@@ -214,22 +211,6 @@ describe('launcherArgv', () => {
   it('as another user: setpriv drops to its uid and gid with no supplementary groups', () => {
     const argv = launcherArgv({ qemuArgv: ['/q', '-S'], qemuLog: '/l', user: { uid: 999, gid: 995 }, monitorArgv: ['/n'] });
     expect(argv.slice(4)).toEqual(['/l', '9', '/usr/bin/setsid', '--', '/usr/bin/setpriv', '--reuid=999', '--regid=995', '--clear-groups', '--', '/q', '-S', '/n']);
-  });
-});
-
-describe('snapshotUsable', () => {
-  const want = snapshotKey('v20.20.2', MONITOR_NODE_FLAGS, { size: 197171, mtimeMs: 1796522804741.7788 });
-  const text = `${JSON.stringify(want)}\n`;
-  it('only the key of this Node, these flags and this bundle, and no NODE_OPTIONS', () => {
-    expect(want).toEqual({ node: 'v20.20.2', flags: ['--max-semi-space-size=1', '--max-old-space-size=48'], bundle: { size: 197171, mtimeMs: 1796522804741.7788 } });
-    expect(snapshotUsable(text, want, {})).toBe(true);
-    expect(snapshotUsable(text, want, { NODE_OPTIONS: '' })).toBe(true);
-    expect(snapshotUsable(text, want, { NODE_OPTIONS: '--max-old-space-size=4096' })).toBe(false);
-    expect(snapshotUsable(text, snapshotKey('v20.20.3', MONITOR_NODE_FLAGS, want.bundle), {})).toBe(false);
-    expect(snapshotUsable(text, snapshotKey('v20.20.2', ['--max-semi-space-size=1'], want.bundle), {})).toBe(false);
-    expect(snapshotUsable(text, snapshotKey('v20.20.2', MONITOR_NODE_FLAGS, { size: 197172, mtimeMs: want.bundle.mtimeMs }), {})).toBe(false);
-    expect(snapshotUsable(undefined, want, {})).toBe(false);
-    expect(snapshotUsable('{"node":', want, {})).toBe(false);
   });
 });
 
