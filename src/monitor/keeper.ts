@@ -5,7 +5,8 @@
  * lives exactly as long as its VM and records, from evidence it holds, how
  * the VM ended. No central daemon: one of these per running VM.
  *
- *   start:  spawn QEMU (-S) → QMP → console → agent link → cont → record running
+ *   start:  QEMU (-S; forked by the launcher, or spawned here after a reboot or a
+ *           crash) → QMP → console → agent link → cont → record running
  *   serve:  clients on monitor.sock (agent methods relayed, monitor.* answered)
  *   end:    QEMU exits → classify (SHUTDOWN reason, panic, resets, exit status,
  *           GoShip's stop step) → record → restart (on-crash, with backoff) or exit
@@ -515,9 +516,8 @@ export class Monitor {
   /**
    * The VM's sockets and run directory go before the monitor records or
    * answers that the VM has ended (a stop, a failed start): the next start may
-   * follow at once,
-   * and its QEMU creates the same paths. Clients connected to monitor.sock
-   * keep their connections.
+   * follow at once, and its QEMU creates the same paths. Clients connected to
+   * monitor.sock keep their connections.
    */
   async #removeFiles(): Promise<void> {
     if (this.#filesRemoved) return;

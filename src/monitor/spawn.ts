@@ -21,16 +21,16 @@ import { monitorEnv } from './env.ts';
 import { launcherArgv } from './launcher.ts';
 import type { Launch } from './launch.ts';
 
+/** The monitor's log is rotated at start once it is this large (one older file kept). */
+export const MONITOR_LOG_MAX_BYTES = 1024 * 1024;
+/** How long a monitor may take to report. QEMU's own start is bounded inside it. */
+export const MONITOR_REPORT_TIMEOUT_MS = 60_000;
 /**
  * Node flags of the monitor: a small young generation and heap keep its
  * private memory per VM small (docs/benchmarks.md has the measured figures).
  */
 export const MONITOR_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--max-old-space-size=48'];
 
-/** The monitor's log is rotated at start once it is this large (one older file kept). */
-export const MONITOR_LOG_MAX_BYTES = 1024 * 1024;
-/** How long a monitor may take to report. QEMU's own start is bounded inside it. */
-export const MONITOR_REPORT_TIMEOUT_MS = 60_000;
 /** The monitor's entry bundle. A monitor started by an earlier build (its entry was an ES module) runs `goship-monitor.mjs`: still recognized, so it is adopted, not doubled. */
 const MONITOR_BUNDLE = 'goship-monitor.cjs';
 const MONITOR_BUNDLE_BEFORE = 'goship-monitor.mjs';
