@@ -138,6 +138,8 @@ export class Call {
 
   /** The request is answered: stop its streams without signalling an abort (the child, if any, has exited). */
   release(): void {
+    // Most requests (ping, info, stat…) have no stream: no error to build, with its stack, for them.
+    if (this.#credit.size === 0 && this.#inbound.size === 0) return;
     const done = new RemoteError(REMOTE_CODES.cancelled, `${this.method} already answered`);
     for (const c of this.#credit.values()) c.close(done);
     for (const i of this.#inbound.values()) i.fail(done);
