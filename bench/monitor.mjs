@@ -2,7 +2,8 @@
 //  - agent round trip through the monitor (library) against the direct path (an AgentClient on
 //    the agent's chardev socket, the monitor killed for it), and the whole `goshipctl vm ping`
 //    process against `node -e 0` (the floor of any Node CLI), runs interleaved;
-//  - the monitor's memory per VM from /proc/PID/smaps_rollup (RSS, PSS, private), 3 VMs running;
+//  - the monitor's memory per VM from /proc/PID/smaps_rollup (RSS, PSS, private), 3 VMs running,
+//    and that of the one that relayed the uploads, after them;
 //  - upload throughput through the monitor against the direct path (an AgentClient on the agent's
 //    chardev socket, with the monitor killed for the measurement and a new one adopting after);
 //  - 8 concurrent clients: ping round trip while another client uploads 64 MiB.
@@ -154,6 +155,8 @@ try {
   await up;
   for (const c of clients) await c.close();
   await agent.close();
+  // The monitor that relayed all of the above (the uploads allocate in its young generation).
+  const memAfter = await smaps((await rt.vms.get(main)).monitor.pid);
 
   const mibs = (ms) => size / MiB / (ms / 1000);
   const mb = (kb) => `${(kb / 1024).toFixed(1)} MiB`;
@@ -162,12 +165,13 @@ try {
   line(`goshipctl vm ping, whole process (median of 20)     ${fmt(median(pingCli))}   node -e 0: ${fmt(median(nodeBare))}   target ≤ 150 ms`);
   for (const [i, m] of mem.entries()) line(`monitor ${names[i]} memory, settled                     RSS ${mb(m.rss)}, PSS ${mb(m.pss)}, private ${mb(m.private)}   target private ≤ 15 MiB`);
   line(`  right after the third was ready, private:         ${memReady.map((m, i) => `${names[i]} ${mb(m.private)}`).join(', ')}`);
+  line(`  after the uploads and the 8 clients, private:     ${main} ${mb(memAfter.private)} (RSS ${mb(memAfter.rss)})`);
   line(`bare node -e (for scale)                            RSS ${mb(bareKb('Rss'))}, private ${mb(bareKb('Private_Clean') + bareKb('Private_Dirty'))}`);
   line(`upload 64 MiB via the monitor (median of ${runs})        ${mibs(median(viaMonitor)).toFixed(1)} MiB/s   runs ${viaMonitor.map((m) => mibs(m).toFixed(1)).join(', ')}`);
   line(`upload 64 MiB direct (median of ${runs})                 ${mibs(median(direct)).toFixed(1)} MiB/s   runs ${direct.map((m) => mibs(m).toFixed(1)).join(', ')}`);
   line(`via monitor / direct                                ${(median(direct) / median(viaMonitor)).toFixed(2)}×   target ≥ 0.9×`);
   line(`ping under a concurrent 64 MiB upload (7 clients)   median ${fmt(median(underLoad))} of ${underLoad.length}, p90 ${fmt([...underLoad].sort((a, b) => a - b)[Math.floor(underLoad.length * 0.9)])}   target ≤ 20 ms`);
-  if (process.argv.includes('--json')) console.log(JSON.stringify({ rtt: median(rtt), rttDirect: median(rttDirect), pingCli: median(pingCli), mem, memReady, viaMonitor, direct, underLoad: median(underLoad) }));
+  if (process.argv.includes('--json')) console.log(JSON.stringify({ rtt: median(rtt), rttDirect: median(rttDirect), pingCli: median(pingCli), mem, memReady, memAfter, viaMonitor, direct, underLoad: median(underLoad) }));
 } finally {
   for (const v of await rt.vms.list().catch(() => [])) await rt.vms.destroy(v.name, { force: true }).catch(() => {});
   await t.cleanup().catch(() => {});
