@@ -165,6 +165,12 @@ export async function startMonitor(opts: { layout: Layout; vm: Vm; adopt?: boole
     pipe.destroy();
     child.unref();
     // No report of a running VM: the QEMU the launcher forked goes too (a monitor that reported an error has seen to it already).
-    if (forked !== undefined && (await isOurProcess(forked, processMarker(vm.id)))) process.kill(forked, 'SIGKILL');
+    if (forked !== undefined && (await isOurProcess(forked, processMarker(vm.id)))) {
+      try {
+        process.kill(forked, 'SIGKILL');
+      } catch {
+        // gone meanwhile: the error that brought us here is the one to report
+      }
+    }
   }
 }
