@@ -15,6 +15,7 @@ import { pidAlive } from '../../src/proc.ts';
 import { isOurProcess, processMarker, waitGone } from '../../src/qemu/index.ts';
 import { QmpClient } from '../../src/qmp/index.ts';
 import { Runtime, qemuUser } from '../../src/runtime/index.ts';
+import { readLaunch, startMonitor } from '../../src/monitor/index.ts';
 import type { Vm } from '../../src/store/index.ts';
 import { FASTGUEST_ACPI_IGNORE, fastGuest, type FastGuest } from '../helpers/fast-guest.ts';
 import { testEnv, type TestEnv } from '../helpers/runtime-env.ts';
@@ -126,6 +127,26 @@ describe('VM lifecycle through the monitor', () => {
     const r = await rt.vms.stop('lc-stubborn', { force: true });
     expect(r.attempts[0]).toEqual({ step: 'quit', outcome: 'ended' });
   }, 120_000);
+
+  it('a monitor that dies before it reports takes the QEMU the launcher forked along', async () => {
+    // Its files as a start leaves them (launch.json, the run directory QEMU's user may enter), then no process of it.
+    const vm = await rt.vms.start('lc-stubborn');
+    process.kill(vm.monitor!.pid, 'SIGKILL');
+    process.kill(vm.pid!, 'SIGKILL');
+    expect(await waitGone(vm.pid!, processMarker('lc-stubborn'), 5000)).toBe(true);
+    // A stand-in for the monitor's bundle that exits at once.
+    const bogus = join(env.root, 'goship-monitor.cjs');
+    await writeFile(bogus, "process.stderr.write('stand-in monitor: exiting before the report\\n'); process.exit(3);\n");
+    const err = await startMonitor({ layout: env.layout, vm, launch: await readLaunch(vm.paths.dir), bundle: bogus }).then(
+      () => undefined,
+      (e: { code: string; message: string }) => e,
+    );
+    expect(err).toMatchObject({ code: 'EMONITOR', message: expect.stringMatching(/^the monitor of VM lc-stubborn exited with code 3 before it reported: .*stand-in monitor: exiting before the report/) });
+    // The launcher forked QEMU (paused, it would wait forever) before the stand-in ran; the starter killed it.
+    await until('the forked QEMU to be gone', async () => ((await execa('pgrep', ['-f', 'process=goship-lc-stubborn'], { reject: false })).stdout === '' ? true : undefined), 10_000);
+    expect((await rt.vms.start('lc-stubborn')).state).toBe('running');
+    await rt.vms.stop('lc-stubborn', { force: true });
+  }, 60_000);
 
   it('kill -9 of QEMU: the monitor records a crash with the signal, at once, and exits', async () => {
     const vm = await rt.vms.start('lc-basic');
