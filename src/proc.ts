@@ -6,11 +6,20 @@
 import { readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 
+/**
+ * Pure: the fields of a /proc/PID/stat line from the state (field 3) on, so
+ * field N is at index N - 3; undefined for a line without a command name.
+ * `pid (comm) S …`: comm may contain spaces and parentheses, so the fields
+ * start after the last ')'.
+ */
+function statFields(stat: string): string[] | undefined {
+  const close = stat.lastIndexOf(')');
+  return close < 0 ? undefined : stat.slice(close + 2).trim().split(' ');
+}
+
 /** Pure: the state letter of a /proc/PID/stat line (`R`, `S`, `Z`…). */
 export function statState(stat: string): string | undefined {
-  // pid (comm) S … : comm may contain spaces and parentheses; the state follows the last ')'.
-  const close = stat.lastIndexOf(')');
-  return close < 0 ? undefined : stat.slice(close + 2, close + 3) || undefined;
+  return statFields(stat)?.[0] || undefined;
 }
 
 /**
@@ -57,11 +66,8 @@ export function signalName(n: number): NodeJS.Signals {
  * launcher) reads it there until the zombie is reaped.
  */
 export function statExit(stat: string): ExitStatus | undefined {
-  const close = stat.lastIndexOf(')');
-  if (close < 0) return undefined;
-  // Fields from the state (field 3) on: field N is at index N - 3.
-  const fields = stat.slice(close + 2).trim().split(' ');
-  if (fields[0] !== 'Z' && fields[0] !== 'X') return undefined;
+  const fields = statFields(stat);
+  if (fields?.[0] !== 'Z' && fields?.[0] !== 'X') return undefined;
   const raw = fields[52 - 3];
   if (raw === undefined || !/^\d+$/.test(raw)) return undefined;
   const status = Number(raw);
