@@ -5,6 +5,7 @@
  */
 import { mkdir, symlink } from 'node:fs/promises';
 import { execa } from 'execa';
+import { pidAlive } from '../../src/proc.ts';
 import { ensureTestImage, type ImageInfo, type TestImageOptions } from './debian-image.ts';
 import { testEnv, type TestEnv } from './runtime-env.ts';
 
@@ -32,14 +33,23 @@ export async function projectEnv(prefix: string, opts: { log?: (line: string) =>
     ...env,
     image,
     cleanupAll: async () => {
-      const { stdout } = await execa('pgrep', ['-f', `path=${env.layout.run}/`], { reject: false });
-      for (const pid of stdout.split('\n').filter(Boolean)) {
-        try {
-          process.kill(Number(pid), 'SIGKILL');
-        } catch {
-          /* gone */
+      // The monitors first (a monitor that sees its QEMU die records the end and
+      // removes files: it must not do so while the tree is being removed), then
+      // the QEMUs, and wait for all of them to be gone before removing anything.
+      const killed: number[] = [];
+      for (const pattern of [`--home ${env.layout.home}( |$)`, `path=${env.layout.run}/`]) {
+        const { stdout } = await execa('pgrep', ['-f', '--', pattern], { reject: false });
+        for (const pid of stdout.split('\n').filter(Boolean).map(Number)) {
+          try {
+            process.kill(pid, 'SIGKILL');
+            killed.push(pid);
+          } catch {
+            /* gone */
+          }
         }
       }
+      const deadline = Date.now() + 20_000;
+      while (killed.some(pidAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       await env.cleanup();
     },
   };

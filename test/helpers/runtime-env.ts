@@ -24,6 +24,6 @@ export async function testEnv(prefix = 'gs'): Promise<TestEnv> {
     root,
     layout: new Layout(home, run),
     env: { ...process.env, GOSHIP_HOME: home, GOSHIP_RUN: run, NO_COLOR: '1' },
-    cleanup: () => rm(root, { recursive: true, force: true }),
+    cleanup: () => rm(root, { recursive: true, force: true, maxRetries: 3 }),
   };
 }
