@@ -158,6 +158,8 @@ export function pipeConsole(socket: Socket, log: ConsoleLog, onError: (err: Erro
     );
   });
   socket.on('error', () => undefined);
+  // It may come paused (connected before its owner was ready): nothing was read yet, nothing is lost.
+  socket.resume();
 }
 
 /** path → path.1 → path.2 … (the oldest beyond `keep` is replaced). */

@@ -4,12 +4,17 @@
  * (after a reboot or a crash). Either way the monitor is its parent and learns
  * its exit status. Node built-ins only: the monitor's entry loads this first.
  */
+import { Buffer } from 'node:buffer';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { FILES, type Layout } from '../layout.ts';
 import { statExit, type ExitStatus } from '../proc.ts';
 import { LAUNCH_FILE } from './launch-file.ts';
+
+/** How long QEMU may take to serve its QMP socket after it was started. */
+export const QMP_SOCKET_TIMEOUT_MS = 10_000;
 
 export interface EarlyQemu {
   pid: number;
@@ -22,6 +27,8 @@ export interface EarlyQemu {
   startedAt: number;
   /** Milliseconds since this process started, at the spawn (for the log). */
   spawnedAtMs: number;
+  /** Set when the entry has already resumed this QEMU and reported it running (resumeEarly). */
+  handover?: Handover;
 }
 
 /**
@@ -99,4 +106,154 @@ export function forkedQemu(pid: number): EarlyQemu {
   };
   // The launcher forked QEMU a moment before Node started: this process's own start time is as close as it gets.
   return { pid, kill, exited, spawned: Promise.resolve(), startedAt: Date.now() - Math.round(process.uptime() * 1000), spawnedAtMs: 0 };
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Connects to a unix socket QEMU serves, retrying while QEMU lives (it binds
+ * a moment before it listens: a connect in between is refused). The socket
+ * is paused: nothing is read from it until its owner resumes it.
+ */
+export async function connectRetrying(path: string, alive: () => boolean, deadline: number): Promise<Socket | undefined> {
+  for (;;) {
+    const s = await new Promise<Socket | undefined>((resolve) => {
+      const socket = connect({ path });
+      socket.pause();
+      socket.once('connect', () => {
+        socket.removeAllListeners('error');
+        // Until its owner listens: an error then must not be an uncaught one.
+        socket.on('error', () => undefined);
+        resolve(socket);
+      });
+      socket.once('error', () => resolve(undefined));
+    });
+    if (s) return s;
+    if (!alive() || Date.now() >= deadline) return undefined;
+    await sleep(5);
+  }
+}
+
+/**
+ * What the monitor's entry did before the body loaded, on a fresh start:
+ * GoShip's QMP connection negotiated and QEMU resumed (`cont`), the serial
+ * console connected before that (paused: nothing of it is read, so nothing
+ * is lost). The body adopts both.
+ */
+export interface Handover {
+  qmp: Socket;
+  /** QEMU's greeting line. */
+  greeting: string;
+  /** Bytes QEMU sent that are not the greeting nor a reply to the entry's commands (its events), in order. */
+  pending: Buffer;
+  console: Socket;
+  /** Milliseconds since the process started, for the monitor's log. */
+  marks: string[];
+}
+
+/** Longest line the entry reads from QEMU (the greeting, a reply, an event). */
+const ENTRY_MAX_LINE = 1 << 20;
+
+/**
+ * Lines from a socket, for the few exchanges of the entry; `release()`
+ * pauses the socket and returns every byte not consumed.
+ */
+function lineReader(socket: Socket): { line(): Promise<string | undefined>; keep(line: string): void; release(): Buffer } {
+  let rest: Buffer = Buffer.alloc(0);
+  const lines: string[] = [];
+  const kept: string[] = [];
+  let ended = false;
+  let wake: (() => void) | undefined;
+  const onData = (chunk: Buffer): void => {
+    rest = rest.length === 0 ? chunk : Buffer.concat([rest, chunk]);
+    for (let nl = rest.indexOf(10); nl !== -1; nl = rest.indexOf(10)) {
+      lines.push(rest.subarray(0, nl).toString('utf8'));
+      rest = rest.subarray(nl + 1);
+    }
+    if (rest.length > ENTRY_MAX_LINE) socket.destroy();
+    wake?.();
+  };
+  const onClose = (): void => {
+    ended = true;
+    wake?.();
+  };
+  socket.on('data', onData);
+  socket.once('close', onClose);
+  socket.resume();
+  return {
+    async line() {
+      while (lines.length === 0) {
+        if (ended) return undefined;
+        await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+      }
+      return lines.shift();
+    },
+    keep: (line) => kept.push(line),
+    release() {
+      socket.pause();
+      socket.off('data', onData);
+      socket.off('close', onClose);
+      return Buffer.concat([...[...kept, ...lines].map((l) => Buffer.from(`${l}\n`)), rest]);
+    },
+  };
+}
+
+/**
+ * On a fresh start, before the monitor's body has loaded: negotiates QMP,
+ * connects the console and resumes QEMU, so the VM runs ~30 ms sooner (the
+ * body's load no longer comes first). Node built-ins only. Anything
+ * unexpected (QEMU gone, an error reply, `timeoutMs` passed) closes what was
+ * opened and returns why: the body then starts QEMU's run its usual way.
+ */
+export async function resumeEarly(paths: { qmp: string; console: string }, alive: () => boolean, timeoutMs: number): Promise<Handover | string> {
+  const ms = (): string => (process.uptime() * 1000).toFixed(0);
+  const deadline = Date.now() + timeoutMs;
+  const qmp = await connectRetrying(paths.qmp, alive, deadline);
+  if (!qmp) return 'no QMP connection';
+  const consoleConnecting = connectRetrying(paths.console, alive, deadline);
+  const timer = setTimeout(() => qmp.destroy(), Math.max(1, deadline - Date.now()));
+  const reader = lineReader(qmp);
+  /** Sends a command; undefined once it returned, else why not. Events met meanwhile are kept for the body. */
+  const execute = async (command: string, id: string): Promise<string | undefined> => {
+    qmp.write(`${JSON.stringify({ execute: command, id })}\n`);
+    for (;;) {
+      const line = await reader.line();
+      if (line === undefined) return `the QMP connection closed before the reply to ${command}`;
+      const m = jsonObject(line);
+      if (m?.id === id) return 'return' in m ? undefined : `${command}: ${JSON.stringify(m.error ?? m)}`;
+      if (typeof m?.event === 'string') reader.keep(line);
+    }
+  };
+  const marks: string[] = [];
+  let greeting: string | undefined;
+  let consoleConn: Socket | undefined;
+  const why = await (async (): Promise<string | undefined> => {
+    greeting = await reader.line();
+    if (greeting === undefined || jsonObject(greeting)?.QMP === undefined) return 'no QMP greeting';
+    const refused = await execute('qmp_capabilities', 'entry-1');
+    if (refused) return refused;
+    marks.push(`QMP ${ms()}`);
+    // The console before the guest runs: its first bytes must reach console.log.
+    consoleConn = await consoleConnecting;
+    if (!consoleConn) return 'no console connection';
+    return await execute('cont', 'entry-2');
+  })();
+  clearTimeout(timer);
+  if (why !== undefined || !consoleConn || greeting === undefined) {
+    qmp.destroy();
+    void consoleConnecting.then((c) => c?.destroy());
+    return why ?? 'no console connection';
+  }
+  marks.push(`cont ${ms()}`);
+  return { qmp, greeting, pending: reader.release(), console: consoleConn, marks };
+}
+
+function jsonObject(line: string): Record<string, unknown> | undefined {
+  try {
+    const m: unknown = JSON.parse(line);
+    return typeof m === 'object' && m !== null && !Array.isArray(m) ? (m as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
 }

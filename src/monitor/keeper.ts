@@ -32,7 +32,7 @@ import { RestartBackoff, ResetWatch } from './backoff.ts';
 import { ConsoleLog, pipeConsole } from './console.ts';
 import { CRASH_KINDS, afterEnd, classifyEnd, type EndEvidence, type VmEnd } from './ending.ts';
 import { escalate, type EscalationResult, type StopStep } from './escalate.ts';
-import { spawnQemu, type EarlyQemu } from './early.ts';
+import { QMP_SOCKET_TIMEOUT_MS, connectRetrying, spawnQemu, type EarlyQemu } from './early.ts';
 import { readLaunch, type Launch } from './launch.ts';
 import { NETDEV_ID, parseUsernet } from './ports.ts';
 import {
@@ -49,8 +49,6 @@ import {
 } from './protocol.ts';
 import { LocalCall, MonitorCallError, MonitorServer, type LocalHandler } from './server.ts';
 
-/** How long QEMU may take to create its QMP socket after spawn. */
-export const QMP_SOCKET_TIMEOUT_MS = 10_000;
 /** The ACPI power button is pressed again this often while the guest has not gone. */
 export const ACPI_REPEAT_MS = 3_000;
 export const DEFAULT_STOP_TIMEOUTS = { agentMs: 30_000, acpiMs: 30_000, quitMs: 5_000, termMs: 5_000, killMs: 5_000 };
@@ -70,8 +68,10 @@ export interface MonitorOptions {
   report: (message: Record<string, unknown>) => void;
   log: (line: string) => void;
   now?: () => string;
-  /** QEMU, forked by the launcher before this process became Node (a fresh start). */
+  /** QEMU, forked by the launcher before this process became Node (a fresh start); maybe resumed by the entry already. */
   early?: EarlyQemu;
+  /** When this monitor process started (ISO); default: now. */
+  startedAt?: string;
 }
 
 interface Run {
@@ -127,13 +127,16 @@ export class Monitor {
   #stopAsked: { force: boolean; timeouts: Partial<StopTimeouts> } | undefined;
   #wakeRestart: (() => void) | undefined;
   #lastEnd: VmEnd | undefined;
+  /** The QEMU the launcher forked; the entry may have reported it running already. */
+  readonly #entryQemu: EarlyQemu | undefined;
   /** Resolved once the end of the VM is recorded for good (no restart follows): a stop answers then. */
   #final: { promise: Promise<VmEnd>; resolve: (end: VmEnd) => void };
 
   constructor(opts: MonitorOptions) {
     this.#o = opts;
     this.#now = opts.now ?? (() => new Date().toISOString());
-    this.#startedAt = this.#now();
+    this.#startedAt = opts.startedAt ?? this.#now();
+    this.#entryQemu = opts.early;
     let resolve!: (end: VmEnd) => void;
     const promise = new Promise<VmEnd>((r) => (resolve = r));
     this.#final = { promise, resolve };
@@ -156,6 +159,15 @@ export class Monitor {
     } catch (err) {
       const e = err instanceof StartError ? err : new StartError((err as { code?: string }).code ?? 'EINTERNAL', (err as Error).message, (err as { hint?: string }).hint);
       this.#log(`start failed: ${e.message}`);
+      if (this.#entryQemu?.handover) {
+        // The entry reported this VM running before the failure: QEMU must not outlive its monitor unseen, and its end is recorded.
+        this.#entryQemu.kill('SIGKILL');
+        if (this.#vm) {
+          await this.#recordEnd({ at: this.#now(), kind: 'crashed', summary: `the monitor failed after QEMU had started: ${e.message}` }, false).catch((err: unknown) =>
+            this.#log(`recording the end: ${(err as Error).message}`),
+          );
+        }
+      }
       // The starter may start the VM again at once: its files go before the answer.
       await this.#removeFiles();
       this.#o.report({ t: 'error', error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) }, ...e.extra });
@@ -264,30 +276,42 @@ export class Monitor {
         logTail: tail,
       });
     };
+    const handover = q.handover;
     try {
-      if (!(await waitForPath(paths.qmpSocket, QMP_SOCKET_TIMEOUT_MS, alive))) return await failEarly();
-      this.#qmp = await this.#connectQmp(alive);
-      marks.push(`QMP ${ms()}`);
-      await this.#restoreForwards();
-      await this.#openConsole(alive);
+      if (handover) {
+        // The entry negotiated QMP, connected the console and resumed QEMU (and reported it running) before this code had loaded.
+        marks.splice(1, 1, ...handover.marks, `loaded ${ms()}`);
+        this.#qmp = this.#watchQmp(QmpClient.adopt(handover.qmp, { socketPath: paths.qmpSocket, greeting: handover.greeting, pending: handover.pending }, { onEvent: (e) => this.#onEvent(e) }));
+      } else {
+        if (!(await waitForPath(paths.qmpSocket, QMP_SOCKET_TIMEOUT_MS, alive))) return await failEarly();
+        this.#qmp = await this.#connectQmp(alive);
+        marks.push(`QMP ${ms()}`);
+        await this.#restoreForwards();
+      }
+      await this.#openConsole(alive, handover?.console);
       if (!this.#serverListening) await this.#listen();
       marks.push(`console and socket ${ms()}`);
       this.#link.start();
-      await this.#qmp.cont();
+      if (!handover) await this.#qmp.cont();
       this.#qmpStatus = await this.#qmp.queryStatus();
-      marks.push(`cont ${ms()}`);
+      if (!handover) marks.push(`cont ${ms()}`);
     } catch (err) {
       // QEMU may be exiting right now (a bad option): then its own words say why.
       await Promise.race([exited, sleep(200)]);
+      if (handover && !alive()) {
+        // Reported running already: this is the VM's end, and the main loop classifies it like any other.
+        this.#log(`QEMU ended while the monitor was loading (${(err as Error).message})`);
+        return;
+      }
       if (!alive() || err instanceof StartError) return await failEarly();
       q.kill('SIGKILL');
       await exited;
       throw err;
     }
     this.#state = 'running';
-    // The starter records `running` too: it waits for this report, not for the store.
     const startedAt = new Date(run.startedAt).toISOString();
-    this.#o.report({ t: 'running', pid: run.pid, status: this.#qmpStatus.status, startedAt, monitorStartedAt: this.#startedAt });
+    // The starter records `running` too: it waits for this report, not for the store.
+    if (!handover) this.#o.report({ t: 'running', pid: run.pid, status: this.#qmpStatus.status, startedAt, monitorStartedAt: this.#startedAt });
     await this.#o.store.update((draft) => {
       const rec = findRecord(draft, 'vm', this.#vm.id);
       if (!rec) return;
@@ -370,12 +394,7 @@ export class Monitor {
     const deadline = Date.now() + QMP_SOCKET_TIMEOUT_MS;
     for (;;) {
       try {
-        const qmp = await QmpClient.connect(this.#vm.paths.qmpSocket, { timeoutMs: 5000 });
-        qmp.on('event', (e) => this.#onEvent(e));
-        qmp.on('close', () => {
-          if (this.#run && !this.#run.own) this.#log('QMP connection closed');
-        });
-        return qmp;
+        return this.#watchQmp(await QmpClient.connect(this.#vm.paths.qmpSocket, { timeoutMs: 5000, onEvent: (e) => this.#onEvent(e) }));
       } catch (err) {
         const refused = (err as { cause?: { code?: string } }).cause?.code === 'ECONNREFUSED';
         if (!refused || !alive() || Date.now() >= deadline) throw err;
@@ -384,11 +403,18 @@ export class Monitor {
     }
   }
 
-  async #openConsole(alive: () => boolean): Promise<void> {
+  #watchQmp(qmp: QmpClient): QmpClient {
+    qmp.on('close', () => {
+      if (this.#run && !this.#run.own) this.#log('QMP connection closed');
+    });
+    return qmp;
+  }
+
+  async #openConsole(alive: () => boolean, connected?: Socket): Promise<void> {
     const { paths } = this.#vm;
     await this.#console?.close();
     this.#console = await ConsoleLog.open({ path: paths.consoleLog, maxBytes: this.#launch.console.maxBytes, keep: this.#launch.console.keep });
-    const socket = await connectRetrying(paths.consoleSocket, alive);
+    const socket = connected ?? (await connectRetrying(paths.consoleSocket, alive, Date.now() + QMP_SOCKET_TIMEOUT_MS));
     if (!socket) return;
     this.#consoleSocket = socket;
     pipeConsole(socket, this.#console, (err) => this.#log(`console.log: ${err.message}`));
@@ -758,20 +784,3 @@ export class Monitor {
   }
 }
 
-/** Connects to a unix socket QEMU serves, retrying while it binds; undefined when QEMU went away first. */
-async function connectRetrying(path: string, alive: () => boolean, timeoutMs = QMP_SOCKET_TIMEOUT_MS): Promise<Socket | undefined> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const s = await new Promise<Socket | undefined>((resolve) => {
-      const socket = connect({ path });
-      socket.once('connect', () => {
-        socket.removeAllListeners('error');
-        resolve(socket);
-      });
-      socket.once('error', () => resolve(undefined));
-    });
-    if (s) return s;
-    if (!alive() || Date.now() >= deadline) return undefined;
-    await sleep(5);
-  }
-}

@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { loadCached } from '../boot/index.ts';
 import { Layout } from '../layout.ts';
 import { restoreEnv } from './env.ts';
-import { forkedQemu } from './early.ts';
+import { QMP_SOCKET_TIMEOUT_MS, forkedQemu, resumeEarly } from './early.ts';
 
 /** The rest of the monitor, beside this file (built from body.ts). */
 const BODY = 'goship-monitor-body.cjs';
@@ -84,9 +84,22 @@ async function main(): Promise<number> {
   const layout = new Layout(args.home, args.run);
   // A fresh start: the launcher forked QEMU before this process even became Node; its end comes as SIGCHLD.
   const early = args.qemuPid === undefined ? undefined : forkedQemu(args.qemuPid);
+  const report = reportChannel();
+  const startedAt = new Date().toISOString();
+  if (early) {
+    // QEMU runs before the body loads (~30 ms of this machine's time): the entry negotiates QMP and resumes it.
+    let gone = false;
+    void early.exited.then(() => (gone = true));
+    const handover = await resumeEarly({ qmp: layout.qmpSocket(args.id), console: layout.vmSocket(args.id, 'consoleSocket') }, () => !gone, QMP_SOCKET_TIMEOUT_MS);
+    if (typeof handover === 'string') log(`the entry did not resume QEMU (${handover}): the body will try`);
+    else {
+      early.handover = handover;
+      report({ t: 'running', pid: early.pid, status: 'running', startedAt: new Date(early.startedAt).toISOString(), monitorStartedAt: startedAt });
+    }
+  }
   const { Store, Monitor } = loadCached(join(dirname(fileURLToPath(import.meta.url)), BODY)) as typeof import('./body.ts');
   const store = await Store.open(layout);
-  const monitor = new Monitor({ layout, store, id: args.id, adopt: args.adopt, report: reportChannel(), log, ...(early ? { early } : {}) });
+  const monitor = new Monitor({ layout, store, id: args.id, adopt: args.adopt, report, log, startedAt, ...(early ? { early } : {}) });
   log(`${args.adopt ? 'adopting' : 'starting'} VM ${args.id}`);
   const code = await monitor.main();
   log(`exiting (${code})`);

@@ -109,12 +109,20 @@ function describeConnectFailure(err: NodeJS.ErrnoException): { why: string; hint
 /** A connected QMP socket that speaks lines. */
 export class LineTransport {
   readonly #socket: Socket;
+  readonly #framer: LineFramer;
+  readonly #onLine: (line: string) => void;
+  readonly #onClose: (reason: Error | undefined) => void;
   #closed = false;
-  #closedPromise: Promise<void>;
+  #closeReason: Error | undefined;
+  readonly #closedPromise: Promise<void>;
+  #resolveClosed!: () => void;
 
-  private constructor(socket: Socket, closedPromise: Promise<void>) {
+  private constructor(socket: Socket, options: Pick<TransportOptions, 'maxLineBytes' | 'onLine' | 'onClose'>) {
     this.#socket = socket;
-    this.#closedPromise = closedPromise;
+    this.#framer = new LineFramer(options.maxLineBytes ?? MAX_LINE_BYTES);
+    this.#onLine = options.onLine;
+    this.#onClose = options.onClose;
+    this.#closedPromise = new Promise<void>((r) => (this.#resolveClosed = r));
   }
 
   /**
@@ -133,15 +141,10 @@ export class LineTransport {
         ),
       );
     }
-    const framer = new LineFramer(options.maxLineBytes ?? MAX_LINE_BYTES);
-
     return new Promise<LineTransport>((resolve, reject) => {
       const socket = netConnect({ path: socketPath });
+      const transport = new LineTransport(socket, options);
       let connected = false;
-      let closeReason: Error | undefined;
-      let resolveClosed!: () => void;
-      const closedPromise = new Promise<void>((r) => (resolveClosed = r));
-      let transport: LineTransport | undefined;
 
       const timer = setTimeout(() => {
         socket.destroy();
@@ -155,47 +158,74 @@ export class LineTransport {
       socket.once('connect', () => {
         clearTimeout(timer);
         connected = true;
-        transport = new LineTransport(socket, closedPromise);
         resolve(transport);
       });
-
-      socket.on('data', (chunk: Buffer) => {
-        if (socket.destroyed) return;
-        let lines: string[];
-        try {
-          lines = framer.push(chunk);
-        } catch (err) {
-          closeReason = err as Error;
-          socket.destroy();
-          return;
-        }
-        for (const line of lines) {
-          // A handler may have closed the transport (fatal protocol error): stop there.
-          if (socket.destroyed) return;
-          options.onLine(line);
-        }
-      });
-
-      socket.on('error', (err: NodeJS.ErrnoException) => {
-        if (!connected) {
-          clearTimeout(timer);
-          const { why, hint } = describeConnectFailure(err);
-          reject(
-            new QmpConnectError(socketPath, why, { ...(hint === undefined ? {} : { hint }), cause: err }),
-          );
-          return;
-        }
-        closeReason ??= err;
-      });
-
-      socket.on('close', () => {
+      socket.once('error', (err: NodeJS.ErrnoException) => {
+        if (connected) return;
         clearTimeout(timer);
-        resolveClosed();
-        if (!connected || transport === undefined) return;
-        transport.#closed = true;
-        options.onClose(closeReason);
+        const { why, hint } = describeConnectFailure(err);
+        reject(new QmpConnectError(socketPath, why, { ...(hint === undefined ? {} : { hint }), cause: err }));
       });
+      socket.once('close', () => clearTimeout(timer));
+      transport.#wire(() => connected);
     });
+  }
+
+  /**
+   * A socket connected and read by someone else until now (the monitor's
+   * entry, which negotiated and resumed QEMU before the rest of the monitor
+   * had loaded). `pending` are the bytes it read and did not consume; they
+   * are delivered by `start()`, before anything still unread on the socket.
+   */
+  static adopt(socket: Socket, options: Omit<TransportOptions, 'socketPath' | 'timeoutMs'>): LineTransport {
+    const transport = new LineTransport(socket, options);
+    transport.#wire(() => true);
+    return transport;
+  }
+
+  /** Delivers `pending` as if just received, then lets the socket flow (it may have been paused). */
+  start(pending: Buffer = Buffer.alloc(0)): void {
+    if (pending.length > 0) this.#receive(pending);
+    // Closed before it was adopted: its 'close' event has gone by.
+    if (this.#socket.closed) queueMicrotask(() => this.#ended());
+    else this.#socket.resume();
+  }
+
+  #wire(connected: () => boolean): void {
+    const socket = this.#socket;
+    socket.on('data', (chunk: Buffer) => this.#receive(chunk));
+    socket.on('error', (err: Error) => {
+      if (connected()) this.#closeReason ??= err;
+    });
+    socket.once('close', () => {
+      if (connected()) this.#ended();
+      else this.#resolveClosed();
+    });
+  }
+
+  #ended(): void {
+    this.#resolveClosed();
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#onClose(this.#closeReason);
+  }
+
+  #receive(chunk: Buffer): void {
+    const socket = this.#socket;
+    if (socket.destroyed) return;
+    let lines: string[];
+    try {
+      lines = this.#framer.push(chunk);
+    } catch (err) {
+      this.#closeReason = err as Error;
+      socket.destroy();
+      return;
+    }
+    for (const line of lines) {
+      // A handler may have closed the transport (fatal protocol error): stop there.
+      if (socket.destroyed) return;
+      this.#onLine(line);
+    }
   }
 
   /** True once the socket closed or `close()`/`destroy()` was called. */
