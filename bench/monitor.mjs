@@ -157,6 +157,9 @@ try {
   await agent.close();
   // The monitor that relayed all of the above (the uploads allocate in its young generation).
   const memAfter = await smaps((await rt.vms.get(main)).monitor.pid);
+  // And after a minute of rest (V8's memory reducer works on idle isolates).
+  await new Promise((r) => setTimeout(r, 60_000));
+  const memIdle = await smaps((await rt.vms.get(main)).monitor.pid);
 
   const mibs = (ms) => size / MiB / (ms / 1000);
   const mb = (kb) => `${(kb / 1024).toFixed(1)} MiB`;
@@ -166,12 +169,13 @@ try {
   for (const [i, m] of mem.entries()) line(`monitor ${names[i]} memory, settled                     RSS ${mb(m.rss)}, PSS ${mb(m.pss)}, private ${mb(m.private)}   target private ≤ 15 MiB`);
   line(`  right after the third was ready, private:         ${memReady.map((m, i) => `${names[i]} ${mb(m.private)}`).join(', ')}`);
   line(`  after the uploads and the 8 clients, private:     ${main} ${mb(memAfter.private)} (RSS ${mb(memAfter.rss)})`);
+  line(`  the same monitor a minute later, private:         ${main} ${mb(memIdle.private)} (RSS ${mb(memIdle.rss)})`);
   line(`bare node -e (for scale)                            RSS ${mb(bareKb('Rss'))}, private ${mb(bareKb('Private_Clean') + bareKb('Private_Dirty'))}`);
   line(`upload 64 MiB via the monitor (median of ${runs})        ${mibs(median(viaMonitor)).toFixed(1)} MiB/s   runs ${viaMonitor.map((m) => mibs(m).toFixed(1)).join(', ')}`);
   line(`upload 64 MiB direct (median of ${runs})                 ${mibs(median(direct)).toFixed(1)} MiB/s   runs ${direct.map((m) => mibs(m).toFixed(1)).join(', ')}`);
   line(`via monitor / direct                                ${(median(direct) / median(viaMonitor)).toFixed(2)}×   target ≥ 0.9×`);
   line(`ping under a concurrent 64 MiB upload (7 clients)   median ${fmt(median(underLoad))} of ${underLoad.length}, p90 ${fmt([...underLoad].sort((a, b) => a - b)[Math.floor(underLoad.length * 0.9)])}   target ≤ 20 ms`);
-  if (process.argv.includes('--json')) console.log(JSON.stringify({ rtt: median(rtt), rttDirect: median(rttDirect), pingCli: median(pingCli), mem, memReady, memAfter, viaMonitor, direct, underLoad: median(underLoad) }));
+  if (process.argv.includes('--json')) console.log(JSON.stringify({ rtt: median(rtt), rttDirect: median(rttDirect), pingCli: median(pingCli), mem, memReady, memAfter, memIdle, viaMonitor, direct, underLoad: median(underLoad) }));
 } finally {
   for (const v of await rt.vms.list().catch(() => [])) await rt.vms.destroy(v.name, { force: true }).catch(() => {});
   await t.cleanup().catch(() => {});

@@ -6,8 +6,8 @@
  */
 import { Buffer } from 'node:buffer';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import { chmodSync, closeSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { FILES, type Layout } from '../layout.ts';
 import { statExit, type ExitStatus } from '../proc.ts';
@@ -147,8 +147,51 @@ export interface Handover {
   /** Bytes QEMU sent that are not the greeting nor a reply to the entry's commands (its events), in order. */
   pending: Buffer;
   console: Socket;
+  /** monitor.sock, listening already: clients that come before the body has loaded wait, paused, in `queued`. */
+  listener: Listener;
   /** Milliseconds since the process started, for the monitor's log. */
   marks: string[];
+}
+
+export interface Listener {
+  server: Server;
+  queued: Socket[];
+}
+
+/** Whether something accepts connections on the unix socket `path`. */
+export function answering(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ path });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/**
+ * Listens on the unix socket `path`, owner-only. A stale socket file (nobody
+ * answering) is replaced; a live one is refused (undefined). Connections
+ * come paused, and wait in `queued` until the server's owner takes them.
+ */
+export async function listenUnix(path: string): Promise<Listener | undefined> {
+  if (await answering(path)) return undefined;
+  rmSync(path, { force: true });
+  const queued: Socket[] = [];
+  const server = createServer({ pauseOnConnect: true }, (socket) => {
+    socket.on('error', () => undefined);
+    queued.push(socket);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(path, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  chmodSync(path, 0o600);
+  return { server, queued };
 }
 
 /** Longest line the entry reads from QEMU (the greeting, a reply, an event). */
@@ -206,12 +249,20 @@ function lineReader(socket: Socket): { line(): Promise<string | undefined>; keep
  * unexpected (QEMU gone, an error reply, `timeoutMs` passed) closes what was
  * opened and returns why: the body then starts QEMU's run its usual way.
  */
-export async function resumeEarly(paths: { qmp: string; console: string }, alive: () => boolean, timeoutMs: number): Promise<Handover | string> {
+export async function resumeEarly(paths: { qmp: string; console: string; monitor: string }, alive: () => boolean, timeoutMs: number): Promise<Handover | string> {
   const ms = (): string => (process.uptime() * 1000).toFixed(0);
   const deadline = Date.now() + timeoutMs;
+  const listening = listenUnix(paths.monitor).catch(() => undefined);
   const qmp = await connectRetrying(paths.qmp, alive, deadline);
-  if (!qmp) return 'no QMP connection';
-  const consoleConnecting = connectRetrying(paths.console, alive, deadline);
+  const consoleConnecting = qmp ? connectRetrying(paths.console, alive, deadline) : Promise.resolve(undefined);
+  const giveUp = async (why: string): Promise<string> => {
+    qmp?.destroy();
+    (await consoleConnecting)?.destroy();
+    // Closing a listening unix socket unlinks its path: the body listens again.
+    (await listening)?.server.close();
+    return why;
+  };
+  if (!qmp) return giveUp('no QMP connection');
   const timer = setTimeout(() => qmp.destroy(), Math.max(1, deadline - Date.now()));
   const reader = lineReader(qmp);
   /** Sends a command; undefined once it returned, else why not. Events met meanwhile are kept for the body. */
@@ -225,9 +276,10 @@ export async function resumeEarly(paths: { qmp: string; console: string }, alive
       if (typeof m?.event === 'string') reader.keep(line);
     }
   };
-  const marks: string[] = [];
+  const marks: string[] = [`connected ${ms()}`];
   let greeting: string | undefined;
   let consoleConn: Socket | undefined;
+  let listener: Listener | undefined;
   const why = await (async (): Promise<string | undefined> => {
     greeting = await reader.line();
     if (greeting === undefined || jsonObject(greeting)?.QMP === undefined) return 'no QMP greeting';
@@ -237,16 +289,14 @@ export async function resumeEarly(paths: { qmp: string; console: string }, alive
     // The console before the guest runs: its first bytes must reach console.log.
     consoleConn = await consoleConnecting;
     if (!consoleConn) return 'no console connection';
+    listener = await listening;
+    if (!listener) return `another monitor answers on ${paths.monitor}`;
     return await execute('cont', 'entry-2');
   })();
   clearTimeout(timer);
-  if (why !== undefined || !consoleConn || greeting === undefined) {
-    qmp.destroy();
-    void consoleConnecting.then((c) => c?.destroy());
-    return why ?? 'no console connection';
-  }
+  if (why !== undefined || !consoleConn || !listener || greeting === undefined) return giveUp(why ?? 'not ready');
   marks.push(`cont ${ms()}`);
-  return { qmp, greeting, pending: reader.release(), console: consoleConn, marks };
+  return { qmp, greeting, pending: reader.release(), console: consoleConn, listener, marks };
 }
 
 function jsonObject(line: string): Record<string, unknown> | undefined {

@@ -32,7 +32,7 @@ import { RestartBackoff, ResetWatch } from './backoff.ts';
 import { ConsoleLog, pipeConsole } from './console.ts';
 import { CRASH_KINDS, afterEnd, classifyEnd, type EndEvidence, type VmEnd } from './ending.ts';
 import { escalate, type EscalationResult, type StopStep } from './escalate.ts';
-import { QMP_SOCKET_TIMEOUT_MS, connectRetrying, spawnQemu, type EarlyQemu } from './early.ts';
+import { QMP_SOCKET_TIMEOUT_MS, connectRetrying, spawnQemu, type EarlyQemu, type Handover } from './early.ts';
 import { readLaunch, type Launch } from './launch.ts';
 import { NETDEV_ID, parseUsernet } from './ports.ts';
 import {
@@ -281,6 +281,7 @@ export class Monitor {
       if (handover) {
         // The entry negotiated QMP, connected the console and resumed QEMU (and reported it running) before this code had loaded.
         marks.splice(1, 1, ...handover.marks, `loaded ${ms()}`);
+        this.#adoptListener(handover);
         this.#qmp = this.#watchQmp(QmpClient.adopt(handover.qmp, { socketPath: paths.qmpSocket, greeting: handover.greeting, pending: handover.pending }, { onEvent: (e) => this.#onEvent(e) }));
       } else {
         if (!(await waitForPath(paths.qmpSocket, QMP_SOCKET_TIMEOUT_MS, alive))) return await failEarly();
@@ -386,6 +387,11 @@ export class Monitor {
 
   async #listen(): Promise<void> {
     await this.#server.listen();
+    this.#serverListening = true;
+  }
+
+  #adoptListener(handover: Handover): void {
+    this.#server.adopt(handover.listener);
     this.#serverListening = true;
   }
 

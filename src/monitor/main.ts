@@ -22,6 +22,8 @@ import { QMP_SOCKET_TIMEOUT_MS, forkedQemu, resumeEarly } from './early.ts';
 
 /** The rest of the monitor, beside this file (built from body.ts). */
 const BODY = 'goship-monitor-body.cjs';
+/** When this file began to run, in ms since Node started (for the log). */
+const ENTRY_MS = (process.uptime() * 1000).toFixed(0);
 
 const USAGE = 'usage: goship-monitor --vm ID --home GOSHIP_HOME --run GOSHIP_RUN (--qemu-pid PID | --adopt)';
 const REPORT_FD = 3;
@@ -90,10 +92,11 @@ async function main(): Promise<number> {
     // QEMU runs before the body loads (~30 ms of this machine's time): the entry negotiates QMP and resumes it.
     let gone = false;
     void early.exited.then(() => (gone = true));
-    const handover = await resumeEarly({ qmp: layout.qmpSocket(args.id), console: layout.vmSocket(args.id, 'consoleSocket') }, () => !gone, QMP_SOCKET_TIMEOUT_MS);
+    const handover = await resumeEarly({ qmp: layout.qmpSocket(args.id), console: layout.vmSocket(args.id, 'consoleSocket'), monitor: layout.vmSocket(args.id, 'monitorSocket') }, () => !gone, QMP_SOCKET_TIMEOUT_MS);
     if (typeof handover === 'string') log(`the entry did not resume QEMU (${handover}): the body will try`);
     else {
       early.handover = handover;
+      handover.marks.unshift(`entry ${ENTRY_MS}`);
       report({ t: 'running', pid: early.pid, status: 'running', startedAt: new Date(early.startedAt).toISOString(), monitorStartedAt: startedAt });
     }
   }

@@ -13,9 +13,8 @@
  * of requests per client is bounded.
  */
 import { Buffer } from 'node:buffer';
-import { chmod, rm } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import * as v from 'valibot';
 import {
   CreditWindow,
@@ -33,6 +32,7 @@ import {
   type StreamName,
 } from '../protocol/index.ts';
 import { AgentRemoteError, type AgentClient, type Relay } from '../serial/index.ts';
+import { listenUnix, type Listener } from './early.ts';
 import { StreamPacer } from './pacer.ts';
 import { MONITOR_PREFIX } from './protocol.ts';
 
@@ -513,24 +513,28 @@ export class MonitorServer {
    * replaced; a live one means another monitor serves this VM: refused.
    */
   async listen(): Promise<void> {
-    if (await answering(this.path)) throw new MonitorCallError('ESTATE', `another monitor already serves ${this.path}`);
-    await rm(this.path, { force: true });
-    const server = createServer((socket) => {
-      if (this.#sessions.size >= MAX_CLIENTS) {
-        socket.destroy();
-        return;
-      }
-      this.#sessions.add(new ClientSession(socket, this));
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.path, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    await chmod(this.path, 0o600);
+    const listener = await listenUnix(this.path);
+    if (!listener) throw new MonitorCallError('ESTATE', `another monitor already serves ${this.path}`);
+    this.adopt(listener);
+  }
+
+  /** Serves on a socket listening already (the monitor's entry made it), the clients waiting on it first. */
+  adopt(listener: Listener): void {
+    const { server, queued } = listener;
+    server.removeAllListeners('connection');
+    server.on('connection', (socket: Socket) => this.#connected(socket));
+    for (const socket of queued.splice(0)) this.#connected(socket);
     this.#server = server;
+  }
+
+  /** A client's socket, paused until its session listens. */
+  #connected(socket: Socket): void {
+    if (this.#sessions.size >= MAX_CLIENTS) {
+      socket.destroy();
+      return;
+    }
+    this.#sessions.add(new ClientSession(socket, this));
+    socket.resume();
   }
 
   #closed: Promise<void> | undefined;
@@ -555,14 +559,3 @@ export class MonitorServer {
   }
 }
 
-/** Whether something accepts connections on the unix socket `path`. */
-export function answering(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ path });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}

@@ -310,6 +310,7 @@ export class VmService {
   async start(name: string, opts: StartVmOptions = {}): Promise<Vm> {
     const { layout, store } = this.ctx;
     await this.reconcile();
+    trace(`vm ${name}: reconciled`);
     const vm = await store.update((draft) => {
       const rec = requireRecord(draft, 'vm', name);
       if (rec.op) throw busyError(`VM ${name}`, rec.op);
@@ -320,6 +321,7 @@ export class VmService {
       rec.op = this.op('start');
       return structuredClone(rec);
     });
+    trace(`vm ${name}: recorded starting`);
     try {
       // A VM recorded before machine types were pinned gets its type now, and keeps it.
       const machine = await this.pinnedMachine(vm.config.machine);
@@ -339,6 +341,7 @@ export class VmService {
       if (user) await prepareQemuAccess(user, await this.qemuPaths(vm, config));
       const launch: Launch = { argv, restart: config.restart, console: config.console, ...(user ? { user: { uid: user.uid, gid: user.gid, name: user.name } } : {}) };
       await writeLaunch(vm.paths.dir, launch);
+      trace(`vm ${name}: launch written`);
       const report = await startMonitor({ layout, vm: { ...vm, argv }, launch });
       trace(`vm ${name}: monitor ${report.pid}, QEMU running (pid ${report.qemuPid})`);
       // The monitor records this as well; the caller sees it as soon as start returns.
@@ -358,6 +361,7 @@ export class VmService {
         delete rec.stoppedAt;
         if (!opts.waitAgent && rec.op?.pid === process.pid) delete rec.op;
       });
+      trace(`vm ${name}: recorded running`);
     } catch (err) {
       await store.update((draft) => {
         const rec = findRecord(draft, 'vm', vm.id);

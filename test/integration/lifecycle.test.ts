@@ -99,7 +99,7 @@ describe('VM lifecycle through the monitor', () => {
     expect(await rt.vms.qmpStatus('lc-basic')).toEqual({ status: 'running', running: true });
     // The monitor's entry resumed QEMU and reported it running before the rest of the monitor had loaded.
     await until('the monitor to record the run', async () => ((await readFile(vm.paths.monitorLog, 'utf8')).includes('QEMU running') ? true : undefined), 30_000);
-    expect(await readFile(vm.paths.monitorLog, 'utf8')).toMatch(/QEMU running \(pid \d+\); ms since the monitor started: spawned 0, QMP \d+, cont \d+, loaded \d+, console and socket \d+, recorded \d+\n/);
+    expect(await readFile(vm.paths.monitorLog, 'utf8')).toMatch(/QEMU running \(pid \d+\); ms since the monitor started: spawned 0, entry \d+, connected \d+, QMP \d+, cont \d+, loaded \d+, console and socket \d+, recorded \d+\n/);
     // ACPI power-down only works once the guest listens for the power button.
     await waitConsole(vm.paths.consoleLog, 'acpid handles the power button');
     const stopped = await rt.vms.stop('lc-basic', { timeouts: { acpiMs: 30_000 } });

@@ -4,8 +4,9 @@
  * -S` with a console chardev socket (no guest needed).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import { Socket } from 'node:net';
+import { existsSync } from 'node:fs';
+import { chmod, mkdtemp, rm, stat } from 'node:fs/promises';
+import { Socket, connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -17,6 +18,7 @@ interface Qemu {
   dir: string;
   qmp: string;
   console: string;
+  monitor: string;
   alive: () => boolean;
 }
 
@@ -35,7 +37,7 @@ async function startQemu(extra: string[] = []): Promise<Qemu> {
   );
   let gone = false;
   proc.once('exit', () => (gone = true));
-  const q = { proc, dir, qmp, console, alive: () => !gone };
+  const q = { proc, dir, qmp, console, monitor: join(dir, 'monitor.sock'), alive: () => !gone };
   started.push(q);
   return q;
 }
@@ -64,15 +66,23 @@ describe('the entry resumes QEMU before the body loads', () => {
   it('negotiates, connects the console, resumes; the adopted client sees RESUME once and answers', async () => {
     const q = await startQemu();
     // Started at the same moment as QEMU, like the monitor's entry: the sockets are not there yet.
-    const h = await resumeEarly({ qmp: q.qmp, console: q.console }, q.alive, 10_000);
+    const h = await resumeEarly({ qmp: q.qmp, console: q.console, monitor: q.monitor }, q.alive, 10_000);
     expect(typeof h).toBe('object');
     const handover = h as Handover;
-    expect(handover.marks.map((m) => m.split(' ')[0])).toEqual(['QMP', 'cont']);
+    expect(handover.marks.map((m) => m.split(' ')[0])).toEqual(['connected', 'QMP', 'cont']);
     expect(JSON.parse(handover.greeting)).toHaveProperty('QMP.version.qemu.major');
     // The console came connected and paused: nothing has been read from it.
     expect(handover.console.isPaused()).toBe(true);
     expect(handover.console.bytesRead).toBe(0);
     handover.console.destroy();
+    // monitor.sock listens already, owner-only; a client that comes now waits, paused, for the body.
+    expect((await stat(q.monitor)).mode & 0o777).toBe(0o600);
+    const early = connect({ path: q.monitor });
+    await new Promise<void>((r) => early.once('connect', () => r()));
+    await until(async () => (handover.listener.queued.length === 1 ? true : Promise.reject(new Error('not queued yet'))));
+    expect(handover.listener.queued[0]!.isPaused()).toBe(true);
+    early.destroy();
+    handover.listener.server.close();
 
     const events: QmpEvent[] = [];
     // The body adopts the connection some time later.
@@ -94,9 +104,23 @@ describe('the entry resumes QEMU before the body loads', () => {
     // Another client holds GoShip's QMP socket: QEMU greets one client at a time.
     const holder = await until(() => QmpClient.connect(q.qmp, { timeoutMs: 5000 }));
     clients.push(holder);
-    expect(await resumeEarly({ qmp: q.qmp, console: q.console }, q.alive, 1_000)).toBe('no QMP greeting');
+    expect(await resumeEarly({ qmp: q.qmp, console: q.console, monitor: q.monitor }, q.alive, 1_000)).toBe('no QMP greeting');
+    // What it opened is closed: monitor.sock too (the body listens there itself).
+    expect(existsSync(q.monitor)).toBe(false);
     await holder.close();
     clients.splice(clients.indexOf(holder), 1);
+    const client = await until(() => QmpClient.connect(q.qmp, { timeoutMs: 5000 }));
+    clients.push(client);
+    expect((await client.queryStatus()).status).toBe('prelaunch');
+  });
+
+  it('another monitor answering on monitor.sock: the entry leaves the start to the body (which refuses it)', async () => {
+    const q = await startQemu();
+    const other = createServer().listen(q.monitor);
+    await new Promise<void>((r) => other.once('listening', () => r()));
+    expect(await resumeEarly({ qmp: q.qmp, console: q.console, monitor: q.monitor }, q.alive, 10_000)).toBe(`another monitor answers on ${q.monitor}`);
+    other.close();
+    // QEMU was not resumed.
     const client = await until(() => QmpClient.connect(q.qmp, { timeoutMs: 5000 }));
     clients.push(client);
     expect((await client.queryStatus()).status).toBe('prelaunch');
@@ -106,13 +130,13 @@ describe('the entry resumes QEMU before the body loads', () => {
     const q = await startQemu(['-no-such-option']);
     await new Promise<void>((r) => q.proc.once('exit', () => r()));
     const t0 = Date.now();
-    expect(await resumeEarly({ qmp: q.qmp, console: q.console }, q.alive, 120_000)).toBe('no QMP connection');
+    expect(await resumeEarly({ qmp: q.qmp, console: q.console, monitor: q.monitor }, q.alive, 120_000)).toBe('no QMP connection');
     expect(Date.now() - t0).toBeLessThan(60_000);
   });
 
   it('an adopted connection that QEMU closes ends the client like any other', async () => {
     const q = await startQemu();
-    const handover = (await resumeEarly({ qmp: q.qmp, console: q.console }, q.alive, 10_000)) as Handover;
+    const handover = (await resumeEarly({ qmp: q.qmp, console: q.console, monitor: q.monitor }, q.alive, 10_000)) as Handover;
     handover.console.destroy();
     q.proc.kill('SIGKILL');
     await new Promise<void>((r) => q.proc.once('exit', () => r()));

@@ -51,6 +51,11 @@ beforeAll(async () => {
   monitorSock = join(dir, 'monitor.sock');
   server = new MonitorServer(monitorSock, { session: (s) => link.session(s), hello: () => ({ agent: link.lastHello?.agent ?? '', hostname: link.lastHello?.hostname ?? '', bootId: '', ready: link.ready }) }, {});
   await server.listen();
+  // The agent's session first: the hello below reports it.
+  for (let i = 0; !link.ready; i++) {
+    if (i > 500) throw new Error('the agent link did not become ready');
+    await new Promise((r) => setTimeout(r, 10));
+  }
 });
 
 afterAll(async () => {
