@@ -155,6 +155,8 @@ export async function readPort(
   const ctlBuf = new SharedArrayBuffer(SLOTS * Int32Array.BYTES_PER_ELEMENT);
   const ringBuf = new SharedArrayBuffer(ringSize);
   const ctl = new Int32Array(ctlBuf);
+  // One Buffer over the ring, sliced per chunk: a view made with Buffer.from(sab, …) costs ~5× a slice under TCG.
+  const ringView = Buffer.from(ringBuf);
   const mask = ringSize - 1;
   let read = (options.initialPosition ?? 0) | 0;
   ctl[WRITE] = read;
@@ -204,7 +206,7 @@ export async function readPort(
     const n = Math.min(fill, ringSize - at, MAX_BATCH);
     // The bytes are lent, not copied: the worker will not overwrite them
     // until READ moves past them, after onData returns.
-    onData(Buffer.from(ringBuf, at, n));
+    onData(ringView.subarray(at, at + n));
     read = (read + n) | 0;
     Atomics.store(ctl, READ, read);
     Atomics.notify(ctl, READ);
