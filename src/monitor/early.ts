@@ -252,14 +252,15 @@ function lineReader(socket: Socket): { line(): Promise<string | undefined>; keep
 export async function resumeEarly(paths: { qmp: string; console: string; monitor: string }, alive: () => boolean, timeoutMs: number): Promise<Handover | string> {
   const ms = (): string => (process.uptime() * 1000).toFixed(0);
   const deadline = Date.now() + timeoutMs;
-  const listening = listenUnix(paths.monitor).catch(() => undefined);
+  const listening = listenUnix(paths.monitor).catch((err: Error) => err);
   const qmp = await connectRetrying(paths.qmp, alive, deadline);
   const consoleConnecting = qmp ? connectRetrying(paths.console, alive, deadline) : Promise.resolve(undefined);
   const giveUp = async (why: string): Promise<string> => {
     qmp?.destroy();
     (await consoleConnecting)?.destroy();
     // Closing a listening unix socket unlinks its path: the body listens again.
-    (await listening)?.server.close();
+    const l = await listening;
+    if (l && !(l instanceof Error)) l.server.close();
     return why;
   };
   if (!qmp) return giveUp('no QMP connection');
@@ -289,8 +290,10 @@ export async function resumeEarly(paths: { qmp: string; console: string; monitor
     // The console before the guest runs: its first bytes must reach console.log.
     consoleConn = await consoleConnecting;
     if (!consoleConn) return 'no console connection';
-    listener = await listening;
-    if (!listener) return `another monitor answers on ${paths.monitor}`;
+    const l = await listening;
+    if (l instanceof Error) return `cannot listen on ${paths.monitor}: ${l.message}`;
+    if (!l) return `another monitor answers on ${paths.monitor}`;
+    listener = l;
     return await execute('cont', 'entry-2');
   })();
   clearTimeout(timer);
