@@ -26,15 +26,14 @@ export const MONITOR_LOG_MAX_BYTES = 1024 * 1024;
 /** How long a monitor may take to report. QEMU's own start is bounded inside it. */
 export const MONITOR_REPORT_TIMEOUT_MS = 60_000;
 /**
- * Node flags of the monitor: none. Any V8 flag (`--max-semi-space-size=1
- * --max-old-space-size=48` were used) makes V8 refuse the code cache Node
- * embeds for its own modules, which cost the start ~8 ms before QEMU was
- * resumed; at rest a monitor's private memory is the same without them, and
- * after bulk transfers V8 gives back what the relay grew within a minute
- * (docs/benchmarks.md has the figures). Monitors started with flags by an
- * earlier build are still recognized (isMonitorCmdline).
+ * Node flags of the monitor: a small young generation and heap keep its
+ * private memory per VM small and bounded. Without them a guest flooding its
+ * console grew a monitor by 41.6 MiB (the e2e flood test allows 32): socket
+ * reads allocate a buffer each, freed only by the next scavenge. They cost
+ * the start ~8 ms (any V8 flag makes V8 refuse the code cache Node embeds
+ * for its own modules); docs/benchmarks.md has the figures.
  */
-export const MONITOR_NODE_FLAGS: readonly string[] = [];
+export const MONITOR_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--max-old-space-size=48'];
 
 /** The monitor's entry bundle. A monitor started by an earlier build (its entry was an ES module) runs `goship-monitor.mjs`: still recognized, so it is adopted, not doubled. */
 const MONITOR_BUNDLE = 'goship-monitor.cjs';
