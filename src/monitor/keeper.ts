@@ -32,7 +32,7 @@ import { RestartBackoff, ResetWatch } from './backoff.ts';
 import { ConsoleLog, pipeConsole } from './console.ts';
 import { CRASH_KINDS, afterEnd, classifyEnd, type EndEvidence, type VmEnd } from './ending.ts';
 import { escalate, type EscalationResult, type StopStep } from './escalate.ts';
-import { QMP_SOCKET_TIMEOUT_MS, connectRetrying, spawnQemu, type EarlyQemu, type Handover } from './early.ts';
+import { QMP_SOCKET_TIMEOUT_MS, connectRetrying, spawnQemu, type EarlyQemu } from './early.ts';
 import { readLaunch, type Launch } from './launch.ts';
 import { NETDEV_ID, parseUsernet } from './ports.ts';
 import {
@@ -256,7 +256,7 @@ export class Monitor {
     }
     const { exited } = q;
     const run: Run = { pid: q.pid, own: true, startedAt: q.startedAt, exited, evidence: {} };
-    const marks: string[] = [`spawned ${q.spawnedAtMs}`, `loaded ${ms()}`];
+    const marks: string[] = [`spawned ${q.spawnedAtMs}`, ...(q.handover?.marks ?? []), `loaded ${ms()}`];
     this.#run = run;
     let gone: ExitStatus | undefined;
     void exited.then((e) => (gone = e));
@@ -280,8 +280,8 @@ export class Monitor {
     try {
       if (handover) {
         // The entry negotiated QMP, connected the console and resumed QEMU (and reported it running) before this code had loaded.
-        marks.splice(1, 1, ...handover.marks, `loaded ${ms()}`);
-        this.#adoptListener(handover);
+        this.#server.adopt(handover.listener);
+        this.#serverListening = true;
         this.#qmp = this.#watchQmp(QmpClient.adopt(handover.qmp, { socketPath: paths.qmpSocket, greeting: handover.greeting, pending: handover.pending }, { onEvent: (e) => this.#onEvent(e) }));
       } else {
         if (!(await waitForPath(paths.qmpSocket, QMP_SOCKET_TIMEOUT_MS, alive))) return await failEarly();
@@ -387,11 +387,6 @@ export class Monitor {
 
   async #listen(): Promise<void> {
     await this.#server.listen();
-    this.#serverListening = true;
-  }
-
-  #adoptListener(handover: Handover): void {
-    this.#server.adopt(handover.listener);
     this.#serverListening = true;
   }
 
