@@ -6,6 +6,7 @@
  */
 export { startMonitor, monitorBundlePath, isMonitorCmdline, MONITOR_NODE_FLAGS, type MonitorReport } from './spawn.ts';
 export { launcherArgv, LAUNCH_SCRIPT } from './launcher.ts';
+export { answering } from './early.ts';
 export { MonitorClient } from './client.ts';
 export { writeLaunch, readLaunch, launchFile, type Launch } from './launch.ts';
 export { afterEnd, classifyEnd, CRASH_KINDS, RESTARTABLE_KINDS, type AfterEnd, type EndEvidence } from './ending.ts';

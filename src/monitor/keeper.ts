@@ -32,7 +32,7 @@ import { RestartBackoff, ResetWatch } from './backoff.ts';
 import { ConsoleLog, pipeConsole } from './console.ts';
 import { CRASH_KINDS, afterEnd, classifyEnd, type EndEvidence, type VmEnd } from './ending.ts';
 import { escalate, type EscalationResult, type StopStep } from './escalate.ts';
-import { QMP_SOCKET_TIMEOUT_MS, connectRetrying, spawnQemu, type EarlyQemu } from './early.ts';
+import { QMP_SOCKET_TIMEOUT_MS, answering, connectRetrying, spawnQemu, type EarlyQemu } from './early.ts';
 import { readLaunch, type Launch } from './launch.ts';
 import { NETDEV_ID, parseUsernet } from './ports.ts';
 import {
@@ -155,7 +155,10 @@ export class Monitor {
     this.#server = new MonitorServer(this.#vm.paths.monitorSocket, { session: (s) => this.#link.session(s), hello: () => this.#hello() }, this.#handlers());
     try {
       if (this.#o.adopt) await this.#adopt();
-      else await this.#start();
+      else {
+        this.#ownsFiles = true;
+        await this.#start();
+      }
     } catch (err) {
       const e = err instanceof StartError ? err : new StartError((err as { code?: string }).code ?? 'EINTERNAL', (err as Error).message, (err as { hint?: string }).hint);
       this.#log(`start failed: ${e.message}`);
@@ -336,6 +339,8 @@ export class Monitor {
     const marker = processMarker(vm.id);
     const pid = vm.pid !== undefined && (await isOurProcess(vm.pid, marker)) ? vm.pid : await this.#pidFromFile(marker);
     if (pid === undefined) throw new StartError('ESTATE', `VM ${vm.name}: there is no QEMU to adopt`, undefined);
+    // A monitor that has not recorded itself yet (a fresh start moments ago) already answers on its socket: it keeps the VM.
+    if (await answering(vm.paths.monitorSocket)) throw new StartError('ESTATE', `VM ${vm.name} already has a monitor`, undefined);
     // Claim the VM: one monitor per VM. Another live monitor keeps it.
     const claimed = await this.#o.store.update((draft) => {
       const rec = findRecord(draft, 'vm', vm.id);
@@ -348,6 +353,7 @@ export class Monitor {
       return true;
     });
     if (!claimed) throw new StartError('ESTATE', `VM ${vm.name} already has a monitor`, undefined);
+    this.#ownsFiles = true;
     const exited = (async () => {
       while (await isOurProcess(pid, marker)) await sleep(ADOPTED_POLL_MS);
       return undefined;
@@ -547,7 +553,8 @@ export class Monitor {
    * monitor.sock keep their connections.
    */
   async #removeFiles(): Promise<void> {
-    if (this.#filesRemoved) return;
+    // An adopting monitor that lost its claim must not touch the sockets of the monitor that holds the VM.
+    if (this.#filesRemoved || !this.#ownsFiles) return;
     this.#filesRemoved = true;
     this.#server.stopAccepting();
     const { paths } = this.#vm;
@@ -557,6 +564,8 @@ export class Monitor {
   }
 
   #filesRemoved = false;
+  /** Whether the VM's sockets and run directory are this monitor's to remove: a fresh start, or an adoption whose claim held. */
+  #ownsFiles = false;
 
   /** The monitor is done: no clients, no sockets, no agent link. */
   async #teardown(reason: string): Promise<void> {

@@ -14,7 +14,7 @@ import { mkdir, readFile, realpath, rm } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import type { Layout } from '../layout.ts';
 import { buildSeed, type SeedOptions } from '../cloudinit/index.ts';
-import { MonitorClient, isMonitorCmdline, startMonitor, writeLaunch, type Launch, type EscalationResult, type Forward, type StopTimeouts } from '../monitor/index.ts';
+import { MonitorClient, answering, isMonitorCmdline, startMonitor, writeLaunch, type Launch, type EscalationResult, type Forward, type StopTimeouts } from '../monitor/index.ts';
 import {
   DEFAULT_MACHINE,
   MACHINES,
@@ -543,7 +543,8 @@ export class VmService {
     if (!LIVE_STATES.has(vm.state) && (await livePid(vm)) === undefined) {
       throw stateError(`VM ${name} is not running (state: ${vm.state})`, `start it: goshipctl vm start ${name}`);
     }
-    if (!(await monitorAlive(vm, this.ctx.layout.home))) {
+    // A monitor that has not recorded itself yet (its start was moments ago) already answers on its socket.
+    if (!(await monitorAlive(vm, this.ctx.layout.home)) && !(await answering(vm.paths.monitorSocket))) {
       if ((await livePid(vm)) === undefined) {
         // Its monitor may be finishing the record right now: look again once.
         await this.reconcile();

@@ -6,7 +6,8 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -152,7 +153,9 @@ describe('crash safety', () => {
     await delExited;
     const after = await json<ProjectJson[]>(['project', 'list']);
     if (after.some((p) => p.name === 'crashy')) {
-      expect((await g(['project', 'delete', 'crashy', '--force'])).code).toBe(0);
+      const again = await g(['project', 'delete', 'crashy', '--force']);
+      if (again.code !== 0) console.log('SECOND DELETE', again.stderr, await readFile(join(env.layout.vmDir('crashy'), 'monitor.log'), 'utf8').catch(() => 'no log'));
+      expect(again.code).toBe(0);
     }
     expect(await json<unknown[]>(['project', 'list'])).toEqual([]);
     expect(await qemuOfEnv()).toEqual([]);
