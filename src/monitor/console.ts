@@ -7,11 +7,19 @@
  *
  * Followers (`vm console -f`) see every byte after they subscribe, and can
  * first read what the files hold.
+ *
+ * The socket is read into one reused buffer and what arrives while a write
+ * is in flight is written next in one piece: no allocation per read, few
+ * writes (a guest's UART gives thousands of reads of a few bytes a second).
  */
 import { Buffer } from 'node:buffer';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { open, rename, stat, type FileHandle } from 'node:fs/promises';
 import type { Socket } from 'node:net';
+import { CONSOLE_READ_BYTES, type ReusedReads } from './early.ts';
+
+/** Bytes read and not yet written are held up to this; with less than one read's room left, the socket waits. */
+const STAGE_BYTES = 2 * CONSOLE_READ_BYTES;
 
 export interface ConsoleLogOptions {
   path: string;
@@ -34,6 +42,14 @@ export class ConsoleLog {
   #rotations = 0;
   #chain: Promise<void> = Promise.resolve();
   readonly #followers = new Set<(chunk: Buffer) => void>();
+  /** `append`'s bytes waiting for the write in flight, and the buffer that write is writing from. */
+  #stage = Buffer.allocUnsafe(STAGE_BYTES);
+  #staged = 0;
+  #spare = Buffer.allocUnsafe(STAGE_BYTES);
+  #flushing: Promise<void> | undefined;
+  /** Called when `append` has room again after it said it had none. */
+  #onRoom: (() => void) | undefined;
+  #onError: ((err: Error) => void) | undefined;
 
   private constructor(opts: ConsoleLogOptions, fh: FileHandle, size: number) {
     this.#opts = opts;
@@ -61,7 +77,54 @@ export class ConsoleLog {
     return this.#rotations;
   }
 
-  /** Appends `chunk`, rotating at the cap; resolves once it is written. Writes run one at a time. */
+  /**
+   * Appends `n` bytes of `buf` (copied: the caller may reuse `buf`), written
+   * with whatever else came in while the last write was in flight: one write
+   * per disk round, not one per read. Returns false when less than a read's
+   * worth of room is left; `onRoom` then says when to go on.
+   */
+  append(buf: Buffer, n: number): boolean {
+    if (this.#staged + n > this.#stage.length) {
+      // The caller read on after `false`: keep the bytes anyway, in a larger stage.
+      const bigger = Buffer.allocUnsafe(this.#staged + n);
+      this.#stage.copy(bigger, 0, 0, this.#staged);
+      this.#stage = bigger;
+    }
+    buf.copy(this.#stage, this.#staged, 0, n);
+    this.#staged += n;
+    if (!this.#flushing) this.#flush();
+    return this.#staged + CONSOLE_READ_BYTES <= STAGE_BYTES;
+  }
+
+  /** How `append`'s reader is resumed, and where its write errors go. */
+  feedBy(onRoom: () => void, onError: (err: Error) => void): void {
+    this.#onRoom = onRoom;
+    this.#onError = onError;
+  }
+
+  #flush(): void {
+    const full = this.#stage;
+    const n = this.#staged;
+    // The spare's last write is done (one write at a time); a stage grown past its size is dropped after its write.
+    this.#stage = this.#spare;
+    this.#spare = full.length === STAGE_BYTES ? full : Buffer.allocUnsafe(STAGE_BYTES);
+    this.#staged = 0;
+    this.#flushing = this.write(full.subarray(0, n)).then(
+      () => this.#flushed(),
+      (err: unknown) => {
+        this.#onError?.(err as Error);
+        this.#flushed();
+      },
+    );
+  }
+
+  #flushed(): void {
+    this.#flushing = undefined;
+    if (this.#staged > 0) this.#flush();
+    if (this.#staged + CONSOLE_READ_BYTES <= STAGE_BYTES) this.#onRoom?.();
+  }
+
+  /** Appends `chunk`, rotating at the cap; resolves once it is written. Writes run one at a time. Followers see `chunk` during the call only. */
   write(chunk: Buffer): Promise<void> {
     const done = this.#chain.then(() => this.#write(chunk));
     this.#chain = done.catch(() => undefined);
@@ -112,7 +175,8 @@ export class ConsoleLog {
     const live = (chunk: Buffer): void => {
       if (queue === undefined) return handlers.live(chunk);
       if (queued + chunk.length > maxQueued) return handlers.dropped?.(chunk.length);
-      queue.push(chunk);
+      // A copy: the chunk is the writer's buffer, reused after this call.
+      queue.push(Buffer.from(chunk));
       queued += chunk.length;
     };
     this.#followers.add(live);
@@ -135,6 +199,7 @@ export class ConsoleLog {
   }
 
   async close(): Promise<void> {
+    while (this.#flushing) await this.#flushing;
     await this.#chain;
     this.#followers.clear();
     await this.#fh.close().catch(() => undefined);
@@ -142,24 +207,19 @@ export class ConsoleLog {
 }
 
 /**
- * Reads a console socket into `log`: each chunk is written before the next is
- * read (the socket is paused meanwhile), so a guest that writes faster than
- * the disk takes is slowed down, and nothing piles up in memory.
+ * Reads a console socket into `log`, the socket made with `reads` (its reads
+ * go into one reused buffer). What comes in while a write is in flight is
+ * written next, in one piece; with more than the stage holds waiting, the
+ * socket is paused until the disk has taken it: a guest that writes faster
+ * than the disk takes is slowed down, and nothing piles up in memory.
  */
-export function pipeConsole(socket: Socket, log: ConsoleLog, onError: (err: Error) => void): void {
-  socket.on('data', (chunk: Buffer) => {
-    socket.pause();
-    log.write(chunk).then(
-      () => socket.resume(),
-      (err: unknown) => {
-        onError(err as Error);
-        socket.resume();
-      },
-    );
-  });
+export function pipeConsole(socket: Socket, reads: ReusedReads, log: ConsoleLog, onError: (err: Error) => void): void {
+  log.feedBy(() => {
+    if (!socket.destroyed) socket.resume();
+  }, onError);
   socket.on('error', () => undefined);
   // It may come paused (connected before its owner was ready): nothing was read yet, nothing is lost.
-  socket.resume();
+  if (reads.sinkTo((buf, n) => log.append(buf, n))) socket.resume();
 }
 
 /** path → path.1 → path.2 … (the oldest beyond `keep` is replaced). */

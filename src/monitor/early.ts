@@ -110,15 +110,51 @@ export function forkedQemu(pid: number): EarlyQemu {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** The most a console socket read returns: the size of the buffer it is read into. */
+export const CONSOLE_READ_BYTES = 64 * 1024;
+
+/**
+ * A socket read into one buffer, the same for every read (net's `onread`),
+ * instead of a new Buffer per read. A guest printing to its UART makes
+ * thousands of reads of a few bytes a second; each as a Buffer of its own,
+ * with its `data` event and write, was garbage that a 16 MiB young generation
+ * let pile up (a 4 MiB flood grew the monitor by 41.6 MiB). `sink` gets the
+ * buffer and the byte count, must copy what it keeps, and returns false to
+ * pause the socket. Bytes read before a sink is set are kept and handed to it
+ * first (the socket is made paused, so there should be none).
+ */
+export class ReusedReads {
+  readonly buffer = Buffer.allocUnsafe(CONSOLE_READ_BYTES);
+  #sink: ((buf: Buffer, n: number) => boolean) | undefined;
+  #early: Buffer[] = [];
+  readonly onread = {
+    buffer: this.buffer,
+    callback: (n: number): boolean => {
+      if (this.#sink) return this.#sink(this.buffer, n);
+      this.#early.push(Buffer.from(this.buffer.subarray(0, n)));
+      return false;
+    },
+  };
+
+  /** Where reads go from now on; returns whether the socket may read on. */
+  sinkTo(sink: (buf: Buffer, n: number) => boolean): boolean {
+    this.#sink = sink;
+    let more = true;
+    for (const b of this.#early.splice(0)) more = sink(b, b.length) && more;
+    return more;
+  }
+}
+
 /**
  * Connects to a unix socket QEMU serves, retrying while QEMU lives (it binds
  * a moment before it listens: a connect in between is refused). The socket
- * is paused: nothing is read from it until its owner resumes it.
+ * is paused: nothing is read from it until its owner resumes it. With
+ * `reads`, it is read into their buffer (no `data` events).
  */
-export async function connectRetrying(path: string, alive: () => boolean, deadline: number): Promise<Socket | undefined> {
+export async function connectRetrying(path: string, alive: () => boolean, deadline: number, reads?: ReusedReads): Promise<Socket | undefined> {
   for (;;) {
     const s = await new Promise<Socket | undefined>((resolve) => {
-      const socket = connect({ path });
+      const socket = connect(reads ? { path, onread: reads.onread } : { path });
       socket.pause();
       socket.once('connect', () => {
         socket.removeAllListeners('error');
@@ -147,6 +183,8 @@ export interface Handover {
   /** Bytes QEMU sent that are not the greeting nor a reply to the entry's commands (its events), in order. */
   pending: Buffer;
   console: Socket;
+  /** How the console socket is read (it was connected with them). */
+  consoleReads: ReusedReads;
   /** monitor.sock, listening already: clients that come before the body has loaded wait, paused, in `queued`. */
   listener: Listener;
   /** Milliseconds since the process started, for the monitor's log. */
@@ -254,7 +292,8 @@ export async function resumeEarly(paths: { qmp: string; console: string; monitor
   const deadline = Date.now() + timeoutMs;
   const listening = listenUnix(paths.monitor).catch((err: Error) => err);
   const qmp = await connectRetrying(paths.qmp, alive, deadline);
-  const consoleConnecting = qmp ? connectRetrying(paths.console, alive, deadline) : Promise.resolve(undefined);
+  const consoleReads = new ReusedReads();
+  const consoleConnecting = qmp ? connectRetrying(paths.console, alive, deadline, consoleReads) : Promise.resolve(undefined);
   const giveUp = async (why: string): Promise<string> => {
     qmp?.destroy();
     (await consoleConnecting)?.destroy();
@@ -299,7 +338,7 @@ export async function resumeEarly(paths: { qmp: string; console: string; monitor
   clearTimeout(timer);
   if (why !== undefined || !consoleConn || !listener || greeting === undefined) return giveUp(why ?? 'not ready');
   marks.push(`cont ${ms()}`);
-  return { qmp, greeting, pending: reader.release(), console: consoleConn, listener, marks };
+  return { qmp, greeting, pending: reader.release(), console: consoleConn, consoleReads, listener, marks };
 }
 
 function jsonObject(line: string): Record<string, unknown> | undefined {

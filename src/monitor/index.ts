@@ -4,7 +4,7 @@
  * of RUN/ID/monitor.sock. The process is dist/goship-monitor.cjs (main.ts);
  * what the runtime uses of it is here.
  */
-export { startMonitor, monitorBundlePath, isMonitorCmdline, MONITOR_NODE_FLAGS, type MonitorReport } from './spawn.ts';
+export { startMonitor, monitorBundlePath, isMonitorCmdline, type MonitorReport } from './spawn.ts';
 export { launcherArgv, LAUNCH_SCRIPT } from './launcher.ts';
 export { answering } from './early.ts';
 export { MonitorClient } from './client.ts';

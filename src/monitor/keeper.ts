@@ -32,7 +32,7 @@ import { RestartBackoff, ResetWatch } from './backoff.ts';
 import { ConsoleLog, pipeConsole } from './console.ts';
 import { CRASH_KINDS, afterEnd, classifyEnd, type EndEvidence, type VmEnd } from './ending.ts';
 import { escalate, type EscalationResult, type StopStep } from './escalate.ts';
-import { QMP_SOCKET_TIMEOUT_MS, answering, connectRetrying, spawnQemu, type EarlyQemu } from './early.ts';
+import { QMP_SOCKET_TIMEOUT_MS, answering, ReusedReads, connectRetrying, spawnQemu, type EarlyQemu } from './early.ts';
 import { readLaunch, type Launch } from './launch.ts';
 import { NETDEV_ID, parseUsernet } from './ports.ts';
 import {
@@ -292,7 +292,7 @@ export class Monitor {
         marks.push(`QMP ${ms()}`);
         await this.#restoreForwards();
       }
-      await this.#openConsole(alive, handover?.console);
+      await this.#openConsole(alive, handover);
       if (!this.#serverListening) await this.#listen();
       marks.push(`console and socket ${ms()}`);
       this.#link.start();
@@ -417,14 +417,15 @@ export class Monitor {
     return qmp;
   }
 
-  async #openConsole(alive: () => boolean, connected?: Socket): Promise<void> {
+  async #openConsole(alive: () => boolean, connected?: { console: Socket; consoleReads: ReusedReads }): Promise<void> {
     const { paths } = this.#vm;
     await this.#console?.close();
     this.#console = await ConsoleLog.open({ path: paths.consoleLog, maxBytes: this.#launch.console.maxBytes, keep: this.#launch.console.keep });
-    const socket = connected ?? (await connectRetrying(paths.consoleSocket, alive, Date.now() + QMP_SOCKET_TIMEOUT_MS));
+    const reads = connected?.consoleReads ?? new ReusedReads();
+    const socket = connected?.console ?? (await connectRetrying(paths.consoleSocket, alive, Date.now() + QMP_SOCKET_TIMEOUT_MS, reads));
     if (!socket) return;
     this.#consoleSocket = socket;
-    pipeConsole(socket, this.#console, (err) => this.#log(`console.log: ${err.message}`));
+    pipeConsole(socket, reads, this.#console, (err) => this.#log(`console.log: ${err.message}`));
   }
 
   // ------------------------------------------------------------ events and the end

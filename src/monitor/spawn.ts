@@ -25,16 +25,6 @@ import type { Launch } from './launch.ts';
 export const MONITOR_LOG_MAX_BYTES = 1024 * 1024;
 /** How long a monitor may take to report. QEMU's own start is bounded inside it. */
 export const MONITOR_REPORT_TIMEOUT_MS = 60_000;
-/**
- * Node flags of the monitor: a small young generation and heap keep its
- * private memory per VM small and bounded. Without them a guest flooding its
- * console grew a monitor by 41.6 MiB (the e2e flood test allows 32): socket
- * reads allocate a buffer each, freed only by the next scavenge. They cost
- * the start ~8 ms (any V8 flag makes V8 refuse the code cache Node embeds
- * for its own modules); docs/benchmarks.md has the figures.
- */
-export const MONITOR_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--max-old-space-size=48'];
-
 /** The monitor's entry bundle. A monitor started by an earlier build (its entry was an ES module) runs `goship-monitor.mjs`: still recognized, so it is adopted, not doubled. */
 const MONITOR_BUNDLE = 'goship-monitor.cjs';
 const MONITOR_BUNDLE_BEFORE = 'goship-monitor.mjs';
@@ -101,7 +91,7 @@ export async function startMonitor(opts: { layout: Layout; vm: Vm; adopt?: boole
   const bundle = opts.bundle ?? monitorBundlePath();
   await rotateLog(vm.paths.monitorLog);
   const env = monitorEnv(process.env);
-  const monitor = [process.execPath, ...MONITOR_NODE_FLAGS, bundle, '--vm', vm.id, '--home', layout.home, '--run', layout.run, ...(opts.adopt ? ['--adopt'] : [])];
+  const monitor = [process.execPath, bundle, '--vm', vm.id, '--home', layout.home, '--run', layout.run, ...(opts.adopt ? ['--adopt'] : [])];
   const argv = opts.launch
     ? launcherArgv({ qemuArgv: opts.launch.argv, qemuLog: prepareQemuRun(layout, vm.id), ...(opts.launch.user ? { user: opts.launch.user } : {}), monitorArgv: monitor })
     : monitor;

@@ -9,6 +9,7 @@ import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConsoleLog, pipeConsole } from '../../src/monitor/console.ts';
+import { CONSOLE_READ_BYTES, ReusedReads } from '../../src/monitor/early.ts';
 import { tempDir } from '../helpers/agent-process.ts';
 
 let dir: string;
@@ -53,9 +54,10 @@ describe('the monitor\'s console.log', () => {
     const rssBefore = process.memoryUsage().rss;
     let peak = rssBefore;
     const watch = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
-    const s = connect(sock);
+    const reads = new ReusedReads();
+    const s = connect({ path: sock, onread: reads.onread });
     const closed = new Promise((r) => s.once('close', r));
-    pipeConsole(s, log, (e) => {
+    pipeConsole(s, reads, log, (e) => {
       throw e;
     });
     await src.done;
@@ -76,6 +78,80 @@ describe('the monitor\'s console.log', () => {
     // Nothing of the flood was held: far less than the 100 MiB that went through.
     expect(peak - rssBefore).toBeLessThan(48 * 1024 * 1024);
   }, 120_000);
+
+  it('a console read a byte at a time (a guest\'s UART): every byte in order, in fewer writes than reads (what came in during a write goes in the next one)', async () => {
+    const sock = join(dir, 'uart.sock');
+    const path = join(dir, 'uart.log');
+    const total = 64 * 1024;
+    const want = Buffer.alloc(total);
+    for (let i = 0; i < total; i++) want[i] = 0x41 + (i % 58);
+    let reads = 0;
+    const server = createServer(async (c: Socket) => {
+      // One byte per write, yielding between writes, as QEMU's 16550 emits them.
+      for (let i = 0; i < total; i++) {
+        c.write(want.subarray(i, i + 1));
+        if (i % 16 === 15) await new Promise((r) => setImmediate(r));
+      }
+      c.end(() => server.close());
+    });
+    await new Promise<void>((r) => server.listen(sock, () => r()));
+    const log = await ConsoleLog.open({ path, maxBytes: 1024 * 1024, keep: 1 });
+    const counted = new ReusedReads();
+    const s = connect({ path: sock, onread: counted.onread });
+    // Each read is one append.
+    const append = log.append.bind(log);
+    log.append = (buf: Buffer, n: number) => {
+      reads++;
+      return append(buf, n);
+    };
+    const closed = new Promise((r) => s.once('close', r));
+    let writes = 0;
+    const write = log.write.bind(log);
+    log.write = (chunk: Buffer) => {
+      writes++;
+      return write(chunk);
+    };
+    pipeConsole(s, counted, log, (e) => {
+      throw e;
+    });
+    await closed;
+    await log.close();
+    expect((await readFile(path)).equals(want)).toBe(true);
+    expect(log.bytes).toBe(total);
+    expect(reads).toBeGreaterThan(0);
+    expect(writes).toBeLessThan(reads);
+  }, 60_000);
+
+  it('append holds two reads\' worth while a write is in flight, then asks for a pause, and says when there is room again', async () => {
+    const path = join(dir, 'stage.log');
+    const log = await ConsoleLog.open({ path, maxBytes: 4 * 1024 * 1024, keep: 1 });
+    let rooms = 0;
+    const room = new Promise<void>((resolve) =>
+      log.feedBy(
+        () => {
+          rooms++;
+          resolve();
+        },
+        (e) => {
+          throw e;
+        },
+      ),
+    );
+    const read = Buffer.alloc(CONSOLE_READ_BYTES);
+    const answers: boolean[] = [];
+    for (let i = 0; i < 3; i++) {
+      read.fill(0x30 + i);
+      answers.push(log.append(read, read.length));
+    }
+    // The first went to the disk at once; the next two wait for it, and fill the stage.
+    expect(answers).toEqual([true, true, false]);
+    await room;
+    expect(rooms).toBeGreaterThan(0);
+    await log.close();
+    const written = await readFile(path);
+    expect(written.length).toBe(3 * CONSOLE_READ_BYTES);
+    for (let i = 0; i < 3; i++) expect(written[i * CONSOLE_READ_BYTES]).toBe(0x30 + i);
+  });
 
   it('a new run rotates the last run\'s log; a follower gets the files, then every new byte, in order', async () => {
     const path = join(dir, 'follow.log');
