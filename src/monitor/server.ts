@@ -25,6 +25,7 @@ import {
   STREAM_WINDOW,
   describeIssues,
   encodeData,
+  encodeDataParts,
   encodeLine,
   pumpWithCredit,
   type Decoded,
@@ -92,7 +93,7 @@ export class LocalCall {
   }
 
   /**
-   * Sends `chunk` on `stream` if the client's window has room for all of it
+   * Sends a copy of `chunk` on `stream` if the client's window has room for all of it
    * right now; returns false (and sends nothing) when it has not: the caller
    * decides whether to drop (the console does) or wait (`send`).
    */
@@ -101,15 +102,16 @@ export class LocalCall {
     const c = this.credit(stream);
     if (c.available < chunk.length) return false;
     void c.take(chunk.length);
+    // One buffer, a copy: what is offered may be a view its owner reuses (the console's stage).
     this.session.write(encodeData(this.id, stream, chunk));
     return true;
   }
 
-  /** Sends `chunk` on `stream`, waiting for the client's credit. */
+  /** Sends `chunk` on `stream`, waiting for the client's credit. The chunk is handed over: not to be changed after. */
   async sendChunk(stream: StreamName, chunk: Buffer): Promise<void> {
     await pumpWithCredit([chunk], this.credit(stream), (piece) => {
       if (this.signal.aborted) throw this.signal.reason;
-      this.session.write(encodeData(this.id, stream, piece));
+      this.session.writeData(this.id, stream, piece);
       return this.session.whenWritable();
     });
   }
@@ -119,11 +121,11 @@ export class LocalCall {
     if (!this.signal.aborted) this.session.write(encodeLine({ t: 'eof', id: this.id, s: stream }));
   }
 
-  /** Sends `source` on `stream` under the client's flow control, then its eof. */
+  /** Sends `source` on `stream` under the client's flow control, then its eof. Its chunks are handed over, not copied. */
   async send(stream: StreamName, source: AsyncIterable<Buffer> | Iterable<Buffer>): Promise<number> {
     const n = await pumpWithCredit(source, this.credit(stream), (chunk) => {
       if (this.signal.aborted) throw this.signal.reason;
-      this.session.write(encodeData(this.id, stream, chunk));
+      this.session.writeData(this.id, stream, chunk);
       return this.session.whenWritable();
     });
     this.session.write(encodeLine({ t: 'eof', id: this.id, s: stream }));
@@ -189,6 +191,16 @@ export class ClientSession {
   write(bytes: Buffer): void {
     if (this.#closed || this.#socket.destroyed) return;
     this.#socket.write(bytes);
+  }
+
+  /** A data frame, its header and payload in one `writev` (the payload is not copied: the caller hands it over). */
+  writeData(id: number, stream: StreamName, payload: Buffer): void {
+    if (this.#closed || this.#socket.destroyed) return;
+    const [header] = encodeDataParts(id, stream, payload);
+    this.#socket.cork();
+    this.#socket.write(header);
+    this.#socket.write(payload);
+    this.#socket.uncork();
   }
 
   whenWritable(): Promise<void> {
@@ -409,7 +421,7 @@ export class ClientSession {
             data: (s, payload) => {
               if (!live()) return;
               add(entry.toClient, s, payload.length);
-              this.write(encodeData(id, s, payload));
+              this.writeData(id, s, payload);
             },
             eof: (s) => {
               if (live()) this.write(encodeLine({ t: 'eof', id, s }));

@@ -27,9 +27,19 @@ export function encodeLine(message: object): Buffer {
 
 /** One binary data frame: header line then the raw payload, as one buffer. */
 export function encodeData(id: number, stream: DataHeader['s'], payload: Uint8Array): Buffer {
-  if (payload.length > MAX_CHUNK) throw new RangeError(`data frame of ${payload.length} bytes exceeds MAX_CHUNK (${MAX_CHUNK})`);
-  const header = Buffer.from(`${JSON.stringify({ t: 'data', id, s: stream, n: payload.length })}\n`, 'utf8');
+  const [header] = encodeDataParts(id, stream, payload);
   return Buffer.concat([header, payload], header.length + payload.length);
+}
+
+/**
+ * A data frame as two buffers, its header line and the payload itself (not
+ * copied): for a stream's `writev`, where `encodeData`'s one buffer would be
+ * a copy of every payload byte (and, in the monitor, an allocation as large
+ * as the frame per frame relayed).
+ */
+export function encodeDataParts(id: number, stream: DataHeader['s'], payload: Uint8Array): [Buffer, Uint8Array] {
+  if (payload.length > MAX_CHUNK) throw new RangeError(`data frame of ${payload.length} bytes exceeds MAX_CHUNK (${MAX_CHUNK})`);
+  return [Buffer.from(`${JSON.stringify({ t: 'data', id, s: stream, n: payload.length })}\n`, 'utf8'), payload];
 }
 
 /** What the decoder found. `message` is parsed JSON, not yet validated (the session does that). */

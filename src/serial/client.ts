@@ -40,7 +40,7 @@ import {
   UploadParamsSchema,
   UploadResultSchema,
   describeIssues,
-  encodeData,
+  encodeDataParts,
   encodeLine,
   pumpWithCredit,
   type Decoded,
@@ -605,6 +605,16 @@ export class AgentClient {
     this.#stream.write(bytes);
   }
 
+  /** A data frame, its header and payload in one `writev` (the payload is not copied). */
+  #writeData(id: number, stream: StreamName, payload: Buffer): void {
+    if (this.#stream.destroyed || this.#stream.writableEnded) return;
+    const [header] = encodeDataParts(id, stream, payload);
+    this.#stream.cork();
+    this.#stream.write(header);
+    this.#stream.write(payload);
+    this.#stream.uncork();
+  }
+
   #whenWritable(): Promise<void> {
     return whenWritable(this.#stream);
   }
@@ -694,7 +704,7 @@ export class AgentClient {
 
   async #sendData(p: Pending, stream: StreamName, chunk: Buffer): Promise<void> {
     if (this.#pending.get(p.id) !== p) throw FINISHED;
-    this.#write(encodeData(p.id, stream, chunk));
+    this.#writeData(p.id, stream, chunk);
     await this.#whenWritable();
   }
 
@@ -772,7 +782,7 @@ export class AgentClient {
     return {
       result,
       data: (stream, payload) => {
-        if (this.#pending.get(id) === pending) this.#write(encodeData(id, stream, payload));
+        if (this.#pending.get(id) === pending) this.#writeData(id, stream, payload);
       },
       eof: (stream) => this.#sendEof(pending, stream),
       consumed: (stream, n) => {

@@ -13,6 +13,7 @@ import {
   STREAM_WINDOW,
   UploadParamsSchema,
   encodeData,
+  encodeDataParts,
   encodeLine,
   pumpWithCredit,
   type Decoded,
@@ -36,8 +37,17 @@ describe('encoding', () => {
     expect(frame).toEqual(Buffer.concat([Buffer.from('{"t":"data","id":7,"s":"stdout","n":3}\n'), Buffer.from([0x00, 0x0a, 0xff])]));
   });
 
+  it('gives the same frame as two parts for a writev, the payload itself and not a copy', () => {
+    const payload = Buffer.from([0x00, 0x0a, 0xff]);
+    const [header, body] = encodeDataParts(7, 'stdout', payload);
+    expect(header.toString()).toBe('{"t":"data","id":7,"s":"stdout","n":3}\n');
+    expect(body).toBe(payload);
+    expect(Buffer.concat([header, body])).toEqual(encodeData(7, 'stdout', payload));
+  });
+
   it('refuses to encode a payload over MAX_CHUNK', () => {
     expect(() => encodeData(1, 'file', Buffer.alloc(MAX_CHUNK + 1))).toThrow(`data frame of ${MAX_CHUNK + 1} bytes exceeds MAX_CHUNK (${MAX_CHUNK})`);
+    expect(() => encodeDataParts(1, 'file', Buffer.alloc(MAX_CHUNK + 1))).toThrow(`data frame of ${MAX_CHUNK + 1} bytes exceeds MAX_CHUNK (${MAX_CHUNK})`);
   });
 });
 
