@@ -16,5 +16,5 @@ export { DEFAULT_STOP_TIMEOUTS, ACPI_REPEAT_MS, type StopTimeouts } from './keep
 export { parseUsernet, NETDEV_ID } from './ports.ts';
 export { fitting } from './console.ts';
 export { StreamPacer, SHARED_IN_FLIGHT, PACED_PIECE } from './pacer.ts';
-export { ARENA_MARK, monitorEnv, restoreEnv } from './env.ts';
+export { MALLOC_MARK, MONITOR_MALLOC, monitorEnv, restoreEnv } from './env.ts';
 export { MONITOR_METHODS, type Forward, type MonitorStatus, type StopResult } from './protocol.ts';

@@ -22,7 +22,8 @@ export const SH = '/bin/sh';
  * then the monitor's command. The background list keeps only QEMU's words
  * (`for` expands its list once, so appending while it runs is safe), gives
  * QEMU no stdin, its log for output and not the report pipe (fd 3), and takes
- * out the malloc setting meant for the monitor (src/monitor/env.ts). QEMU's
+ * out the malloc settings meant for the monitor (src/monitor/env.ts: the
+ * mark names them; only those two names are ever unset). QEMU's
  * PID goes to the starter first (a line on fd 3), so that a monitor that dies
  * before its report does not leave QEMU running unseen.
  */
@@ -36,7 +37,10 @@ export const LAUNCH_SCRIPT = [
   '    i=$((i + 1))',
   '  done',
   '  shift "$i"',
-  '  [ "${GOSHIP_MONITOR_ARENA-}" = 1 ] && unset MALLOC_ARENA_MAX GOSHIP_MONITOR_ARENA',
+  '  for v in ${GOSHIP_MONITOR_MALLOC-}; do',
+  '    case $v in MALLOC_ARENA_MAX|MALLOC_MMAP_THRESHOLD_) unset "$v" ;; esac',
+  '  done',
+  '  unset GOSHIP_MONITOR_MALLOC',
   '  exec "$@" </dev/null >>"$log" 2>&1 3>&-',
   '} &',
   'pid=$!',

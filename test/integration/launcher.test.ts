@@ -32,7 +32,7 @@ const FAKE_QEMU = [
   'set -- $(cut -d" " -f1,6 /proc/$$/stat)',
   'printf "pid<%s> sid<%s>\\n" "$1" "$2"',
   'printf "uid<%s> groups<%s>\\n" "$(id -u)" "$(id -G)"',
-  'printf "arena<%s>\\n" "${MALLOC_ARENA_MAX-unset}${GOSHIP_MONITOR_ARENA-}"',
+  'printf "arena<%s>\\n" "${MALLOC_ARENA_MAX-unset}${MALLOC_MMAP_THRESHOLD_-unset}${GOSHIP_MONITOR_MALLOC-}"',
   'sleep 0.3',
   '[ "$end" = kill ] && kill -9 $$',
   'exit "$end"',
@@ -47,7 +47,7 @@ const timer = setInterval(() => {
   const stat = fs.readFileSync('/proc/' + pid + '/stat', 'latin1');
   if (stat.split(') ')[1][0] !== 'Z') return;
   clearInterval(timer);
-  console.log(JSON.stringify({ argv: process.argv.slice(1), self: process.pid, ppid, arena: process.env.MALLOC_ARENA_MAX ?? null, stat }));
+  console.log(JSON.stringify({ argv: process.argv.slice(1), self: process.pid, ppid, arena: process.env.MALLOC_ARENA_MAX ?? null, mmap: process.env.MALLOC_MMAP_THRESHOLD_ ?? null, stat }));
 }, 20);
 `;
 
@@ -61,7 +61,7 @@ async function launch(end: string, user?: { uid: number; gid: number }) {
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stdio[3]!.on('data', (d: Buffer) => (report += d.toString()));
   const code = await new Promise<number | null>((r) => child.once('exit', r));
-  return { code, pid: child.pid!, out: JSON.parse(out) as { argv: string[]; self: number; ppid: number; arena: string | null; stat: string }, report, log: await readFile(log, 'utf8') };
+  return { code, pid: child.pid!, out: JSON.parse(out) as { argv: string[]; self: number; ppid: number; arena: string | null; mmap: string | null; stat: string }, report, log: await readFile(log, 'utf8') };
 }
 
 describe('the launcher', () => {
@@ -75,13 +75,14 @@ describe('the launcher', () => {
     expect(r.out.argv).toEqual(['monitor word', '--qemu-pid', String(qemuPid)]);
     expect(r.report).toBe(`{"t":"forked","pid":${qemuPid}}\n`);
     expect(r.out.arena).toBe('1');
+    expect(r.out.mmap).toBe('32768');
     expect(statExit(r.out.stat)).toEqual({ code: 7, signal: null });
     const lines = r.log.trim().split('\n');
     expect(lines.slice(0, 6)).toEqual(['arg<a b>', 'arg<>', 'arg<-->', 'arg<file=/x,,y>', 'arg<-n>', 'arg<*>']);
     expect(lines).toContain('stdin</dev/null>');
     expect(lines).toContain('fd3<none>');
     expect(lines).toContain(`pid<${qemuPid}> sid<${qemuPid}>`);
-    expect(lines).toContain('arena<unset>');
+    expect(lines).toContain('arena<unsetunset>');
   });
 
   it('a QEMU killed by a signal: the monitor reads the signal', async () => {

@@ -81,11 +81,11 @@ describe('VM lifecycle through the monitor', () => {
     const stat = (await readFile(`/proc/${vm.pid}/stat`, 'latin1')).split(') ')[1]!.split(' ');
     expect(Number(stat[1])).toBe(vm.monitor!.pid);
     expect(Number(stat[3])).toBe(vm.pid);
-    // The monitor runs with one malloc arena; QEMU, its child, does not inherit the setting.
+    // The monitor runs with one malloc arena and a fixed mmap threshold; QEMU, its child, inherits neither.
     const environ = async (pid: number) => (await readFile(`/proc/${pid}/environ`, 'utf8')).split('\0');
-    if (process.env.MALLOC_ARENA_MAX === undefined) {
-      expect(await environ(vm.monitor!.pid)).toContain('MALLOC_ARENA_MAX=1');
-      expect((await environ(vm.pid!)).filter((e) => e.startsWith('MALLOC_ARENA_MAX=') || e.startsWith('GOSHIP_MONITOR_ARENA='))).toEqual([]);
+    if (process.env.MALLOC_ARENA_MAX === undefined && process.env.MALLOC_MMAP_THRESHOLD_ === undefined) {
+      expect(await environ(vm.monitor!.pid)).toEqual(expect.arrayContaining(['MALLOC_ARENA_MAX=1', 'MALLOC_MMAP_THRESHOLD_=32768']));
+      expect((await environ(vm.pid!)).filter((e) => /^(MALLOC_ARENA_MAX|MALLOC_MMAP_THRESHOLD_|GOSHIP_MONITOR_MALLOC)=/.test(e))).toEqual([]);
     }
     // As root, QEMU runs as the unprivileged goship-qemu, with its seccomp sandbox on; the monitor stays root.
     const uidOf = async (pid: number) => Number(/^Uid:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'))![1]);

@@ -1,7 +1,7 @@
 /** The monitor's pure parts: how a VM ended, the restart backoff, reset loops, usernet, the console cap. */
 import { describe, expect, it } from 'vitest';
 import {
-  ARENA_MARK,
+  MALLOC_MARK,
   LAUNCH_SCRIPT,
   PACED_PIECE,
   RestartBackoff,
@@ -215,20 +215,28 @@ describe('launcherArgv', () => {
 });
 
 describe('monitorEnv / restoreEnv', () => {
-  it('the monitor gets one malloc arena, and its children get the starter\'s environment back', () => {
+  it('the monitor gets one malloc arena and a fixed mmap threshold, and its children get the starter\'s environment back', () => {
     const starter = { PATH: '/usr/bin', HOME: '/root' };
     const env = monitorEnv(starter);
-    expect(env).toEqual({ PATH: '/usr/bin', HOME: '/root', MALLOC_ARENA_MAX: '1', [ARENA_MARK]: '1' });
+    expect(env).toEqual({ PATH: '/usr/bin', HOME: '/root', MALLOC_ARENA_MAX: '1', MALLOC_MMAP_THRESHOLD_: '32768', [MALLOC_MARK]: 'MALLOC_ARENA_MAX MALLOC_MMAP_THRESHOLD_' });
     expect(starter).toEqual({ PATH: '/usr/bin', HOME: '/root' });
     restoreEnv(env);
     expect(env).toEqual(starter);
   });
 
-  it('a MALLOC_ARENA_MAX the user set is kept, in the monitor and in QEMU', () => {
+  it('a setting the user made is kept, in the monitor and in QEMU; the other is still added and taken out', () => {
     const env = monitorEnv({ PATH: '/usr/bin', MALLOC_ARENA_MAX: '4' });
-    expect(env).toEqual({ PATH: '/usr/bin', MALLOC_ARENA_MAX: '4' });
+    expect(env).toEqual({ PATH: '/usr/bin', MALLOC_ARENA_MAX: '4', MALLOC_MMAP_THRESHOLD_: '32768', [MALLOC_MARK]: 'MALLOC_MMAP_THRESHOLD_' });
     restoreEnv(env);
     expect(env).toEqual({ PATH: '/usr/bin', MALLOC_ARENA_MAX: '4' });
+    const both = { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' };
+    expect(monitorEnv(both)).toEqual(both);
+  });
+
+  it('restoreEnv takes out only the malloc names, whatever the mark says', () => {
+    const env = { PATH: '/usr/bin', [MALLOC_MARK]: 'PATH MALLOC_ARENA_MAX', MALLOC_ARENA_MAX: '1' };
+    restoreEnv(env);
+    expect(env).toEqual({ PATH: '/usr/bin' });
   });
 });
 
