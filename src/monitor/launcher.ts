@@ -11,6 +11,8 @@
  * come in as positional parameters, never as shell text.
  */
 
+import { MALLOC_MARK, MONITOR_MALLOC } from './env.ts';
+
 /** QEMU in a session of its own, as the monitor's own spawns run it (Node's `detached`). */
 export const SETSID = '/usr/bin/setsid';
 /** QEMU as an unprivileged user (Node's spawn `uid`/`gid`: groups cleared, then gid, then uid). */
@@ -23,7 +25,7 @@ export const SH = '/bin/sh';
  * (`for` expands its list once, so appending while it runs is safe), gives
  * QEMU no stdin, its log for output and not the report pipe (fd 3), and takes
  * out the malloc settings meant for the monitor (src/monitor/env.ts: the
- * mark names them; only those two names are ever unset). QEMU's
+ * mark names them; only the names in MONITOR_MALLOC are ever unset). QEMU's
  * PID goes to the starter first (a line on fd 3), so that a monitor that dies
  * before its report does not leave QEMU running unseen.
  */
@@ -37,10 +39,10 @@ export const LAUNCH_SCRIPT = [
   '    i=$((i + 1))',
   '  done',
   '  shift "$i"',
-  '  for v in ${GOSHIP_MONITOR_MALLOC-}; do',
-  '    case $v in MALLOC_ARENA_MAX|MALLOC_MMAP_THRESHOLD_) unset "$v" ;; esac',
+  `  for v in \${${MALLOC_MARK}-}; do`,
+  `    case $v in ${Object.keys(MONITOR_MALLOC).join('|')}) unset "$v" ;; esac`,
   '  done',
-  '  unset GOSHIP_MONITOR_MALLOC',
+  `  unset ${MALLOC_MARK}`,
   '  exec "$@" </dev/null >>"$log" 2>&1 3>&-',
   '} &',
   'pid=$!',

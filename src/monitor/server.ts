@@ -25,9 +25,10 @@ import {
   STREAM_WINDOW,
   describeIssues,
   encodeData,
-  encodeDataParts,
   encodeLine,
   pumpWithCredit,
+  whenWritable,
+  writeDataFrame,
   type Decoded,
   type HostMessage,
   type StreamName,
@@ -196,24 +197,11 @@ export class ClientSession {
   /** A data frame, its header and payload in one `writev` (the payload is not copied: the caller hands it over). */
   writeData(id: number, stream: StreamName, payload: Buffer): void {
     if (this.#closed || this.#socket.destroyed) return;
-    const [header] = encodeDataParts(id, stream, payload);
-    this.#socket.cork();
-    this.#socket.write(header);
-    this.#socket.write(payload);
-    this.#socket.uncork();
+    writeDataFrame(this.#socket, id, stream, payload);
   }
 
   whenWritable(): Promise<void> {
-    if (this.#socket.destroyed || !this.#socket.writableNeedDrain) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = (): void => {
-        this.#socket.off('drain', done);
-        this.#socket.off('close', done);
-        resolve();
-      };
-      this.#socket.on('drain', done);
-      this.#socket.on('close', done);
-    });
+    return whenWritable(this.#socket);
   }
 
   /** The request is over: it no longer counts as busy (pacer.ts). */

@@ -10,6 +10,8 @@
 import { Buffer } from 'node:buffer';
 import type { Writable } from 'node:stream';
 import { ACK_THRESHOLD, MAX_CHUNK, STREAM_WINDOW } from './constants.ts';
+import { encodeDataParts } from './codec.ts';
+import type { DataHeader } from './schemas.ts';
 
 /** The sending side's credit: what it may still send before the next ack. */
 export class CreditWindow {
@@ -147,4 +149,17 @@ export function whenWritable(stream: Writable): Promise<void> {
     stream.on('drain', done);
     stream.on('close', done);
   });
+}
+
+/**
+ * Writes one data frame to `stream`: its header and the payload in one
+ * `writev` (corked), the payload itself and not a copy, so the caller hands
+ * it over and must not change it after.
+ */
+export function writeDataFrame(stream: Writable, id: number, s: DataHeader['s'], payload: Buffer): void {
+  const [header] = encodeDataParts(id, s, payload);
+  stream.cork();
+  stream.write(header);
+  stream.write(payload);
+  stream.uncork();
 }

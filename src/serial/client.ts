@@ -40,7 +40,6 @@ import {
   UploadParamsSchema,
   UploadResultSchema,
   describeIssues,
-  encodeDataParts,
   encodeLine,
   pumpWithCredit,
   type Decoded,
@@ -50,6 +49,7 @@ import {
   type StatResult,
   type StreamName,
   whenWritable,
+  writeDataFrame,
 } from '../protocol/index.ts';
 import { AgentClosedError, AgentError, AgentProtocolError, AgentRemoteError, AgentTimeoutError, AgentUnavailableError, TransferLimitError } from './errors.ts';
 
@@ -608,11 +608,7 @@ export class AgentClient {
   /** A data frame, its header and payload in one `writev` (the payload is not copied). */
   #writeData(id: number, stream: StreamName, payload: Buffer): void {
     if (this.#stream.destroyed || this.#stream.writableEnded) return;
-    const [header] = encodeDataParts(id, stream, payload);
-    this.#stream.cork();
-    this.#stream.write(header);
-    this.#stream.write(payload);
-    this.#stream.uncork();
+    writeDataFrame(this.#stream, id, stream, payload);
   }
 
   #whenWritable(): Promise<void> {
