@@ -9,7 +9,9 @@
  * throughput is lost. Frames beyond the share wait here: at most one window
  * per stream, which the client's credit already bounds.
  *
- * Pure bookkeeping: `send` is called with what may go now.
+ * Pure bookkeeping: `send` is called with what may go now; a payload lent
+ * for the call alone (the client's read buffer) is copied only for the part
+ * that has to wait.
  */
 import { Buffer } from 'node:buffer';
 import { STREAM_WINDOW } from '../protocol/index.ts';
@@ -46,11 +48,17 @@ export class StreamPacer {
     return this.#heldBytes;
   }
 
-  /** A frame from the client. */
-  data(payload: Buffer): void {
+  /**
+   * A frame from the client. `lent`: the payload is a view of a buffer its
+   * owner reuses after this call, so what cannot go at once is copied.
+   */
+  data(payload: Buffer, lent = false): void {
     this.#held.push(payload);
     this.#heldBytes += payload.length;
     this.pump();
+    // The queue goes in order: whatever is left of the payload just pushed is its last entry.
+    const last = this.#held.length - 1;
+    if (lent && last >= 0) this.#held[last] = Buffer.from(this.#held[last]!);
   }
 
   /** The client's eof: sent once everything before it has gone. */

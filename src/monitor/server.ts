@@ -14,7 +14,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
-import type { Server, Socket } from 'node:net';
+import { Socket as NetSocket, type Server, type Socket, type SocketConstructorOpts } from 'node:net';
 import * as v from 'valibot';
 import {
   CreditWindow,
@@ -167,6 +167,36 @@ const add = (m: Map<StreamName, number>, s: StreamName, n: number): number => {
   return next;
 };
 
+/** Each client's reads land in one buffer of this size, its own, reused for every read. */
+export const CLIENT_READ_BYTES = 256 * 1024;
+
+/**
+ * Reads an accepted socket into one buffer of `size` bytes, reused for every
+ * read, so relaying an upload allocates nothing per read (Node's own reads
+ * allocate 64 KiB each, which glibc either keeps or maps and unmaps: see
+ * docs/benchmarks.md). Node offers `onread` only for connections a process
+ * makes, so the accepted socket's handle moves to a new socket made with
+ * `onread`; the server accepts paused, so nothing has been read yet. A Node
+ * whose sockets have no such handle is served by its own reads instead.
+ * `onChunk` gets a view valid during the call alone and returns false to
+ * pause reading; `resume()` on the socket returned reads again.
+ */
+export function readInto(socket: Socket, size: number, onChunk: (chunk: Buffer) => boolean): Socket {
+  const held = socket as unknown as { _handle?: { readStart?: unknown } | null };
+  const handle = held._handle;
+  if (handle && typeof handle.readStart === 'function' && socket.isPaused()) {
+    held._handle = null;
+    socket.destroy();
+    const buffer = Buffer.allocUnsafe(size);
+    const options = { handle, onread: { buffer, callback: (n: number, buf: Uint8Array) => onChunk(Buffer.from(buf.buffer, buf.byteOffset, n)) } };
+    return new NetSocket(options as unknown as SocketConstructorOpts);
+  }
+  socket.on('data', (chunk: Buffer) => {
+    if (!onChunk(chunk)) socket.pause();
+  });
+  return socket;
+}
+
 /** One client connection: one session of the protocol. */
 export class ClientSession {
   readonly #socket: Socket;
@@ -175,14 +205,43 @@ export class ClientSession {
   readonly #entries = new Map<number, Entry>();
   #synced = false;
   #closed = false;
+  /** True while a chunk of the client's is being decoded: payloads sent now are views of its read buffer. */
+  #reading = false;
+  /** Writes toward the agent that still refer to the read buffer: reading waits for them. */
+  #lent = 0;
+  #paused = false;
 
   constructor(socket: Socket, server: MonitorServer) {
-    this.#socket = socket;
     this.#server = server;
-    this.#decoder = new FrameDecoder((e) => this.#onDecoded(e));
-    socket.on('data', (chunk: Buffer) => this.#decoder.push(chunk));
-    socket.on('error', () => undefined);
-    socket.on('close', () => this.close('the client went away'));
+    // Payloads are lent, not copied: passed on to the agent at once, or copied by the pacer if they must wait.
+    this.#decoder = new FrameDecoder((e) => this.#onDecoded(e), { borrow: true });
+    this.#socket = readInto(socket, CLIENT_READ_BYTES, (chunk) => this.#read(chunk));
+    this.#socket.on('error', () => undefined);
+    this.#socket.on('close', () => this.close('the client went away'));
+  }
+
+  /** A chunk from the client. False pauses reading until the agent's socket has taken what still refers to it. */
+  #read(chunk: Buffer): boolean {
+    this.#reading = true;
+    try {
+      this.#decoder.push(chunk);
+    } finally {
+      this.#reading = false;
+    }
+    if (this.#lent === 0) return true;
+    this.#paused = true;
+    this.#server.stats.readWaits++;
+    return false;
+  }
+
+  /** A payload sent toward the agent during a read is still queued on its socket: the read buffer is not reused until it is written. */
+  #lend(written: Promise<void>): void {
+    this.#lent++;
+    void written.then(() => {
+      if (--this.#lent > 0 || !this.#paused) return;
+      this.#paused = false;
+      if (!this.#closed) this.#socket.resume();
+    });
   }
 
   get openRequests(): number {
@@ -331,15 +390,18 @@ export class ClientSession {
       return;
     }
     this.#server.busy(e);
-    if (e.relay) this.#pacer(e, stream).data(payload);
-    else e.early.push({ stream, payload });
+    if (e.relay) this.#pacer(e, stream).data(payload, true);
+    else e.early.push({ stream, payload: Buffer.from(payload) });
   }
 
   #pacer(e: RelayEntry, stream: StreamName): StreamPacer {
     let p = e.pacers.get(stream);
     if (!p) {
       p = new StreamPacer(
-        (piece) => e.relay?.data(stream, piece),
+        (piece) => {
+          const written = e.relay?.data(stream, piece);
+          if (written && this.#reading) this.#lend(written);
+        },
         () => this.#server.contended(e),
       );
       e.pacers.set(stream, p);
@@ -469,6 +531,8 @@ export const BUSY_MS = 500;
 
 export class MonitorServer {
   readonly #sessions = new Set<ClientSession>();
+  /** `readWaits`: how often a client's reading waited for the agent's socket to take what it had lent. */
+  readonly stats = { readWaits: 0 };
   #server: Server | undefined;
   /** Open requests by when they last sent something toward the agent. */
   readonly #busy = new Map<object, number>();
@@ -534,7 +598,6 @@ export class MonitorServer {
       return;
     }
     this.#sessions.add(new ClientSession(socket, this));
-    socket.resume();
   }
 
   #closed: Promise<void> | undefined;

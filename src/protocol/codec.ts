@@ -61,6 +61,16 @@ export interface DecoderOptions {
    * sync); without it, nothing more is emitted until `reset()`.
    */
   resyncOn?: string;
+  /**
+   * Lend payloads instead of handing them over: a `data` event's payload is
+   * valid until the next `push` (not after it), a view of the chunk given to
+   * `push` when the frame lies whole in it, else of a buffer of the
+   * decoder's where frames split across chunks are put together. For a relay
+   * that passes payloads on at once, or waits before it pushes again (the
+   * monitor): no allocation per frame, and no copy of a frame that came in
+   * one read.
+   */
+  borrow?: boolean;
 }
 
 type Mode = 'line' | 'discard' | 'data';
@@ -69,6 +79,7 @@ export class FrameDecoder {
   readonly #maxLine: number;
   readonly #maxChunk: number;
   readonly #resyncOn: string | undefined;
+  readonly #borrow: boolean;
   readonly #emit: (event: Decoded) => void;
 
   #mode: Mode = 'line';
@@ -80,8 +91,16 @@ export class FrameDecoder {
   /** A data frame whose header failed validation but whose length is known: its payload is skipped. */
   #skipping = false;
   #remaining = 0;
-  /** The frame's payload, allocated at its header and filled as bytes arrive. */
+  /** The frame's payload, allocated at its header (with `borrow`, a view of `#assembly`) and filled as bytes arrive. */
   #payload: Buffer | undefined;
+  /**
+   * With `borrow`: where frames split across chunks are put together, two
+   * buffers taken in turn, so the frame lent by one `push` is not written over
+   * before the next `push` (a push completes at most one such frame, its
+   * first, and may start one, its last).
+   */
+  readonly #assembly: [Buffer | undefined, Buffer | undefined] = [undefined, undefined];
+  #turn = 0;
   #filled = 0;
 
   constructor(emit: (event: Decoded) => void, options: DecoderOptions = {}) {
@@ -89,6 +108,7 @@ export class FrameDecoder {
     this.#maxLine = options.maxLine ?? MAX_LINE;
     this.#maxChunk = options.maxChunk ?? MAX_CHUNK;
     this.#resyncOn = options.resyncOn;
+    this.#borrow = options.borrow ?? false;
   }
 
   /** True after a fatal framing error, until a resync line or `reset()`. */
@@ -117,14 +137,27 @@ export class FrameDecoder {
 
   /**
    * Decode `chunk`. Nothing of it is kept after the call (payloads and
-   * partial lines are copied): the caller may reuse its buffer, and a small
-   * slice never pins a large one.
+   * partial lines are copied; with `borrow`, payloads are views valid until
+   * the next push): the caller may reuse its buffer, and a small slice never
+   * pins a large one.
    */
   push(chunk: Buffer): void {
     let pos = 0;
     while (pos < chunk.length) {
       if (this.#mode === 'data') {
         const take = Math.min(this.#remaining, chunk.length - pos);
+        if (this.#borrow && this.#filled === 0 && !this.#skipping) {
+          if (take === this.#remaining) {
+            // The whole payload is in this chunk: lent as it lies, not copied.
+            this.#remaining = 0;
+            pos += take;
+            this.#finishFrame(chunk.subarray(pos - take, pos));
+            continue;
+          }
+          // Split across chunks: put together in the assembly buffer the last frame put together did not use.
+          this.#turn ^= 1;
+          this.#payload = (this.#assembly[this.#turn] ??= Buffer.allocUnsafe(this.#maxChunk)).subarray(0, this.#remaining);
+        }
         if (this.#payload !== undefined) {
           chunk.copy(this.#payload, this.#filled, pos, pos + take);
           this.#filled += take;
@@ -232,16 +265,18 @@ export class FrameDecoder {
       this.#emit({ kind: 'bad', reason: 'bad-data-header', detail: `data frame skipped: ${describeIssues(header.issues)}` });
     }
     this.#remaining = n;
-    // One copy per payload byte, however the frame was split across chunks.
-    this.#payload = this.#skipping ? undefined : Buffer.allocUnsafe(n);
+    // One copy per payload byte, however the frame was split across chunks (lent: chosen at its first bytes, in push).
+    if (this.#skipping) this.#payload = undefined;
+    else if (this.#borrow) this.#payload = n === 0 ? Buffer.alloc(0) : undefined;
+    else this.#payload = Buffer.allocUnsafe(n);
     this.#filled = 0;
     if (n === 0) this.#finishFrame();
     else this.#mode = 'data';
   }
 
-  #finishFrame(): void {
+  #finishFrame(lent?: Buffer): void {
     const header = this.#header;
-    const payload = this.#payload;
+    const payload = lent ?? this.#payload;
     this.#mode = 'line';
     this.#header = undefined;
     this.#payload = undefined;

@@ -154,12 +154,27 @@ export function whenWritable(stream: Writable): Promise<void> {
 /**
  * Writes one data frame to `stream`: its header and the payload in one
  * `writev` (corked), the payload itself and not a copy, so the caller hands
- * it over and must not change it after.
+ * it over and must not change it while the stream holds it.
+ *
+ * Returns `undefined` when the kernel has taken every byte already (nothing
+ * refers to `payload` any more: the caller may reuse its memory at once), or
+ * a promise that settles once the stream is done with it: written, or the
+ * stream failed or was destroyed (the write's callback runs either way).
  */
-export function writeDataFrame(stream: Writable, id: number, s: DataHeader['s'], payload: Buffer): void {
+export function writeDataFrame(stream: Writable, id: number, s: DataHeader['s'], payload: Buffer): Promise<void> | undefined {
   const [header] = encodeDataParts(id, s, payload);
+  let settle: (() => void) | undefined;
+  let done = false;
   stream.cork();
   stream.write(header);
-  stream.write(payload);
+  stream.write(payload, () => {
+    done = true;
+    settle?.();
+  });
   stream.uncork();
+  // A write the kernel took at once has left the stream's count synchronously (its callback comes on the next tick).
+  if (done || stream.writableLength === 0) return undefined;
+  return new Promise((resolve) => {
+    settle = resolve;
+  });
 }

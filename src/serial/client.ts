@@ -187,8 +187,13 @@ export interface RelayEvents {
 export interface Relay {
   /** The agent's reply: its result, or an AgentRemoteError / AgentClosedError. */
   readonly result: Promise<unknown>;
-  /** Send a data frame of `stream` (the relay's sender keeps to its window). */
-  data(stream: StreamName, payload: Buffer): void;
+  /**
+   * Send a data frame of `stream` (the relay's sender keeps to its window).
+   * The payload is not copied: `undefined` when the channel has written it
+   * already, else a promise that settles once the channel no longer refers to
+   * it (written, or the session ended). See `writeDataFrame`.
+   */
+  data(stream: StreamName, payload: Buffer): Promise<void> | undefined;
   /** End `stream`. */
   eof(stream: StreamName): void;
   /** The relay's receiver consumed `n` bytes of `stream`: credit flows back to the agent. */
@@ -605,10 +610,10 @@ export class AgentClient {
     this.#stream.write(bytes);
   }
 
-  /** A data frame, its header and payload in one `writev` (the payload is not copied). */
-  #writeData(id: number, stream: StreamName, payload: Buffer): void {
-    if (this.#stream.destroyed || this.#stream.writableEnded) return;
-    writeDataFrame(this.#stream, id, stream, payload);
+  /** A data frame, its header and payload in one `writev` (the payload is not copied: see `writeDataFrame`). */
+  #writeData(id: number, stream: StreamName, payload: Buffer): Promise<void> | undefined {
+    if (this.#stream.destroyed || this.#stream.writableEnded) return undefined;
+    return writeDataFrame(this.#stream, id, stream, payload);
   }
 
   #whenWritable(): Promise<void> {
@@ -777,9 +782,7 @@ export class AgentClient {
     const { id, result, pending } = this.#request(method, params, { sinks, relay: events });
     return {
       result,
-      data: (stream, payload) => {
-        if (this.#pending.get(id) === pending) this.#writeData(id, stream, payload);
-      },
+      data: (stream, payload) => (this.#pending.get(id) === pending ? this.#writeData(id, stream, payload) : undefined),
       eof: (stream) => this.#sendEof(pending, stream),
       consumed: (stream, n) => {
         if (this.#pending.get(id) === pending) pending.sinks.get(stream)?.ledger.consumed(n);

@@ -8,15 +8,15 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
-import { connect } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MAX_CHUNK, STREAM_WINDOW, encodeData, encodeLine } from '../../src/protocol/index.ts';
+import { MAX_CHUNK, STREAM_WINDOW, encodeData, encodeLine, writeDataFrame } from '../../src/protocol/index.ts';
 import { AgentClient, AgentRemoteError } from '../../src/serial/index.ts';
 import { AgentLink } from '../../src/monitor/agent-link.ts';
-import { MonitorServer } from '../../src/monitor/server.ts';
+import { MonitorServer, readInto } from '../../src/monitor/server.ts';
 import { listenAgent, tempDir, type RunningAgent } from '../helpers/agent-process.ts';
 
 let dir: string;
@@ -179,6 +179,34 @@ describe('monitor.sock relays the agent protocol', () => {
     expect(lines).toContainEqual({ t: 'res', id: 2, r: { data: 'after', time: expect.any(Number) } });
   }, 30_000);
 
+  it('an upload arrives intact while the agent stalls: the client\'s reads wait for what the agent\'s socket still holds of them', async () => {
+    const data = randomBytes(32 * 1024 * 1024);
+    const blob = join(dir, 'stall.bin');
+    await writeFile(blob, data);
+    const sha = createHash('sha256').update(data).digest('hex');
+    const c = await client();
+    const waits = server.stats.readWaits;
+    // The agent stops reading (SIGSTOP), so the monitor's writes toward it stay queued on its socket, views of the client's read buffer.
+    process.kill(agent.pid, 'SIGSTOP');
+    const up = c.upload(blob, join(dir, 'stall-up.bin'));
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      process.kill(agent.pid, 'SIGCONT');
+      for (let i = 0; i < 3; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        process.kill(agent.pid, 'SIGSTOP');
+        await new Promise((r) => setTimeout(r, 100));
+        process.kill(agent.pid, 'SIGCONT');
+      }
+    } finally {
+      process.kill(agent.pid, 'SIGCONT');
+    }
+    expect(await up).toEqual({ bytes: data.length, sha256: sha });
+    expect(createHash('sha256').update(await readFile(join(dir, 'stall-up.bin'))).digest('hex')).toBe(sha);
+    expect(server.stats.readWaits).toBeGreaterThan(waits);
+    await c.close();
+  }, 60_000);
+
   it('an agent that goes away fails what was in flight; the link comes back by itself when it returns', async () => {
     const c = await client();
     const pending = c.exec(['sleep', '30']).catch((e: unknown) => e);
@@ -194,4 +222,81 @@ describe('monitor.sock relays the agent protocol', () => {
     await c.close();
     expect(link.sessions).toBeGreaterThanOrEqual(2);
   }, 60_000);
+});
+
+describe('lending the client\'s read buffer', () => {
+  async function pair(options: { pauseOnConnect: boolean }): Promise<{ near: Socket; far: Socket; close: () => Promise<void> }> {
+    const path = join(dir, `pair-${randomBytes(4).toString('hex')}.sock`);
+    let accept!: (s: Socket) => void;
+    const accepted = new Promise<Socket>((r) => (accept = r));
+    const srv = createServer(options, (s) => accept(s));
+    await new Promise<void>((r) => srv.listen(path, () => r()));
+    const near = connect(path);
+    await new Promise<void>((r) => near.once('connect', () => r()));
+    const far = await accepted;
+    return {
+      near,
+      far,
+      close: async () => {
+        near.destroy();
+        far.destroy();
+        await new Promise<void>((r) => srv.close(() => r()));
+      },
+    };
+  }
+
+  it('writeDataFrame says whether the kernel took the payload, and when a queued one is done with', async () => {
+    const { near, far, close } = await pair({ pauseOnConnect: true });
+    expect(writeDataFrame(near, 1, 'file', Buffer.alloc(1000))).toBeUndefined();
+    // The far side does not read: the socket fills and a payload stays queued, the stream still refers to it.
+    let held: Promise<void> | undefined;
+    for (let i = 0; i < 400 && !held; i++) held = writeDataFrame(near, 1, 'file', Buffer.alloc(MAX_CHUNK));
+    expect(held).toBeInstanceOf(Promise);
+    let done = false;
+    void held!.then(() => (done = true));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(done).toBe(false);
+    far.resume();
+    await held;
+    // Queued when the stream is destroyed: done with too (the stream will not touch it again).
+    far.pause();
+    let again: Promise<void> | undefined;
+    for (let i = 0; i < 400 && !again; i++) again = writeDataFrame(near, 1, 'file', Buffer.alloc(MAX_CHUNK));
+    expect(again).toBeInstanceOf(Promise);
+    near.on('error', () => undefined);
+    near.destroy();
+    await again;
+    await close();
+  });
+
+  it('takes an accepted socket over to read into one buffer (this Node\'s sockets allow it), and falls back to Node\'s reads', async () => {
+    for (const pauseOnConnect of [true, false]) {
+      const { near, far, close } = await pair({ pauseOnConnect });
+      const got: Buffer[] = [];
+      const buffers = new Set<ArrayBufferLike>();
+      let pauses = 0;
+      const reader = readInto(far, 4096, (chunk) => {
+        got.push(Buffer.from(chunk));
+        buffers.add(chunk.buffer);
+        // Every third read asks for a pause; resumed at once on the next tick.
+        if (got.length % 3 !== 0) return true;
+        pauses++;
+        setImmediate(() => reader.resume());
+        return false;
+      });
+      const ended = new Promise<void>((r) => reader.once('close', () => r()));
+      const data = randomBytes(1024 * 1024);
+      near.end(data);
+      await ended;
+      expect(Buffer.concat(got).equals(data)).toBe(true);
+      expect(pauses).toBeGreaterThan(0);
+      if (pauseOnConnect) {
+        // Taken over: a socket of its own, every read in the same 4 KiB buffer.
+        expect(reader).not.toBe(far);
+        expect(buffers.size).toBe(1);
+        expect(got.every((c) => c.length <= 4096)).toBe(true);
+      } else expect(reader).toBe(far);
+      await close();
+    }
+  });
 });

@@ -290,6 +290,24 @@ describe('StreamPacer', () => {
     expect(events.slice(-2)).toEqual(['data 1', 'eof']);
   });
 
+  it('a lent payload (a view of the read buffer) goes as it is when it can; what must wait is copied', () => {
+    const c = { now: true };
+    const sent: Buffer[] = [];
+    const p = new StreamPacer((piece) => sent.push(piece), () => c.now);
+    const read = Buffer.alloc(SHARED_IN_FLIGHT + 3 * PACED_PIECE, 0x11);
+    p.data(read, true);
+    for (const piece of sent) expect(piece.buffer).toBe(read.buffer);
+    read.fill(0xee); // the next read lands in the same buffer
+    c.now = false;
+    p.acked(SHARED_IN_FLIGHT);
+    const late = sent.slice(SHARED_IN_FLIGHT / PACED_PIECE);
+    expect(late.reduce((a, b) => a + b.length, 0)).toBe(3 * PACED_PIECE);
+    for (const piece of late) {
+      expect(piece.buffer).not.toBe(read.buffer);
+      expect(piece.every((b) => b === 0x11)).toBe(true);
+    }
+  });
+
   it('an ack for more than is in flight does not make credit out of nothing', () => {
     const { p } = pacer({ now: true });
     p.data(Buffer.alloc(16 * KiB));

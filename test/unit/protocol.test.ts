@@ -109,6 +109,104 @@ describe('FrameDecoder', () => {
     expect(events).toEqual(expected);
   });
 
+  describe('with borrow (the monitor relays payloads without a copy)', () => {
+    /** Decodes `chunks` through one reused read buffer, the way the monitor reads a client; each payload copied when it is emitted. */
+    function relay(chunks: Buffer[], onPushed?: (lent: Buffer[]) => void): { events: Decoded[]; lent: Buffer[][] } {
+      const events: Decoded[] = [];
+      const lent: Buffer[][] = [];
+      let now: Buffer[] = [];
+      const d = new FrameDecoder(
+        (e) => {
+          if (e.kind !== 'data') events.push(e);
+          else {
+            now.push(e.payload);
+            events.push({ ...e, payload: Buffer.from(e.payload) });
+          }
+        },
+        { borrow: true },
+      );
+      const read = Buffer.alloc(Math.max(...chunks.map((c) => c.length)));
+      for (const c of chunks) {
+        read.fill(0xee); // the reader reuses its buffer: anything lent from the last read is written over
+        c.copy(read);
+        now = [];
+        d.push(read.subarray(0, c.length));
+        lent.push(now);
+        onPushed?.(now);
+      }
+      return { events, lent };
+    }
+
+    it('decodes what the copying decoder decodes, across every split in two and random splits', () => {
+      for (let cut = 0; cut <= stream.length; cut++) expect(relay([stream.subarray(0, cut), stream.subarray(cut)]).events).toEqual(expected);
+      expect(relay([...stream].map((b) => Buffer.from([b]))).events).toEqual(expected);
+    });
+
+    it('lends a frame that lies whole in the chunk as a view of it: no allocation, no copy', () => {
+      const frame = encodeData(3, 'stdin', binary);
+      const chunk = Buffer.concat([frame, frame]);
+      const views: Buffer[] = [];
+      const d = new FrameDecoder((e) => e.kind === 'data' && views.push(e.payload), { borrow: true });
+      d.push(chunk);
+      expect(views).toHaveLength(2);
+      for (const [i, view] of views.entries()) {
+        expect(view.buffer).toBe(chunk.buffer);
+        expect(view.byteOffset).toBe(chunk.byteOffset + (i + 1) * frame.length - binary.length);
+        expect(view).toEqual(binary);
+      }
+    });
+
+    it('a frame put together across reads stays intact until the next push, even when the same push starts the next one', () => {
+      const a = Buffer.alloc(5000, 0xa1);
+      const b = Buffer.alloc(3000, 0xb2);
+      const c = Buffer.alloc(7000, 0xc3);
+      const all = Buffer.concat([encodeData(1, 'file', a), encodeData(1, 'file', b), encodeData(1, 'file', c), encodeData(1, 'file', a)]);
+      // Read 1 ends inside A; read 2 holds A's rest, B whole and C's start; read 3 C's rest and A again, split.
+      const cutA = 2000;
+      const cutC = all.length - a.length - 6000;
+      const cuts = [0, cutA, cutC, all.length - 100, all.length];
+      const chunks = cuts.slice(1).map((end, i) => all.subarray(cuts[i], end));
+      const intact: boolean[] = [];
+      const want = [a, b, c, a];
+      let k = 0;
+      relay(chunks, (lent) => {
+        // Right after the push that lent them (before the next one), every lent payload still holds its bytes.
+        for (const p of lent) intact.push(p.equals(want[k++]!));
+      });
+      expect(intact).toEqual([true, true, true, true]);
+    });
+
+    it('decodes random frames across random reads of a reused buffer, each payload intact until the next push', () => {
+      let seed = 7;
+      const rand = (n: number): number => {
+        seed = (seed * 1103515245 + 12345) % 2 ** 31;
+        return seed % n;
+      };
+      const payloads = Array.from({ length: 60 }, (_, i) => Buffer.alloc(rand(3) === 0 ? rand(40) : 1000 + rand(9000), i + 1));
+      const all = Buffer.concat(payloads.flatMap((p, i) => [encodeData(i + 1, 'file', p), encodeLine({ t: 'ack', id: i + 1, s: 'stdout', n: 1 })]));
+      for (let round = 0; round < 20; round++) {
+        const chunks: Buffer[] = [];
+        for (let pos = 0; pos < all.length; ) {
+          const n = 1 + rand(12000);
+          chunks.push(all.subarray(pos, pos + n));
+          pos += n;
+        }
+        let k = 0;
+        const { events } = relay(chunks, (lent) => {
+          for (const p of lent) expect(p.equals(payloads[k++]!)).toBe(true);
+        });
+        expect(k).toBe(payloads.length);
+        expect(events.filter((e) => e.kind === 'message')).toHaveLength(payloads.length);
+      }
+    });
+
+    it('skips a frame with a bad header in the same way', () => {
+      const chunks = [Buffer.concat([Buffer.from('{"t":"data","id":-1,"s":"stdin","n":4}\nab'), Buffer.from('cd'), encodeLine({ t: 'sync', nonce: 'n' })])];
+      const { events } = relay(chunks);
+      expect(events.map((e) => e.kind)).toEqual(['bad', 'message']);
+    });
+  });
+
   it('discards an over-long line up to its newline, reports it once, and goes on', () => {
     const long = Buffer.alloc(300, 0x61);
     const events = decodeAll([long.subarray(0, 100), long.subarray(100), Buffer.from('aaa\n{"t":"cancel","id":1}\n')], { maxLine: 64 });
