@@ -5,8 +5,8 @@
 //  - the monitor's memory per VM from /proc/PID/smaps_rollup (RSS, PSS, private), 3 VMs running,
 //    and that of the one that relayed the uploads, after them;
 //  - upload throughput through the monitor against the direct path (an AgentClient on the agent's
-//    chardev socket, with the monitor killed for the measurement and a new one adopting after),
-//    one of each per round;
+//    chardev socket, with the monitor killed for the measurement and a new one adopting after,
+//    idle before it relays), one of each per round;
 //  - 8 concurrent clients: ping round trip while another client uploads 64 MiB.
 //
 //   npm run bench -- monitor [--runs 5]
@@ -143,9 +143,21 @@ try {
     return (Number(f[11]) + Number(f[12])) * 10; // clock ticks of 10 ms
   };
   const monitorCpu = [];
+  // A monitor adopting the VM reconnects QMP, the console and the agent, records the run and
+  // evaluates its body: work a VM's monitor has long finished when someone runs `vm cp`, so
+  // the upload waits until the adopting monitor is idle (no CPU in 500 ms, at most 10 s).
+  const settle = async (pid) => {
+    for (let last = await cpuMs(pid), i = 0; i < 20; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      const c = await cpuMs(pid);
+      if (c === last) return;
+      last = c;
+    }
+  };
   for (let i = 0; i < runs; i++) {
     agent = await rt.vms.agent(main, 30_000); // adopts after the first round
     const pid = (await rt.vms.get(main)).monitor.pid;
+    await settle(pid);
     const c0 = await cpuMs(pid);
     let t0 = now();
     await agent.upload(file, '/var/tmp/blob');
