@@ -20,6 +20,25 @@ import {
   type DecoderOptions,
 } from '../../src/protocol/index.ts';
 
+/** A seeded generator of integers in [0, n): the same splits on every run. */
+function random(seed: number): (n: number) => number {
+  return (n) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % n;
+  };
+}
+
+/** `bytes` cut into chunks of 1..max bytes at random. */
+function randomChunks(bytes: Buffer, max: number, rand: (n: number) => number): Buffer[] {
+  const chunks: Buffer[] = [];
+  for (let pos = 0; pos < bytes.length; ) {
+    const n = 1 + rand(max);
+    chunks.push(bytes.subarray(pos, pos + n));
+    pos += n;
+  }
+  return chunks;
+}
+
 function decodeAll(chunks: Buffer[], options?: DecoderOptions): Decoded[] {
   const out: Decoded[] = [];
   const d = new FrameDecoder((e) => out.push(e), options);
@@ -81,19 +100,9 @@ describe('FrameDecoder', () => {
   });
 
   it('decodes the same across random chunk boundaries', () => {
-    let seed = 42;
-    const rand = (n: number): number => {
-      seed = (seed * 1103515245 + 12345) % 2 ** 31;
-      return seed % n;
-    };
+    const rand = random(42);
     for (let round = 0; round < 200; round++) {
-      const chunks: Buffer[] = [];
-      for (let pos = 0; pos < stream.length; ) {
-        const n = 1 + rand(64);
-        chunks.push(stream.subarray(pos, pos + n));
-        pos += n;
-      }
-      expect(decodeAll(chunks)).toEqual(expected);
+      expect(decodeAll(randomChunks(stream, 64, rand))).toEqual(expected);
     }
   });
 
@@ -177,20 +186,11 @@ describe('FrameDecoder', () => {
     });
 
     it('decodes random frames across random reads of a reused buffer, each payload intact until the next push', () => {
-      let seed = 7;
-      const rand = (n: number): number => {
-        seed = (seed * 1103515245 + 12345) % 2 ** 31;
-        return seed % n;
-      };
+      const rand = random(7);
       const payloads = Array.from({ length: 60 }, (_, i) => Buffer.alloc(rand(3) === 0 ? rand(40) : 1000 + rand(9000), i + 1));
       const all = Buffer.concat(payloads.flatMap((p, i) => [encodeData(i + 1, 'file', p), encodeLine({ t: 'ack', id: i + 1, s: 'stdout', n: 1 })]));
       for (let round = 0; round < 20; round++) {
-        const chunks: Buffer[] = [];
-        for (let pos = 0; pos < all.length; ) {
-          const n = 1 + rand(12000);
-          chunks.push(all.subarray(pos, pos + n));
-          pos += n;
-        }
+        const chunks = randomChunks(all, 12000, rand);
         let k = 0;
         const { events } = relay(chunks, (lent) => {
           for (const p of lent) expect(p.equals(payloads[k++]!)).toBe(true);
