@@ -217,8 +217,16 @@ export class ClientSession {
     this.#decoder = new FrameDecoder((e) => this.#onDecoded(e), { borrow: true });
     this.#socket = readInto(socket, CLIENT_READ_BYTES, (chunk) => this.#read(chunk));
     this.#socket.on('error', () => undefined);
-    this.#socket.on('close', () => this.close('the client went away'));
+    this.ended = new Promise((resolve) =>
+      this.#socket.once('close', () => {
+        this.close('the client went away');
+        resolve();
+      }),
+    );
   }
+
+  /** Resolves once the client's socket has closed. */
+  readonly ended: Promise<void>;
 
   /** A chunk from the client. False pauses reading until the agent's socket has taken what still refers to it. */
   #read(chunk: Buffer): boolean {
@@ -614,11 +622,17 @@ export class MonitorServer {
     if (server) this.#closed = new Promise<void>((r) => server.close(() => r()));
   }
 
-  /** Stops listening and ends every client's session. */
+  /**
+   * Stops listening and ends every client's session: resolves once every
+   * client's socket has closed (what was written has reached it, or the
+   * session's grace is over). The listening server does not count the
+   * sockets `readInto` took over, so they are waited for here.
+   */
   async close(reason: string): Promise<void> {
     this.stopAccepting();
-    for (const s of [...this.#sessions]) s.close(reason, true);
-    await this.#closed;
+    const sessions = [...this.#sessions];
+    for (const s of sessions) s.close(reason, true);
+    await Promise.all([this.#closed, ...sessions.map((s) => s.ended)]);
   }
 }
 

@@ -207,6 +207,32 @@ describe('monitor.sock relays the agent protocol', () => {
     await c.close();
   }, 60_000);
 
+  it('close() ends every session and resolves only once each client\'s socket has closed', async () => {
+    const path = join(dir, 'closing.sock');
+    const own = new MonitorServer(path, { session: (sig) => link.session(sig), hello: () => ({ agent: '', hostname: '', bootId: '', ready: true }) }, {});
+    await own.listen();
+    const order: string[] = [];
+    // A client that closes its side a while after the monitor ended the session.
+    const s = connect({ path, allowHalfOpen: true });
+    await new Promise<void>((r) => s.once('connect', () => r()));
+    s.write('\n{"t":"sync","nonce":"n-close"}\n');
+    let text = '';
+    s.on('data', (d: Buffer) => (text += d.toString()));
+    s.on('end', () => {
+      order.push('end');
+      setTimeout(() => {
+        order.push('client ended');
+        s.end();
+      }, 300);
+    });
+    for (let i = 0; i < 200 && !text.includes('"t":"hello"'); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(text).toContain('"via":"monitor"');
+    await own.close('test over');
+    order.push('resolved');
+    expect(order).toEqual(['end', 'client ended', 'resolved']);
+    expect(own.clients).toBe(0);
+  }, 30_000);
+
   it('an agent that goes away fails what was in flight; the link comes back by itself when it returns', async () => {
     const c = await client();
     const pending = c.exec(['sleep', '30']).catch((e: unknown) => e);
