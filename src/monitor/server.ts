@@ -177,14 +177,14 @@ export const CLIENT_READ_BYTES = 256 * 1024;
  * docs/benchmarks.md). Node offers `onread` only for connections a process
  * makes, so the accepted socket's handle moves to a new socket made with
  * `onread`; the server accepts paused, so nothing has been read yet. A Node
- * whose sockets have no such handle is served by its own reads instead.
- * `onChunk` gets a view valid during the call alone and returns false to
+ * whose sockets have no such handle (or `takeOver: false`) is served by its
+ * own reads instead. `onChunk` gets a view valid during the call alone and returns false to
  * pause reading; `resume()` on the socket returned reads again.
  */
-export function readInto(socket: Socket, size: number, onChunk: (chunk: Buffer) => boolean): Socket {
+export function readInto(socket: Socket, size: number, onChunk: (chunk: Buffer) => boolean, options: { takeOver?: boolean } = {}): Socket {
   const held = socket as unknown as { _handle?: { readStart?: unknown } | null };
   const handle = held._handle;
-  if (handle && typeof handle.readStart === 'function' && socket.isPaused()) {
+  if ((options.takeOver ?? true) && handle && typeof handle.readStart === 'function' && socket.isPaused()) {
     held._handle = null;
     socket.destroy();
     const buffer = Buffer.allocUnsafe(size);
@@ -194,6 +194,8 @@ export function readInto(socket: Socket, size: number, onChunk: (chunk: Buffer) 
   socket.on('data', (chunk: Buffer) => {
     if (!onChunk(chunk)) socket.pause();
   });
+  // Accepted paused: a 'data' listener alone does not start a paused stream.
+  socket.resume();
   return socket;
 }
 
