@@ -178,8 +178,9 @@ export const CLIENT_READ_BYTES = 256 * 1024;
  * makes, so the accepted socket's handle moves to a new socket made with
  * `onread`; the server accepts paused, so nothing has been read yet. A Node
  * whose sockets have no such handle (or `takeOver: false`) is served by its
- * own reads instead. `onChunk` gets a view valid during the call alone and returns false to
- * pause reading; `resume()` on the socket returned reads again.
+ * own reads instead. `onChunk` gets a view valid during the call alone and
+ * returns false to pause reading; `resume()` on the socket returned reads
+ * again.
  */
 export function readInto(socket: Socket, size: number, onChunk: (chunk: Buffer) => boolean, options: { takeOver?: boolean } = {}): Socket {
   const held = socket as unknown as { _handle?: { readStart?: unknown } | null };
@@ -188,8 +189,8 @@ export function readInto(socket: Socket, size: number, onChunk: (chunk: Buffer) 
     held._handle = null;
     socket.destroy();
     const buffer = Buffer.allocUnsafe(size);
-    const options = { handle, onread: { buffer, callback: (n: number, buf: Uint8Array) => onChunk(Buffer.from(buf.buffer, buf.byteOffset, n)) } };
-    return new NetSocket(options as unknown as SocketConstructorOpts);
+    const made = { handle, onread: { buffer, callback: (n: number, buf: Uint8Array) => onChunk(Buffer.from(buf.buffer, buf.byteOffset, n)) } };
+    return new NetSocket(made as unknown as SocketConstructorOpts);
   }
   socket.on('data', (chunk: Buffer) => {
     if (!onChunk(chunk)) socket.pause();
