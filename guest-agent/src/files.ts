@@ -11,7 +11,6 @@ import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import {
   DownloadParamsSchema,
-  MAX_CHUNK,
   REMOTE_CODES,
   StatParamsSchema,
   UploadParamsSchema,
@@ -90,7 +89,7 @@ export async function downloadMethod(call: Call, rawParams: unknown): Promise<Do
     const hash = createHash('sha256');
     // A file that grows while it is read is cut at the bound: one byte more tells the host.
     const end = p.maxBytes === undefined ? undefined : p.maxBytes;
-    const source = fh.createReadStream({ highWaterMark: MAX_CHUNK, autoClose: false, start: 0, ...(end === undefined ? {} : { end }) });
+    const source = fh.createReadStream({ highWaterMark: call.limits.chunk, autoClose: false, start: 0, ...(end === undefined ? {} : { end }) });
     const size = await call.sendStream('file', source, (chunk) => hash.update(chunk));
     if (p.maxBytes !== undefined && size > p.maxBytes) {
       throw new RemoteError(REMOTE_CODES.size, `download ${p.path}: the file grew past the ${p.maxBytes} bytes the host takes`);

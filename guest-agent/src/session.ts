@@ -10,7 +10,10 @@
  *   process group, partial uploads removed) and frames still queued for the
  *   old host are dropped;
  * - a framing error (a data header announcing more than MAX_CHUNK) stops
- *   processing until the host's next `sync`.
+ *   processing until the host's next `sync`;
+ * - what the agent sends keeps to the limits the host announced in its sync
+ *   (`lim`), or to those of protocol 1 before they were announced when it
+ *   announced none; the hello announces the agent's own.
  */
 import { Buffer } from 'node:buffer';
 import * as v from 'valibot';
@@ -19,13 +22,16 @@ import {
   CreditWindow,
   FrameDecoder,
   HostMessageSchema,
+  OWN_LIMITS,
   PROTOCOL_VERSION,
   REMOTE_CODES,
   describeIssues,
   encodeData,
   encodeLine,
   pumpWithCredit,
+  sendLimits,
   type Decoded,
+  type FlowLimits,
   type HostMessage,
   type ReqMsg,
   type StreamName,
@@ -165,10 +171,15 @@ export class Call {
     if (this.#abortReason) throw this.#abortReason;
   }
 
+  /** What this request's streams to the host keep to: the host's announced limits. */
+  get limits(): FlowLimits {
+    return this.#session.hostLimits;
+  }
+
   creditFor(stream: StreamName): CreditWindow {
     let c = this.#credit.get(stream);
     if (!c) {
-      c = new CreditWindow();
+      c = new CreditWindow(this.limits.window);
       if (this.#abortReason) c.close(this.#abortReason);
       this.#credit.set(stream, c);
     }
@@ -195,7 +206,7 @@ export class Call {
         this.#throwIfAborted();
         await this.#session.sendData(this, stream, chunk);
       },
-      onChunk === undefined ? {} : { onChunk },
+      { maxChunk: this.limits.chunk, ...(onChunk === undefined ? {} : { onChunk }) },
     );
     this.#throwIfAborted();
     this.#session.sendLine(this, { t: 'eof', id: this.id, s: stream });
@@ -212,6 +223,7 @@ export class AgentSession {
   readonly #decoder: FrameDecoder;
   readonly #calls = new Map<number, Call>();
   #synced = false;
+  #hostLimits: FlowLimits = sendLimits(undefined);
   /** Counts of what was dropped, for the log. */
   readonly dropped = { beforeSync: 0, unknownId: 0, bad: 0 };
 
@@ -238,6 +250,11 @@ export class AgentSession {
     this.#endSession(reason);
     this.#decoder.reset();
     this.#synced = false;
+  }
+
+  /** What the agent sends within in the current session: the limits of the host's sync. */
+  get hostLimits(): FlowLimits {
+    return this.#hostLimits;
   }
 
   get activeCalls(): number {
@@ -268,6 +285,7 @@ export class AgentSession {
       protocol: PROTOCOL_VERSION,
       hostname: this.#ctx.hostname(),
       bootId: this.#ctx.bootId(),
+      lim: OWN_LIMITS,
     };
   }
 
@@ -335,6 +353,7 @@ export class AgentSession {
       case 'sync':
         this.#endSession('new sync');
         this.#synced = true;
+        this.#hostLimits = sendLimits(msg.lim);
         this.#sendHello(msg.nonce);
         return;
       case 'req':

@@ -24,6 +24,7 @@ import * as v from 'valibot';
 import type { Layout } from '../layout.ts';
 import { isOurProcess, logTail, processMarker, waitForPath } from '../qemu/index.ts';
 import { QmpClient, type QmpEvent, type QmpStatusInfo } from '../qmp/index.ts';
+import { sendLimits, type FlowLimits } from '../protocol/index.ts';
 import { AgentUnavailableError, type AgentHello } from '../serial/index.ts';
 import { findRecord, requireRecord, type Store, type Vm } from '../store/index.ts';
 import { pidAlive, type ExitStatus } from '../proc.ts';
@@ -600,9 +601,9 @@ export class Monitor {
       .catch((err: unknown) => this.#log(`recording the agent's hello: ${(err as Error).message}`));
   }
 
-  #hello(): { agent: string; hostname: string; bootId: string; ready: boolean } {
+  #hello(): { agent: string; hostname: string; bootId: string; ready: boolean; limits: FlowLimits } {
     const h = this.#link.lastHello;
-    return { agent: h?.agent ?? '', hostname: h?.hostname ?? '', bootId: h?.bootId ?? '', ready: this.#link.ready };
+    return { agent: h?.agent ?? '', hostname: h?.hostname ?? '', bootId: h?.bootId ?? '', ready: this.#link.ready, limits: h?.limits ?? sendLimits(undefined) };
   }
 
   // ------------------------------------------------------------ the stop

@@ -14,7 +14,7 @@
  * that has to wait.
  */
 import { Buffer } from 'node:buffer';
-import { STREAM_WINDOW } from '../protocol/index.ts';
+import type { FlowLimits } from '../protocol/index.ts';
 
 /** In flight per stream while other requests are busy: about 4 ms of virtio-serial throughput under TCG. */
 export const SHARED_IN_FLIGHT = 64 * 1024;
@@ -24,6 +24,7 @@ export const PACED_PIECE = 16 * 1024;
 export class StreamPacer {
   readonly #send: (payload: Buffer) => void;
   readonly #contended: () => boolean;
+  readonly #limits: FlowLimits;
   readonly #held: Buffer[] = [];
   #heldBytes = 0;
   #inFlight = 0;
@@ -32,10 +33,12 @@ export class StreamPacer {
   /**
    * @param send forwards a piece to the agent
    * @param contended whether other requests are busy on the VM right now
+   * @param limits the agent's (its session's `hello.limits`): its window, and its largest frame, which no piece exceeds
    */
-  constructor(send: (payload: Buffer) => void, contended: () => boolean) {
+  constructor(send: (payload: Buffer) => void, contended: () => boolean, limits: FlowLimits) {
     this.#send = send;
     this.#contended = contended;
+    this.#limits = limits;
   }
 
   /** Bytes sent to the agent and not yet acknowledged by it. */
@@ -76,11 +79,12 @@ export class StreamPacer {
   /** Sends what the current limit allows; call it again when contention ends. */
   pump(): void {
     const contended = this.#contended();
-    const limit = contended ? SHARED_IN_FLIGHT : STREAM_WINDOW;
+    const limit = contended ? SHARED_IN_FLIGHT : this.#limits.window;
     while (this.#held.length > 0 && this.#inFlight < limit) {
       const head = this.#held[0]!;
       // Alone, frames go whole (the client's window already bounds them): fewer frames for the guest to parse.
-      const n = contended ? Math.min(head.length, PACED_PIECE, limit - this.#inFlight) : head.length;
+      // Only a client that synced with an earlier agent of larger limits has frames to split here.
+      const n = contended ? Math.min(head.length, PACED_PIECE, limit - this.#inFlight) : Math.min(head.length, this.#limits.chunk);
       const piece = head.subarray(0, n);
       if (n === head.length) this.#held.shift();
       else this.#held[0] = head.subarray(n);

@@ -22,14 +22,15 @@ import {
   HostMessageSchema,
   PROTOCOL_VERSION,
   REMOTE_CODES,
-  STREAM_WINDOW,
   describeIssues,
   encodeData,
   encodeLine,
   pumpWithCredit,
+  sendLimits,
   whenWritable,
   writeDataFrame,
   type Decoded,
+  type FlowLimits,
   type HostMessage,
   type StreamName,
 } from '../protocol/index.ts';
@@ -47,8 +48,12 @@ export const MAX_REQUESTS_PER_CLIENT = 64;
 export interface AgentSide {
   /** Resolves with a ready session, waiting while the guest boots or the agent restarts; rejects once the VM ends. */
   session(signal: AbortSignal): Promise<AgentClient>;
-  /** The fields of the monitor's hello: the agent's, as its last hello said them (empty before). */
-  hello(): { agent: string; hostname: string; bootId: string; ready: boolean };
+  /**
+   * The fields of the monitor's hello: the agent's, as its last hello said
+   * them (empty before), and the limits the agent accepts (those of an agent
+   * that announced none before its first hello).
+   */
+  hello(): { agent: string; hostname: string; bootId: string; ready: boolean; limits: FlowLimits };
 }
 
 /** An error a handler throws to answer `{code, message}`. */
@@ -87,7 +92,7 @@ export class LocalCall {
   credit(stream: StreamName): CreditWindow {
     let c = this.#credit.get(stream);
     if (!c) {
-      c = new CreditWindow();
+      c = new CreditWindow(this.session.clientLimits.window);
       this.#credit.set(stream, c);
     }
     return c;
@@ -110,11 +115,16 @@ export class LocalCall {
 
   /** Sends `chunk` on `stream`, waiting for the client's credit. The chunk is handed over: not to be changed after. */
   async sendChunk(stream: StreamName, chunk: Buffer): Promise<void> {
-    await pumpWithCredit([chunk], this.credit(stream), (piece) => {
-      if (this.signal.aborted) throw this.signal.reason;
-      this.session.writeData(this.id, stream, piece);
-      return this.session.whenWritable();
-    });
+    await pumpWithCredit(
+      [chunk],
+      this.credit(stream),
+      (piece) => {
+        if (this.signal.aborted) throw this.signal.reason;
+        this.session.writeData(this.id, stream, piece);
+        return this.session.whenWritable();
+      },
+      { maxChunk: this.session.clientLimits.chunk },
+    );
   }
 
   /** Ends `stream`. */
@@ -124,11 +134,16 @@ export class LocalCall {
 
   /** Sends `source` on `stream` under the client's flow control, then its eof. Its chunks are handed over, not copied. */
   async send(stream: StreamName, source: AsyncIterable<Buffer> | Iterable<Buffer>): Promise<number> {
-    const n = await pumpWithCredit(source, this.credit(stream), (chunk) => {
-      if (this.signal.aborted) throw this.signal.reason;
-      this.session.writeData(this.id, stream, chunk);
-      return this.session.whenWritable();
-    });
+    const n = await pumpWithCredit(
+      source,
+      this.credit(stream),
+      (chunk) => {
+        if (this.signal.aborted) throw this.signal.reason;
+        this.session.writeData(this.id, stream, chunk);
+        return this.session.whenWritable();
+      },
+      { maxChunk: this.session.clientLimits.chunk },
+    );
     this.session.write(encodeLine({ t: 'eof', id: this.id, s: stream }));
     return n;
   }
@@ -151,6 +166,8 @@ interface RelayEntry {
   toClient: Map<StreamName, number>;
   /** Client → agent frames, paced while other requests are busy (pacer.ts). */
   pacers: Map<StreamName, StreamPacer>;
+  /** The limits of the agent session the request is relayed on. */
+  agentLimits: FlowLimits;
   abort: AbortController;
 }
 
@@ -213,6 +230,10 @@ export class ClientSession {
   /** Writes toward the agent that still refer to the read buffer: reading waits for them. */
   #lent = 0;
   #paused = false;
+  /** What the client accepts (its sync's limits): the monitor's own streams keep to them. */
+  #clientLimits: FlowLimits = sendLimits(undefined);
+  /** What this monitor's hello told the client to send within: the agent's limits at the client's sync. */
+  #granted: FlowLimits = sendLimits(undefined);
 
   constructor(socket: Socket, server: MonitorServer) {
     this.#server = server;
@@ -253,6 +274,10 @@ export class ClientSession {
       this.#paused = false;
       if (!this.#closed) this.#socket.resume();
     });
+  }
+
+  get clientLimits(): FlowLimits {
+    return this.#clientLimits;
   }
 
   get openRequests(): number {
@@ -346,8 +371,10 @@ export class ClientSession {
       case 'sync': {
         this.#cancelAll('new sync');
         this.#synced = true;
+        this.#clientLimits = sendLimits(msg.lim);
         const h = this.#server.agent.hello();
-        const hello = { t: 'hello', nonce: msg.nonce, agent: h.agent, protocol: PROTOCOL_VERSION, hostname: h.hostname, bootId: h.bootId, via: 'monitor', ready: h.ready };
+        this.#granted = h.limits;
+        const hello = { t: 'hello', nonce: msg.nonce, agent: h.agent, protocol: PROTOCOL_VERSION, hostname: h.hostname, bootId: h.bootId, via: 'monitor', ready: h.ready, lim: h.limits };
         this.write(Buffer.concat([Buffer.from('\n'), encodeLine(hello)]));
         return;
       }
@@ -396,7 +423,11 @@ export class ClientSession {
   #onData(id: number, stream: StreamName, payload: Buffer): void {
     const e = this.#entries.get(id);
     if (e?.kind !== 'relay') return;
-    if (add(e.toAgent, stream, payload.length) > STREAM_WINDOW) {
+    if (payload.length > this.#granted.chunk) {
+      this.#failEntry(id, REMOTE_CODES.flow, `a frame of ${payload.length} bytes on stream ${stream}: the limit announced is ${this.#granted.chunk}`);
+      return;
+    }
+    if (add(e.toAgent, stream, payload.length) > this.#granted.window) {
       this.#failEntry(id, REMOTE_CODES.flow, `stream ${stream} exceeded its flow-control window`);
       return;
     }
@@ -414,6 +445,7 @@ export class ClientSession {
           if (written && this.#reading) this.#lend(written);
         },
         () => this.#server.contended(e),
+        e.agentLimits,
       );
       e.pacers.set(stream, p);
     }
@@ -469,7 +501,17 @@ export class ClientSession {
   }
 
   #relay(id: number, method: string, params: unknown): void {
-    const entry: RelayEntry = { kind: 'relay', method, relay: undefined, early: [], toAgent: new Map(), toClient: new Map(), pacers: new Map(), abort: new AbortController() };
+    const entry: RelayEntry = {
+      kind: 'relay',
+      method,
+      relay: undefined,
+      early: [],
+      toAgent: new Map(),
+      toClient: new Map(),
+      pacers: new Map(),
+      agentLimits: this.#granted,
+      abort: new AbortController(),
+    };
     this.#entries.set(id, entry);
     this.#server.busy(entry);
     const live = (): boolean => this.#entries.get(id) === entry;
@@ -500,6 +542,7 @@ export class ClientSession {
           return;
         }
         entry.relay = relay;
+        entry.agentLimits = agent.hello.limits;
         for (const f of entry.early) {
           const pacer = this.#pacer(entry, f.stream);
           if (f.payload) pacer.data(f.payload);

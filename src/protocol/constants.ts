@@ -12,11 +12,34 @@ export const PROTOCOL_VERSION = 1;
 /** Longest control line (JSON + newline) accepted; a longer line is discarded up to the next newline. */
 export const MAX_LINE = 1024 * 1024;
 
-/** Largest payload of one binary data frame. A header announcing more breaks the framing. */
-export const MAX_CHUNK = 256 * 1024;
+/**
+ * Largest payload of one binary data frame this side accepts (and announces
+ * as `lim.chunk` in its sync or hello). A header announcing more breaks the
+ * framing.
+ */
+export const MAX_CHUNK = 1024 * 1024;
 
-/** Flow-control window per stream: bytes a sender may have unacknowledged. */
-export const STREAM_WINDOW = 1024 * 1024;
+/** Flow-control window per stream this side grants (announced as `lim.window`): bytes a sender may have unacknowledged. */
+export const STREAM_WINDOW = 4 * 1024 * 1024;
+
+/** What a peer accepts: its largest data frame and its window per stream. */
+export interface FlowLimits {
+  chunk: number;
+  window: number;
+}
+
+/** This side's limits, announced in its sync (host) or hello (agent). */
+export const OWN_LIMITS: Readonly<FlowLimits> = Object.freeze({ chunk: MAX_CHUNK, window: STREAM_WINDOW });
+
+/**
+ * What a peer that announces no limits accepts: the fixed limits of protocol 1
+ * before they were announced (an agent baked into an older image, an older
+ * host). Never exceeded towards such a peer.
+ */
+export const UNANNOUNCED_LIMITS: Readonly<FlowLimits> = Object.freeze({ chunk: 256 * 1024, window: 1024 * 1024 });
+
+/** The smallest frame a peer may ask for: below it, the messages of a transfer would be its cost. */
+export const MIN_CHUNK = 4 * 1024;
 
 /** A receiver acknowledges consumed bytes once at least this many are unacknowledged. */
 export const ACK_THRESHOLD = 64 * 1024;

@@ -1,17 +1,30 @@
 /**
  * Credit-based flow control for streams tied to a request id.
  *
- * A sender may have at most `STREAM_WINDOW` bytes of a stream unacknowledged.
- * The receiver acknowledges bytes once it has consumed them (written them to
- * a file, a pipe, a caller's Writable), in batches of at least
- * `ACK_THRESHOLD`. A receiver therefore never holds more than one window per
- * stream, and a sender that ignores its credit is detected, not obeyed.
+ * A sender may have at most the receiver's window of a stream unacknowledged,
+ * in frames no larger than the receiver's largest: the limits each side
+ * announces in its sync or hello (`sendLimits`). The receiver acknowledges
+ * bytes once it has consumed them (written them to a file, a pipe, a caller's
+ * Writable), in batches of at least `ACK_THRESHOLD`. A receiver therefore
+ * never holds more than one window per stream (its own, STREAM_WINDOW), and a
+ * sender that ignores its credit is detected, not obeyed.
  */
 import { Buffer } from 'node:buffer';
 import type { Writable } from 'node:stream';
-import { ACK_THRESHOLD, MAX_CHUNK, STREAM_WINDOW } from './constants.ts';
+import { ACK_THRESHOLD, MAX_CHUNK, STREAM_WINDOW, UNANNOUNCED_LIMITS, type FlowLimits } from './constants.ts';
 import { encodeDataParts } from './codec.ts';
 import type { DataHeader } from './schemas.ts';
+
+/**
+ * What to send a peer within: the limits it announced, never beyond this
+ * side's own (so its acks stay within what this side accepts), and the fixed
+ * limits of protocol 1 for a peer that announced none.
+ */
+export function sendLimits(announced: FlowLimits | undefined): FlowLimits {
+  if (announced === undefined) return { ...UNANNOUNCED_LIMITS };
+  const window = Math.min(announced.window, STREAM_WINDOW);
+  return { chunk: Math.min(announced.chunk, MAX_CHUNK, window), window };
+}
 
 /** The sending side's credit: what it may still send before the next ack. */
 export class CreditWindow {
@@ -21,7 +34,8 @@ export class CreditWindow {
   #closedWith: unknown;
   #closed = false;
 
-  constructor(window = STREAM_WINDOW) {
+  /** @param window the peer's window for this stream (`sendLimits(…).window`) */
+  constructor(window: number) {
     this.#window = window;
     this.#available = window;
   }
@@ -109,7 +123,7 @@ export class CreditLedger {
 
 /**
  * Send everything `source` yields as data frames of at most `maxChunk`
- * bytes, never more than the credit allows. `send` may return a promise
+ * bytes (the peer's `sendLimits(…).chunk`), never more than the credit allows. `send` may return a promise
  * (transport backpressure); it is awaited before the next frame.
  * Resolves with the byte count when the source ends.
  */
@@ -117,9 +131,9 @@ export async function pumpWithCredit(
   source: AsyncIterable<Buffer | Uint8Array | string> | Iterable<Buffer | Uint8Array | string>,
   credit: CreditWindow,
   send: (chunk: Buffer) => void | Promise<void>,
-  options: { maxChunk?: number; onChunk?: (chunk: Buffer) => void } = {},
+  options: { maxChunk: number; onChunk?: (chunk: Buffer) => void },
 ): Promise<number> {
-  const maxChunk = options.maxChunk ?? MAX_CHUNK;
+  const maxChunk = options.maxChunk;
   let total = 0;
   for await (const raw of source) {
     const chunk = typeof raw === 'string' ? Buffer.from(raw) : Buffer.isBuffer(raw) ? raw : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);

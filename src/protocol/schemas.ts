@@ -7,7 +7,7 @@
  * the other side survives validation.
  */
 import * as v from 'valibot';
-import { MAX_CHUNK, MAX_NONCE, STREAM_NAMES, STREAM_WINDOW } from './constants.ts';
+import { MAX_CHUNK, MAX_NONCE, MIN_CHUNK, STREAM_NAMES, STREAM_WINDOW } from './constants.ts';
 
 const MAX_PATH = 4096;
 const MAX_ARG = 128 * 1024;
@@ -27,9 +27,22 @@ const AbsolutePath = v.pipe(
 
 // ---------------------------------------------------------------- messages
 
+/**
+ * The limits a side announces as a receiver: its largest data frame and its
+ * window per stream. The other side sends within them (and within its own
+ * MAX_CHUNK and STREAM_WINDOW: `sendLimits`). A peer that announces none is
+ * sent to within UNANNOUNCED_LIMITS.
+ */
+export const LimitsSchema = v.object({
+  chunk: v.pipe(v.number(), v.integer(), v.minValue(MIN_CHUNK), v.maxValue(2 ** 30)),
+  window: v.pipe(v.number(), v.integer(), v.minValue(MIN_CHUNK), v.maxValue(2 ** 40)),
+});
+
 export const SyncSchema = v.object({
   t: v.literal('sync'),
   nonce: v.pipe(v.string(), v.minLength(1), v.maxLength(MAX_NONCE)),
+  /** The host's limits as a receiver (absent from hosts before they were announced). */
+  lim: v.optional(LimitsSchema),
 });
 
 export const HelloSchema = v.object({
@@ -44,6 +57,8 @@ export const HelloSchema = v.object({
   via: v.optional(v.literal('monitor')),
   /** From a monitor: whether the agent's session is up now (requests wait for it otherwise). */
   ready: v.optional(v.boolean()),
+  /** The agent's limits as a receiver (a monitor's: the agent's as the monitor relays them); absent from older agents. */
+  lim: v.optional(LimitsSchema),
 });
 
 export const ReqSchema = v.object({

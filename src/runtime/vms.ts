@@ -448,7 +448,7 @@ export class VmService {
       await monitor.close();
     }
     trace(`vm ${name}: agent hello`);
-    opts.onAgentProgress?.({ phase: 'ready', attempt: 1, elapsedMs: Date.now() - started, hello: { ...hello, protocol: monitor.agent.hello.protocol } });
+    opts.onAgentProgress?.({ phase: 'ready', attempt: 1, elapsedMs: Date.now() - started, hello: { ...hello, protocol: monitor.agent.hello.protocol, limits: monitor.agent.hello.limits } });
     // The monitor records it too; writing it here means the caller sees it as soon as this returns.
     return this.ctx.store.update((draft) => {
       const rec = requireRecord(draft, 'vm', name);

@@ -32,8 +32,10 @@ import {
   NoAgentSchema,
   InfoResultSchema,
   MAX_CHUNK,
+  OWN_LIMITS,
   PROTOCOL_VERSION,
   STREAM_NAMES,
+  UNANNOUNCED_LIMITS,
   PingResultSchema,
   ShutdownResultSchema,
   StatResultSchema,
@@ -42,7 +44,9 @@ import {
   describeIssues,
   encodeLine,
   pumpWithCredit,
+  sendLimits,
   type Decoded,
+  type FlowLimits,
   type ExecResult,
   type InfoResult,
   type ShutdownResult,
@@ -63,6 +67,8 @@ export interface AgentHello {
   via?: 'monitor';
   /** From a monitor: whether the agent's session is up now. */
   ready?: boolean;
+  /** What this client sends within: the limits the agent (or the monitor for it) announced, UNANNOUNCED_LIMITS when it announced none. */
+  limits: FlowLimits;
 }
 
 export type ConnectProgress =
@@ -284,7 +290,7 @@ class WritableSink implements Sink {
 
 export class AgentClient {
   /** The hello of the current session: agent version, protocol, hostname, boot id. */
-  hello: AgentHello = { agent: '', protocol: 0, hostname: '', bootId: '' };
+  hello: AgentHello = { agent: '', protocol: 0, hostname: '', bootId: '', limits: { ...UNANNOUNCED_LIMITS } };
   readonly stats: AgentClientStats = {
     badLines: 0,
     longLines: 0,
@@ -430,7 +436,7 @@ export class AgentClient {
   /** Send the sync (repeated until answered) and wait for the hello carrying our nonce. */
   #sync(deadline: number): Promise<void> {
     const interval = this.#options.syncIntervalMs ?? 1000;
-    const syncLine = encodeLine({ t: 'sync', nonce: this.#nonce });
+    const syncLine = encodeLine({ t: 'sync', nonce: this.#nonce, lim: OWN_LIMITS });
     // The leading newline ends any partial line the agent may hold from an earlier session.
     this.#write(Buffer.concat([Buffer.from('\n'), syncLine]));
     let repeats = 0;
@@ -480,7 +486,15 @@ export class AgentClient {
       );
       return;
     }
-    this.hello = { agent: h.agent, protocol: h.protocol, hostname: h.hostname, bootId: h.bootId, ...(h.via ? { via: h.via } : {}), ...(h.ready !== undefined ? { ready: h.ready } : {}) };
+    this.hello = {
+      agent: h.agent,
+      protocol: h.protocol,
+      hostname: h.hostname,
+      bootId: h.bootId,
+      ...(h.via ? { via: h.via } : {}),
+      ...(h.ready !== undefined ? { ready: h.ready } : {}),
+      limits: sendLimits(h.lim),
+    };
     this.#state = 'ready';
     this.#decoder.reset();
     this.#handshake?.resolve();
@@ -749,7 +763,7 @@ export class AgentClient {
     const out = new WritableSink(options.stdout);
     const err = new WritableSink(options.stderr);
     const inputs = (['stdin', 'ctl'] as const).filter((s) => options[s] !== undefined);
-    const credits = Object.fromEntries(inputs.map((s) => [s, new CreditWindow()])) as Partial<Record<StreamName, CreditWindow>>;
+    const credits = Object.fromEntries(inputs.map((s) => [s, new CreditWindow(this.hello.limits.window)])) as Partial<Record<StreamName, CreditWindow>>;
     const { result, pending } = this.#request(method, params, {
       sinks: { stdout: out, stderr: err },
       credits,
@@ -758,7 +772,7 @@ export class AgentClient {
     });
     for (const s of inputs) {
       // Each chunk of `ctl` is one message: it must not be split across frames.
-      pumpWithCredit(options[s] as AsyncIterable<Buffer>, credits[s]!, (chunk) => this.#sendData(pending, s, chunk)).then(
+      pumpWithCredit(options[s] as AsyncIterable<Buffer>, credits[s]!, (chunk) => this.#sendData(pending, s, chunk), { maxChunk: this.hello.limits.chunk }).then(
         () => this.#sendEof(pending, s),
         (e: unknown) => {
           if (e !== FINISHED) this.#fail(pending, e instanceof Error ? e : new Error(String(e)));
@@ -832,7 +846,7 @@ export class AgentClient {
     }
     const out = new WritableSink(options.stdout);
     const err = new WritableSink(options.stderr);
-    const credit = options.stdin === undefined ? undefined : new CreditWindow();
+    const credit = options.stdin === undefined ? undefined : new CreditWindow(this.hello.limits.window);
     const { result, pending } = this.#request('exec', params, {
       sinks: { stdout: out, stderr: err },
       ...(credit === undefined ? {} : { credits: { stdin: credit } }),
@@ -842,7 +856,7 @@ export class AgentClient {
     if (credit !== undefined && options.stdin !== undefined) {
       const src = options.stdin;
       const source: AsyncIterable<Buffer> | Buffer[] = typeof src === 'string' || Buffer.isBuffer(src) ? [Buffer.from(src)] : (src as AsyncIterable<Buffer>);
-      pumpWithCredit(source, credit, (chunk) => this.#sendData(pending, 'stdin', chunk)).then(
+      pumpWithCredit(source, credit, (chunk) => this.#sendData(pending, 'stdin', chunk), { maxChunk: this.hello.limits.chunk }).then(
         () => this.#sendEof(pending, 'stdin'),
         (e: unknown) => {
           if (e !== FINISHED) this.#fail(pending, e instanceof Error ? e : new Error(String(e)));
@@ -870,17 +884,18 @@ export class AgentClient {
         { subject: 'invalid upload' },
       );
     }
-    const credit = new CreditWindow();
+    const { chunk: maxChunk, window } = this.hello.limits;
+    const credit = new CreditWindow(window);
     const { result, pending } = this.#request('upload', checked.output, {
       credits: { file: credit },
       idleMs: this.#options.transferIdleTimeoutMs ?? 60_000,
     });
     const sent = createHash('sha256');
     const pumped = pumpWithCredit(
-      createReadStream(localPath, { highWaterMark: MAX_CHUNK }),
+      createReadStream(localPath, { highWaterMark: maxChunk }),
       credit,
       (chunk) => this.#sendData(pending, 'file', chunk),
-      { onChunk: (c) => sent.update(c) },
+      { maxChunk, onChunk: (c) => sent.update(c) },
     ).then(
       () => this.#sendEof(pending, 'file'),
       (e: unknown) => {

@@ -23,6 +23,8 @@ export interface HostileOptions {
   before?: Buffer;
   /** Answer every sync with this `no-agent` message instead of a hello (what the agent unit's start script says without Node). */
   noAgent?: Json;
+  /** The hello's `lim` (the limits the agent accepts); absent by default, as from an agent older than them. */
+  lim?: object;
 }
 
 export class HostilePeer {
@@ -30,6 +32,8 @@ export class HostilePeer {
   readonly received: Decoded[] = [];
   #waiters: Array<() => void> = [];
   nonce: string | undefined;
+  /** The `lim` of the host's last sync. */
+  syncLim: unknown;
 
   constructor(socket: Socket, options: HostileOptions) {
     this.socket = socket;
@@ -38,13 +42,14 @@ export class HostilePeer {
         // Like the real agent: answer every sync, the hello starting with a newline.
         const first = this.nonce === undefined;
         this.nonce = String(e.message.nonce);
+        this.syncLim = e.message.lim;
         if (first && options.before) socket.write(options.before);
         if (options.noAgent) {
           socket.write('\n');
           this.sendLine({ t: 'no-agent', ...options.noAgent });
         } else if (options.protocol !== null) {
           socket.write('\n');
-          this.sendLine({ t: 'hello', nonce: this.nonce, agent: 'hostile', protocol: options.protocol ?? 1, hostname: 'evil', bootId: 'b' });
+          this.sendLine({ t: 'hello', nonce: this.nonce, agent: 'hostile', protocol: options.protocol ?? 1, hostname: 'evil', bootId: 'b', ...(options.lim ? { lim: options.lim } : {}) });
         }
         return;
       }
@@ -94,6 +99,22 @@ export class HostilePeer {
   async nextMessage(t: string): Promise<Json> {
     const e = await this.next((d) => d.kind === 'message' && d.message.t === t);
     return (e as { message: Json }).message;
+  }
+
+  /**
+   * The sizes of the data frames the host sends until they add up to
+   * `total` bytes or it sends none for `quietMs`.
+   */
+  async frames(total: number, quietMs: number): Promise<number[]> {
+    const sizes: number[] = [];
+    let sum = 0;
+    while (sum < total) {
+      const e = await this.next((d) => d.kind === 'data', quietMs).catch(() => undefined);
+      if (e?.kind !== 'data') break;
+      sizes.push(e.header.n);
+      sum += e.header.n;
+    }
+    return sizes;
   }
 
   /** Answer the host's `stat` of a download with a regular file of `size` bytes. */

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MAX_CHUNK, STREAM_WINDOW, encodeLine } from '../../src/protocol/index.ts';
+import { FrameDecoder, MAX_CHUNK, OWN_LIMITS, STREAM_WINDOW, UNANNOUNCED_LIMITS, encodeLine, type Decoded, type FlowLimits } from '../../src/protocol/index.ts';
 import { AgentClient, AgentClosedError, AgentRemoteError, type ConnectProgress } from '../../src/serial/index.ts';
 import { listenAgent, tempDir, type RunningAgent } from '../helpers/agent-process.ts';
 
@@ -69,7 +69,7 @@ describe('agent over a unix socket (--listen test mode)', () => {
     const progress: ConnectProgress['phase'][] = [];
     const c = await AgentClient.connect(sock, { timeoutMs: 5000, onProgress: (p) => progress.push(p.phase) });
     try {
-      expect(c.hello).toEqual({ agent: '0.1.0', protocol: 1, hostname: hostname(), bootId: expect.stringMatching(/^[0-9a-f-]{36}$/) });
+      expect(c.hello).toEqual({ agent: '0.1.0', protocol: 1, hostname: hostname(), bootId: expect.stringMatching(/^[0-9a-f-]{36}$/), limits: OWN_LIMITS });
       expect(progress).toEqual(['connecting', 'syncing', 'ready']);
       const { rttMs, agentTime } = await c.ping();
       expect(rttMs).toBeGreaterThan(0);
@@ -320,6 +320,68 @@ describe('agent over a unix socket (--listen test mode)', () => {
     expect(lines).toContainEqual({ t: 'err', code: 'ELINE_TOO_LONG', message: expect.stringMatching(/discarded/) });
     expect(lines).toContainEqual({ t: 'res', id: 4, r: { data: 'still here', time: expect.any(Number) } });
     await withClient((c) => c.ping());
+  });
+
+  // A host older than the announced limits says nothing of them in its sync: it must get protocol 1's.
+  it.each([
+    { host: 'announces none', lim: undefined, expected: UNANNOUNCED_LIMITS },
+    { host: 'announces its own', lim: OWN_LIMITS, expected: OWN_LIMITS },
+    { host: 'announces small ones', lim: { chunk: 32 * 1024, window: 100_000 }, expected: { chunk: 32 * 1024, window: 100_000 } },
+  ])('a download to a host that $host keeps to its frame size and window', async ({ lim, expected }: { lim: FlowLimits | undefined; expected: FlowLimits }) => {
+    const size = 2 * expected.window + 4321;
+    const file = join(dir, 'limits.bin');
+    await writeFile(file, randomBytes(size));
+    const s = connect(sock);
+    const events: Decoded[] = [];
+    let wake = (): void => undefined;
+    const decoder = new FrameDecoder((e) => {
+      events.push(e);
+      wake();
+    });
+    s.on('data', (d: Buffer) => decoder.push(d));
+    await new Promise<void>((r) => s.once('connect', () => r()));
+    /** The next decoded event matching `pred`, or undefined after `quietMs` without one. */
+    const next = async (pred: (e: Decoded) => boolean, quietMs: number): Promise<Decoded | undefined> => {
+      const deadline = Date.now() + quietMs;
+      for (;;) {
+        const i = events.findIndex(pred);
+        if (i !== -1) return events.splice(i, 1)[0];
+        if (Date.now() >= deadline) return undefined;
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, deadline - Date.now());
+          wake = () => {
+            clearTimeout(t);
+            r();
+          };
+        });
+      }
+    };
+    try {
+      s.write(`\n${JSON.stringify({ t: 'sync', nonce: 'lim', ...(lim ? { lim } : {}) })}\n`);
+      const hello = await next((e) => e.kind === 'message' && e.message.t === 'hello' && e.message.nonce === 'lim', 5000);
+      expect(hello?.kind === 'message' && hello.message.lim).toEqual(OWN_LIMITS);
+      s.write(encodeLine({ t: 'req', id: 1, m: 'download', p: { path: file } }));
+      let got = 0;
+      while (got < size) {
+        // Before the host acknowledges, the agent sends exactly the window, and then nothing more.
+        let batch = 0;
+        const want = Math.min(expected.window, size - got);
+        while (batch < want) {
+          const e = await next((d) => d.kind === 'data', 5000);
+          if (e?.kind !== 'data') throw new Error(`the agent stopped after ${got + batch} of ${size} bytes`);
+          expect(e.header.n).toBeLessThanOrEqual(expected.chunk);
+          batch += e.header.n;
+        }
+        expect(batch).toBe(want);
+        if (got + batch < size) expect(await next((d) => d.kind === 'data', 300)).toBeUndefined();
+        got += batch;
+        s.write(encodeLine({ t: 'ack', id: 1, s: 'file', n: batch }));
+      }
+      const res = await next((e) => e.kind === 'message' && e.message.t === 'res', 5000);
+      expect(res?.kind === 'message' && res.message).toMatchObject({ t: 'res', id: 1, r: { size } });
+    } finally {
+      s.destroy();
+    }
   });
 
   it('the agent killed and restarted while the host retries', async () => {

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MAX_CHUNK, STREAM_WINDOW, encodeData, encodeLine, writeDataFrame } from '../../src/protocol/index.ts';
+import { MAX_CHUNK, OWN_LIMITS, STREAM_WINDOW, UNANNOUNCED_LIMITS, encodeData, encodeLine, sendLimits, writeDataFrame } from '../../src/protocol/index.ts';
 import { AgentClient, AgentRemoteError } from '../../src/serial/index.ts';
 import { AgentLink } from '../../src/monitor/agent-link.ts';
 import { MonitorServer, readInto } from '../../src/monitor/server.ts';
@@ -49,7 +49,7 @@ beforeAll(async () => {
   link = new AgentLink({ socket: agentSock, log: (l) => logs.push(l), onReady: () => undefined });
   link.start();
   monitorSock = join(dir, 'monitor.sock');
-  server = new MonitorServer(monitorSock, { session: (s) => link.session(s), hello: () => ({ agent: link.lastHello?.agent ?? '', hostname: link.lastHello?.hostname ?? '', bootId: '', ready: link.ready }) }, {});
+  server = new MonitorServer(monitorSock, { session: (s) => link.session(s), hello: () => ({ agent: link.lastHello?.agent ?? '', hostname: link.lastHello?.hostname ?? '', bootId: '', ready: link.ready, limits: link.lastHello?.limits ?? sendLimits(undefined) }) }, {});
   await server.listen();
   // The agent's session first: the hello below reports it.
   for (let i = 0; !link.ready; i++) {
@@ -179,6 +179,40 @@ describe('monitor.sock relays the agent protocol', () => {
     expect(lines).toContainEqual({ t: 'res', id: 2, r: { data: 'after', time: expect.any(Number) } });
   }, 30_000);
 
+  it('the monitor announces its agent\'s limits: a client keeps to them, a frame beyond them is refused (EFLOW)', async () => {
+    const c = await client();
+    expect(c.hello.limits).toEqual(OWN_LIMITS);
+    await c.close();
+    // A monitor whose agent announced no limits (an older image's) passes protocol 1's on.
+    const path = join(dir, 'older.sock');
+    const own = new MonitorServer(path, { session: (sig) => link.session(sig), hello: () => ({ agent: 'older', hostname: '', bootId: '', ready: true, limits: UNANNOUNCED_LIMITS }) }, {});
+    await own.listen();
+    try {
+      const older = await AgentClient.connect(path, { timeoutMs: 10_000, requestTimeoutMs: 30_000 });
+      expect(older.hello.limits).toEqual(UNANNOUNCED_LIMITS);
+      const data = randomBytes(3 * 1024 * 1024);
+      const blob = join(dir, 'older.bin');
+      await writeFile(blob, data);
+      expect(await older.upload(blob, join(dir, 'older-up.bin'))).toEqual({ bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') });
+      await older.close();
+      const s = connect(path);
+      let text = '';
+      s.setEncoding('latin1');
+      s.on('data', (d: string) => (text += d));
+      await new Promise<void>((r) => s.once('connect', () => r()));
+      s.write('\n{"t":"sync","nonce":"n-big"}\n');
+      s.write(encodeLine({ t: 'req', id: 1, m: 'exec', p: { argv: ['cat'], stdin: true } }));
+      s.write(encodeData(1, 'stdin', Buffer.alloc(UNANNOUNCED_LIMITS.chunk + 1, 0x61)));
+      for (let i = 0; i < 200 && !text.includes('"id":1,"e"'); i++) await new Promise((r) => setTimeout(r, 20));
+      s.destroy();
+      expect(text).toContain(
+        JSON.stringify({ t: 'res', id: 1, e: { code: 'EFLOW', message: `a frame of ${UNANNOUNCED_LIMITS.chunk + 1} bytes on stream stdin: the limit announced is ${UNANNOUNCED_LIMITS.chunk}` } }),
+      );
+    } finally {
+      await own.close('test over');
+    }
+  }, 30_000);
+
   it('an upload arrives intact while the agent stalls: the client\'s reads wait for what the agent\'s socket still holds of them', async () => {
     const data = randomBytes(32 * 1024 * 1024);
     const blob = join(dir, 'stall.bin');
@@ -209,7 +243,7 @@ describe('monitor.sock relays the agent protocol', () => {
 
   it('close() ends every session and resolves only once each client\'s socket has closed', async () => {
     const path = join(dir, 'closing.sock');
-    const own = new MonitorServer(path, { session: (sig) => link.session(sig), hello: () => ({ agent: '', hostname: '', bootId: '', ready: true }) }, {});
+    const own = new MonitorServer(path, { session: (sig) => link.session(sig), hello: () => ({ agent: '', hostname: '', bootId: '', ready: true, limits: OWN_LIMITS }) }, {});
     await own.listen();
     const order: string[] = [];
     // A client that closes its side a while after the monitor ended the session.

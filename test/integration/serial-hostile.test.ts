@@ -5,15 +5,15 @@
  * bounded, and never use anything from the guest as a host path or command.
  */
 import { Buffer } from 'node:buffer';
-import { createHash } from 'node:crypto';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Writable } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { MAX_CHUNK, encodeData } from '../../src/protocol/index.ts';
+import { MAX_CHUNK, OWN_LIMITS, UNANNOUNCED_LIMITS, encodeData, type FlowLimits } from '../../src/protocol/index.ts';
 import {
   AgentClient,
   AgentClosedError,
@@ -345,3 +345,44 @@ describe('host client against a hostile guest', () => {
     expect((err as Error).message).toMatch(/the guest agent restarted/);
   });
 });
+
+describe('flow limits the agent announces (or does not)', () => {
+  const sum = (a: number[]) => a.reduce((x, y) => x + y, 0);
+  const MiB = 1024 * 1024;
+
+  // An agent baked into an image older than the limits announces none: it must get protocol 1's.
+  it.each([
+    { what: 'an agent that announces none (an older image)', lim: undefined, expected: UNANNOUNCED_LIMITS },
+    { what: 'an agent with smaller limits', lim: { chunk: 64 * 1024, window: 192 * 1024 }, expected: { chunk: 64 * 1024, window: 192 * 1024 } },
+    { what: 'an agent with larger limits than this host', lim: { chunk: 16 * MiB, window: 64 * MiB }, expected: OWN_LIMITS },
+  ])('an upload to $what keeps to $expected.chunk-byte frames and a $expected.window-byte window', async ({ lim, expected }: { lim: FlowLimits | undefined; expected: FlowLimits }) => {
+    const { client, peer } = await session(lim ? { lim } : {});
+    expect(peer.syncLim).toEqual(OWN_LIMITS);
+    expect(client.hello.limits).toEqual(expected);
+    const size = 2 * expected.window + 12345;
+    const data = randomBytes(size);
+    const file = join(dir, 'up.bin');
+    await writeFile(file, data);
+    const up = client.upload(file, '/tmp/up.bin');
+    const req = await peer.nextRequest('upload');
+    let got = 0;
+    while (got < size) {
+      // Before any ack, exactly the window arrives, and then nothing more.
+      const sizes = await peer.frames(Math.min(expected.window, size - got), 5000);
+      expect(Math.max(...sizes)).toBeLessThanOrEqual(expected.chunk);
+      const n = sum(sizes);
+      got += n;
+      if (got < size) {
+        expect(n).toBe(expected.window);
+        expect(await peer.frames(1, 300)).toEqual([]);
+      }
+      peer.sendLine({ t: 'ack', id: req.id, s: 'file', n });
+    }
+    expect(got).toBe(size);
+    await peer.nextMessage('eof');
+    peer.sendLine({ t: 'res', id: req.id, r: { bytes: size, sha256: createHash('sha256').update(data).digest('hex') } });
+    expect((await up).bytes).toBe(size);
+    await client.close();
+  });
+});
+

@@ -5,8 +5,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Call, RemoteError, type AgentSession } from '../../guest-agent/src/session.ts';
+import { UNANNOUNCED_LIMITS } from '../../src/protocol/index.ts';
 
-const call = () => new Call(undefined as unknown as AgentSession, 1, 'exec');
+// A Call reads no more of its session than the host's limits, when it opens a stream.
+const call = () => new Call({ hostLimits: UNANNOUNCED_LIMITS } as unknown as AgentSession, 1, 'exec');
 
 describe('Call', () => {
   it('aborted before anyone asked for its signal: the signal comes aborted, with the reason', () => {

@@ -17,7 +17,7 @@ import {
   parseUsernet,
   restoreEnv,
 } from '../../src/monitor/index.ts';
-import { STREAM_WINDOW } from '../../src/protocol/index.ts';
+import { MAX_CHUNK, OWN_LIMITS, STREAM_WINDOW, UNANNOUNCED_LIMITS, type FlowLimits } from '../../src/protocol/index.ts';
 
 const at = '2026-12-01T00:00:00.000Z';
 
@@ -242,18 +242,29 @@ describe('monitorEnv / restoreEnv', () => {
 
 describe('StreamPacer', () => {
   const KiB = 1024;
-  function pacer(contended: { now: boolean }) {
+  function pacer(contended: { now: boolean }, limits: FlowLimits = OWN_LIMITS) {
     const sent: number[] = [];
-    const p = new StreamPacer((piece) => sent.push(piece.length), () => contended.now);
+    const p = new StreamPacer((piece) => sent.push(piece.length), () => contended.now, limits);
     return { p, sent };
   }
 
-  it('alone, frames go at once and whole, up to the whole window', () => {
+  it('alone, frames go at once and whole, up to the agent\'s whole window', () => {
     const { p, sent } = pacer({ now: false });
-    for (let i = 0; i < 4; i++) p.data(Buffer.alloc(256 * KiB));
-    expect(sent).toEqual([256 * KiB, 256 * KiB, 256 * KiB, 256 * KiB]);
+    for (let i = 0; i < 5; i++) p.data(Buffer.alloc(MAX_CHUNK));
+    expect(sent).toEqual([MAX_CHUNK, MAX_CHUNK, MAX_CHUNK, MAX_CHUNK]);
     expect(p.inFlight).toBe(STREAM_WINDOW);
-    expect(p.held).toBe(0);
+    expect(p.held).toBe(MAX_CHUNK);
+  });
+
+  it('keeps to the limits of the agent it relays to: an older agent\'s window, and its frame size', () => {
+    // A client that synced while a newer agent answered sends larger frames than the agent now takes.
+    const { p, sent } = pacer({ now: false }, UNANNOUNCED_LIMITS);
+    p.data(Buffer.alloc(MAX_CHUNK + 10));
+    expect(sent).toEqual([256 * KiB, 256 * KiB, 256 * KiB, 256 * KiB]);
+    expect(p.inFlight).toBe(UNANNOUNCED_LIMITS.window);
+    expect(p.held).toBe(10);
+    p.acked(256 * KiB);
+    expect(sent.at(-1)).toBe(10);
   });
 
   it('while others are busy, only SHARED_IN_FLIGHT is in flight, in pieces; acks release the rest', () => {
@@ -282,7 +293,7 @@ describe('StreamPacer', () => {
   it('the eof waits for the held frames before it', () => {
     const c = { now: true };
     const events: string[] = [];
-    const p = new StreamPacer((piece) => events.push(`data ${piece.length}`), () => c.now);
+    const p = new StreamPacer((piece) => events.push(`data ${piece.length}`), () => c.now, OWN_LIMITS);
     p.data(Buffer.alloc(SHARED_IN_FLIGHT + 1));
     p.eof(() => events.push('eof'));
     expect(events.at(-1)).not.toBe('eof');
@@ -293,7 +304,7 @@ describe('StreamPacer', () => {
   it('a lent payload (a view of the read buffer) goes as it is when it can; what must wait is copied', () => {
     const c = { now: true };
     const sent: Buffer[] = [];
-    const p = new StreamPacer((piece) => sent.push(piece), () => c.now);
+    const p = new StreamPacer((piece) => sent.push(piece), () => c.now, OWN_LIMITS);
     const read = Buffer.alloc(SHARED_IN_FLIGHT + 3 * PACED_PIECE, 0x11);
     p.data(read, true);
     for (const piece of sent) expect(piece.buffer).toBe(read.buffer);

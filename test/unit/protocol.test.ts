@@ -10,12 +10,15 @@ import {
   FrameDecoder,
   HostMessageSchema,
   MAX_CHUNK,
+  OWN_LIMITS,
   STREAM_WINDOW,
+  UNANNOUNCED_LIMITS,
   UploadParamsSchema,
   encodeData,
   encodeDataParts,
   encodeLine,
   pumpWithCredit,
+  sendLimits,
   type Decoded,
   type DecoderOptions,
 } from '../../src/protocol/index.ts';
@@ -304,6 +307,18 @@ describe('schemas', () => {
     expect(ok(ExecParamsSchema, { argv: ['ls'], cwd: 'relative', stdin: false })).toBe(false);
   });
 
+  it('limits in a sync or hello are optional, and bounded when present', () => {
+    const sync = { t: 'sync', nonce: 'n' };
+    const hello = { t: 'hello', nonce: 'n', agent: 'a', protocol: 1, hostname: 'h', bootId: 'b' };
+    expect(v.parse(HostMessageSchema, sync)).toEqual(sync);
+    expect(v.parse(HostMessageSchema, { ...sync, lim: OWN_LIMITS })).toEqual({ ...sync, lim: OWN_LIMITS });
+    expect(v.parse(AgentMessageSchema, { ...hello, lim: { chunk: 4096, window: 2 ** 40, extra: 1 } })).toEqual({ ...hello, lim: { chunk: 4096, window: 2 ** 40 } });
+    for (const lim of [{ chunk: 4095, window: 8192 }, { chunk: 8192 }, { chunk: 2 ** 30 + 1, window: 2 ** 31 }, { chunk: 65536, window: 1.5 }, 'big']) {
+      expect(ok(HostMessageSchema, { ...sync, lim })).toBe(false);
+      expect(ok(AgentMessageSchema, { ...hello, lim })).toBe(false);
+    }
+  });
+
   it('upload wants an absolute path, a size and a lowercase sha256', () => {
     const good = { path: '/root/f', size: 3, sha256: 'a'.repeat(64) };
     expect(ok(UploadParamsSchema, good)).toBe(true);
@@ -315,6 +330,18 @@ describe('schemas', () => {
 });
 
 describe('flow control', () => {
+  it('sendLimits: what a peer announced, never beyond this side\'s own; protocol 1\'s when it announced none', () => {
+    expect(sendLimits(undefined)).toEqual({ chunk: 256 * 1024, window: 1024 * 1024 });
+    expect(sendLimits(undefined)).toEqual(UNANNOUNCED_LIMITS);
+    expect(sendLimits(OWN_LIMITS)).toEqual({ chunk: MAX_CHUNK, window: STREAM_WINDOW });
+    expect(sendLimits({ chunk: 8192, window: 65536 })).toEqual({ chunk: 8192, window: 65536 });
+    expect(sendLimits({ chunk: 2 ** 30, window: 2 ** 40 })).toEqual(OWN_LIMITS);
+    // A frame larger than the window could never be sent whole.
+    expect(sendLimits({ chunk: 65536, window: 16384 })).toEqual({ chunk: 16384, window: 16384 });
+    // Never the caller's object: a session may not change another's limits.
+    expect(sendLimits(undefined)).not.toBe(UNANNOUNCED_LIMITS);
+  });
+
   it('a ledger acknowledges consumed bytes in batches and detects an overrun', () => {
     const acks: number[] = [];
     const l = new CreditLedger((n) => acks.push(n), { window: 100, ackThreshold: 30 });
