@@ -24,7 +24,7 @@ import * as v from 'valibot';
 import type { Layout } from '../layout.ts';
 import { isOurProcess, logTail, processMarker, waitForPath } from '../qemu/index.ts';
 import { QmpClient, type QmpEvent, type QmpStatusInfo } from '../qmp/index.ts';
-import { sendLimits, type FlowLimits } from '../protocol/index.ts';
+import { OWN_LIMITS, type FlowLimits } from '../protocol/index.ts';
 import { AgentUnavailableError, type AgentHello } from '../serial/index.ts';
 import { findRecord, requireRecord, type Store, type Vm } from '../store/index.ts';
 import { pidAlive, type ExitStatus } from '../proc.ts';
@@ -603,7 +603,9 @@ export class Monitor {
 
   #hello(): { agent: string; hostname: string; bootId: string; ready: boolean; limits: FlowLimits } {
     const h = this.#link.lastHello;
-    return { agent: h?.agent ?? '', hostname: h?.hostname ?? '', bootId: h?.bootId ?? '', ready: this.#link.ready, limits: h?.limits ?? sendLimits(undefined) };
+    // Before the agent's first hello its limits are unknown: a client is granted this GoShip's own
+    // (the agent baked in by it has them), and the pacer fits frames to an older agent's (pacer.ts).
+    return { agent: h?.agent ?? '', hostname: h?.hostname ?? '', bootId: h?.bootId ?? '', ready: this.#link.ready, limits: h?.limits ?? OWN_LIMITS };
   }
 
   // ------------------------------------------------------------ the stop

@@ -9,6 +9,11 @@
  * throughput is lost. Frames beyond the share wait here: at most one window
  * per stream, which the client's credit already bounds.
  *
+ * It also fits a client's frames to the agent: a client that synced before
+ * the agent's first hello was granted the host's own limits, and an older
+ * agent takes smaller frames and a smaller window. Frames are split to the
+ * agent's size and only its window goes in flight; the rest waits here.
+ *
  * Pure bookkeeping: `send` is called with what may go now; a payload lent
  * for the call alone (the client's read buffer) is copied only for the part
  * that has to wait.
@@ -82,8 +87,8 @@ export class StreamPacer {
     const limit = contended ? SHARED_IN_FLIGHT : this.#limits.window;
     while (this.#held.length > 0 && this.#inFlight < limit) {
       const head = this.#held[0]!;
-      // Alone, frames go whole (the client's window already bounds them): fewer frames for the guest to parse.
-      // Only a client that synced with an earlier agent of larger limits has frames to split here.
+      // Alone, frames go whole (the client's window already bounds them): fewer frames for the guest to parse;
+      // split only where the agent takes less than the client was granted.
       const n = contended ? Math.min(head.length, PACED_PIECE, limit - this.#inFlight) : Math.min(head.length, this.#limits.chunk);
       const piece = head.subarray(0, n);
       if (n === head.length) this.#held.shift();

@@ -50,8 +50,9 @@ export interface AgentSide {
   session(signal: AbortSignal): Promise<AgentClient>;
   /**
    * The fields of the monitor's hello: the agent's, as its last hello said
-   * them (empty before), and the limits the agent accepts (those of an agent
-   * that announced none before its first hello).
+   * them (empty before), and the limits a client is to send within: the
+   * agent's (before its first hello, the host's own: the pacer fits what a
+   * client sends to the agent's limits when they turn out smaller).
    */
   hello(): { agent: string; hostname: string; bootId: string; ready: boolean; limits: FlowLimits };
 }
@@ -115,16 +116,7 @@ export class LocalCall {
 
   /** Sends `chunk` on `stream`, waiting for the client's credit. The chunk is handed over: not to be changed after. */
   async sendChunk(stream: StreamName, chunk: Buffer): Promise<void> {
-    await pumpWithCredit(
-      [chunk],
-      this.credit(stream),
-      (piece) => {
-        if (this.signal.aborted) throw this.signal.reason;
-        this.session.writeData(this.id, stream, piece);
-        return this.session.whenWritable();
-      },
-      { maxChunk: this.session.clientLimits.chunk },
-    );
+    await this.#pump(stream, [chunk]);
   }
 
   /** Ends `stream`. */
@@ -134,18 +126,23 @@ export class LocalCall {
 
   /** Sends `source` on `stream` under the client's flow control, then its eof. Its chunks are handed over, not copied. */
   async send(stream: StreamName, source: AsyncIterable<Buffer> | Iterable<Buffer>): Promise<number> {
-    const n = await pumpWithCredit(
+    const n = await this.#pump(stream, source);
+    this.session.write(encodeLine({ t: 'eof', id: this.id, s: stream }));
+    return n;
+  }
+
+  /** `source` as frames within the client's limits and credit, each handed over, not copied. */
+  #pump(stream: StreamName, source: AsyncIterable<Buffer> | Iterable<Buffer>): Promise<number> {
+    return pumpWithCredit(
       source,
       this.credit(stream),
-      (chunk) => {
+      (piece) => {
         if (this.signal.aborted) throw this.signal.reason;
-        this.session.writeData(this.id, stream, chunk);
+        this.session.writeData(this.id, stream, piece);
         return this.session.whenWritable();
       },
       { maxChunk: this.session.clientLimits.chunk },
     );
-    this.session.write(encodeLine({ t: 'eof', id: this.id, s: stream }));
-    return n;
   }
 
   /** The client's ack for `stream`. False when it acknowledges more than was sent. */

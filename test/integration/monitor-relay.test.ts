@@ -17,6 +17,7 @@ import { MAX_CHUNK, OWN_LIMITS, STREAM_WINDOW, UNANNOUNCED_LIMITS, encodeData, e
 import { AgentClient, AgentRemoteError } from '../../src/serial/index.ts';
 import { AgentLink } from '../../src/monitor/agent-link.ts';
 import { MonitorServer, readInto } from '../../src/monitor/server.ts';
+import { startHostileGuest } from '../helpers/agent-hostile.ts';
 import { listenAgent, tempDir, type RunningAgent } from '../helpers/agent-process.ts';
 
 let dir: string;
@@ -210,6 +211,47 @@ describe('monitor.sock relays the agent protocol', () => {
       );
     } finally {
       await own.close('test over');
+    }
+  }, 30_000);
+
+  it('a client granted more than its agent takes (it synced before the agent\'s first hello) is fitted to the agent', async () => {
+    const agentLimits = { chunk: 64 * 1024, window: 192 * 1024 };
+    const older = await startHostileGuest(dir, { lim: agentLimits });
+    const peerP = older.nextPeer();
+    const olderLink = new AgentLink({ socket: older.path, log: () => undefined, onReady: () => undefined });
+    olderLink.start();
+    const path = join(dir, 'fit.sock');
+    const own = new MonitorServer(path, { session: (sig) => olderLink.session(sig), hello: () => ({ agent: '', hostname: '', bootId: '', ready: olderLink.ready, limits: OWN_LIMITS }) }, {});
+    await own.listen();
+    try {
+      const c = await AgentClient.connect(path, { timeoutMs: 10_000, requestTimeoutMs: 30_000 });
+      expect(c.hello.limits).toEqual(OWN_LIMITS);
+      const peer = await peerP;
+      const data = randomBytes(2 * MAX_CHUNK + 777);
+      const blob = join(dir, 'fit.bin');
+      await writeFile(blob, data);
+      const up = c.upload(blob, '/tmp/fit.bin');
+      const req = await peer.nextRequest('upload');
+      let got = 0;
+      while (got < data.length) {
+        // What reaches the agent before it acknowledges: its window exactly, in its frame size, then nothing.
+        const want = Math.min(agentLimits.window, data.length - got);
+        const sizes = await peer.frames(want, 5000);
+        expect(Math.max(...sizes)).toBeLessThanOrEqual(agentLimits.chunk);
+        expect(sizes.reduce((a, b) => a + b, 0)).toBe(want);
+        if (got + want < data.length) expect(await peer.frames(1, 300)).toEqual([]);
+        got += want;
+        peer.sendLine({ t: 'ack', id: req.id, s: 'file', n: want });
+      }
+      await peer.nextMessage('eof');
+      const sha256 = createHash('sha256').update(data).digest('hex');
+      peer.sendLine({ t: 'res', id: req.id, r: { bytes: data.length, sha256 } });
+      expect(await up).toEqual({ bytes: data.length, sha256 });
+      await c.close();
+    } finally {
+      await own.close('test over');
+      await olderLink.stop(new Error('test over'));
+      await older.close();
     }
   }, 30_000);
 

@@ -257,7 +257,7 @@ describe('StreamPacer', () => {
   });
 
   it('keeps to the limits of the agent it relays to: an older agent\'s window, and its frame size', () => {
-    // A client that synced while a newer agent answered sends larger frames than the agent now takes.
+    // A client that synced before the agent's first hello was granted the host's limits; this agent is older.
     const { p, sent } = pacer({ now: false }, UNANNOUNCED_LIMITS);
     p.data(Buffer.alloc(MAX_CHUNK + 10));
     expect(sent).toEqual([256 * KiB, 256 * KiB, 256 * KiB, 256 * KiB]);
