@@ -41,6 +41,17 @@ function sink(): { w: Writable; bytes: () => number; text: () => string } {
   return { w, bytes: () => n, text: () => Buffer.concat(parts).toString('utf8') };
 }
 
+/** A client speaking the protocol by hand: connected and synced; `text` is everything it has received. */
+async function rawClient(path: string, nonce: string): Promise<{ s: Socket; text: () => string }> {
+  const s = connect(path);
+  let text = '';
+  s.setEncoding('latin1');
+  s.on('data', (d: string) => (text += d));
+  await new Promise<void>((r) => s.once('connect', () => r()));
+  s.write(`\n${JSON.stringify({ t: 'sync', nonce })}\n`);
+  return { s, text: () => text };
+}
+
 const client = () => AgentClient.connect(monitorSock, { timeoutMs: 10_000, requestTimeoutMs: 30_000 });
 
 beforeAll(async () => {
@@ -163,19 +174,14 @@ describe('monitor.sock relays the agent protocol', () => {
   }, 30_000);
 
   it('a client that overruns its window is refused (EFLOW) on that request alone', async () => {
-    const s = connect(monitorSock);
-    let text = '';
-    s.setEncoding('latin1');
-    s.on('data', (d: string) => (text += d));
-    await new Promise<void>((r) => s.once('connect', () => r()));
-    s.write('\n{"t":"sync","nonce":"n-overrun"}\n');
+    const { s, text } = await rawClient(monitorSock, 'n-overrun');
     s.write(encodeLine({ t: 'req', id: 1, m: 'exec', p: { argv: ['sh', '-c', 'sleep 5; cat > /dev/null'], stdin: true } }));
     const chunk = Buffer.alloc(MAX_CHUNK, 0x61);
     for (let sent = 0; sent <= STREAM_WINDOW + MAX_CHUNK; sent += chunk.length) s.write(encodeData(1, 'stdin', chunk));
     s.write(encodeLine({ t: 'req', id: 2, m: 'ping', p: { data: 'after' } }));
-    for (let i = 0; i < 200 && !(text.includes('"id":1,"e"') && text.includes('"id":2,"r"')); i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 200 && !(text().includes('"id":1,"e"') && text().includes('"id":2,"r"')); i++) await new Promise((r) => setTimeout(r, 20));
     s.destroy();
-    const lines = text.split('\n').filter((l) => l.startsWith('{"t":"res"')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = text().split('\n').filter((l) => l.startsWith('{"t":"res"')).map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines).toContainEqual({ t: 'res', id: 1, e: { code: 'EFLOW', message: 'stream stdin exceeded its flow-control window' } });
     expect(lines).toContainEqual({ t: 'res', id: 2, r: { data: 'after', time: expect.any(Number) } });
   }, 30_000);
@@ -196,17 +202,12 @@ describe('monitor.sock relays the agent protocol', () => {
       await writeFile(blob, data);
       expect(await older.upload(blob, join(dir, 'older-up.bin'))).toEqual({ bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') });
       await older.close();
-      const s = connect(path);
-      let text = '';
-      s.setEncoding('latin1');
-      s.on('data', (d: string) => (text += d));
-      await new Promise<void>((r) => s.once('connect', () => r()));
-      s.write('\n{"t":"sync","nonce":"n-big"}\n');
+      const { s, text } = await rawClient(path, 'n-big');
       s.write(encodeLine({ t: 'req', id: 1, m: 'exec', p: { argv: ['cat'], stdin: true } }));
       s.write(encodeData(1, 'stdin', Buffer.alloc(UNANNOUNCED_LIMITS.chunk + 1, 0x61)));
-      for (let i = 0; i < 200 && !text.includes('"id":1,"e"'); i++) await new Promise((r) => setTimeout(r, 20));
+      for (let i = 0; i < 200 && !text().includes('"id":1,"e"'); i++) await new Promise((r) => setTimeout(r, 20));
       s.destroy();
-      expect(text).toContain(
+      expect(text()).toContain(
         JSON.stringify({ t: 'res', id: 1, e: { code: 'EFLOW', message: `a frame of ${UNANNOUNCED_LIMITS.chunk + 1} bytes on stream stdin: the limit announced is ${UNANNOUNCED_LIMITS.chunk}` } }),
       );
     } finally {
