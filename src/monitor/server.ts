@@ -163,7 +163,7 @@ interface RelayEntry {
   toClient: Map<StreamName, number>;
   /** Client → agent frames, paced while other requests are busy (pacer.ts). */
   pacers: Map<StreamName, StreamPacer>;
-  /** The limits of the agent session the request is relayed on. */
+  /** The limits of the agent session the request is relayed on (what the client was granted until that session is known). */
   agentLimits: FlowLimits;
   abort: AbortController;
 }

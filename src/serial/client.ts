@@ -35,7 +35,6 @@ import {
   OWN_LIMITS,
   PROTOCOL_VERSION,
   STREAM_NAMES,
-  UNANNOUNCED_LIMITS,
   PingResultSchema,
   ShutdownResultSchema,
   StatResultSchema,
@@ -290,7 +289,7 @@ class WritableSink implements Sink {
 
 export class AgentClient {
   /** The hello of the current session: agent version, protocol, hostname, boot id. */
-  hello: AgentHello = { agent: '', protocol: 0, hostname: '', bootId: '', limits: { ...UNANNOUNCED_LIMITS } };
+  hello: AgentHello = { agent: '', protocol: 0, hostname: '', bootId: '', limits: sendLimits(undefined) };
   readonly stats: AgentClientStats = {
     badLines: 0,
     longLines: 0,
