@@ -111,7 +111,7 @@ describe('host client against a hostile guest', () => {
     const { client, peer } = await session();
     const before = await memory();
     const frame = encodeData(4242, 'stdout', Buffer.alloc(MAX_CHUNK, 0x42));
-    const frames = 800; // 200 MiB
+    const frames = (200 * 1024 * 1024) / MAX_CHUNK; // 200 MiB of the largest frames
     for (let i = 0; i < frames; i++) await peer.send(frame);
     await new Promise((r) => setTimeout(r, 50));
     expect((await memory()) - before).toBeLessThan(HELD_BOUND);
