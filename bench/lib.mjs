@@ -29,7 +29,7 @@ export function report(rows) {
 
 export async function tempEnv(prefix) {
   const root = await mkdtemp(join('/tmp', `${prefix}-`));
-  await chmod(root, 0o711); // QEMU (goship-qemu, when root) passes through to GOSHIP_HOME
+  await chmod(root, 0o711); // QEMU (the VM's own identity, when root) passes through to GOSHIP_HOME
   return {
     root,
     env: { ...process.env, GOSHIP_HOME: join(root, 'h'), GOSHIP_RUN: join(root, 'r'), NO_COLOR: '1' },
@@ -45,7 +45,7 @@ export function cacheDir(kind) {
   return join(testCacheBase(), kind);
 }
 
-/** The test cache's directories let QEMU's user (goship-qemu, when root) reach `path`. */
+/** The test cache's directories let QEMU's user (the VM's own identity, when root) reach `path`. */
 export const openCached = (path) => openToQemu(path);
 
 export async function waitForFile(path, timeoutMs = 10_000) {

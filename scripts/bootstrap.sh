@@ -40,22 +40,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
-# The unprivileged user QEMU runs as when GoShip runs as root (docs/architecture.md),
-# in the kvm group where there is one (/dev/kvm is root:kvm 0660 on Debian).
-QEMU_USER=goship-qemu
-if ! getent passwd "$QEMU_USER" >/dev/null; then
-  if [ "$(id -u)" -eq 0 ]; then
-    echo "bootstrap: creating the system user $QEMU_USER (QEMU runs as it)" >&2
-    useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$QEMU_USER"
-  else
-    echo "bootstrap: as root, GoShip runs QEMU as the system user $QEMU_USER; create it with:" >&2
-    echo "bootstrap:   sudo useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin $QEMU_USER" >&2
-  fi
-fi
-if [ "$(id -u)" -eq 0 ] && getent group kvm >/dev/null && ! id -nG "$QEMU_USER" | tr ' ' '\n' | grep -qx kvm; then
-  usermod -a -G kvm "$QEMU_USER"
-fi
-
 # npm dependencies: install when node_modules is absent or older than the lock file.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "bootstrap: installing npm packages (npm ci)" >&2

@@ -32,7 +32,7 @@ export const ERROR_CODES = {
   EQEMU_EXIT: 'QEMU exited while it was being started',
   EQEMU_OPTS: 'a value that cannot be written as a QEMU option',
   EQEMU_IMG: 'qemu-img failed',
-  EQEMU_USER: 'the unprivileged user QEMU runs as is missing or cannot reach the VM files',
+  EJAIL: "the jail refused: a VM's file that is not what GoShip made (a backing file, a link), a run directory that is not the user's own, or a file the VM's identity cannot reach",
   EMONITOR: "a VM's monitor process could not be started or did not answer",
   // QMP
   EQMP_CONNECT: 'the QMP socket cannot be reached',

@@ -43,7 +43,7 @@ export const CODE_EXIT: Record<ErrorCode, ExitStatus> = {
   EQEMU_EXIT: EXIT.failed,
   EQEMU_OPTS: EXIT.failed,
   EQEMU_IMG: EXIT.failed,
-  EQEMU_USER: EXIT.failed,
+  EJAIL: EXIT.failed,
   EMONITOR: EXIT.failed,
   EQMP_CONNECT: EXIT.failed,
   EQMP_COMMAND: EXIT.failed,

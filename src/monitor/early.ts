@@ -50,16 +50,17 @@ export function prepareQemuRun(layout: Layout, id: string): string {
   return log;
 }
 
-/** Spawns QEMU from the VM's launch.json, output to qemu.log. */
+/** Spawns QEMU from the VM's launch.json (its jailed command), output to qemu.log. */
 export function spawnQemu(layout: Layout, id: string): EarlyQemu {
-  const launch = JSON.parse(readFileSync(join(layout.vmDir(id), LAUNCH_FILE), 'utf8')) as { argv: string[]; user?: { uid: number; gid: number } };
+  const launch = JSON.parse(readFileSync(join(layout.vmDir(id), LAUNCH_FILE), 'utf8')) as { exec: string[] };
   const log = prepareQemuRun(layout, id);
-  const [binary, ...args] = launch.argv;
+  const [binary, ...args] = launch.exec;
   const fd = openSync(log, 'a', 0o600);
   let child: ChildProcess;
   try {
     // QEMU's output goes to its log file, never to a pipe the monitor holds: a killed monitor must not block QEMU.
-    child = spawn(binary!, args, { detached: true, stdio: ['ignore', fd, fd], ...(launch.user ? { uid: launch.user.uid, gid: launch.user.gid } : {}) });
+    // Not detached: the jailed command's setsid makes QEMU's session, and would fork (a new PID) in a group leader.
+    child = spawn(binary!, args, { stdio: ['ignore', fd, fd] });
   } finally {
     closeSync(fd);
   }

@@ -22,6 +22,8 @@ export interface EndEvidence {
   stopStep?: StopStepName;
   /** QEMU's exit, when QEMU was the monitor's child (an adopted QEMU cannot be waited for). */
   exit?: { code: number | null; signal: string | null };
+  /** The kernel's OOM killer killed in the VM's memory cgroup during this run: its limit, in bytes. */
+  memoryLimit?: number;
   /** The end of qemu.log. */
   logTail: string;
 }
@@ -88,6 +90,10 @@ export function classifyEnd(e: EndEvidence): VmEnd {
   }
   const words = lastLine(e.logTail);
   const tail = words ? `: ${words}` : '';
+  if (e.exit.signal === 'SIGKILL' && e.memoryLimit !== undefined) {
+    const mib = Math.round(e.memoryLimit / (1024 * 1024));
+    return { ...base, kind: 'crashed', memoryLimit: e.memoryLimit, summary: `QEMU was killed by the memory limit of its cgroup (${mib} MiB: the guest's memory and QEMU's overhead)`, logTail: e.logTail };
+  }
   if (e.exit.signal) return { ...base, kind: 'crashed', summary: `QEMU was killed by ${e.exit.signal}${tail}`, logTail: e.logTail };
   return { ...base, kind: 'crashed', summary: `QEMU exited with code ${e.exit.code ?? '?'} without shutting down${tail}`, logTail: e.logTail };
 }

@@ -15,11 +15,11 @@
  *   own, unmapped when freed: 17–19 MiB after the same uploads (64 KiB:
  *   23–30 MiB, reads shrunk to their bytes fall below it). docs/benchmarks.md.
  *
- * QEMU must not inherit them (its vCPU and I/O threads do allocate
- * concurrently): the monitor takes them out of its own environment at once,
- * before it spawns anything, and the launcher takes them out of QEMU's. A
- * setting the user made is left alone, in both. No imports: the monitor's
- * entry loads this before anything else.
+ * QEMU never inherits them: its jailed command starts it with a scrubbed
+ * environment (src/jail/command.ts). The monitor takes them out of its own
+ * environment at once, before it spawns anything else. A setting the user
+ * made is left alone. No imports: the monitor's entry loads this before
+ * anything else.
  */
 
 /** What the monitor runs with, unless the user set the same variable. */

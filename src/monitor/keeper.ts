@@ -27,6 +27,7 @@ import { QmpClient, type QmpEvent, type QmpStatusInfo } from '../qmp/index.ts';
 import { OWN_LIMITS, type FlowLimits } from '../protocol/index.ts';
 import { AgentUnavailableError, type AgentHello } from '../serial/index.ts';
 import { findRecord, requireRecord, type Store, type Vm } from '../store/index.ts';
+import { oomKills, removeCgroup, removeVmTree } from '../jail/index.ts';
 import { pidAlive, type ExitStatus } from '../proc.ts';
 import { AgentLink } from './agent-link.ts';
 import { RestartBackoff, ResetWatch } from './backoff.ts';
@@ -128,6 +129,8 @@ export class Monitor {
   #stopAsked: { force: boolean; timeouts: Partial<StopTimeouts> } | undefined;
   #wakeRestart: (() => void) | undefined;
   #lastEnd: VmEnd | undefined;
+  /** The OOM kills counted in the VM's memory cgroup when this monitor last looked: one more at an end means the limit killed QEMU. */
+  #oomSeen = 0;
   /** The QEMU the launcher forked; the entry may have reported it running already. */
   readonly #entryQemu: EarlyQemu | undefined;
   /** Resolved once the end of the VM is recorded for good (no restart follows): a stop answers then. */
@@ -152,6 +155,7 @@ export class Monitor {
     const { store, id } = this.#o;
     this.#vm = requireRecord(await store.read(), 'vm', id);
     this.#launch = await readLaunch(this.#vm.paths.dir);
+    this.#oomSeen = await this.#oomKills();
     this.#link = new AgentLink({ socket: this.#vm.paths.agentSocket, log: (l) => this.#log(l), onReady: (h) => void this.#agentReady(h) });
     this.#server = new MonitorServer(this.#vm.paths.monitorSocket, { session: (s) => this.#link.session(s), hello: () => this.#hello() }, this.#handlers());
     try {
@@ -486,9 +490,13 @@ export class Monitor {
     this.#consoleSocket = undefined;
     this.#link.drop('QEMU is gone');
     this.#agentGone();
+    const kills = await this.#oomKills();
+    const memoryLimit = kills > this.#oomSeen ? this.#launch.jail?.cgroup?.memoryBytes : undefined;
+    this.#oomSeen = kills;
     const end = classifyEnd({
       at: this.#now(),
       ...run.evidence,
+      ...(memoryLimit !== undefined ? { memoryLimit } : {}),
       ...(this.#stopStep !== undefined ? { stopStep: this.#stopStep } : {}),
       ...(exit !== undefined ? { exit } : {}),
       logTail: await logTail(this.#vm.paths.qemuLog),
@@ -496,6 +504,11 @@ export class Monitor {
     this.#log(`QEMU ended: ${end.summary}`);
     this.#lastEnd = end;
     return end;
+  }
+
+  async #oomKills(): Promise<number> {
+    const cgroup = this.#launch.jail?.cgroup;
+    return cgroup ? oomKills(cgroup) : 0;
   }
 
   /** Between two QEMUs of a reboot: the VM is starting again, its agent is not back yet. */
@@ -561,8 +574,11 @@ export class Monitor {
     this.#server.stopAccepting();
     const { paths } = this.#vm;
     await Promise.all([paths.qmpSocket, paths.qmpUserSocket, paths.agentSocket, paths.consoleSocket].map((p) => rm(p, { force: true })));
-    // The run directory holds only sockets and QEMU's pidfile.
-    await rm(this.#o.layout.vmRunDir(this.#vm.id), { recursive: true, force: true }).catch(() => undefined);
+    // The run directory holds only sockets and QEMU's pidfile; the VM's identity could write in it, so it goes as the jail removes such trees.
+    const uid = this.#launch.jail?.uid;
+    await removeVmTree(this.#o.layout.vmRunDir(this.#vm.id), uid === undefined ? undefined : { uid }).catch((err: unknown) => this.#log(`removing the run directory: ${(err as Error).message}`));
+    const cgroup = this.#launch.jail?.cgroup;
+    if (cgroup) await removeCgroup(cgroup.vmDirs).catch((err: unknown) => this.#log(`removing the cgroup: ${(err as Error).message}`));
   }
 
   #filesRemoved = false;

@@ -18,8 +18,15 @@ export const LaunchSchema = v.object({
   argv: v.pipe(v.array(v.string()), v.minLength(1)),
   restart: v.picklist(RESTART_POLICIES),
   console: v.object({ maxBytes: v.pipe(v.number(), v.integer(), v.minValue(1)), keep: v.pipe(v.number(), v.integer(), v.minValue(1)) }),
-  /** Run QEMU as this user and group (the runtime runs as root and QEMU does not have to). */
-  user: v.optional(v.object({ uid: v.pipe(v.number(), v.integer(), v.minValue(0)), gid: v.pipe(v.number(), v.integer(), v.minValue(0)), name: v.string() })),
+  /** The words that run QEMU in its jail (src/jail/command.ts): the argv above behind the cgroup, environment, session and identity. Every QEMU of the VM is started with them. */
+  exec: v.pipe(v.array(v.string()), v.minLength(1)),
+  /** The VM's identity (GoShip runs as root) and its cgroup's directories: the monitor reads the memory cgroup's OOM kills and removes the cgroup at the end. */
+  jail: v.optional(
+    v.object({
+      uid: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
+      cgroup: v.optional(v.object({ version: v.picklist([1, 2]), vmDirs: v.array(v.string()), memoryBytes: v.pipe(v.number(), v.integer(), v.minValue(1)) })),
+    }),
+  ),
 });
 export type Launch = v.InferOutput<typeof LaunchSchema>;
 

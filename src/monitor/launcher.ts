@@ -11,21 +11,14 @@
  * come in as positional parameters, never as shell text.
  */
 
-import { MALLOC_MARK, MONITOR_MALLOC } from './env.ts';
-
-/** QEMU in a session of its own, as the monitor's own spawns run it (Node's `detached`). */
-export const SETSID = '/usr/bin/setsid';
-/** QEMU as an unprivileged user (Node's spawn `uid`/`gid`: groups cleared, then gid, then uid). */
-export const SETPRIV = '/usr/bin/setpriv';
 export const SH = '/bin/sh';
 
 /**
- * $1 QEMU's log, $2 how many words QEMU's command has, then those words,
+ * $1 QEMU's log, $2 how many words QEMU's command has, then those words (the
+ * jailed command, src/jail/command.ts: it scrubs QEMU's environment itself),
  * then the monitor's command. The background list keeps only QEMU's words
- * (`for` expands its list once, so appending while it runs is safe), gives
- * QEMU no stdin, its log for output and not the report pipe (fd 3), and takes
- * out the malloc settings meant for the monitor (src/monitor/env.ts: the
- * mark names them; only the names in MONITOR_MALLOC are ever unset). QEMU's
+ * (`for` expands its list once, so appending while it runs is safe) and gives
+ * QEMU no stdin, its log for output and not the report pipe (fd 3). QEMU's
  * PID goes to the starter first (a line on fd 3), so that a monitor that dies
  * before its report does not leave QEMU running unseen.
  */
@@ -39,10 +32,6 @@ export const LAUNCH_SCRIPT = [
   '    i=$((i + 1))',
   '  done',
   '  shift "$i"',
-  `  for v in \${${MALLOC_MARK}-}; do`,
-  `    case $v in ${Object.keys(MONITOR_MALLOC).join('|')}) unset "$v" ;; esac`,
-  '  done',
-  `  unset ${MALLOC_MARK}`,
   '  exec "$@" </dev/null >>"$log" 2>&1 3>&-',
   '} &',
   'pid=$!',
@@ -52,19 +41,15 @@ export const LAUNCH_SCRIPT = [
 ].join('\n');
 
 export interface LaunchCommand {
-  /** QEMU's argv, binary first. */
-  qemuArgv: readonly string[];
+  /** The words that start QEMU in its jail (`Launch.exec`). */
+  qemuExec: readonly string[];
   /** Where QEMU's stdout and stderr go (appended). */
   qemuLog: string;
-  /** Run QEMU as this user. */
-  user?: { uid: number; gid: number };
   /** The monitor's argv, Node first; the launcher appends `--qemu-pid PID`. */
   monitorArgv: readonly string[];
 }
 
 /** Pure: the launcher's argv (run it with the monitor's stdio and environment). */
 export function launcherArgv(c: LaunchCommand): string[] {
-  const asUser = c.user ? [SETPRIV, `--reuid=${c.user.uid}`, `--regid=${c.user.gid}`, '--clear-groups', '--'] : [];
-  const qemu = [SETSID, '--', ...asUser, ...c.qemuArgv];
-  return [SH, '-c', LAUNCH_SCRIPT, 'goship-launch', c.qemuLog, String(qemu.length), ...qemu, ...c.monitorArgv];
+  return [SH, '-c', LAUNCH_SCRIPT, 'goship-launch', c.qemuLog, String(c.qemuExec.length), ...c.qemuExec, ...c.monitorArgv];
 }

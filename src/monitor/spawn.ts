@@ -93,7 +93,7 @@ export async function startMonitor(opts: { layout: Layout; vm: Vm; adopt?: boole
   const env = monitorEnv(process.env);
   const monitor = [process.execPath, bundle, '--vm', vm.id, '--home', layout.home, '--run', layout.run, ...(opts.adopt ? ['--adopt'] : [])];
   const argv = opts.launch
-    ? launcherArgv({ qemuArgv: opts.launch.argv, qemuLog: prepareQemuRun(layout, vm.id), ...(opts.launch.user ? { user: opts.launch.user } : {}), monitorArgv: monitor })
+    ? launcherArgv({ qemuExec: opts.launch.exec, qemuLog: prepareQemuRun(layout, vm.id), monitorArgv: monitor })
     : monitor;
   const log = await open(vm.paths.monitorLog, 'a', 0o600);
   let child;

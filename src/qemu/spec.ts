@@ -260,6 +260,22 @@ export const ConsoleLogSchema = strict({
   keep: v.optional(int(1, 9), DEFAULT_CONSOLE_KEEP),
 });
 
+/** Not QEMU options: the VM's cgroup (docs/security.md). Each has a default from the rest of the spec. */
+export const LimitsSchema = strict({
+  /** Host CPUs QEMU may use, fractions allowed (cgroup `cpu.max` / `cpu.cfs_quota_us`). Default: vCPUs + 1. */
+  cpus: v.optional(
+    v.pipe(
+      v.number((i) => `expected a number of host CPUs from 0.01 to 1024, got ${shown(i.input)}`),
+      v.minValue(0.01, (i) => `expected a number of host CPUs from 0.01 to 1024, got ${shown(i.input)}`),
+      v.maxValue(1024, (i) => `expected a number of host CPUs from 0.01 to 1024, got ${shown(i.input)}`),
+    ),
+  ),
+  /** Memory QEMU may use beyond the guest's (cgroup `memory.max` / `memory.limit_in_bytes` = memory + this). Default 256M, plus 1G under TCG. */
+  memoryOverhead: v.optional(size()),
+  /** Tasks (threads) QEMU may have (cgroup `pids.max`). Default 128 + vCPUs. */
+  pids: v.optional(int(16, 65536)),
+});
+
 export const VmSpecSchema = strict({
   /** The VM's name: `-name guest=NAME`; used in file names. */
   name: name(),
@@ -300,6 +316,8 @@ export const VmSpecSchema = strict({
   restart: v.optional(oneOf(RESTART_POLICIES), 'no'),
   /** Not a QEMU option: how the monitor keeps console.log (rotated at `maxSize`, `keep` older files). */
   console: v.optional(ConsoleLogSchema, {}),
+  /** Not QEMU options: the VM's cgroup limits. */
+  limits: v.optional(LimitsSchema, {}),
 });
 
 /** What a user writes (every optional field may be left out). */
@@ -407,5 +425,7 @@ export interface VmConfig {
   restart: RestartPolicy;
   /** The monitor's console log: rotated at maxBytes, `keep` older files. */
   console: { maxBytes: number; keep: number };
+  /** The limits the spec sets for the VM's cgroup (the jail fills the defaults). */
+  limits: { cpus?: number; memoryOverheadBytes?: number; pids?: number };
   paths: VmPaths;
 }

@@ -217,6 +217,7 @@ export function resolveSpec(input: unknown, ctx: ResolveContext): VmConfig {
     issues.push({ path: 'console.maxSize', message: `must be at least ${formatSize(MIN_CONSOLE_MAX_BYTES)}, got ${shown(s.console.maxSize)}` });
   }
 
+  const overhead = s.limits.memoryOverhead === undefined ? undefined : parseSize(s.limits.memoryOverhead);
   const config: VmConfig = {
     name: s.name,
     id: s.id ?? s.name,
@@ -238,6 +239,11 @@ export function resolveSpec(input: unknown, ctx: ResolveContext): VmConfig {
     confidential,
     restart: s.restart,
     console: { maxBytes: consoleMaxBytes, keep: s.console.keep },
+    limits: {
+      ...(s.limits.cpus !== undefined ? { cpus: s.limits.cpus } : {}),
+      ...(overhead?.ok ? { memoryOverheadBytes: overhead.bytes } : {}),
+      ...(s.limits.pids !== undefined ? { pids: s.limits.pids } : {}),
+    },
     paths: { ...ctx.paths },
   };
 

@@ -16,7 +16,6 @@ import { chooseAccel, probeHost, type HostReport } from '../kvm-probe/index.ts';
 import { hostFacts, qemuVersion, type VersionReport } from './host.ts';
 import { VmService } from './vms.ts';
 import { AppService } from './apps.ts';
-import { qemuUser, type QemuUser } from './qemu-user.ts';
 import { ProjectService } from './projects.ts';
 import { ImageService, type ImageSource } from './images.ts';
 import { NodeService } from './nodes.ts';
@@ -39,7 +38,6 @@ export class Runtime {
   readonly nodes: NodeService;
   private hostCache: Promise<HostFacts> | undefined;
   private aliasCache: Promise<Map<string, string>> | undefined;
-  private userCache: Promise<QemuUser | undefined> | undefined;
   private readonly qemuBinary: string;
 
   private constructor(
@@ -59,10 +57,7 @@ export class Runtime {
         this.aliasCache ??= machineAliases(this.qemuBinary);
         return this.aliasCache;
       },
-      qemuUser: () => {
-        this.userCache ??= qemuUser(opts.env ?? process.env);
-        return this.userCache;
-      },
+      root: process.getuid?.() === 0,
     });
     this.images = new ImageService(layout, store, () => new Date().toISOString());
     this.nodes = new NodeService({ layout, store, now: () => new Date().toISOString() });
@@ -114,7 +109,7 @@ export { DEFAULT_STOP_TIMEOUTS, type EscalationResult, type StopStepName, type S
 export { LIVE_STATES, reconcileDecision, type ReconcileDecision, type ReconcileFacts } from './reconcile.ts';
 export { factsFromReport, qemuVersion, type QemuVersionReport, type VersionReport } from './host.ts';
 export { RuntimeError, stateError, busyError } from './errors.ts';
-export { QEMU_USER, qemuUser, findUser, permits, reachIssues, type QemuUser } from './qemu-user.ts';
+export { JAIL_ID_BASE, JAIL_ID_COUNT, ID_REGISTRY, jailedCommand, limitsFor, type Identity } from '../jail/index.ts';
 // What the CLI shows of the layers below, through the runtime's door only.
 export { formatHostReport, type HostReport, type AccelChoice } from '../kvm-probe/index.ts';
 export { loadSpecFile, parseSize, NAME_PATTERN } from '../qemu/index.ts';

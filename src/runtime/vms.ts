@@ -9,9 +9,9 @@
  * A goshipctl killed in between leaves `op` behind; reconcile sees that the
  * PID is gone and repairs the record (see docs/architecture.md).
  */
-import { existsSync } from 'node:fs';
-import { mkdir, readFile, realpath, rm } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { constants, existsSync } from 'node:fs';
+import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import type { Layout } from '../layout.ts';
 import { buildSeed, type SeedOptions } from '../cloudinit/index.ts';
 import { MonitorClient, answering, isMonitorCmdline, startMonitor, writeLaunch, type Launch, type EscalationResult, type Forward, type StopTimeouts } from '../monitor/index.ts';
@@ -35,7 +35,8 @@ import { AGENT_RUNTIME_HINT, type AgentClient, type ConnectProgress } from '../s
 import { type PendingOp, type State, type Store, type Vm, findRecord, requireRecord, assertNameFree, LOCAL_NODE } from '../store/index.ts';
 import { RuntimeError, busyError, stateError } from './errors.ts';
 import { vmPaths } from './paths.ts';
-import { prepareQemuAccess, type QemuPaths, type QemuUser } from './qemu-user.ts';
+import { allocateIdentity, releaseIdentity, removeCgroup, removeVmTree, privateRunDir, type Identity } from '../jail/index.ts';
+import { checkChain, checkSpecPaths, prepareJail } from './jail.ts';
 import { LIVE_STATES, reconcileDecision, type ReconcileDecision } from './reconcile.ts';
 import { trace } from './trace.ts';
 
@@ -49,8 +50,8 @@ export interface VmContext {
   qemuBinary: string;
   /** This QEMU's machine-type aliases (`q35` → `pc-q35-7.2`), asked once. */
   machineAliases: () => Promise<Map<string, string>>;
-  /** Run QEMU as this user (when GoShip runs as root); undefined: as GoShip's own user. */
-  qemuUser: () => Promise<QemuUser | undefined>;
+  /** GoShip runs as root: each VM's QEMU runs as an identity of its own (src/jail). */
+  root: boolean;
 }
 
 export interface CreateVmOptions {
@@ -94,10 +95,18 @@ export function opAbandoned(op: PendingOp | undefined): boolean {
   return op !== undefined && op.pid !== process.pid && !pidAlive(op.pid);
 }
 
+/** QEMU's pidfile, which QEMU (the VM's identity) writes: read without following a link, a few bytes at most. */
 async function readPidfile(path: string): Promise<number | undefined> {
   try {
-    const n = Number((await readFile(path, 'utf8')).trim());
-    return Number.isInteger(n) && n > 0 ? n : undefined;
+    const f = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    try {
+      const buf = Buffer.alloc(32);
+      const { bytesRead } = await f.read(buf, 0, buf.length, 0);
+      const n = Number(buf.toString('latin1', 0, bytesRead).trim());
+      return Number.isInteger(n) && n > 0 ? n : undefined;
+    } finally {
+      await f.close();
+    }
   } catch {
     return undefined;
   }
@@ -253,8 +262,11 @@ export class VmService {
     }
     if (opts.seed) spec.seed = paths.seed!;
     spec.machine = await this.pinnedMachine(spec.machine);
-    // Validate everything before anything is written.
-    await this.resolve({ config: spec }, [paths.overlay, paths.seed].filter((p): p is string => p !== undefined));
+    // Validate everything before anything is written: the spec, and that it names none of GoShip's own files.
+    const config = await this.resolve({ config: spec }, [paths.overlay, paths.seed].filter((p): p is string => p !== undefined));
+    await checkSpecPaths(layout, paths.dir, config);
+    // As root the VM gets an identity of its own now, freed when it is destroyed.
+    const identity = this.ctx.root ? await allocateIdentity({ home: layout.home, vm: id, vmDir: paths.dir }) : undefined;
 
     const vm: Vm = {
       id,
@@ -267,8 +279,12 @@ export class VmService {
       op: this.op('create'),
       ...(opts.project ? { project: opts.project } : {}),
       ...(opts.base?.name ? { image: opts.base.name } : {}),
+      ...(identity ? { jail: { uid: identity.uid, gid: identity.gid } } : {}),
     };
     trace(`vm ${vm.name}: spec valid`);
+    const release = async (): Promise<void> => {
+      if (identity) await releaseIdentity(identity.uid, { home: layout.home, vm: id });
+    };
     await store.update((draft) => {
       assertNameFree(draft, 'vm', vm.name);
       assertNameFree(draft, 'vm', vm.id);
@@ -279,25 +295,33 @@ export class VmService {
         });
       }
       draft.vms[vm.id] = vm;
+    }).catch(async (err: unknown) => {
+      await release();
+      throw err;
     });
+    let base: Vm['base'];
     try {
       await mkdir(paths.dir, { recursive: true, mode: 0o700 });
       // Independent: the overlay (qemu-img) and the seed (xorriso) are made at once.
-      await Promise.all([
+      const [chain] = await Promise.all([
         opts.base ? createOverlay({ base: opts.base.path, path: paths.overlay!, ...(opts.diskBytes ? { sizeBytes: opts.diskBytes } : {}) }) : undefined,
         opts.seed ? buildSeed(opts.seed, paths.seed!) : undefined,
       ]);
+      // The one backing file the overlay may ever name: recorded by GoShip, never read back from the overlay.
+      if (opts.base && chain?.[1]) base = { path: opts.base.path, format: chain[1].format };
       trace(`vm ${vm.name}: overlay and seed made`);
     } catch (err) {
       await rm(paths.dir, { recursive: true, force: true });
       await store.update((draft) => {
         delete draft.vms[vm.id];
       });
+      await release();
       throw err;
     }
     return store.update((draft) => {
       const rec = requireRecord(draft, 'vm', vm.id);
       delete rec.op;
+      if (base) rec.base = base;
       return rec;
     });
   }
@@ -335,11 +359,21 @@ export class VmService {
       const config = await this.resolve(vm);
       const argv = buildArgv(config, this.ctx.qemuBinary);
       trace(`vm ${name}: argv built`);
-      await mkdir(vm.paths.dir, { recursive: true, mode: 0o700 });
-      await mkdir(layout.vmRunDir(vm.id), { recursive: true, mode: 0o700 });
-      const user = await this.ctx.qemuUser();
-      if (user) await prepareQemuAccess(user, await this.qemuPaths(vm, config));
-      const launch: Launch = { argv, restart: config.restart, console: config.console, ...(user ? { user: { uid: user.uid, gid: user.gid, name: user.name } } : {}) };
+      const identity = await this.identity(vm);
+      const { exec, jail } = await prepareJail({ layout, vm, config, argv, ...(identity ? { identity } : {}) });
+      vm.jail = jail;
+      await store.update((draft) => {
+        const rec = findRecord(draft, 'vm', vm.id);
+        if (rec) rec.jail = jail;
+      });
+      trace(`vm ${name}: jail prepared`);
+      const launch: Launch = {
+        argv,
+        exec,
+        restart: config.restart,
+        console: config.console,
+        jail: { ...(jail.uid !== undefined ? { uid: jail.uid } : {}), ...(jail.cgroup ? { cgroup: { version: jail.cgroup.version, vmDirs: jail.cgroup.vmDirs, memoryBytes: jail.cgroup.memoryBytes } } : {}) },
+      };
       await writeLaunch(vm.paths.dir, launch);
       trace(`vm ${name}: launch written`);
       const report = await startMonitor({ layout, vm: { ...vm, argv }, launch });
@@ -382,38 +416,17 @@ export class VmService {
     }
   }
 
-  /** What this VM's QEMU opens by path, and which of it is GoShip's own (src/runtime/qemu-user.ts). */
-  private async qemuPaths(vm: Vm, config: VmConfig): Promise<QemuPaths> {
-    const { layout } = this.ctx;
-    // The overlay's backing chain: the image it stands on (its directory is GoShip's, wherever a link points).
-    const chain = vm.paths.overlay ? await imageChain(vm.paths.overlay) : [];
-    const backing = chain.slice(1).map((l) => l.filename);
-    const imageDir = backing.length > 0 ? dirname(await realpath(backing[0]!)) : undefined;
-    const ownRoots = [await realpath(layout.home), ...(imageDir ? [imageDir] : [])];
-    const own = async (p: string): Promise<boolean> => {
-      const real = await realpath(p).catch(() => resolve(p));
-      return ownRoots.some((r) => real.startsWith(`${r}/`));
-    };
-    const entry = async (path: string, at: string) => ({ path, at, own: await own(path) });
-    const read = [];
-    const write = [];
-    if (config.seed) read.push(await entry(config.seed, 'seed'));
-    if (config.boot.kind === 'kernel') {
-      read.push(await entry(config.boot.kernel, 'boot.kernel'));
-      if (config.boot.initrd) read.push(await entry(config.boot.initrd, 'boot.initrd'));
-    } else if (config.boot.firmware === 'uefi') {
-      read.push(await entry(config.boot.ovmfCode, 'boot.ovmfCode'));
-      if (config.boot.ovmfVars) write.push(await entry(config.boot.ovmfVars, 'boot.ovmfVars'));
-    }
-    for (const [i, d] of config.disks.entries()) (d.readOnly ? read : write).push(await entry(d.path, `disks[${i}].path`));
-    for (const b of backing) read.push(await entry(b, 'disks[0] (backing file)'));
-    return {
-      traverse: [layout.home, layout.vmsDir, layout.run, ...(imageDir ? [layout.imagesDir].filter((d) => existsSync(d)) : [])],
-      readDirs: [vm.paths.dir, ...(imageDir ? [imageDir] : [])],
-      runDir: layout.vmRunDir(vm.id),
-      read,
-      write,
-    };
+  /** The VM's identity when GoShip runs as root: the one it was created with, or (a VM created before the jail) a new one, recorded. */
+  private async identity(vm: Vm): Promise<Identity | undefined> {
+    if (!this.ctx.root) return undefined;
+    if (vm.jail?.uid !== undefined && vm.jail.gid !== undefined) return { uid: vm.jail.uid, gid: vm.jail.gid };
+    const identity = await allocateIdentity({ home: this.ctx.layout.home, vm: vm.id, vmDir: vm.paths.dir });
+    vm.jail = { ...vm.jail, ...identity };
+    await this.ctx.store.update((draft) => {
+      const rec = findRecord(draft, 'vm', vm.id);
+      if (rec) rec.jail = { ...rec.jail, ...identity };
+    });
+    return identity;
   }
 
   private async clearOp(id: string): Promise<void> {
@@ -521,17 +534,24 @@ export class VmService {
         await monitor.close();
       }
     }
-    await rm(vm.paths.dir, { recursive: true, force: true });
-    await rm(layout.vmRunDir(vm.id), { recursive: true, force: true });
+    // Nothing of the VM's identity runs any more when its trees go (src/jail/files.ts); then its cgroup and its id.
+    const identity = vm.jail?.uid === undefined ? undefined : { uid: vm.jail.uid };
+    await removeVmTree(layout.vmRunDir(vm.id), identity);
+    await removeVmTree(vm.paths.dir, identity);
+    if (vm.jail?.cgroup) await removeCgroup(vm.jail.cgroup.vmDirs).catch((err: unknown) => trace(`vm ${vm.name}: removing its cgroup: ${(err as Error).message}`));
     await store.update((draft) => {
       delete draft.vms[vm.id];
     });
+    if (identity) await releaseIdentity(identity.uid, { home: layout.home, vm: vm.id });
   }
 
   /** The VM's first disk's backing chain (overlay first, base last), from `qemu-img info`. */
   async diskChain(name: string): Promise<ImageLayer[] | undefined> {
     const vm = await this.get(name);
-    return vm.paths.overlay ? imageChain(vm.paths.overlay) : undefined;
+    if (!vm.paths.overlay) return undefined;
+    // qemu-img, as root, opens what the overlay names: only once the jail has checked it names what GoShip made.
+    await checkChain(this.ctx.layout, vm);
+    return imageChain(vm.paths.overlay);
   }
 
   /**
@@ -540,6 +560,8 @@ export class VmService {
    */
   async monitor(name: string, timeoutMs = 10_000): Promise<MonitorClient> {
     let vm = await this.get(name);
+    // A run directory another user made is never trusted to hold the monitor's socket.
+    await privateRunDir(this.ctx.layout.run);
     if (!LIVE_STATES.has(vm.state) && (await livePid(vm)) === undefined) {
       throw stateError(`VM ${name} is not running (state: ${vm.state})`, `start it: goshipctl vm start ${name}`);
     }

@@ -56,4 +56,5 @@ export type {
   Timestamp,
   PendingOp,
   VmAgentInfo,
+  VmJail,
 } from './types.ts';

@@ -73,6 +73,7 @@ const VmSchema = v.looseObject({
       step: v.optional(v.picklist(STOP_STEPS)),
       exitCode: v.optional(v.pipe(v.number(), v.integer())),
       signal: v.optional(v.string()),
+      memoryLimit: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
       logTail: v.optional(v.string()),
     }),
   ),
@@ -100,6 +101,24 @@ const VmSchema = v.looseObject({
     v.looseObject({ version: v.string(), protocol: v.number(), hostname: v.string(), bootId: v.string(), readyAt: timestamp }),
   ),
   config: v.record(v.string(), v.unknown()),
+  base: v.optional(v.looseObject({ path: v.string(), format: v.string() })),
+  jail: v.optional(
+    v.looseObject({
+      uid: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
+      gid: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
+      cgroup: v.optional(
+        v.looseObject({
+          version: v.picklist([1, 2]),
+          vmDirs: v.array(v.string()),
+          memoryBytes: count,
+          cpuQuotaUs: count,
+          cpuPeriodUs: count,
+          pids: count,
+        }),
+      ),
+      noLimits: v.optional(v.string()),
+    }),
+  ),
 });
 
 const ImageSchema = v.looseObject({

@@ -140,6 +140,8 @@ export interface VmEnd {
   step?: StopStepName;
   exitCode?: number;
   signal?: string;
+  /** QEMU was killed by the memory limit of the VM's cgroup, this many bytes. */
+  memoryLimit?: number;
   /** The last lines of `qemu.log`, when QEMU's own words may say why. */
   logTail?: string;
 }
@@ -221,6 +223,21 @@ export interface Vm {
   agent?: VmAgentInfo;
   /** The resolved VM spec. Opaque to the store: it is kept, never interpreted. */
   config: Record<string, unknown>;
+  /** The base image the VM's overlay was made on, as GoShip chose it: the only backing file its overlay may name. */
+  base?: { path: string; format: string };
+  /** The VM's jail (docs/security.md). */
+  jail?: VmJail;
+}
+
+/** A VM's identity and limits, as its last start set them. */
+export interface VmJail {
+  /** QEMU's uid and gid (GoShip runs as root): the VM's own, from the jail's range. Absent: QEMU runs as GoShip's user. */
+  uid?: number;
+  gid?: number;
+  /** The VM's cgroup: its version, directories and limits. */
+  cgroup?: { version: 1 | 2; vmDirs: string[]; memoryBytes: number; cpuQuotaUs: number; cpuPeriodUs: number; pids: number };
+  /** Why the VM has no cgroup (no limits). */
+  noLimits?: string;
 }
 
 export const IMAGE_KINDS = ['built', 'imported'] as const;

@@ -60,7 +60,7 @@ export function ensureTestImage(opts: TestImageOptions = {}): Promise<ImageInfo>
     onProgress: (e: BuildProgress) => opts.log?.(`image ${name}: ${e.phase}: ${e.message}`),
   })
     .then(async (info) => {
-      // QEMU runs as goship-qemu: the cache's directories must let it through to the image.
+      // QEMU runs as the VM's own identity: the cache's directories must let it through to the image.
       await openToQemu(info.dir);
       return info;
     })

@@ -10,7 +10,7 @@ import { ensureFastGuest } from '../support/fastguest.ts';
 import type { FastGuest } from '../support/fastguest.ts';
 
 export type { FastGuest };
-export { FASTGUEST_ACPI_IGNORE, FASTGUEST_AGENT_PORT, FASTGUEST_READY_LINE, FASTGUEST_UP_LINE } from '../support/fastguest.ts';
+export { FASTGUEST_ACPI_IGNORE, FASTGUEST_FILL, FASTGUEST_AGENT_PORT, FASTGUEST_READY_LINE, FASTGUEST_UP_LINE } from '../support/fastguest.ts';
 
 /** The cache directory shared by every test run on this machine. */
 export function fastGuestCacheDir(): string {

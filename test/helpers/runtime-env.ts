@@ -16,7 +16,7 @@ export interface TestEnv {
 
 export async function testEnv(prefix = 'gs'): Promise<TestEnv> {
   const root = await mkdtemp(join('/tmp', `${prefix}-`));
-  // QEMU runs as goship-qemu when the tests run as root: it must pass through to GOSHIP_HOME.
+  // Each VM's QEMU runs as an identity of its own when the tests run as root: it must pass through to GOSHIP_HOME.
   await chmod(root, 0o711);
   const home = join(root, 'h');
   const run = join(root, 'r');

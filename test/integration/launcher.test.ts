@@ -2,14 +2,17 @@
  * The launcher (src/monitor/launcher.ts) for real: /bin/sh forks a stand-in
  * for QEMU and execs a stand-in for the monitor. What must hold: QEMU gets
  * exactly its words (spaces, commas, empty words, `--` and `-n` intact), no
- * stdin, its own log, its own session, not the monitor's malloc setting, and
- * the user asked for; the monitor gets its words plus `--qemu-pid`, is QEMU's
- * parent, and reads QEMU's exit status from the zombie (src/proc.ts).
+ * stdin, its own log, its own session, through its jailed command
+ * (src/jail/command.ts): a scrubbed environment, umask 077, its PID in the
+ * cgroup files named, the identity asked for with only the groups asked for;
+ * the monitor gets its words plus `--qemu-pid`, is QEMU's parent, and reads
+ * QEMU's exit status from the zombie (src/proc.ts).
  */
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { jailedCommand, type Identity } from '../../src/jail/index.ts';
 import { launcherArgv, monitorEnv } from '../../src/monitor/index.ts';
 import { statExit } from '../../src/proc.ts';
 import { tempDir } from '../helpers/agent-process.ts';
@@ -33,6 +36,9 @@ const FAKE_QEMU = [
   'printf "pid<%s> sid<%s>\\n" "$1" "$2"',
   'printf "uid<%s> groups<%s>\\n" "$(id -u)" "$(id -G)"',
   'printf "arena<%s>\\n" "${MALLOC_ARENA_MAX-unset}${MALLOC_MMAP_THRESHOLD_-unset}${GOSHIP_MONITOR_MALLOC-}"',
+  'printf "env<%s>\\n" "$(env | cut -d= -f1 | grep -v "^PWD$" | sort | tr "\\n" " ")"',
+  'printf "umask<%s>\\n" "$(umask)"',
+  'printf "path<%s>\\n" "$PATH"',
   'sleep 0.3',
   '[ "$end" = kill ] && kill -9 $$',
   'exit "$end"',
@@ -51,11 +57,14 @@ const timer = setInterval(() => {
 }, 20);
 `;
 
-async function launch(end: string, user?: { uid: number; gid: number }) {
-  const log = join(dir.dir, `qemu-${end}.log`);
+let launches = 0;
+
+async function launch(end: string, jail: { identity?: Identity; groups?: number[]; cgroupProcs?: string[] } = {}) {
+  const log = join(dir.dir, `qemu-${end}-${++launches}.log`);
   const qemuArgv = ['/bin/sh', '-c', FAKE_QEMU, 'fake-qemu', end, 'a b', '', '--', 'file=/x,,y', '-n', '*'];
-  const argv = launcherArgv({ qemuArgv, qemuLog: log, ...(user ? { user } : {}), monitorArgv: [process.execPath, '-e', FAKE_MONITOR, 'monitor word'] });
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'inherit', 'pipe'], env: monitorEnv({ PATH: process.env.PATH }) });
+  const qemuExec = jailedCommand({ qemuArgv, ...jail });
+  const argv = launcherArgv({ qemuExec, qemuLog: log, monitorArgv: [process.execPath, '-e', FAKE_MONITOR, 'monitor word'] });
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'inherit', 'pipe'], env: monitorEnv({ PATH: process.env.PATH, SECRET_TOKEN: 'x' }) });
   let out = '';
   let report = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
@@ -83,6 +92,10 @@ describe('the launcher', () => {
     expect(lines).toContain('fd3<none>');
     expect(lines).toContain(`pid<${qemuPid}> sid<${qemuPid}>`);
     expect(lines).toContain('arena<unsetunset>');
+    // Nothing of the starter's environment (SECRET_TOKEN, the monitor's malloc settings): only the jail's PATH.
+    expect(lines).toContain('env<PATH >');
+    expect(lines).toContain('path</usr/sbin:/usr/bin:/sbin:/bin>');
+    expect(lines).toContain('umask<0077>');
   });
 
   it('a QEMU killed by a signal: the monitor reads the signal', async () => {
@@ -90,10 +103,25 @@ describe('the launcher', () => {
     expect(statExit(r.out.stat)).toEqual({ code: null, signal: 'SIGKILL' });
   });
 
-  it('as root (the tests run as root), QEMU runs as the user asked for, with no supplementary groups', async () => {
-    const r = await launch('0', { uid: 65534, gid: 65534 });
+  it('as root (the tests run as root), QEMU runs as the identity asked for, with no supplementary groups', async () => {
+    const r = await launch('0', { identity: { uid: 65534, gid: 65534 } });
     expect(r.log).toContain('uid<65534> groups<65534>');
     expect(statExit(r.out.stat)).toEqual({ code: 0, signal: null });
+  });
+
+  it('keeps exactly the supplementary groups asked for (a KVM VM keeps the group of /dev/kvm)', async () => {
+    const r = await launch('0', { identity: { uid: 65534, gid: 65534 }, groups: [44] });
+    expect(r.log).toContain('uid<65534> groups<65534 44>');
+  });
+
+  it('writes QEMU\'s PID into each cgroup file named before QEMU runs, and a file it cannot write stops QEMU with 125', async () => {
+    const procs = [join(dir.dir, 'memory.procs'), join(dir.dir, 'cpu.procs')];
+    const r = await launch('0', { cgroupProcs: procs });
+    const qemuPid = Number(r.out.argv.at(-1));
+    for (const p of procs) expect(await readFile(p, 'utf8')).toBe(`${qemuPid}\n`);
+    const refused = await launch('0', { cgroupProcs: [join(dir.dir, 'no-such-dir', 'cgroup.procs')] });
+    expect(statExit(refused.out.stat)).toEqual({ code: 125, signal: null });
+    expect(refused.log).not.toContain('arg<a b>');
   });
 });
 

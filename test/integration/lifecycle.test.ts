@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pidAlive } from '../../src/proc.ts';
 import { isOurProcess, processMarker, waitGone } from '../../src/qemu/index.ts';
 import { QmpClient } from '../../src/qmp/index.ts';
-import { Runtime, qemuUser } from '../../src/runtime/index.ts';
+import { JAIL_ID_BASE, Runtime } from '../../src/runtime/index.ts';
 import { readLaunch, startMonitor } from '../../src/monitor/index.ts';
 import type { Vm } from '../../src/store/index.ts';
 import { FASTGUEST_ACPI_IGNORE, fastGuest, type FastGuest } from '../helpers/fast-guest.ts';
@@ -87,12 +87,11 @@ describe('VM lifecycle through the monitor', () => {
       expect(await environ(vm.monitor!.pid)).toEqual(expect.arrayContaining(['MALLOC_ARENA_MAX=1', 'MALLOC_MMAP_THRESHOLD_=32768']));
       expect((await environ(vm.pid!)).filter((e) => /^(MALLOC_ARENA_MAX|MALLOC_MMAP_THRESHOLD_|GOSHIP_MONITOR_MALLOC)=/.test(e))).toEqual([]);
     }
-    // As root, QEMU runs as the unprivileged goship-qemu, with its seccomp sandbox on; the monitor stays root.
+    // As root, QEMU runs as the VM's own identity (src/jail), with its seccomp sandbox on; the monitor stays root.
     const uidOf = async (pid: number) => Number(/^Uid:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'))![1]);
     if (process.getuid?.() === 0) {
-      const user = await qemuUser();
-      expect(user?.name).toBe('goship-qemu');
-      expect(await uidOf(vm.pid!)).toBe(user!.uid);
+      expect(vm.jail?.uid).toBeGreaterThanOrEqual(JAIL_ID_BASE);
+      expect(await uidOf(vm.pid!)).toBe(vm.jail!.uid);
       expect(await uidOf(vm.monitor!.pid)).toBe(0);
       expect(JSON.parse(await readFile(join(vm.paths.dir, 'argv.json'), 'utf8'))).toContain('on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
     }
@@ -426,10 +425,11 @@ describe('VM lifecycle through the monitor', () => {
         (e: { code: string; message: string; hint: string }) => e,
       );
       if (process.getuid?.() === 0) {
+        const uid = (await rt.vms.get('lc-closed')).jail!.uid!;
         expect(r).toMatchObject({
-          code: 'EQEMU_USER',
-          message: `QEMU runs as goship-qemu and could not open what it needs: boot.kernel: goship-qemu cannot reach ${join(closed, 'vmlinuz')}: ${closed} is mode 0700 (0:0) and lets it not pass`,
-          hint: 'give goship-qemu access (chmod o+x on the directories named, chgrp goship-qemu and g+r on the files), or set GOSHIP_QEMU_USER=root',
+          code: 'EJAIL',
+          message: `VM lc-closed: its QEMU runs as uid ${uid} and could not open what it needs: boot.kernel: VM lc-closed's QEMU (uid ${uid}) cannot reach ${join(closed, 'vmlinuz')}: ${closed} is mode 0700 (0:0) and lets it not pass`,
+          hint: "let others reach what the spec names outside GoShip's directories (chmod o+x on each directory named, o+r on files QEMU reads, o+rw on disks it writes), or keep it under GoShip (project create, image import)",
         });
         expect((await rt.vms.get('lc-closed')).state).toBe('stopped');
       } else {

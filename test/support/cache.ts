@@ -1,8 +1,8 @@
 /**
  * Where the test guests (the fast guest, the Debian image, downloaded .debs)
  * are cached between runs: `$XDG_CACHE_HOME/goship-test`, else, as root,
- * `/var/cache/goship-test` (QEMU runs as the unprivileged goship-qemu and
- * must reach the kernel and disks: root's home is closed to it), else
+ * `/var/cache/goship-test` (QEMU runs as each VM's own unprivileged identity
+ * and must reach the kernel and disks: root's home is closed to it), else
  * `~/.cache/goship-test`.
  */
 import { chmod, readdir, stat } from 'node:fs/promises';

@@ -47,6 +47,9 @@ export const FASTGUEST_CMDLINE = 'console=ttyS0 panic=-1 quiet';
 /** Kernel command-line word that makes the guest ignore the ACPI power button. */
 export const FASTGUEST_ACPI_IGNORE = 'goship.acpi=ignore';
 
+/** `goship.fill=MiB` on the kernel command line: the guest's init writes through one buffer of that size once it is ready. */
+export const FASTGUEST_FILL = 'goship.fill';
+
 /** The virtio-serial port name the guest writes its ready line to. */
 export const FASTGUEST_AGENT_PORT = 'org.goship.agent.0';
 
@@ -175,6 +178,19 @@ fi
 
 read -r up _ </proc/uptime
 echo "goship-fastguest: ready at uptime $up s"
+
+# goship.fill=MiB: one buffer of that many MiB, written through (the guest's
+# pages become QEMU's): the tests' way to make QEMU outgrow a memory limit.
+for w in $(cat /proc/cmdline); do
+  case $w in
+    ${FASTGUEST_FILL}=*)
+      fill=\${w#${FASTGUEST_FILL}=}
+      echo "goship-fastguest: filling \${fill} MiB"
+      dd if=/dev/zero of=/dev/null bs=\${fill}M count=1 2>&1
+      echo "goship-fastguest: filled"
+      ;;
+  esac
+done
 while :; do
   sleep 3600
 done

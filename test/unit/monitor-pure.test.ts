@@ -1,4 +1,5 @@
 /** The monitor's pure parts: how a VM ended, the restart backoff, reset loops, usernet, the console cap. */
+import { jailedCommand } from '../../src/jail/index.ts';
 import { describe, expect, it } from 'vitest';
 import {
   MALLOC_MARK,
@@ -53,6 +54,19 @@ describe('classifyEnd', () => {
       summary: 'QEMU was asked to end by a signal from outside GoShip (SHUTDOWN host-signal)',
     });
     expect(classifyEnd({ at, shutdownReason: 'host-ui', exit: { code: 0, signal: null }, logTail: '' })).toMatchObject({ kind: 'quit', summary: 'QEMU shut down (SHUTDOWN host-ui)' });
+  });
+
+  it('a SIGKILL while the memory cgroup counted an OOM kill is the memory limit, said with its size; any other signal is not', () => {
+    expect(classifyEnd({ at, exit: { code: null, signal: 'SIGKILL' }, memoryLimit: 264 * 1024 * 1024, logTail: '' })).toEqual({
+      at,
+      kind: 'crashed',
+      signal: 'SIGKILL',
+      memoryLimit: 264 * 1024 * 1024,
+      summary: "QEMU was killed by the memory limit of its cgroup (264 MiB: the guest's memory and QEMU's overhead)",
+      logTail: '',
+    });
+    expect(classifyEnd({ at, exit: { code: null, signal: 'SIGSEGV' }, memoryLimit: 264 * 1024 * 1024, logTail: '' })).toMatchObject({ kind: 'crashed', summary: 'QEMU was killed by SIGSEGV' });
+    expect(classifyEnd({ at, exit: { code: null, signal: 'SIGKILL' }, logTail: '' })).toMatchObject({ kind: 'crashed', summary: 'QEMU was killed by SIGKILL' });
   });
 
   it('a panic, from GUEST_PANICKED or the guest-panic reason', () => {
@@ -190,27 +204,18 @@ describe('isMonitorCmdline', () => {
 
 describe('launcherArgv', () => {
   const monitorArgv = ['/usr/bin/node', '--max-semi-space-size=1', '/d/goship-monitor.cjs', '--vm', 'web', '--home', '/h', '--run', '/r'];
-  it('QEMU\'s words, counted, in a session of its own, then the monitor\'s: all as parameters of one constant script', () => {
-    expect(launcherArgv({ qemuArgv: ['/usr/bin/qemu-system-x86_64', '-name', 'guest=web,process=goship-web', '-S'], qemuLog: '/h/vms/web/qemu.log', monitorArgv })).toEqual([
+  it('QEMU\'s jailed words, counted, then the monitor\'s: all as parameters of one constant script', () => {
+    const qemuExec = jailedCommand({ qemuArgv: ['/usr/bin/qemu-system-x86_64', '-name', 'guest=web,process=goship-web', '-S'] });
+    expect(launcherArgv({ qemuExec, qemuLog: '/h/vms/web/qemu.log', monitorArgv })).toEqual([
       '/bin/sh',
       '-c',
       LAUNCH_SCRIPT,
       'goship-launch',
       '/h/vms/web/qemu.log',
-      '6',
-      '/usr/bin/setsid',
-      '--',
-      '/usr/bin/qemu-system-x86_64',
-      '-name',
-      'guest=web,process=goship-web',
-      '-S',
+      String(qemuExec.length),
+      ...qemuExec,
       ...monitorArgv,
     ]);
-  });
-
-  it('as another user: setpriv drops to its uid and gid with no supplementary groups', () => {
-    const argv = launcherArgv({ qemuArgv: ['/q', '-S'], qemuLog: '/l', user: { uid: 999, gid: 995 }, monitorArgv: ['/n'] });
-    expect(argv.slice(4)).toEqual(['/l', '9', '/usr/bin/setsid', '--', '/usr/bin/setpriv', '--reuid=999', '--regid=995', '--clear-groups', '--', '/q', '-S', '/n']);
   });
 });
 

@@ -93,7 +93,10 @@ describe('resolveSpec: one bad field at a time', () => {
     [{ name: 'web', network: { forwards: [{ host: 2222, guest: 22, hostAddr: '::1' }] } }, [{ path: 'network.forwards[0].hostAddr', message: 'expected an IPv4 address such as "127.0.0.1" or "0.0.0.0", got "::1"' }]],
     [{ name: 'web', network: { forwards: [{ host: 2222, guest: 22 }, { host: 2222, guest: 23 }] } }, [{ path: 'network.forwards[1].host', message: 'tcp host port 2222 is already forwarded by network.forwards[0]; each host port can be forwarded once per protocol' }]],
     [{ name: 'web', agent: 'yes' }, [{ path: 'agent', message: 'expected true or false, got "yes"' }]],
-    [{ name: 'web', bogus: 1 }, [{ path: 'bogus', message: 'unknown field; allowed fields: name, id, machine, accel, cpu, memory, hugepages, boot, disks, seed, network, agent, sandbox, confidential, restart, console' }]],
+    [{ name: 'web', limits: { cpus: 0 } }, [{ path: 'limits.cpus', message: 'expected a number of host CPUs from 0.01 to 1024, got 0' }]],
+    [{ name: 'web', limits: { pids: 8 } }, [{ path: 'limits.pids', message: 'expected a whole number from 16 to 65536, got 8' }]],
+    [{ name: 'web', limits: { swap: '1G' } }, [{ path: 'limits.swap', message: 'unknown field; allowed fields: cpus, memoryOverhead, pids' }]],
+    [{ name: 'web', bogus: 1 }, [{ path: 'bogus', message: 'unknown field; allowed fields: name, id, machine, accel, cpu, memory, hugepages, boot, disks, seed, network, agent, sandbox, confidential, restart, console, limits' }]],
     [[], [{ path: '', message: 'expected an object, got an array' }]],
     [null, [{ path: '', message: 'expected an object, got null' }]],
   ])('%j', (spec, expected) => {
@@ -226,6 +229,7 @@ describe('resolveSpec: defaults', () => {
       confidential: undefined,
       restart: 'no',
       console: { maxBytes: 8 * 1024 * 1024, keep: 1 },
+      limits: {},
       paths: PATHS,
     });
   });

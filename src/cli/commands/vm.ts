@@ -158,6 +158,7 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
         ...(vm.restarts?.count ? [`restarts  ${vm.restarts.count}, last ${vm.restarts.lastAt ?? '?'}: ${vm.restarts.lastReason ?? ''}`] : []),
         ...(vm.reboots?.count ? [`reboots   ${vm.reboots.count}, last ${vm.reboots.lastAt ?? '?'} (each a fresh QEMU)`] : []),
         `uptime    ${vm.state === 'running' || vm.state === 'ready' ? since(vm.startedAt) : '-'}`,
+        ...jailLines(vm),
         ...(vm.agent ? [`agent     ${vm.agent.version} (hostname ${vm.agent.hostname})`] : []),
         ...(Array.isArray(disk)
           ? disk.map((l, i) => `${i === 0 ? 'disk      ' : '  backed by '}${l.filename} (${l.format}, virtual ${bytes(l.virtualSize)}, on host ${bytes(l.actualSize)})`)
@@ -313,4 +314,20 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
 
 function signalNumber(sig: string): number {
   return (osConstants.signals as Record<string, number>)[sig] ?? 1;
+}
+
+/** `vm status`: the VM's identity and its cgroup's limits, or why it has none (docs/security.md). */
+export function jailLines(vm: Vm): string[] {
+  const j = vm.jail;
+  if (!j) return [];
+  const out: string[] = [];
+  if (j.uid !== undefined) out.push(`identity  uid ${j.uid} (its own)`);
+  if (j.cgroup) {
+    const c = j.cgroup;
+    const cpus = Number((c.cpuQuotaUs / c.cpuPeriodUs).toFixed(2));
+    out.push(`limits    memory ${Math.round(c.memoryBytes / (1024 * 1024))} MiB, CPU ${cpus} host CPU${cpus === 1 ? '' : 's'}, ${c.pids} tasks (cgroup v${c.version})`);
+  } else if (j.noLimits) {
+    out.push(`limits    none: ${j.noLimits}`);
+  }
+  return out;
 }
