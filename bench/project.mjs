@@ -1,7 +1,8 @@
 // Benchmark (issue: projects), real Debian image under TCG:
 //  - `goshipctl project create` → ready (a whole CLI process: validation, overlay,
 //    seed, spawn, QMP, agent sync) against plain QEMU with the same argv to the
-//    agent's first line on its virtio-serial port: the control plane's overhead;
+//    agent's first line on its virtio-serial port: the control plane's overhead,
+//    the jail included (its preparation, from GOSHIP_TRACE, printed apart);
 //  - the cold start of `goshipctl project list --json` with 50 projects recorded.
 //
 //   npm run bench -- project [--runs 3]
@@ -39,12 +40,20 @@ function firstLine(sock, timeoutMs = 240_000) {
 
 const goship = [];
 const plain = [];
+const jail = [];
+/** The jail's preparation in one traced `project create`: from "argv built" to "jail prepared" (src/runtime/vms.ts). */
+function jailMs(trace) {
+  const at = (what) => Number(new RegExp(`\\[\\+([\\d.]+)s\\] vm [^:]+: ${what}`).exec(trace)?.[1]) * 1000;
+  return at('jail prepared') - at('argv built');
+}
 try {
   for (let i = 0; i < runs; i++) {
     // GoShip: the whole CLI command.
     let t0 = now();
-    g('project', 'create', `p${i}`, '--cpus', '2', '--memory', '1G');
+    const created = spawnSync(process.execPath, [cli, 'project', 'create', `p${i}`, '--cpus', '2', '--memory', '1G'], { env: { ...t.env, GOSHIP_TRACE: '1' }, encoding: 'utf8' });
     goship.push(now() - t0);
+    if (created.status !== 0) throw new Error(`project create failed: ${created.stderr}`);
+    jail.push(jailMs(created.stderr));
     g('project', 'delete', `p${i}`, '--force');
 
     // Plain QEMU, same argv, same kind of fresh overlay and seed (made by GoShip, not timed).
@@ -95,6 +104,7 @@ try {
     { what: 'project list --json, 50 projects (cold process)', goship: median(list), baseline: median(nodeOnly), target: '≤ 150 ms (baseline: node -e 0)' },
   ]);
   console.log(`runs: goship ${goship.map(fmt).join(', ')}; plain ${plain.map(fmt).join(', ')}`);
+  console.log(`the jail's preparation inside project create (spec paths, overlay header, ownership, cgroup): median ${fmt(median(jail))} (${jail.map(fmt).join(', ')})`);
 } finally {
   for (const p of await rt.projects.list().catch(() => [])) await rt.projects.delete(p.project.name, { force: true }).catch(() => {});
   await t.cleanup().catch(() => {});
