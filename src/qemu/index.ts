@@ -24,6 +24,7 @@ export {
   DEFAULT_DISK_FORMAT,
   DEFAULT_DISK_CACHE,
   DEFAULT_HOST_ADDR,
+  DEFAULT_UNPRIVILEGED_PORT_START,
   DEFAULT_OVMF_CODE,
   DEFAULT_SEV_CBITPOS,
   DEFAULT_SEV_REDUCED_PHYS_BITS,
@@ -61,6 +62,7 @@ export type {
 export { resolveSpec, VM_SPEC_SUBJECT, VM_SPEC_HINT } from './validate.ts';
 export { buildArgv, processMarker, DEFAULT_QEMU_BINARY, SANDBOX_OPTS } from './argv.ts';
 export { devicesOf, DEVICE_BUILDERS } from './devices/registry.ts';
+export { privilegedPortIssue } from './devices/net-user.ts';
 export type { Device, DeviceKind } from './devices/types.ts';
 export { loadSpecFile, parseSpecJson, parseSpecYaml } from './spec-file.ts';
 export { createOverlay, imageChain, inspectBase, type OverlayOptions } from './img.ts';

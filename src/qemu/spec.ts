@@ -339,7 +339,12 @@ export interface HostFacts {
   memTotalBytes: number;
   kvm: { usable: boolean; reason: string };
   confidential: Record<'sev' | 'sevEs' | 'sevSnp' | 'tdx', CapabilityFact>;
+  /** The lowest port an unprivileged process may bind (`net.ipv4.ip_unprivileged_port_start`); absent: the kernel's default, 1024. */
+  unprivilegedPortStart?: number;
 }
+
+/** The kernel's default `net.ipv4.ip_unprivileged_port_start`. */
+export const DEFAULT_UNPRIVILEGED_PORT_START = 1024;
 
 /** Per-instance files, from layout.ts. */
 export interface VmPaths {

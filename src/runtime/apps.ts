@@ -39,6 +39,7 @@ import {
   type ContainerInfo,
   type ProcInfo,
 } from '../protocol/index.ts';
+import { privilegedPortIssue } from '../qemu/index.ts';
 import { AgentProtocolError, AgentRemoteError, type AgentClient } from '../serial/index.ts';
 import { type App, type AppKind, type AppSpecRecord, type Project, type State, type Store, appKey, findRecord, requireRecord } from '../store/index.ts';
 import { checkAppOptions, type AppPort, type AppSource, type DeployOptions, type ValidatedApp } from './app-options.ts';
@@ -237,6 +238,11 @@ export class AppService {
    */
   async deploy(o: DeployOptions): Promise<AppView> {
     const { app: a, issues } = checkAppOptions(o);
+    const host = await this.ctx.vms.hostFacts();
+    a.ports.forEach((p, i) => {
+      const low = privilegedPortIssue(p.host, host, `--port[${i}]`);
+      if (low) issues.push(low);
+    });
     const kind: AppKind = a.source.kind === 'binary' || a.source.kind === 'command' ? 'process' : 'container';
     await checkSourceFiles(a.source, issues);
     if (issues.length > 0) throw new ValidationError(issues, { subject: 'invalid app', hint: 'goshipctl app deploy --help' });

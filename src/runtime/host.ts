@@ -3,6 +3,7 @@
  * against), and QEMU's version, as `--version` prints it and as a live QEMU
  * reports it over QMP (which also proves QMP works on this host).
  */
+import { readFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { chooseAccel, probeHost, type AccelChoice, type HostReport } from '../kvm-probe/index.ts';
 import { QEMU_BINARY, readQemuVersion, startBareQemu, type HostFacts } from '../qemu/index.ts';
@@ -20,8 +21,16 @@ export function factsFromReport(report: HostReport, fallback = { cpuCount: cpus(
   };
 }
 
+/** The lowest port an unprivileged process may bind here (QEMU never runs privileged), when the kernel says. */
+async function unprivilegedPortStart(): Promise<number | undefined> {
+  const text = await readFile('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8').catch(() => undefined);
+  const n = Number(text?.trim());
+  return text !== undefined && Number.isInteger(n) ? n : undefined;
+}
+
 export async function hostFacts(): Promise<HostFacts> {
-  return factsFromReport(await probeHost());
+  const [report, start] = await Promise.all([probeHost(), unprivilegedPortStart()]);
+  return { ...factsFromReport(report), ...(start !== undefined ? { unprivilegedPortStart: start } : {}) };
 }
 
 export interface QemuVersionReport {

@@ -7,7 +7,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { ValidationError, type Issue } from '../errors.ts';
 import { RuntimeError } from './errors.ts';
 import { checkSshKey } from '../cloudinit/index.ts';
-import { MIN_CONSOLE_MAX_BYTES, NAME_PATTERN, NAME_RULE, RESTART_POLICIES, parseSize, type HostFacts, type RestartPolicy } from '../qemu/index.ts';
+import { MIN_CONSOLE_MAX_BYTES, NAME_PATTERN, NAME_RULE, RESTART_POLICIES, parseSize, privilegedPortIssue, type HostFacts, type RestartPolicy } from '../qemu/index.ts';
 import { DEFAULT_HOST_ADDR, parsePort, portKey, takenPorts } from './ports.ts';
 import type { Forward, MonitorClient } from '../monitor/index.ts';
 import {
@@ -121,6 +121,8 @@ export function validateProjectOptions(o: CreateProjectOptions, host: HostFacts)
   (o.ports ?? []).forEach((p, i) => {
     const r = typeof p === 'string' ? parsePort(p, `--port[${i}]`) : p;
     if ('message' in r) return issues.push(r);
+    const low = privilegedPortIssue(r.host, host, `--port[${i}]`);
+    if (low) return issues.push(low);
     const dup = ports.find((q) => q.proto === r.proto && q.host === r.host);
     if (dup) issues.push({ path: `--port[${i}]`, message: `host port ${r.proto}:${r.host} is already forwarded (to guest port ${dup.guest})` });
     else ports.push(r);
@@ -307,7 +309,8 @@ export class ProjectService {
    */
   async portAdd(name: string, port: string | PortForward): Promise<PortsView> {
     const p = await this.ownVm(name);
-    const f = typeof port === 'string' ? parsePort(port, 'port') : port;
+    const parsed = typeof port === 'string' ? parsePort(port, 'port') : port;
+    const f = 'message' in parsed ? parsed : (privilegedPortIssue(parsed.host, await this.ctx.host(), 'port') ?? parsed);
     if ('message' in f) throw new ValidationError([f], { subject: 'invalid port', hint: 'goshipctl project port add NAME [udp:]HOST:GUEST' });
     await this.withLiveMonitor(p, (monitor) =>
       this.ctx.store.update(async (draft) => {

@@ -161,6 +161,11 @@ export class VmService {
     return (await this.ctx.machineAliases()).get(m) ?? m;
   }
 
+  /** What this host can do (probed once per runtime). */
+  hostFacts(): Promise<HostFacts> {
+    return this.ctx.host();
+  }
+
   /** The argv a spec becomes, without creating anything (`goshipctl vm args`). */
   async argvFor(spec: unknown): Promise<string[]> {
     return buildArgv(await this.resolve({ config: spec as Record<string, unknown> }), this.ctx.qemuBinary);

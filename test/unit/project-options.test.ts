@@ -81,6 +81,18 @@ describe('validateProjectOptions', () => {
   });
 });
 
+describe('a host port QEMU could not bind', () => {
+  it('--port 80:80 is refused at the boundary, with the sysctl that decides; a host that allows low ports takes it', () => {
+    expect(issues({ name: 'web', ports: ['8080:80', '80:80'] })).toEqual([
+      {
+        path: '--port[1]',
+        message: "host port 80 is below 1024: QEMU runs unprivileged (as root, as the VM's own identity) and this host lets no unprivileged process bind it (net.ipv4.ip_unprivileged_port_start = 1024); forward a port of 1024 or more, or lower that sysctl",
+      },
+    ]);
+    expect(validateProjectOptions({ name: 'web', ports: ['80:80'] }, { ...host, unprivilegedPortStart: 80 }).ports).toEqual([{ proto: 'tcp', host: 80, guest: 80 }]);
+  });
+});
+
 describe('host port owners', () => {
   const vm = (name: string, forwards: unknown[], project?: string): Vm =>
     ({ id: name, name, ...(project ? { project } : {}), config: { network: { mode: 'user', forwards } } }) as unknown as Vm;

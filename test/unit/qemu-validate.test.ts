@@ -176,7 +176,7 @@ describe('resolveSpec: every problem at once', () => {
       cpu: { count: 3 },
       disks: [{ path: '/vms/web/disk.qcow2' }, { path: '/x/y' }],
       confidential: { type: 'sev-snp' },
-      network: { forwards: [{ host: 80, guest: 80 }, { host: 80, guest: 8080 }] },
+      network: { forwards: [{ host: 8080, guest: 80 }, { host: 8080, guest: 8080 }] },
     };
     let error: unknown;
     try {
@@ -195,9 +195,25 @@ describe('resolveSpec: every problem at once', () => {
       { path: 'memory', message: "64G is more than this host's memory (8G)" },
       { path: 'confidential.type', message: 'sev-snp needs an AMD host with SEV-SNP enabled; this host: no sev_snp flag in /proc/cpuinfo, kvm_amd not loaded' },
       { path: 'disks[1].path', message: 'file does not exist: /x/y' },
-      { path: 'network.forwards[1].host', message: 'tcp host port 80 is already forwarded by network.forwards[0]; each host port can be forwarded once per protocol' },
+      { path: 'network.forwards[1].host', message: 'tcp host port 8080 is already forwarded by network.forwards[0]; each host port can be forwarded once per protocol' },
     ]);
     expect(ve.message.startsWith(`invalid VM spec: name: ${NAME_MSG} "a/b"; accel: "kvm" was requested`)).toBe(true);
+  });
+
+  test('a host port below net.ipv4.ip_unprivileged_port_start is refused: QEMU never runs privileged', () => {
+    const low = { name: 'web', network: { forwards: [{ host: 80, guest: 80 }, { proto: 'udp', host: 1023, guest: 53 }, { host: 1024, guest: 22 }] } };
+    expect(issuesOf(low)).toEqual([
+      {
+        path: 'network.forwards[0].host',
+        message: "host port 80 is below 1024: QEMU runs unprivileged (as root, as the VM's own identity) and this host lets no unprivileged process bind it (net.ipv4.ip_unprivileged_port_start = 1024); forward a port of 1024 or more, or lower that sysctl",
+      },
+      {
+        path: 'network.forwards[1].host',
+        message: "host port 1023 is below 1024: QEMU runs unprivileged (as root, as the VM's own identity) and this host lets no unprivileged process bind it (net.ipv4.ip_unprivileged_port_start = 1024); forward a port of 1024 or more, or lower that sysctl",
+      },
+    ]);
+    // A host whose sysctl lets everyone bind low ports (Docker Desktop, some container hosts): allowed.
+    expect(resolveSpec(low, { ...ctx(), host: { ...ctx().host, unprivilegedPortStart: 0 } }).network).toMatchObject({ mode: 'user', forwards: [{ host: 80 }, { host: 1023 }, { host: 1024 }] });
   });
 
   test('shape errors are all reported too (later checks need the right types)', () => {
