@@ -98,7 +98,7 @@ export class Runtime {
 export { VmService } from './vms.ts';
 export { NodeService, DEFAULT_REMOTE_CLI, INSTALL_DIR, type NodeView, type AddNodeOptions } from './nodes.ts';
 export { routeOf, fileOptions, nodeFiles, nodeUrl, type Route, type NodeFile } from '../nodes/index.ts';
-export { ProjectService, validateProjectOptions, readSshKeys, PROJECT_DEFAULTS } from './projects.ts';
+export { ProjectService, validateProjectOptions, projectStateFor, readSshKeys, PROJECT_DEFAULTS } from './projects.ts';
 export { AppService, appsOf, containerSpec, isDockerArchive, type AppView, type AppLogsOptions, type AppExecOptions } from './apps.ts';
 export { checkAppOptions, parseAppPort, parseRestart, parseEnvFile, type AppPort, type AppSource, type DeployOptions, type ValidatedApp } from './app-options.ts';
 export type { CreateProjectOptions, ProjectView, ProjectInfo, PortsView } from './projects.ts';

@@ -64,6 +64,23 @@ export function projectViews(s: State): ProjectView[] {
     .map((project) => ({ project, vm: s.vms[project.vmId] }));
 }
 
+/**
+ * Pure: the state a project takes from its VM, or undefined when it keeps its
+ * own. Only a project no command is working on (no `op`) follows: `ready`
+ * whose VM crashed becomes `crashed` (with the VM's end and what to run),
+ * `ready` whose VM stopped by itself becomes `stopped`; a `stopped` or
+ * `crashed` project whose VM runs again is `ready`.
+ */
+export function projectStateFor(p: Project, vm: Vm | undefined): { state: Project['state']; lastError?: string } | undefined {
+  if (p.op || !vm || vm.op) return undefined;
+  if (p.state === 'ready' && vm.state === 'crashed') {
+    return { state: 'crashed', lastError: `its VM crashed: ${vm.end?.summary ?? 'it ended unseen'}; start it again: goshipctl project start ${p.name} (the VM's logs: goshipctl vm status ${vm.name})` };
+  }
+  if (p.state === 'ready' && vm.state === 'stopped') return { state: 'stopped', lastError: `its VM stopped: ${vm.end?.summary ?? 'it ended'}; start it: goshipctl project start ${p.name}` };
+  if ((p.state === 'stopped' || p.state === 'crashed') && (vm.state === 'ready' || vm.state === 'running')) return { state: 'ready' };
+  return undefined;
+}
+
 /** A project's forwards: as recorded (applied at every start) and as QEMU has them now (null while stopped). */
 export interface PortsView {
   recorded: PortForward[];
@@ -157,13 +174,25 @@ export class ProjectService {
     return { kind, pid: process.pid, startedAt: this.ctx.now() };
   }
 
-  /** VM reconcile, then projects left half-made by a killed goshipctl become `broken`. */
+  /**
+   * VM reconcile, then projects left half-made by a killed goshipctl become
+   * `broken`, and a project's state follows its VM's where the VM ended
+   * without the project being told (crashed, powered off) or was started
+   * again (`projectStateFor`).
+   */
   async reconcile(): Promise<void> {
     await this.ctx.vms.reconcile();
     const snap = await this.ctx.store.read();
-    if (!Object.values(snap.projects).some((p) => opAbandoned(p.op))) return;
+    const follows = (s: State): boolean => Object.values(s.projects).some((p) => projectStateFor(p, s.vms[p.vmId]) !== undefined);
+    if (!Object.values(snap.projects).some((p) => opAbandoned(p.op)) && !follows(snap)) return;
     await this.ctx.store.update((draft) => {
       for (const p of Object.values(draft.projects)) {
+        const next = projectStateFor(p, draft.vms[p.vmId]);
+        if (next) {
+          p.state = next.state;
+          if (next.lastError === undefined) delete p.lastError;
+          else p.lastError = next.lastError;
+        }
         if (!opAbandoned(p.op)) continue;
         const op = p.op!;
         delete p.op;

@@ -85,7 +85,8 @@ export interface PendingOp {
   startedAt: Timestamp;
 }
 
-export const PROJECT_STATES = ['creating', 'ready', 'stopped', 'deleting', 'broken'] as const;
+/** `crashed`: its VM crashed (reconcile follows the VM; `lastError` says how and what to run). */
+export const PROJECT_STATES = ['creating', 'ready', 'stopped', 'crashed', 'deleting', 'broken'] as const;
 export type ProjectState = (typeof PROJECT_STATES)[number];
 
 /** A project owns one VM per node; every workload of the project runs inside it. */

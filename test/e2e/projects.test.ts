@@ -108,6 +108,17 @@ describe('two projects, each with its own VM', () => {
     const started = await json<ProjectJson>(['project', 'start', 'alpha']);
     expect(started.state).toBe('ready');
 
+    // A project whose VM crashed (kill -9 of its QEMU, no restart policy) says so, with the reason and what to run.
+    process.kill(beta.vm!.pid!, 'SIGKILL');
+    let crashed: ProjectJson | undefined;
+    for (let i = 0; i < 100 && crashed?.state !== 'crashed'; i++) {
+      crashed = (await json<ProjectJson[]>(['project', 'list'])).find((p) => p.name === 'beta');
+      if (crashed?.state !== 'crashed') await new Promise((r) => setTimeout(r, 200));
+    }
+    expect([crashed?.state, crashed?.vm?.state]).toEqual(['crashed', 'crashed']);
+    expect(crashed?.lastError).toMatch(/^its VM crashed: QEMU was killed by SIGKILL.*; start it again: goshipctl project start beta \(the VM's logs: goshipctl vm status beta\)$/);
+    expect((await g(['project', 'list'])).stdout).toMatch(/^beta +local +crashed +crashed /m);
+
     const refuse = await g(['project', 'delete', 'alpha']);
     expect(refuse.code).toBe(4);
     expect(refuse.stderr.split('\n')[0]).toBe('goshipctl: error: project alpha is running');

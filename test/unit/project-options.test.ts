@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { HostFacts } from '../../src/qemu/index.ts';
-import { validateProjectOptions } from '../../src/runtime/projects.ts';
+import { projectStateFor, validateProjectOptions } from '../../src/runtime/projects.ts';
 import { parsePort, portClashes, portOwners } from '../../src/runtime/ports.ts';
-import { emptyState, type State, type Vm } from '../../src/store/index.ts';
+import { emptyState, type Project, type State, type Vm } from '../../src/store/index.ts';
 import { ed25519PublicKey } from '../helpers/ssh-key.ts';
 
 const none = { available: false, evidence: [] };
@@ -114,5 +114,28 @@ describe('host port owners', () => {
     ]);
     expect(portClashes(s, [{ proto: 'udp', host: 8080 }])).toEqual([]);
     expect(portClashes(s, [{ proto: 'tcp', host: 8080 }], 'project api')).toEqual([]);
+  });
+});
+
+describe('projectStateFor: a project follows its VM', () => {
+  const project = (state: Project['state'], op?: Project['op']) => ({ name: 'web', state, ...(op ? { op } : {}) }) as Project;
+  const vm = (state: Vm['state'], end?: string, op?: Vm['op']) => ({ name: 'web', state, ...(end ? { end: { summary: end } } : {}), ...(op ? { op } : {}) }) as unknown as Vm;
+  const op = { kind: 'stop' as const, pid: 1, startedAt: '2026-12-06T00:00:00.000Z' };
+  it.each([
+    ['ready', 'crashed', { state: 'crashed', lastError: "its VM crashed: QEMU was killed by SIGKILL; start it again: goshipctl project start web (the VM's logs: goshipctl vm status web)" }],
+    ['ready', 'stopped', { state: 'stopped', lastError: 'its VM stopped: QEMU was killed by SIGKILL; start it: goshipctl project start web' }],
+    ['crashed', 'ready', { state: 'ready' }],
+    ['stopped', 'running', { state: 'ready' }],
+    ['ready', 'ready', undefined],
+    ['stopped', 'stopped', undefined],
+    ['broken', 'crashed', undefined],
+    ['creating', 'crashed', undefined],
+  ] as const)('project %s, VM %s', (p, v, expected) => {
+    expect(projectStateFor(project(p), vm(v, 'QEMU was killed by SIGKILL'))).toEqual(expected);
+  });
+  it('a project or VM a command is working on keeps its state; a missing VM decides nothing', () => {
+    expect(projectStateFor(project('ready', op), vm('crashed'))).toBeUndefined();
+    expect(projectStateFor(project('ready'), vm('stopped', undefined, op))).toBeUndefined();
+    expect(projectStateFor(project('ready'), undefined)).toBeUndefined();
   });
 });
