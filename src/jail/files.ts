@@ -112,15 +112,25 @@ async function facts(path: string): Promise<PathFacts> {
   return { path, uid: s.uid, gid: s.gid, mode: s.mode };
 }
 
-/** The facts of every directory from `/` down to `path`, and of `path` itself (links resolved: the kernel follows them too). */
-export async function pathChain(path: string): Promise<PathFacts[]> {
-  const real = await realpath(path);
+function dirsAbove(path: string): string[] {
   const parts: string[] = [];
-  for (let p = dirname(real); ; p = dirname(p)) {
+  for (let p = dirname(path); ; p = dirname(p)) {
     parts.unshift(p);
     if (p === '/') break;
   }
-  return Promise.all([...parts, real].map(facts));
+  return parts;
+}
+
+/**
+ * The facts of every directory the kernel passes through to open `path`, and
+ * of the file itself last: the directories of the path as written (a link
+ * among them is followed to the directory it names, whose mode counts) and
+ * those of its real path (where the links lead).
+ */
+export async function pathChain(path: string): Promise<PathFacts[]> {
+  const real = await realpath(path);
+  const dirs = [...new Set([...dirsAbove(resolve(path)), ...dirsAbove(real)])];
+  return Promise.all([...dirs, real].map(facts));
 }
 
 /** The real path of a path a spec names (resolved as given when it does not exist yet). */

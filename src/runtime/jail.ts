@@ -6,7 +6,7 @@
  * its cgroup is made, and the words that start QEMU are built.
  */
 import { stat } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { ValidationError, type Issue } from '../errors.ts';
 import { FILES, type Layout } from '../layout.ts';
 import {
@@ -132,12 +132,13 @@ export async function prepareJail(r: JailRequest): Promise<Jailed> {
     if (vm.paths.seed) await giveFile(vm.paths.seed, { uid: 0, gid: identity.gid }, 0o640);
     // A catalogued image the VM stands on: read-only to every VM, never given to one.
     const base = trustedBase(layout, vm);
+    // (An image directory may be a link to one elsewhere, a cache: passed through as it is, its target checked below.)
     const imagesDir = await realOrResolved(layout.imagesDir);
     const imageFiles = [base?.path, ...namedPaths(config).filter((p) => p.access === 'r').map((p) => p.path)].filter((p): p is string => p !== undefined);
     for (const f of imageFiles) {
       const real = await realOrResolved(f);
+      if (within(resolve(f), resolve(layout.imagesDir)) || within(real, imagesDir)) await ownDir(layout.imagesDir, root, 0o711);
       if (!within(real, imagesDir)) continue;
-      await ownDir(imagesDir, root, 0o711);
       await ownDir(dirname(real), root, 0o711);
       await giveFile(real, root, 0o644, { shared: true });
     }

@@ -7,8 +7,8 @@
  * a squatted run directory refused.
  */
 import { existsSync } from 'node:fs';
-import { chown, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { chown, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ID_REGISTRY, JAIL_ID_BASE, JAIL_ID_COUNT, readQcow2Header } from '../../src/jail/index.ts';
@@ -198,6 +198,21 @@ describe('nothing a VM\'s files say is trusted', () => {
     expect((await stat(target)).uid).toBe(0);
     await rt.vms.destroy('jl-link');
     expect(existsSync(target)).toBe(true);
+  }, 60_000);
+
+  it('a file reached through a link: the directories of the path as written count, not only where the link leads', async () => {
+    const closed = join(env.root, 'closed-link');
+    await mkdir(closed, { mode: 0o700 });
+    await symlink(dirname(guest.kernel), join(closed, 'guest'));
+    const kernel = join(closed, 'guest', basename(guest.kernel));
+    await rt.vms.create({ spec: { ...spec('jl-through'), boot: { kernel, initrd: guest.initrd, cmdline: guest.cmdline } } });
+    const err = (await rt.vms.start('jl-through').catch((e: unknown) => e)) as { code: string; message: string };
+    const uid = (await rt.vms.get('jl-through')).jail!.uid!;
+    expect(err).toMatchObject({
+      code: 'EJAIL',
+      message: `VM jl-through: its QEMU runs as uid ${uid} and could not open what it needs: boot.kernel: VM jl-through's QEMU (uid ${uid}) cannot reach ${guest.kernel}: ${closed} is mode 0700 (0:0) and lets it not pass`,
+    });
+    await rt.vms.destroy('jl-through');
   }, 60_000);
 
   it('a spec that names GoShip\'s state file is refused (exit 2, the field named), and nothing is made', async () => {
