@@ -8,12 +8,12 @@
  * SSH keys, build contexts, the local side of `vm cp`) are staged in a
  * temporary directory on the node, and a download is brought back.
  */
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { GoshipError } from '../errors.ts';
-import { fileOptions, nodeFiles, parseEnvFile, routeOf, type Runtime } from '../runtime/index.ts';
+import { fileOptions, nodeFiles, openPartial, parseEnvFile, routeOf, type Runtime } from '../runtime/index.ts';
 import type { Output } from './output.ts';
 
 type Node = Awaited<ReturnType<Runtime['nodes']['node']>>;
@@ -110,8 +110,9 @@ async function stageOnNode(rt: Runtime, node: Node, args: readonly string[], out
       try {
         if (code !== 0) return;
         for (const f of fetches) {
-          const part = `${f.local}.goship-partial-${process.pid}`;
-          const sink = createWriteStream(part, { mode: 0o600 });
+          // Never a name another user could plant a link at (it was the PID): a random one, made exclusively.
+          const { path: part, handle } = await openPartial(f.local);
+          const sink = handle.createWriteStream();
           const c = await rt.nodes.forward(node, ['cat', '--', f.remote], { raw: true, stdout: sink, stderr: process.stderr });
           await new Promise<void>((res, rej) => sink.end((e?: Error | null) => (e ? rej(e) : res())));
           if (c !== 0) {

@@ -54,6 +54,7 @@ import {
   whenWritable,
   writeDataFrame,
 } from '../protocol/index.ts';
+import { openPartial } from './partial.ts';
 import { AgentClosedError, AgentError, AgentProtocolError, AgentRemoteError, AgentTimeoutError, AgentUnavailableError, TransferLimitError } from './errors.ts';
 
 /** What the agent said about itself in its hello. */
@@ -947,8 +948,7 @@ export class AgentClient {
     if (announced > free) {
       throw new TransferLimitError(`download ${remotePath}: ${announced} bytes do not fit in the ${free} bytes free under ${dirname(localPath)}`);
     }
-    const tmp = `${localPath}.goship-partial-${randomBytes(6).toString('hex')}`;
-    const fh = await open(tmp, 'wx', 0o600);
+    const { path: tmp, handle: fh } = await openPartial(localPath);
     const hash = createHash('sha256');
     let bytes = 0;
     let chain: Promise<void> = Promise.resolve();

@@ -3,6 +3,7 @@
  * Wire format: docs/agent-protocol.md; shared definitions: src/protocol.
  */
 export { AgentClient, EXEC_REPLY_GRACE_MS } from './client.ts';
+export { openPartial, PARTIAL_MARK } from './partial.ts';
 export type {
   AgentClientStats,
   AgentConnectOptions,
