@@ -12,6 +12,7 @@ import { DEFAULT_HOST_ADDR, parsePort, portKey, takenPorts } from './ports.ts';
 import type { Forward, MonitorClient } from '../monitor/index.ts';
 import {
   type App,
+  type PendingOp,
   type PortForward,
   type Project,
   type State,
@@ -79,6 +80,12 @@ export function projectStateFor(p: Project, vm: Vm | undefined): { state: Projec
   if (p.state === 'ready' && vm.state === 'stopped') return { state: 'stopped', lastError: `its VM stopped: ${vm.end?.summary ?? 'it ended'}; start it: goshipctl project start ${p.name}` };
   if ((p.state === 'stopped' || p.state === 'crashed') && (vm.state === 'ready' || vm.state === 'running')) return { state: 'ready' };
   return undefined;
+}
+
+/** Pure: what an app says after a goshipctl working on it was killed. */
+export function appOpInterrupted(op: PendingOp): string {
+  const what = op.kind === 'create' || op.kind === 'start' ? 'deploy' : op.kind === 'delete' ? 'remove' : 'stop';
+  return `${what} was interrupted (goshipctl pid ${op.pid} is gone); what runs in the VM is as that command left it: run it again, or remove the app`;
 }
 
 /** A project's forwards: as recorded (applied at every start) and as QEMU has them now (null while stopped). */
@@ -184,8 +191,15 @@ export class ProjectService {
     await this.ctx.vms.reconcile();
     const snap = await this.ctx.store.read();
     const follows = (s: State): boolean => Object.values(s.projects).some((p) => projectStateFor(p, s.vms[p.vmId]) !== undefined);
-    if (!Object.values(snap.projects).some((p) => opAbandoned(p.op)) && !follows(snap)) return;
+    const abandoned = (s: State): boolean => [...Object.values(s.projects), ...Object.values(s.apps)].some((r) => opAbandoned(r.op));
+    if (!abandoned(snap) && !follows(snap)) return;
     await this.ctx.store.update((draft) => {
+      // An app whose deploy, start or stop was killed half-way: no longer busy; what Docker or systemd runs is the truth, the next deploy replaces it.
+      for (const a of Object.values(draft.apps)) {
+        if (!opAbandoned(a.op)) continue;
+        a.lastError = appOpInterrupted(a.op!);
+        delete a.op;
+      }
       for (const p of Object.values(draft.projects)) {
         const next = projectStateFor(p, draft.vms[p.vmId]);
         if (next) {

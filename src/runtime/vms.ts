@@ -73,6 +73,16 @@ export interface StartVmOptions {
   onAgentProgress?: (p: ConnectProgress) => void;
 }
 
+/** How long a command waits for a guest agent that is not ready, by default. */
+export const DEFAULT_AGENT_WAIT_MS = 30_000;
+
+export interface AgentWaitOptions {
+  /** Wait at most this long for an agent that is not ready (default DEFAULT_AGENT_WAIT_MS). */
+  agentWaitMs?: number;
+  /** Called when the wait begins; what it returns is called when it ends. */
+  onWaiting?: () => () => void;
+}
+
 export interface StopVmOptions {
   force?: boolean;
   timeouts?: Partial<StopTimeouts>;
@@ -640,7 +650,14 @@ export class VmService {
 
   private readonly remote = new Map<string, MonitorClient>();
 
-  async agent(name: string, timeoutMs = 10_000): Promise<AgentClient> {
+  /**
+   * A session with the VM's guest agent, through its monitor. When the agent
+   * is not ready (stopped in the guest, still booting) this waits for it at
+   * most `agentWaitMs` (`onWaiting` is told, for a TTY's progress line), then
+   * fails with when the agent was last ready and what to look at: a command
+   * never hangs on an agent that is down.
+   */
+  async agent(name: string, timeoutMs = 10_000, opts: AgentWaitOptions = {}): Promise<AgentClient> {
     const remote = this.remote.get(name);
     if (remote) {
       this.remote.delete(name);
@@ -648,7 +665,27 @@ export class VmService {
     }
     const vm = await this.get(name);
     if ((vm.config as VmSpec).agent === false) throw new RuntimeError('ENOTSUP', `VM ${name} has no agent port (agent: false in its spec)`);
-    return (await this.monitor(name, timeoutMs)).agent;
+    const monitor = await this.monitor(name, timeoutMs);
+    if (monitor.agent.hello.ready === false) {
+      const waitMs = opts.agentWaitMs ?? DEFAULT_AGENT_WAIT_MS;
+      const done = opts.onWaiting?.();
+      try {
+        await monitor.waitAgent(waitMs);
+      } catch (err) {
+        await monitor.close();
+        const code = (err as { code?: string }).code;
+        if (code === 'EAGENT_RUNTIME') throw new RuntimeError('EAGENT_RUNTIME', `VM ${name}: ${(err as Error).message}`, { hint: AGENT_RUNTIME_HINT, cause: err });
+        const rec = await this.get(name);
+        const seen = rec.agent?.readyAt ? `it was last ready at ${rec.agent.readyAt}` : 'it has not been ready since the VM started';
+        throw new RuntimeError('EAGENT_TIMEOUT', `VM ${name}: its guest agent did not answer within ${Math.round(waitMs / 1000)} s (${seen}): ${(err as Error).message}`, {
+          hint: `read the guest's console (goshipctl vm console ${name}); restart the agent in the guest (systemctl restart goship-agent) or the VM (goshipctl vm stop ${name} && goshipctl vm start ${name}); --agent-timeout S waits longer`,
+          cause: err,
+        });
+      } finally {
+        done?.();
+      }
+    }
+    return monitor.agent;
   }
 
   /** The forwards QEMU has now, through the monitor (undefined when the VM is not running). */

@@ -15,6 +15,8 @@ import { processMarker, waitGone } from '../../src/qemu/index.ts';
 import { Runtime } from '../../src/runtime/index.ts';
 import type { AgentClient } from '../../src/serial/index.ts';
 import type { Vm } from '../../src/store/index.ts';
+import { goshipctl } from '../helpers/cli.ts';
+import { until } from '../helpers/net.ts';
 import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
 import { ed25519PublicKey } from '../helpers/ssh-key.ts';
 
@@ -135,6 +137,31 @@ describe('the agent in a real Debian guest', () => {
     expect(down.sha256).toBe(want);
     expect(await sha256(back)).toBe(want);
     expect(down.mode & 0o777).toBe(0o640);
+  }, 300_000);
+
+  it('an agent that is down: vm exec waits at most --agent-timeout and says when it was last ready and what to look at; back, exec works', async () => {
+    // Stopped a moment after this exec has its answer, started again 30 s later: transient timers of the guest's systemd.
+    const timer = (s: number, verb: string) => `systemd-run --quiet --on-active=${s} --timer-property=AccuracySec=10ms systemctl ${verb} goship-agent`;
+    await run(['sh', '-c', `${timer(1, 'stop')} && ${timer(30, 'start')}`]);
+    await agent.close();
+    await until('the monitor to see the agent gone', async () => {
+      const m = await rt.vms.monitor('e2e-agent');
+      try {
+        return m.agent.hello.ready === false ? true : undefined;
+      } finally {
+        await m.close();
+      }
+    }, 60_000, 250);
+    const r = await goshipctl(['vm', 'exec', 'e2e-agent', '--agent-timeout', '3', '--', 'true'], env.env);
+    expect(r.code).toBe(1);
+    const [line, hint] = r.stderr.split('\n');
+    expect(line).toMatch(/^goshipctl: error: VM e2e-agent: its guest agent did not answer within 3 s \(it was last ready at \d{4}-\d\d-\d\dT[\d:.]+Z\): no hello from the guest agent within 3000 ms$/);
+    expect(hint).toBe(
+      "hint: read the guest's console (goshipctl vm console e2e-agent); restart the agent in the guest (systemctl restart goship-agent) or the VM (goshipctl vm stop e2e-agent && goshipctl vm start e2e-agent); --agent-timeout S waits longer",
+    );
+    const back = await goshipctl(['vm', 'exec', 'e2e-agent', '--agent-timeout', '180', '--', 'echo', 'back'], env.env);
+    expect([back.code, back.stdout.trim()]).toEqual([0, 'back']);
+    agent = await rt.vms.agent('e2e-agent', 30_000);
   }, 300_000);
 
   it('the base image is unchanged after the VM wrote to its disk', async () => {

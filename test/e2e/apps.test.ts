@@ -177,6 +177,25 @@ describe('an app built in the VM from a Dockerfile', () => {
     expect((await json<AppJson>(['app', 'info', 'shop', 'site'])).container?.name).toBe('goship-site-2');
   }, 900_000);
 
+  it('kill -9 of goshipctl in the middle of a deploy: the app is not left busy; the next commands work, and it says what happened', async () => {
+    const dir = await context('slow', { run: ['/bin/busybox', 'sh', '-c', 'echo building slowly; sleep 60'] });
+    const child = execa(process.execPath, [CLI, 'app', 'deploy', 'shop', 'site', '--build', dir, '--port', `${web}:80`], { env: env.env, reject: false });
+    let seen = '';
+    child.stderr?.on('data', (d: Buffer) => (seen += d.toString()));
+    child.stdout?.on('data', (d: Buffer) => (seen += d.toString()));
+    await until('the slow build to start', async () => (seen.includes('building slowly') ? true : undefined), 300_000, 100);
+    child.kill('SIGKILL');
+    await child;
+    const a = await json<AppJson>(['app', 'info', 'shop', 'site']);
+    expect([a.generation, a.container?.name]).toEqual([2, 'goship-site-2']);
+    expect(a.lastError).toMatch(/^deploy was interrupted \(goshipctl pid \d+ is gone\)/);
+    expect(await page(web)).toBe('hello from v2\n');
+    const stop = await g(['app', 'stop', 'shop', 'site']);
+    expect([stop.code, stop.stderr]).toEqual([0, '']);
+    expect((await g(['app', 'start', 'shop', 'site'])).code).toBe(0);
+    expect(await page(web)).toBe('hello from v2\n');
+  }, 900_000);
+
   it('an agent restart leaves the containers alone', async () => {
     const before = await json<AppJson>(['app', 'info', 'shop', 'site']);
     const pids = await restartGuestAgent(guest);

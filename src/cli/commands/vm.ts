@@ -204,9 +204,22 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
       process.stdout.write(`${JSON.stringify({ return: reply }, null, ctx.out.json ? 2 : undefined)}\n`);
     });
 
-  cli.command('ping <name>', 'round-trip time to the guest agent').action(async (name: string) => {
+  /** The VM's agent session: a TTY shows that it waits for an agent that is not ready, at most --agent-timeout (default 30 s). */
+  const guestAgent = async (name: string) => {
     const rt = await ctx.runtime();
-    const agent = await rt.vms.agent(name);
+    const waitMs = secondsOption(a, 'agent-timeout');
+    return rt.vms.agent(name, undefined, {
+      ...(waitMs ? { agentWaitMs: waitMs } : {}),
+      onWaiting: () => {
+        const p = ctx.out.progress(`waiting for the guest agent of VM ${name}`);
+        return () => p.done();
+      },
+    });
+  };
+  const AGENT_TIMEOUT = ['--agent-timeout <seconds>', 'how long to wait for a guest agent that is not ready (default 30)'] as const;
+
+  cli.command('ping <name>', 'round-trip time to the guest agent').option(...AGENT_TIMEOUT).action(async (name: string) => {
+    const agent = await guestAgent(name);
     try {
       const r = await agent.ping();
       // A monitor that has just started or adopted the VM says hello before its agent session is
@@ -217,9 +230,8 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
     }
   });
 
-  cli.command('info <name>', 'what the guest agent reports: hostname, kernel, uptime, memory, disk, load').action(async (name: string) => {
-    const rt = await ctx.runtime();
-    const agent = await rt.vms.agent(name);
+  cli.command('info <name>', 'what the guest agent reports: hostname, kernel, uptime, memory, disk, load').option(...AGENT_TIMEOUT).action(async (name: string) => {
+    const agent = await guestAgent(name);
     try {
       const i = await agent.info();
       ctx.out.result(i, () =>
@@ -244,6 +256,7 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
     .option('--env <KEY=VALUE>', 'environment variable (repeatable)')
     .option('--timeout <seconds>', 'kill the command after this long')
     .option('-t, --tty', 'run it on a pseudo-terminal')
+    .option(...AGENT_TIMEOUT)
     .example('goshipctl vm exec web -- uname -a')
     .action(async (name: string, command: string[], o: { '--'?: string[]; tty?: boolean }) => {
       const argv = [...command, ...(o['--'] ?? [])];
@@ -256,8 +269,7 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
       }
       const cwd = rawValue(a, 'cwd');
       const timeoutMs = secondsOption(a, 'timeout');
-      const rt = await ctx.runtime();
-      const agent = await rt.vms.agent(name);
+      const agent = await guestAgent(name);
       try {
         const r = await agent.exec(argv, {
           env,
@@ -283,14 +295,14 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
     .command('cp <src> <dst>', 'copy a file into or out of a VM: vm cp FILE NAME:/PATH, vm cp NAME:/PATH FILE')
     .option('--mode <octal>', 'file mode in the guest (upload), e.g. 0644')
     .option('--max-size <size>', `largest file taken from the guest (download; default ${DEFAULT_CP_MAX_SIZE})`)
+    .option(...AGENT_TIMEOUT)
     .action(async (src: string, dst: string) => {
       const s = parseCpTarget(src);
       const d = parseCpTarget(dst);
-      const rt = await ctx.runtime();
       if ('local' in s && 'vm' in d) {
         const modeRaw = rawValue(a, 'mode');
         if (modeRaw !== undefined && !/^0?[0-7]{3,4}$/.test(modeRaw)) throw new GoshipError('EINVALID', `--mode: expected an octal mode like 0644, got "${modeRaw}"`);
-        const agent = await rt.vms.agent(d.vm);
+        const agent = await guestAgent(d.vm);
         try {
           const r = await agent.upload(s.local, d.path, modeRaw ? { mode: parseInt(modeRaw, 8) } : {});
           ctx.out.result(r, () => `${s.local} → ${d.vm}:${d.path} (${bytes(r.bytes)}, sha256 ${r.sha256})`);
@@ -299,7 +311,7 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
         }
       } else if ('vm' in s && 'local' in d) {
         const maxBytes = sizeOption(a, 'max-size') ?? DEFAULT_CP_MAX_BYTES;
-        const agent = await rt.vms.agent(s.vm);
+        const agent = await guestAgent(s.vm);
         try {
           const r = await agent.download(s.path, d.local, { maxBytes, signal: ctx.signal });
           ctx.out.result(r, () => `${s.vm}:${s.path} → ${d.local} (${bytes(r.bytes)}, sha256 ${r.sha256})`);
