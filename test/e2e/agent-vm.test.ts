@@ -15,7 +15,8 @@ import { processMarker, waitGone } from '../../src/qemu/index.ts';
 import { Runtime } from '../../src/runtime/index.ts';
 import type { AgentClient } from '../../src/serial/index.ts';
 import type { Vm } from '../../src/store/index.ts';
-import { goshipctl } from '../helpers/cli.ts';
+import { execa } from 'execa';
+import { CLI, goshipctl } from '../helpers/cli.ts';
 import { until } from '../helpers/net.ts';
 import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
 import { ed25519PublicKey } from '../helpers/ssh-key.ts';
@@ -138,6 +139,20 @@ describe('the agent in a real Debian guest', () => {
     expect(await sha256(back)).toBe(want);
     expect(down.mode & 0o777).toBe(0o640);
   }, 300_000);
+
+  it('on a terminal, vm exec shows a guest\'s control sequences instead of obeying them (colour passes); --raw and pipes keep the bytes', async () => {
+    const printf = ['printf', '\\033]0;pwned\\007\\033[31mred\\033[0m\\033[2J'];
+    // script(1) gives goshipctl a terminal for its stdout, as a person's shell would.
+    const onTty = async (extra: string[]) => {
+      const words = [process.execPath, CLI, 'vm', 'exec', 'e2e-agent', ...extra, '--', ...printf].map((w) => `'${w.replace(/'/g, "'\\''")}'`).join(' ');
+      const r = await execa('script', ['-qec', words, '/dev/null'], { env: env.env, reject: false });
+      return r.stdout;
+    };
+    expect(await onTty([])).toBe('^[]0;pwned^G\x1b[31mred\x1b[0m^[[2J');
+    expect(await onTty(['--raw'])).toBe('\x1b]0;pwned\x07\x1b[31mred\x1b[0m\x1b[2J');
+    const piped = await goshipctl(['vm', 'exec', 'e2e-agent', '--', ...printf], env.env);
+    expect(piped.stdout).toBe('\x1b]0;pwned\x07\x1b[31mred\x1b[0m\x1b[2J');
+  }, 120_000);
 
   it('an agent that is down: vm exec waits at most --agent-timeout and says when it was last ready and what to look at; back, exec works', async () => {
     // Stopped a moment after this exec has its answer, started again 30 s later: transient timers of the guest's systemd.

@@ -7,6 +7,7 @@ import { GoshipError } from '../../errors.ts';
 import type { AppSource, AppView } from '../../runtime/index.ts';
 import { durationOption, intOption, rawValue, rawValues } from '../args.ts';
 import { type CommandContext, since } from '../context.ts';
+import { guestSink } from '../terminal.ts';
 import { EXIT, table } from '../output.ts';
 
 /** The stable --json shape of an app. */
@@ -197,7 +198,8 @@ export function registerApp(cli: CAC, ctx: CommandContext): void {
     .option('--tail <n>', 'only the last N lines')
     .option('--since <duration>', 'only output since then, e.g. 10m, 2h, 30s')
     .option('--timestamps', 'prefix each line with its time')
-    .action(async (project: string, app: string, o: { follow?: boolean; timestamps?: boolean }) => {
+    .option('--raw', 'output as it is, control sequences too (on a terminal they are shown, not obeyed)')
+    .action(async (project: string, app: string, o: { follow?: boolean; timestamps?: boolean; raw?: boolean }) => {
       const rt = await ctx.runtime();
       const tail = intOption(a, 'tail', 'a whole number of lines');
       const sinceSec = durationOption(a, 'since');
@@ -206,8 +208,8 @@ export function registerApp(cli: CAC, ctx: CommandContext): void {
         timestamps: o.timestamps === true,
         ...(tail !== undefined ? { tail } : {}),
         ...(sinceSec !== undefined ? { sinceSec } : {}),
-        stdout: process.stdout,
-        stderr: process.stderr,
+        stdout: guestSink(process.stdout, o.raw === true),
+        stderr: guestSink(process.stderr, o.raw === true),
         signal: ctx.signal,
       });
     });
@@ -216,7 +218,8 @@ export function registerApp(cli: CAC, ctx: CommandContext): void {
     .command('exec <project> <app> [...command]', "run a command in the app's container; exits with its code")
     .option('-t, --tty', 'a terminal (with its window size)')
     .option('-i, --interactive', 'pass stdin through')
-    .action(async (project: string, app: string, command: string[], o: { '--'?: string[]; tty?: boolean; interactive?: boolean }) => {
+    .option('--raw', 'output as it is, control sequences too (on a terminal they are shown, not obeyed; -t is always raw)')
+    .action(async (project: string, app: string, command: string[], o: { '--'?: string[]; tty?: boolean; interactive?: boolean; raw?: boolean }) => {
       const argv = [...command, ...(o['--'] ?? [])];
       if (argv.length === 0) throw new GoshipError('EUSAGE', 'app exec: no command given', { hint: 'goshipctl app exec PROJECT APP -- CMD ARGS' });
       const rt = await ctx.runtime();
@@ -232,8 +235,8 @@ export function registerApp(cli: CAC, ctx: CommandContext): void {
         const code = await rt.apps.exec(project, app, argv, {
           tty,
           ...(o.interactive ? { stdin: process.stdin } : {}),
-          stdout: process.stdout,
-          stderr: process.stderr,
+          stdout: guestSink(process.stdout, o.raw === true || tty),
+          stderr: guestSink(process.stderr, o.raw === true || tty),
           ...(ctl ? { ctl } : {}),
           ...(tty && process.stdout.rows && process.stdout.columns ? { rows: process.stdout.rows, cols: process.stdout.columns } : {}),
           signal: ctx.signal,

@@ -9,6 +9,7 @@ import { LIVE_STATES, loadSpecFile, type Vm } from '../../runtime/index.ts';
 import { rawValue, rawValues, secondsOption, sizeOption } from '../args.ts';
 import { type CommandContext, bytes, shellQuote, since } from '../context.ts';
 import { EXIT, table } from '../output.ts';
+import { guestSink } from '../terminal.ts';
 
 /** What `vm cp NAME:/PATH FILE` takes at most from a guest unless --max-size says otherwise: a guest must not fill the host's disk. */
 export const DEFAULT_CP_MAX_SIZE = '1G';
@@ -50,17 +51,19 @@ async function consoleFiles(path: string): Promise<string[]> {
 }
 
 /** Prints what the console log files hold. */
-async function printConsole(ctx: CommandContext, path: string): Promise<void> {
+async function printConsole(path: string, raw: boolean): Promise<void> {
   const files = await consoleFiles(path);
   if (files.length === 0) throw new GoshipError('ENOTFOUND', `no console log yet: ${path}`, { hint: 'start the VM first' });
+  const out = guestSink(process.stdout, raw);
   for (const f of files) {
     await new Promise<void>((resolve, reject) => {
       createReadStream(f)
-        .on('data', (c) => ctx.out.write(c as Buffer))
+        .on('data', (c) => out.write(c as Buffer))
         .on('end', resolve)
         .on('error', reject);
     });
   }
+  if (out !== (process.stdout as unknown)) await new Promise<void>((resolve) => out.end(resolve));
 }
 
 export function registerVm(cli: CAC, ctx: CommandContext): void {
@@ -175,15 +178,16 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
   cli
     .command('console <name>', 'show the serial console log (-f follows)')
     .option('-f, --follow', 'keep printing new output')
-    .action(async (name: string, o: { follow?: boolean }) => {
+    .option('--raw', "the guest's bytes as they are, control sequences too (on a terminal they are shown, not obeyed)")
+    .action(async (name: string, o: { follow?: boolean; raw?: boolean }) => {
       const rt = await ctx.runtime();
       await rt.vms.reconcile();
       const vm = await rt.vms.get(name);
-      if (!o.follow || !LIVE_STATES.has(vm.state)) return printConsole(ctx, vm.paths.consoleLog);
+      if (!o.follow || !LIVE_STATES.has(vm.state)) return printConsole(vm.paths.consoleLog, o.raw === true);
       // The VM's monitor writes console.log: it sends what the files hold, then every new byte.
       const monitor = await rt.vms.monitor(name);
       try {
-        await monitor.console(process.stdout, { from: 'start', signal: ctx.signal });
+        await monitor.console(guestSink(process.stdout, o.raw === true), { from: 'start', signal: ctx.signal });
       } finally {
         await monitor.close();
       }
@@ -257,8 +261,9 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
     .option('--timeout <seconds>', 'kill the command after this long')
     .option('-t, --tty', 'run it on a pseudo-terminal')
     .option(...AGENT_TIMEOUT)
+    .option('--raw', 'output as it is, control sequences too (on a terminal they are shown, not obeyed; -t is always raw)')
     .example('goshipctl vm exec web -- uname -a')
-    .action(async (name: string, command: string[], o: { '--'?: string[]; tty?: boolean }) => {
+    .action(async (name: string, command: string[], o: { '--'?: string[]; tty?: boolean; raw?: boolean }) => {
       const argv = [...command, ...(o['--'] ?? [])];
       if (argv.length === 0) throw new GoshipError('EUSAGE', 'vm exec: no command given', { hint: 'goshipctl vm exec NAME -- CMD ARGS' });
       const env: Record<string, string> = {};
@@ -278,8 +283,9 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
           ...(o.tty ? { tty: true } : {}),
           ...(o.tty && process.stdout.rows && process.stdout.columns ? { rows: process.stdout.rows, cols: process.stdout.columns } : {}),
           ...(process.stdin.isTTY ? {} : { stdin: process.stdin }),
-          stdout: process.stdout,
-          stderr: process.stderr,
+          // A terminal session (-t) is the guest's to draw on; otherwise a terminal gets no control sequence from the guest.
+          stdout: guestSink(process.stdout, o.raw === true || o.tty === true),
+          stderr: guestSink(process.stderr, o.raw === true || o.tty === true),
           signal: ctx.signal,
         });
         if (ctx.out.json) process.stderr.write(`${JSON.stringify(r)}\n`);
