@@ -45,6 +45,7 @@ import { type App, type AppKind, type AppSpecRecord, type Project, type State, t
 import { checkAppOptions, type AppPort, type AppSource, type DeployOptions, type ValidatedApp } from './app-options.ts';
 import { PortTakenError, RuntimeError, busyError, stateError } from './errors.ts';
 import { trace } from './trace.ts';
+import { lineWriter, tailCollector } from './bounded.ts';
 import { DEFAULT_HOST_ADDR, portKey, takenPorts } from './ports.ts';
 import { LIVE_STATES } from './reconcile.ts';
 import type { VmService } from './vms.ts';
@@ -439,10 +440,10 @@ export class AppService {
   }
 
   private async logTail(agent: AgentClient, container: string): Promise<string> {
-    const chunks: Buffer[] = [];
-    const w = collector(chunks);
-    await agent.callStreaming(APP_METHODS.logs, { container, follow: false, tail: 10, timestamps: false }, { stdout: w, stderr: w, timeoutMs: 30_000 }).catch(() => undefined);
-    return Buffer.concat(chunks).toString('utf8').trim().split('\n').slice(-5).join(' | ').slice(0, 800);
+    // The last 10 lines, as asked of Docker, but one of them may be endless: only the last bytes are kept.
+    const tail = tailCollector();
+    await agent.callStreaming(APP_METHODS.logs, { container, follow: false, tail: 10, timestamps: false }, { stdout: tail.stream, stderr: tail.stream, timeoutMs: 30_000 }).catch(() => undefined);
+    return tail.bytes().toString('utf8').trim().split('\n').slice(-5).join(' | ').slice(-800);
   }
 
   /**
@@ -653,29 +654,3 @@ export function appsOf(s: State, project: string): App[] {
   return Object.values(s.apps).filter((a) => a.project === project);
 }
 
-/** A Writable that turns progress bytes into lines. */
-function lineWriter(onLine: (line: string) => void): Writable {
-  let rest = '';
-  return new Writable({
-    write(chunk: Buffer, _e, cb) {
-      rest += chunk.toString('utf8');
-      const lines = rest.split('\n');
-      rest = lines.pop() ?? '';
-      for (const l of lines) onLine(l);
-      cb();
-    },
-    final(cb) {
-      if (rest) onLine(rest);
-      cb();
-    },
-  });
-}
-
-function collector(chunks: Buffer[]): Writable {
-  return new Writable({
-    write(chunk: Buffer, _e, cb) {
-      chunks.push(chunk);
-      cb();
-    },
-  });
-}
