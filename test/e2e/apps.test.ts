@@ -177,6 +177,19 @@ describe('an app built in the VM from a Dockerfile', () => {
     expect((await json<AppJson>(['app', 'info', 'shop', 'site'])).container?.name).toBe('goship-site-2');
   }, 900_000);
 
+  it('a build context\'s .dockerignore is honoured: what it excludes (a secret, .git) never reaches the VM', async () => {
+    const dir = await context('ignored', { page: 'public page\n', run: ['/bin/busybox', 'sh', '-c', 'test ! -e /www/.env && test ! -e /www/.git && echo the secrets stayed home'] });
+    await writeFile(join(dir, 'www', '.env'), 'TOKEN=s3cret\n');
+    await mkdir(join(dir, 'www', '.git'));
+    await writeFile(join(dir, 'www', '.git', 'config'), '[core]\n');
+    await writeFile(join(dir, '.dockerignore'), '**/.env\n**/.git\n');
+    const r = await g(['app', 'deploy', 'shop', 'ignored', '--build', dir, '--port', `${spare}:80`]);
+    expect([r.code, r.stderr]).toEqual([0, expect.stringContaining('the secrets stayed home')]);
+    expect(await page(spare)).toBe('public page\n');
+    expect((await guest('docker run --rm --entrypoint /bin/busybox goship/ignored:1 ls -A /www')).trim().split('\n')).toEqual(['index.html']);
+    expect((await g(['app', 'remove', 'shop', 'ignored'])).code).toBe(0);
+  }, 900_000);
+
   it('kill -9 of goshipctl in the middle of a deploy: the app is not left busy; the next commands work, and it says what happened', async () => {
     const dir = await context('slow', { run: ['/bin/busybox', 'sh', '-c', 'echo building slowly; sleep 60'] });
     const child = execa(process.execPath, [CLI, 'app', 'deploy', 'shop', 'site', '--build', dir, '--port', `${web}:80`], { env: env.env, reject: false });
