@@ -4,9 +4,9 @@
  * stderr and exit code (src/runtime/nodes.ts). Everything else runs here.
  *
  * A file argument names a file on this host, which the node cannot read:
- * `--env-file` is sent as its `--env` lines; the others (programs, archives,
- * SSH keys, build contexts, the local side of `vm cp`) are staged in a
- * temporary directory on the node, and a download is brought back.
+ * each (programs, archives, SSH keys, env files, build contexts, the local
+ * side of `vm cp`) is staged in a private temporary directory on the node,
+ * and a download is brought back. Values never travel as argv words.
  */
 import { createReadStream } from 'node:fs';
 import { readFile, rename, rm, stat } from 'node:fs/promises';
@@ -29,20 +29,20 @@ function imageOf(args: readonly string[]): string {
   return 'default';
 }
 
-/** The argv for a node with --env-file expanded into --env words (a node cannot read this host's files). */
-async function expandEnvFiles(args: readonly string[]): Promise<string[]> {
-  const files = fileOptions(args).filter((f) => f.flag === '--env-file');
-  const out = [...args];
-  for (const f of files.reverse()) {
+/**
+ * Checks each --env-file here, where it is read, before anything moves. It
+ * goes to the node as a file (staged in the private directory, like the
+ * others), never expanded into --env words: `ps` on either host would show
+ * the values.
+ */
+async function checkEnvFiles(args: readonly string[]): Promise<void> {
+  for (const f of fileOptions(args).filter((x) => x.flag === '--env-file')) {
     const text = await readFile(f.path, 'utf8').catch((cause: unknown) => {
       throw new GoshipError('EREAD', `--env-file: cannot read ${f.path}`, { cause });
     });
     const parsed = parseEnvFile(text);
     if (parsed.issues.length > 0) throw new GoshipError('EINVALID', `--env-file ${f.path}: ${parsed.issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`);
-    const width = out[f.at]!.includes('=') ? 1 : 2;
-    out.splice(f.at, width, ...parsed.env.flatMap((kv) => ['--env', kv]));
   }
-  return out;
 }
 
 /** A file name that is safe as the last part of a path on the node (busybox runs by its name: it is kept when it can be). */
@@ -59,8 +59,8 @@ const safeName = (path: string): string => {
  * directory on the node.
  */
 async function stageOnNode(rt: Runtime, node: Node, args: readonly string[], out: Output): Promise<{ argv: string[]; done: (code: number) => Promise<void> }> {
-  // Planned on the expanded argv: the --env words moved the positions.
-  let argv = await expandEnvFiles(args);
+  await checkEnvFiles(args);
+  let argv = [...args];
   const files = nodeFiles(argv);
   if (files.length === 0) return { argv, done: async () => undefined };
   const modes = new Map<number, string>();

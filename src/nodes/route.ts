@@ -124,9 +124,7 @@ export interface NodeFile {
 
 /** The files `args` (a command for a node) names on this host. Pure. */
 export function nodeFiles(args: readonly string[]): NodeFile[] {
-  const out: NodeFile[] = fileOptions(args)
-    .filter((f) => f.flag !== '--env-file')
-    .map((f) => ({ kind: f.flag === '--build' ? 'dir' : 'file', path: f.path, flag: f.flag, at: f.at, width: args[f.at]!.includes('=') ? 1 : 2 }));
+  const out: NodeFile[] = fileOptions(args).map((f) => ({ kind: f.flag === '--build' ? 'dir' : 'file', path: f.path, flag: f.flag, at: f.at, width: args[f.at]!.includes('=') ? 1 : 2 }));
   if (args[0] === 'vm' && args[1] === 'cp') {
     const ops = positionals(args, 2);
     const remote = ops.findIndex((p) => /^[a-z0-9][a-z0-9-]{0,62}:/.test(p.word));

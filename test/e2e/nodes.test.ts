@@ -12,7 +12,7 @@
  * local node unaffected, node remove.
  */
 import { existsSync } from 'node:fs';
-import { chmod, copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -139,6 +139,34 @@ describe('a second node over SSH', () => {
     expect(await readFile(join(back, 'up.txt'), 'utf8')).toBe('sent to the node\n');
     const left = await execa('sh', ['-c', 'ls -d /tmp/goship-stage.* 2>/dev/null | wc -l']);
     expect(left.stdout.trim()).toBe('0');
+  }, 600_000);
+
+  it('--env-file goes to the node as a private staged file: its values are in no command line on either host, and the app gets them', async () => {
+    const secret = `s3cret-${Date.now()}`;
+    const envFile = join(env.root, 'app.env');
+    await writeFile(envFile, `GREETING=${secret}\n`, { mode: 0o600 });
+    // Every command line on this machine (this host and the node, sshd on loopback) while the deploy runs.
+    let seen = '';
+    let watching = true;
+    const watch = (async () => {
+      while (watching) {
+        for (const pid of await readdir('/proc')) {
+          if (!/^\d+$/.test(pid)) continue;
+          const cmd = await readFile(`/proc/${pid}/cmdline`, 'latin1').catch(() => '');
+          if (cmd.includes(secret)) seen = cmd.replace(/\0/g, ' ');
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    try {
+      await ok(['app', 'deploy', 'far', 'envy', '--command', '--env-file', envFile, '--', '/bin/sh', '-c', 'echo "$GREETING" > /var/tmp/greeting; exec sleep 3600']);
+    } finally {
+      watching = false;
+      await watch;
+    }
+    expect(seen).toBe('');
+    expect((await ok(['vm', 'exec', 'far', '--', 'cat', '/var/tmp/greeting'])).trim()).toBe(secret);
+    await ok(['app', 'remove', 'far', 'envy']);
   }, 600_000);
 
   it('project list and app list show both nodes', async () => {

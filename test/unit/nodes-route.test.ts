@@ -34,9 +34,10 @@ describe('which project a command line is about', () => {
 });
 
 describe('nodeFiles', () => {
-  it('file options as the words to replace, --build as a directory, --env-file left to its own expansion', () => {
+  it('file options as the words to replace, --build as a directory, --env-file staged as a file (its values never become argv words)', () => {
     expect(nodeFiles(['app', 'deploy', 'web', 'bb', '--binary', './busybox', '--env-file', 'e.env', '--', 'httpd'])).toEqual([
       { kind: 'file', path: './busybox', flag: '--binary', at: 4, width: 2 },
+      { kind: 'file', path: 'e.env', flag: '--env-file', at: 6, width: 2 },
     ]);
     expect(nodeFiles(['app', 'deploy', 'web', 'site', '--build=ctx', '--port', '8080:80'])).toEqual([{ kind: 'dir', path: 'ctx', flag: '--build', at: 4, width: 1 }]);
     expect(nodeFiles(['project', 'create', 'web', '--ssh-key', 'k.pub', '--image-archive', 'a.tar'])).toEqual([
