@@ -32,6 +32,7 @@ import {
   appDir,
   appOfUnit,
   dataDir,
+  envFile,
   generationDir,
   journalArgv,
   journalLine,
@@ -43,6 +44,7 @@ import {
   parsePasswd,
   parseShow,
   procState,
+  renderEnvFile,
   renderUnit,
   unitCgroupProcs,
   unitName,
@@ -336,6 +338,10 @@ async function applyMethod(_call: Call, raw: unknown): Promise<ProcApplyResult> 
     workdir: spec.workdir ?? dataDir(spec.app),
     createdAt: oldMeta?.createdAt ?? Math.floor(Date.now() / 1000),
   };
+  if (spec.env.length > 0) {
+    await mkdir(generationDir(spec.app, spec.generation), { recursive: true, mode: 0o711 });
+    await writeAtomic(envFile(spec.app, spec.generation), renderEnvFile(spec.env), 0o600);
+  }
   const installed = await install(spec.app, renderUnit(spec, program, meta), meta);
   const started = await startAndSettle(spec.app, spec.settleMs, spec.readyPorts, installed);
   if (started.ok) {

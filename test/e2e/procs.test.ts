@@ -171,6 +171,19 @@ describe('a program already in the guest (--command)', () => {
     expect((await info('flaky')).state).toBe('stopped');
   }, 300_000);
 
+  it('--env values reach the program from a root-only file: the world-readable unit and other guest users never see them', async () => {
+    const secret = 'p4ss "quoted" $NOT_EXPANDED';
+    await ok(['app', 'deploy', 'work', 'envy', '--command', '--env', `SECRET=${secret}`, '--', '/bin/sh', '-c', 'printf %s "$SECRET" > /var/tmp/envy-secret; exec sleep 3600']);
+    expect(await guest('cat /var/tmp/envy-secret')).toBe(secret);
+    const unit = await guest('cat /etc/systemd/system/goship-app-envy.service');
+    expect(unit).toContain('EnvironmentFile=/var/lib/goship/apps/envy/1/app.env');
+    expect(unit).not.toContain('p4ss');
+    expect((await guest('stat -c "%U %a" /etc/systemd/system/goship-app-envy.service /var/lib/goship/apps/envy/1/app.env')).trim().split('\n')).toEqual(['root 644', 'root 600']);
+    // The app's own user (and so any other) cannot read the file.
+    expect((await g(['vm', 'exec', 'work', '--', 'runuser', '-u', 'goship-envy', '--', 'cat', '/var/lib/goship/apps/envy/1/app.env'])).code).not.toBe(0);
+    await ok(['app', 'remove', 'work', 'envy']);
+  }, 300_000);
+
   it('a program that exits at once on its first deploy is not recorded, and leaves nothing in the guest', async () => {
     const r = await g(['app', 'deploy', 'work', 'dud', '--command', '--restart', 'always', '--', '/bin/sh', '-c', 'echo cannot run here >&2; exit 1']);
     expect(r.code).toBe(1);

@@ -13,6 +13,7 @@ import {
   parsePasswd,
   parseShow,
   procState,
+  renderEnvFile,
   renderUnit,
   restartSettings,
   unitPathValue,
@@ -53,7 +54,8 @@ describe('the unit of a process app', () => {
         'ExecStart="/var/lib/goship/apps/files/3/busybox" "httpd" "-f" "-p" "8080"',
         'User=goship-files',
         'WorkingDirectory=/var/lib/goship/apps/files/data',
-        'Environment="GREETING=100%% \\"real\\" $HOME"',
+        // The values are in a root-only file, not in the world-readable unit.
+        'EnvironmentFile=/var/lib/goship/apps/files/3/app.env',
         'Restart=always',
         'RestartSec=1',
         'TimeoutStopSec=10',
@@ -68,6 +70,13 @@ describe('the unit of a process app', () => {
         '',
       ].join('\n'),
     );
+  });
+
+  it('its environment file: KEY="VALUE" lines, nothing in them expands, a newline stays', () => {
+    expect(renderEnvFile(['GREETING=100% "real" $HOME', 'PATHLIKE=a\\b`c`', 'MULTI=one\ntwo', 'EMPTY='])).toBe(
+      ['GREETING="100% \\"real\\" \\$HOME"', 'PATHLIKE="a\\\\b\\`c\\`"', 'MULTI="one\ntwo"', 'EMPTY=""', ''].join('\n'),
+    );
+    expect(renderUnit({ ...spec, env: [] }, spec.argv[0]!, { user: 'goship-files', ownUser: true, workdir: '/w' })).not.toContain('Environment');
   });
 
   it('a given user gets no hardening of GoShip\'s; no limits when none are asked', () => {

@@ -24,6 +24,8 @@ export const appDir = (app: string): string => `${APPS_ROOT}/${app}`;
 export const generationDir = (app: string, generation: number): string => `${appDir(app)}/${generation}`;
 export const dataDir = (app: string): string => `${appDir(app)}/data`;
 export const metaFile = (app: string): string => `${appDir(app)}/app.json`;
+/** The app's environment (root, 0600): systemd reads it as root before it starts the program as the app's user; no other guest user can. */
+export const envFile = (app: string, generation: number): string => `${generationDir(app, generation)}/app.env`;
 
 /** The app's name back from its unit's file name, or undefined. */
 export function appOfUnit(file: string): string | undefined {
@@ -112,7 +114,8 @@ export function renderUnit(spec: ProcSpec, program: string, meta: Pick<ProcMeta,
     `ExecStart=${exec}`,
     `User=${meta.user}`,
     `WorkingDirectory=${unitPathValue(meta.workdir)}`,
-    ...spec.env.map((kv) => `Environment=${unitQuote(kv, false)}`),
+    // The values live in a root-only file: the unit itself is world-readable (0644), as systemd wants it.
+    ...(spec.env.length > 0 ? [`EnvironmentFile=${envFile(spec.app, spec.generation)}`] : []),
     ...restart.service,
     'TimeoutStopSec=10',
     `SyslogIdentifier=${spec.app}`,
@@ -125,6 +128,20 @@ export function renderUnit(spec: ProcSpec, program: string, meta: Pick<ProcMeta,
     '',
   ];
   return lines.join('\n');
+}
+
+/**
+ * The text of an app's EnvironmentFile: one `KEY="VALUE"` line per variable,
+ * the value double-quoted with `\`, `"`, `` ` `` and `$` escaped (systemd's
+ * rules for a double-quoted value: nothing expands, a newline stays).
+ */
+export function renderEnvFile(env: readonly string[]): string {
+  return env
+    .map((kv) => {
+      const i = kv.indexOf('=');
+      return `${kv.slice(0, i)}="${kv.slice(i + 1).replace(/[\\"`$]/g, (c) => `\\${c}`)}"\n`;
+    })
+    .join('');
 }
 
 /** The unit's cgroup (cgroup v2, the system slice: the units the agent writes set no Slice=). */
