@@ -61,6 +61,8 @@ export interface SshOptions {
   identity?: string;
   /** A known_hosts file instead of the user's (`~/.ssh/known_hosts`). */
   knownHosts?: string;
+  /** First contact (node add into GoShip's own known_hosts): an unknown host key is recorded (`StrictHostKeyChecking=accept-new`); a changed one is still refused. */
+  acceptNewHostKey?: boolean;
   /** Seconds to wait for the TCP connection and the login. */
   connectTimeoutSec?: number;
   /**
@@ -91,6 +93,7 @@ export function sshArgv(a: NodeAddress, o: SshOptions, remoteArgv: readonly stri
       : ['-o', 'ControlMaster=auto', '-o', `ControlPath=${o.controlPath}`, '-o', `ControlPersist=${o.persistSec ?? 60}`]),
     ...(o.identity !== undefined ? ['-o', `IdentityFile=${o.identity}`, '-o', 'IdentitiesOnly=yes'] : []),
     ...(o.knownHosts !== undefined ? ['-o', `UserKnownHostsFile=${o.knownHosts}`] : []),
+    ...(o.acceptNewHostKey ? ['-o', 'StrictHostKeyChecking=accept-new'] : []),
     '-p', String(a.port),
     '-l', a.user,
     a.host,
@@ -114,14 +117,15 @@ export function sshForwardArgv(a: NodeAddress, o: Pick<SshOptions, 'controlPath'
  * What ssh's own failure (exit 255) means, from its stderr: the node cannot
  * be reached, refused the login, or its host key is not the one known. Pure.
  */
-export function sshFailure(stderr: string): { kind: 'unreachable' | 'auth' | 'hostkey' | 'other'; text: string } {
+export function sshFailure(stderr: string): { kind: 'unreachable' | 'auth' | 'hostkey' | 'hostkey-changed' | 'other'; text: string } {
   const text = stderr
     .split('\n')
     .map((l) => l.trim())
     .filter((l) => l !== '' && !/^Warning: Permanently added/.test(l))
     .join('; ')
     .slice(0, 500);
-  if (/Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|No .* host key is known/i.test(stderr)) return { kind: 'hostkey', text };
+  if (/REMOTE HOST IDENTIFICATION HAS CHANGED/i.test(stderr)) return { kind: 'hostkey-changed', text };
+  if (/Host key verification failed|No .* host key is known/i.test(stderr)) return { kind: 'hostkey', text };
   if (/Permission denied|Too many authentication failures|no such identity/i.test(stderr)) return { kind: 'auth', text };
   if (/Connection refused|Connection timed out|timed out|No route to host|Could not resolve|Network is unreachable|Connection closed|Connection reset|not known/i.test(stderr)) return { kind: 'unreachable', text };
   return { kind: 'other', text };

@@ -42,10 +42,14 @@ export interface NodeView {
   url: string;
   /** Whether the node answered now (absent when not checked). */
   reachable?: boolean;
-  /** Why not, when it did not. */
+  /** Why not, when it did not, and what to do. */
   error?: string;
+  hint?: string;
   report: NodeReport | null;
   projects: string[];
+  /** The known_hosts file its host key is checked against, and the fingerprints GoShip recorded in it at node add. */
+  knownHosts: string | null;
+  hostKeys: string[];
 }
 
 export interface AddNodeOptions {
@@ -106,9 +110,30 @@ export class NodeService {
         ...(node.identity !== undefined ? { identity: node.identity } : {}),
         ...(node.knownHosts !== undefined ? { knownHosts: node.knownHosts } : {}),
         ...(share ? {} : { share: false }),
+        ...(this.#firstContact.has(node.name) ? { acceptNewHostKey: true } : {}),
       },
       remote,
     );
+  }
+
+  /** Nodes being added into GoShip's own known_hosts: their first connections record the host key. */
+  readonly #firstContact = new Set<string>();
+
+  /** GoShip's own known_hosts of a node added without --known-hosts: `HOME/nodes/NAME.known_hosts`. */
+  ownKnownHosts(name: string): string {
+    return join(this.ctx.layout.home, 'nodes', `${name}.known_hosts`);
+  }
+
+  /** The fingerprints (`ssh-keygen -lf`) of the host keys a known_hosts file holds. */
+  async fingerprints(file: string): Promise<string[]> {
+    const r = await new Promise<{ code: number; out: string }>((res) => {
+      const c = spawn('ssh-keygen', ['-l', '-f', file], { stdio: ['ignore', 'pipe', 'ignore'] });
+      let out = '';
+      c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      c.once('error', () => res({ code: 1, out: '' }));
+      c.once('close', (code) => res({ code: code ?? 1, out }));
+    });
+    return r.code === 0 ? r.out.split('\n').filter(Boolean).map((l) => { const f = l.split(' '); return `${f.at(-1)} ${f[1]}`; }) : [];
   }
 
   /** ssh running `remote` on `node`; its stdin a pipe only when `stdin`. */
@@ -172,8 +197,12 @@ export class NodeService {
   private unreachable(node: Node, stderr: string): RuntimeError {
     const f = sshFailure(stderr);
     const url = node.address ? nodeUrl(node.address) : node.name;
+    const known = node.knownHosts ?? '~/.ssh/known_hosts';
+    const where = node.address ? (node.address.port === 22 ? node.address.host : `[${node.address.host}]:${node.address.port}`) : node.name;
     const hint =
-      f.kind === 'hostkey'
+      f.kind === 'hostkey-changed'
+        ? `the node's host key CHANGED since it was recorded in ${known}: a reinstalled node, or someone in between. Compare its key on the node (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) with the one recorded (ssh-keygen -lf ${known}); only if the change is expected: ssh-keygen -R '${where}' -f ${known}`
+        : f.kind === 'hostkey'
         ? `the node's host key is not the one known: check it, then fix the known_hosts file${node.knownHosts ? ` ${node.knownHosts}` : ''}`
         : f.kind === 'auth'
           ? `ssh could not log in: is the key${node.identity ? ` ${node.identity}` : ''} in the node's authorized_keys?`
@@ -226,22 +255,42 @@ export class NodeService {
       if (file !== undefined && !(await stat(resolve(file)).then((s) => s.isFile(), () => false))) issues.push({ path: flag, message: `no such file: ${file}` });
     }
     if (issues.length > 0) throw new ValidationError(issues, { subject: 'cannot add node' });
+    // Without --known-hosts, GoShip keeps the node's host key itself, as OpenSSH's accept-new does: recorded at
+    // this first contact (its fingerprint shown), and every later connection refuses a different one.
+    const own = o.knownHosts === undefined ? this.ownKnownHosts(o.name) : undefined;
     const node: Node = {
       name: o.name,
       createdAt: this.ctx.now(),
       address: address as NodeAddress,
       ...(o.identity !== undefined ? { identity: resolve(o.identity) } : {}),
-      ...(o.knownHosts !== undefined ? { knownHosts: resolve(o.knownHosts) } : {}),
+      knownHosts: own ?? resolve(o.knownHosts!),
       cli: [...DEFAULT_REMOTE_CLI],
       projects: {},
     };
     assertNameFree(await this.ctx.store.read(), 'node', o.name);
-    if (o.install) {
-      o.onProgress?.(`installing GoShip ${goship} on ${o.name} (~/${INSTALL_DIR})`);
-      node.cli = await this.install(node);
+    if (own) {
+      await mkdir(dirname(own), { recursive: true, mode: 0o700 });
+      await rm(own, { force: true });
+      this.#firstContact.add(o.name);
     }
-    // Its own connections: a shared one opened earlier with other settings would skip the host key check.
-    node.report = await this.check(node, goship, false);
+    try {
+      if (o.install) {
+        o.onProgress?.(`installing GoShip ${goship} on ${o.name} (~/${INSTALL_DIR})`);
+        node.cli = await this.install(node);
+      }
+      // Its own connections: a shared one opened earlier with other settings would skip the host key check.
+      node.report = await this.check(node, goship, false);
+    } catch (err) {
+      if (own) await rm(own, { force: true });
+      throw err;
+    } finally {
+      this.#firstContact.delete(o.name);
+    }
+    if (own) {
+      const fp = await this.fingerprints(own);
+      o.onProgress?.(`host key of ${o.name} recorded in ${own}: ${fp.join(', ') || '?'}`);
+      node.hostKeys = fp;
+    }
     await this.ctx.store.update((draft) => {
       assertNameFree(draft, 'node', o.name);
       draft.nodes[o.name] = node;
@@ -276,13 +325,15 @@ export class NodeService {
     return ['node', `${INSTALL_DIR}/goshipctl.cjs`];
   }
 
-  private view(node: Node, live?: { reachable: boolean; error?: string; report?: NodeReport }): NodeView {
+  private view(node: Node, live?: { reachable: boolean; error?: string; hint?: string; report?: NodeReport }): NodeView {
     return {
       name: node.name,
       url: node.address ? nodeUrl(node.address) : 'this host',
-      ...(live ? { reachable: live.reachable, ...(live.error ? { error: live.error } : {}) } : {}),
+      ...(live ? { reachable: live.reachable, ...(live.error ? { error: live.error } : {}), ...(live.hint ? { hint: live.hint } : {}) } : {}),
       report: live?.report ?? node.report ?? null,
       projects: Object.keys(node.projects ?? {}).sort(),
+      knownHosts: node.knownHosts ?? null,
+      hostKeys: node.hostKeys ?? [],
     };
   }
 
@@ -303,7 +354,8 @@ export class NodeService {
     try {
       report = await this.check(node, goship);
     } catch (err) {
-      return this.view(node, { reachable: false, error: (err as Error).message });
+      const hint = (err as { hint?: string }).hint;
+      return this.view(node, { reachable: false, error: (err as Error).message, ...(hint ? { hint } : {}) });
     }
     await this.ctx.store.update((draft) => {
       const n = findRecord(draft, 'node', node.name);
@@ -325,6 +377,7 @@ export class NodeService {
       delete draft.nodes[name];
     });
     await rm(this.#listProbeCache(name), { force: true });
+    await rm(this.ownKnownHosts(name), { force: true });
   }
 
   /** Where the /proc files of a node's last `project list` are kept: a guess for the next one (readRemoteList). */

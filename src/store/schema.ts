@@ -21,6 +21,7 @@ const NodeSchema = v.looseObject({
   address: v.optional(v.looseObject({ user: name, host: name, port })),
   identity: v.optional(v.string()),
   knownHosts: v.optional(v.string()),
+  hostKeys: v.optional(v.array(v.string())),
   cli: v.optional(v.array(v.string())),
   report: v.optional(
     v.looseObject({ checkedAt: timestamp, goship: v.string(), protocol: count, accel: v.string(), accelReason: v.string(), cpus: count, memoryBytes: count, home: v.optional(v.string()) }),

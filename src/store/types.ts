@@ -28,8 +28,10 @@ export interface Node {
   address?: { user: string; host: string; port: number };
   /** The private key ssh logs in with (`-o IdentityFile`), an absolute path. */
   identity?: string;
-  /** A known_hosts file instead of the user's own, an absolute path. */
+  /** The known_hosts file ssh checks the node's host key against, an absolute path: `--known-hosts`, or GoShip's own for the node (`HOME/nodes/NAME.known_hosts`, its key recorded at node add). */
   knownHosts?: string;
+  /** The host key fingerprints recorded at node add (`SHA256:… (ED25519)`), when GoShip keeps the known_hosts. */
+  hostKeys?: string[];
   /** The argv that runs goshipctl on the node (default `goshipctl`). */
   cli?: string[];
   /** What the node said when it was added or last checked. */

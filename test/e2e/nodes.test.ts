@@ -82,6 +82,27 @@ describe('a second node over SSH', () => {
     expect(bad.stderr).toMatch(/expected ssh:\/\/USER@HOST\[:PORT\]/);
   }, 600_000);
 
+  it('node add without --known-hosts: the host key is recorded at first contact, its fingerprint shown; a changed key is refused, saying it changed', async () => {
+    const hostFp = (await execa('ssh-keygen', ['-l', '-f', join(dir, 'host.pub')])).stdout.split(' ')[1]!;
+    const added = await g(['node', 'add', 'kh', url, '--identity', join(dir, 'id'), '--install']);
+    expect(added.code).toBe(0);
+    const own = join(env.layout.home, 'nodes', 'kh.known_hosts');
+    expect(added.stdout).toContain(`host key recorded in ${own}: (ED25519) ${hostFp}`);
+    expect((await json<{ hostKeys: string[]; knownHosts: string }>(['node', 'info', 'kh']))).toMatchObject({ hostKeys: [`(ED25519) ${hostFp}`], knownHosts: own, reachable: true });
+    // Another key for the same address in GoShip's file: what a reinstalled node, or someone in between, looks like.
+    const other = join(dir, 'other');
+    await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', other]);
+    await writeFile(own, `[127.0.0.1]:${sshPort()} ${(await readFile(`${other}.pub`, 'utf8')).trim().split(' ').slice(0, 2).join(' ')}\n`);
+    // A new connection, as after the shared one expired (it was checked when it was made, and would carry on).
+    await execa('ssh', ['-o', `ControlPath=${join(env.layout.run, 'ssh-%C')}`, '-O', 'exit', '-p', String(sshPort()), '-l', USER, '127.0.0.1'], { reject: false });
+    const changed = await json<{ reachable: boolean; error: string; hint: string }>(['node', 'info', 'kh']);
+    expect(changed.reachable).toBe(false);
+    expect(changed.error).toMatch(/REMOTE HOST IDENTIFICATION HAS CHANGED/);
+    expect(changed.hint).toMatch(new RegExp(`^the node's host key CHANGED since it was recorded in ${own.replace(/[.]/g, '\\.')}: .*ssh-keygen -R '\\[127\\.0\\.0\\.1\\]:${sshPort()}' -f `));
+    await ok(['node', 'remove', 'kh']);
+    expect(existsSync(own)).toBe(false);
+  }, 600_000);
+
   it('project create --node: the image goes there, the VM runs there as the node user; vm exec and exit codes pass through', async () => {
     await ok(['project', 'create', 'near', '--no-start']);
     const created = await g(['project', 'create', 'far', '--node', 'box', '--memory', '1G', '--json']);

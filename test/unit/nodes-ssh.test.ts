@@ -58,6 +58,10 @@ describe('the remote command line', () => {
     const own = sshArgv({ user: 'gs', host: 'h', port: 22 }, { controlPath: '/c/%C', share: false }, ['true']);
     expect(own.slice(10, 14)).toEqual(['-o', 'ControlMaster=no', '-o', 'ControlPath=none']);
     expect(own).not.toContain('ControlPersist=60');
+    // First contact into GoShip's own known_hosts: an unknown key is recorded (a changed one is still refused); otherwise ssh's default.
+    const first = sshArgv({ user: 'gs', host: 'h', port: 22 }, { controlPath: '/c/%C', knownHosts: '/h/nodes/box.known_hosts', acceptNewHostKey: true }, ['true']);
+    expect(first.join(' ')).toContain('-o UserKnownHostsFile=/h/nodes/box.known_hosts -o StrictHostKeyChecking=accept-new -p 22');
+    expect(own.join(' ')).not.toContain('StrictHostKeyChecking');
   });
 });
 
@@ -81,6 +85,7 @@ describe("ssh's own failures", () => {
     expect(sshFailure('ssh: connect to host 127.0.0.1 port 2222: Connection refused\r\n')).toEqual({ kind: 'unreachable', text: 'ssh: connect to host 127.0.0.1 port 2222: Connection refused' });
     expect(sshFailure('gs@127.0.0.1: Permission denied (publickey).').kind).toBe('auth');
     expect(sshFailure('No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking.\nHost key verification failed.').kind).toBe('hostkey');
+    expect(sshFailure('@@@@@@@@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n@@@@@@@@@@@\nHost key verification failed.').kind).toBe('hostkey-changed');
     expect(sshFailure("Warning: Permanently added '[127.0.0.1]:2222' (ED25519) to the list of known hosts.\nsomething else")).toEqual({ kind: 'other', text: 'something else' });
   });
 });

@@ -7,7 +7,7 @@ import { table } from '../output.ts';
 import { VERSION } from '../version.ts';
 
 function nodeJson(v: NodeView) {
-  return { name: v.name, url: v.url, reachable: v.reachable ?? null, ...(v.error ? { error: v.error } : {}), report: v.report, projects: v.projects };
+  return { name: v.name, url: v.url, reachable: v.reachable ?? null, ...(v.error ? { error: v.error } : {}), ...(v.hint ? { hint: v.hint } : {}), report: v.report, projects: v.projects, knownHosts: v.knownHosts, hostKeys: v.hostKeys };
 }
 
 export function registerNode(cli: CAC, ctx: CommandContext): void {
@@ -15,7 +15,7 @@ export function registerNode(cli: CAC, ctx: CommandContext): void {
   cli
     .command('add <name> <url>', 'add a node: another host with GoShip, reached over SSH (ssh://USER@HOST[:PORT])')
     .option('--identity <file>', 'the private key to log in with (else ssh picks one)')
-    .option('--known-hosts <file>', "a known_hosts file to check the node's host key against (else ~/.ssh/known_hosts)")
+    .option('--known-hosts <file>', "a known_hosts file to check the node's host key against (else GoShip records the key at this first contact and refuses a changed one later)")
     .option('--install', "copy this GoShip's CLI, monitor and agent to the node (~/.local/lib/goship) and use them there")
     .example('goshipctl node add box ssh://goship@192.168.1.20 --identity ~/.ssh/id_ed25519 --install')
     .action(async (name: string, url: string, o: { install?: boolean }) => {
@@ -29,7 +29,12 @@ export function registerNode(cli: CAC, ctx: CommandContext): void {
           VERSION,
         );
         p.done();
-        ctx.out.result(nodeJson(v), () => `node ${v.name} added: ${v.url}, GoShip ${v.report?.goship}, ${v.report?.cpus} CPUs, ${bytes(v.report?.memoryBytes)}, accel ${v.report?.accel}`);
+        ctx.out.result(nodeJson(v), () =>
+          [
+            `node ${v.name} added: ${v.url}, GoShip ${v.report?.goship}, ${v.report?.cpus} CPUs, ${bytes(v.report?.memoryBytes)}, accel ${v.report?.accel}`,
+            ...(v.hostKeys.length > 0 ? [`host key recorded in ${v.knownHosts}: ${v.hostKeys.join(', ')} (compare it with the node's: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub there)`] : []),
+          ].join('\n'),
+        );
       } catch (err) {
         p.done();
         throw err;
@@ -55,11 +60,12 @@ export function registerNode(cli: CAC, ctx: CommandContext): void {
     ctx.out.result(nodeJson(v), () =>
       [
         `node      ${v.name}  ${v.url}`,
-        `reachable ${v.reachable ? 'yes' : `no: ${v.error ?? '?'}`}`,
+        `reachable ${v.reachable ? 'yes' : `no: ${v.error ?? '?'}${v.hint ? `\nhint      ${v.hint}` : ''}`}`,
         `goship    ${v.report?.goship ?? '-'} (protocol ${v.report?.protocol ?? '-'})`,
         `accel     ${v.report ? `${v.report.accel}: ${v.report.accelReason}` : '-'}`,
         `host      ${v.report ? `${v.report.cpus} CPUs, ${bytes(v.report.memoryBytes)}` : '-'}`,
         `projects  ${v.projects.join(', ') || '-'}`,
+        `host key  ${v.hostKeys.join(', ') || '-'} (known_hosts ${v.knownHosts ?? '~/.ssh/known_hosts'})`,
         `checked   ${v.report?.checkedAt ?? '-'}`,
       ].join('\n'),
     );
