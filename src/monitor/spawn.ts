@@ -85,7 +85,19 @@ function reportError(raw: Record<string, unknown>, vm: Vm): GoshipError {
  * Starts the monitor of `vm`: fresh (`launch`: QEMU is forked from it by the
  * launcher) or adopting the QEMU that runs (`adopt`); waits for its report.
  */
-export async function startMonitor(opts: { layout: Layout; vm: Vm; adopt?: boolean; launch?: Launch; bundle?: string }): Promise<MonitorReport> {
+export async function startMonitor(opts: {
+  layout: Layout;
+  vm: Vm;
+  adopt?: boolean;
+  launch?: Launch;
+  bundle?: string;
+  /**
+   * Told the PIDs as soon as the launcher has forked QEMU (still paused:
+   * `-S`), before the monitor runs: the caller records them, so a goshipctl
+   * killed from here on leaves no QEMU that no record knows.
+   */
+  onForked?: (pids: { qemu: number; monitor: number }) => Promise<void>;
+}): Promise<MonitorReport> {
   const { layout, vm } = opts;
   if (!opts.adopt && !opts.launch) throw new GoshipError('EINTERNAL', `starting the monitor of VM ${vm.name}: a fresh start needs its launch`);
   const bundle = opts.bundle ?? monitorBundlePath();
@@ -106,6 +118,8 @@ export async function startMonitor(opts: { layout: Layout; vm: Vm; adopt?: boole
   const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   /** QEMU's PID, from the launcher's first line: a monitor that dies before it reports must not leave QEMU behind. */
   let forked: number | undefined;
+  /** The caller's record of the PIDs, being written. */
+  let recorded: Promise<void> | undefined;
   try {
     const line = await new Promise<string | undefined>((resolve, reject) => {
       let text = '';
@@ -119,6 +133,7 @@ export async function startMonitor(opts: { layout: Layout; vm: Vm; adopt?: boole
           const pid = /^\{"t":"forked","pid":(\d+)\}$/.exec(first)?.[1];
           if (pid !== undefined) {
             forked = Number(pid);
+            recorded = opts.onForked?.({ qemu: forked, monitor: child.pid! }).catch(() => undefined);
             continue;
           }
           clearTimeout(timer);
@@ -145,6 +160,7 @@ export async function startMonitor(opts: { layout: Layout; vm: Vm; adopt?: boole
       });
     }
     const raw = JSON.parse(line) as Record<string, unknown>;
+    await recorded;
     if (raw.t === 'running' || raw.t === 'adopted') {
       forked = undefined;
       return {

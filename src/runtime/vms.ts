@@ -391,7 +391,21 @@ export class VmService {
       };
       await writeLaunch(vm.paths.dir, launch);
       trace(`vm ${name}: launch written`);
-      const report = await startMonitor({ layout, vm: { ...vm, argv }, launch });
+      const report = await startMonitor({
+        layout,
+        vm: { ...vm, argv },
+        launch,
+        // Before the monitor runs (QEMU is paused): a goshipctl killed from here on leaves a record that knows both.
+        onForked: async ({ qemu, monitor }) => {
+          await store.update((draft) => {
+            const rec = findRecord(draft, 'vm', vm.id);
+            if (!rec || rec.state !== 'starting' || rec.pid !== undefined) return;
+            rec.pid = qemu;
+            rec.monitor = { pid: monitor, startedAt: this.ctx.now() };
+          });
+          trace(`vm ${name}: QEMU forked (pid ${qemu}), recorded with its monitor (pid ${monitor})`);
+        },
+      });
       trace(`vm ${name}: monitor ${report.pid}, QEMU running (pid ${report.qemuPid})`);
       // The monitor records this as well; the caller sees it as soon as start returns.
       await store.update((draft) => {
