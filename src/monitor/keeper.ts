@@ -19,6 +19,7 @@
  * the QMP connection and /proc instead.
  */
 import { mkdir, readFile, rm } from 'node:fs/promises';
+import { ERROR_CODES, GoshipError, type ErrorCode } from '../errors.ts';
 import { connect, type Socket } from 'node:net';
 import * as v from 'valibot';
 import type { Layout } from '../layout.ts';
@@ -86,14 +87,19 @@ interface Run {
 }
 
 /** An error the monitor reports to its starter: the code, message and hint of a GoshipError. */
-export class StartError extends Error {
+/**
+ * Why a start failed, as the monitor reports it to its starter: GoShip's code
+ * (a code outside the registry, a system error's, is EMONITOR, as the starter
+ * reads it), the fix, and facts for the report (the exit status, the log).
+ */
+export class StartError extends GoshipError {
   constructor(
-    readonly code: string,
+    code: string,
     message: string,
-    readonly hint: string | undefined,
+    hint: string | undefined,
     readonly extra: Record<string, unknown> = {},
   ) {
-    super(message);
+    super(Object.hasOwn(ERROR_CODES, code) ? (code as ErrorCode) : 'EMONITOR', message, hint === undefined ? {} : { hint });
   }
 }
 

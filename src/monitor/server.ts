@@ -16,6 +16,7 @@ import { Buffer } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
 import { Socket as NetSocket, type Server, type Socket, type SocketConstructorOpts } from 'node:net';
 import * as v from 'valibot';
+import { ERROR_CODES, GoshipError, type ErrorCode } from '../errors.ts';
 import {
   CreditWindow,
   FrameDecoder,
@@ -58,12 +59,17 @@ export interface AgentSide {
 }
 
 /** An error a handler throws to answer `{code, message}`. */
-export class MonitorCallError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
+/**
+ * A monitor call that failed: GoShip's code from the registry (a protocol code
+ * such as ECANCELLED or EBADREQ is EAGENT_REMOTE there, as a client sees it),
+ * and `wireCode`, the exact code it is answered with.
+ */
+export class MonitorCallError extends GoshipError {
+  readonly wireCode: string;
+
+  constructor(code: string, message: string) {
+    super(Object.hasOwn(ERROR_CODES, code) ? (code as ErrorCode) : 'EAGENT_REMOTE', message);
+    this.wireCode = code;
   }
 }
 
@@ -571,6 +577,7 @@ export class ClientSession {
 /** `{code, message}` for the wire: the agent's own code for its errors, GoShip's code for the rest. */
 export function errorBody(err: unknown): { code: string; message: string } {
   if (err instanceof AgentRemoteError) return { code: err.remoteCode, message: err.remoteMessage };
+  if (err instanceof MonitorCallError) return { code: err.wireCode, message: err.message.slice(0, 4000) };
   const e = err as { code?: unknown; message?: unknown };
   const code = typeof e?.code === 'string' && /^[A-Z][A-Z0-9_]{0,63}$/.test(e.code) ? e.code : REMOTE_CODES.internal;
   const message = typeof e?.message === 'string' ? e.message : String(err);

@@ -35,3 +35,19 @@ describe('the error registry', () => {
     }
   });
 });
+
+describe("a monitor's errors are GoshipErrors too", () => {
+  it('a start failure keeps a registry code (a system error\'s is EMONITOR) and its hint; a call error keeps its code for the wire', async () => {
+    const { StartError } = await import('../../src/monitor/keeper.ts');
+    const { MonitorCallError, errorBody } = await import('../../src/monitor/server.ts');
+    const spawnFailed = new StartError('EQEMU_SPAWN', 'cannot start qemu', 'install QEMU');
+    expect([spawnFailed instanceof GoshipError, spawnFailed.code, spawnFailed.hint, exitCodeFor(spawnFailed)]).toEqual([true, 'EQEMU_SPAWN', 'install QEMU', 1]);
+    const fromNode = new StartError('ENOENT', 'no such file', undefined);
+    expect([fromNode.code, fromNode.hint]).toEqual(['EMONITOR', undefined]);
+    const cancelled = new MonitorCallError('ECANCELLED', 'cancelled by the client');
+    expect([cancelled instanceof GoshipError, cancelled.code, cancelled.wireCode, exitCodeFor(cancelled)]).toEqual([true, 'EAGENT_REMOTE', 'ECANCELLED', 1]);
+    expect(errorBody(cancelled)).toEqual({ code: 'ECANCELLED', message: 'cancelled by the client' });
+    const state = new MonitorCallError('ESTATE', 'VM web is not running');
+    expect([state.code, exitCodeFor(state), errorBody(state).code]).toEqual(['ESTATE', 4, 'ESTATE']);
+  });
+});
