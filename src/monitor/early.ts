@@ -11,7 +11,6 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { FILES, type Layout } from '../layout.ts';
 import { statExit, type ExitStatus } from '../proc.ts';
-import { LAUNCH_FILE } from './launch-file.ts';
 
 /** How long QEMU may take to serve its QMP socket after it was started. */
 export const QMP_SOCKET_TIMEOUT_MS = 10_000;
@@ -50,11 +49,10 @@ export function prepareQemuRun(layout: Layout, id: string): string {
   return log;
 }
 
-/** Spawns QEMU from the VM's launch.json (its jailed command), output to qemu.log. */
-export function spawnQemu(layout: Layout, id: string): EarlyQemu {
-  const launch = JSON.parse(readFileSync(join(layout.vmDir(id), LAUNCH_FILE), 'utf8')) as { exec: string[] };
+/** Spawns QEMU by the VM's jailed command (launch.json's `exec`), output to qemu.log. */
+export function spawnQemu(layout: Layout, id: string, exec: readonly string[]): EarlyQemu {
   const log = prepareQemuRun(layout, id);
-  const [binary, ...args] = launch.exec;
+  const [binary, ...args] = exec;
   const fd = openSync(log, 'a', 0o600);
   let child: ChildProcess;
   try {

@@ -8,7 +8,7 @@ export { startMonitor, monitorBundlePath, isMonitorCmdline, type MonitorReport }
 export { launcherArgv, LAUNCH_SCRIPT } from './launcher.ts';
 export { answering } from './early.ts';
 export { MonitorClient } from './client.ts';
-export { writeLaunch, readLaunch, launchFile, type Launch } from './launch.ts';
+export { writeLaunch, readLaunch, launchFile, withExec, type Launch } from './launch.ts';
 export { afterEnd, classifyEnd, CRASH_KINDS, RESTARTABLE_KINDS, type AfterEnd, type EndEvidence } from './ending.ts';
 export { RestartBackoff, ResetWatch, RESTART_DELAY_MIN_MS, RESTART_DELAY_MAX_MS, RESTART_RESET_AFTER_MS } from './backoff.ts';
 export { escalate, type EscalationResult, type StopStep, type StopStepName } from './escalate.ts';

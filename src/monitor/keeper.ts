@@ -261,7 +261,7 @@ export class Monitor {
     const early = this.#takeEarly();
     let q: EarlyQemu;
     try {
-      q = early ?? spawnQemu(this.#o.layout, this.#vm.id);
+      q = early ?? spawnQemu(this.#o.layout, this.#vm.id, this.#launch.exec);
       await q.spawned;
     } catch (err) {
       const e = err as NodeJS.ErrnoException;

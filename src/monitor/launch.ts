@@ -7,6 +7,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import * as v from 'valibot';
 import { FILES } from '../layout.ts';
 import { RESTART_POLICIES } from '../qemu/index.ts';
+import { jailedCommand } from '../jail/index.ts';
 import { join } from 'node:path';
 
 import { LAUNCH_FILE } from './launch-file.ts';
@@ -19,7 +20,9 @@ export const LaunchSchema = v.object({
   restart: v.picklist(RESTART_POLICIES),
   console: v.object({ maxBytes: v.pipe(v.number(), v.integer(), v.minValue(1)), keep: v.pipe(v.number(), v.integer(), v.minValue(1)) }),
   /** The words that run QEMU in its jail (src/jail/command.ts): the argv above behind the cgroup, environment, session and identity. Every QEMU of the VM is started with them. */
-  exec: v.pipe(v.array(v.string()), v.minLength(1)),
+  exec: v.optional(v.pipe(v.array(v.string()), v.minLength(1))),
+  /** Written by a GoShip before the jail (a VM running across an upgrade): QEMU's user. Read only to make `exec`. */
+  user: v.optional(v.object({ uid: v.pipe(v.number(), v.integer(), v.minValue(0)), gid: v.pipe(v.number(), v.integer(), v.minValue(0)) })),
   /** The VM's identity (GoShip runs as root) and its cgroup's directories: the monitor reads the memory cgroup's OOM kills and removes the cgroup at the end. */
   jail: v.optional(
     v.object({
@@ -28,7 +31,7 @@ export const LaunchSchema = v.object({
     }),
   ),
 });
-export type Launch = v.InferOutput<typeof LaunchSchema>;
+export type Launch = v.InferOutput<typeof LaunchSchema> & { exec: string[] };
 
 export function launchFile(vmDir: string): string {
   return join(vmDir, LAUNCH_FILE);
@@ -42,5 +45,10 @@ export async function writeLaunch(vmDir: string, launch: Launch): Promise<void> 
 
 export async function readLaunch(vmDir: string): Promise<Launch> {
   const text = await readFile(launchFile(vmDir), 'utf8');
-  return v.parse(LaunchSchema, JSON.parse(text));
+  return withExec(v.parse(LaunchSchema, JSON.parse(text)));
+}
+
+/** Pure: a launch.json from before the jail (no `exec`) gets the jailed command of its argv and user, so a reboot of a VM that ran across an upgrade starts QEMU the one way. */
+export function withExec(l: v.InferOutput<typeof LaunchSchema>): Launch {
+  return { ...l, exec: l.exec ?? jailedCommand({ qemuArgv: l.argv, ...(l.user && l.user.uid !== 0 ? { identity: { uid: l.user.uid, gid: l.user.gid } } : {}) }) };
 }

@@ -1,4 +1,5 @@
 /** The monitor's pure parts: how a VM ended, the restart backoff, reset loops, usernet, the console cap. */
+import { withExec } from '../../src/monitor/launch.ts';
 import { jailedCommand } from '../../src/jail/index.ts';
 import { describe, expect, it } from 'vitest';
 import {
@@ -216,6 +217,15 @@ describe('launcherArgv', () => {
       ...qemuExec,
       ...monitorArgv,
     ]);
+  });
+});
+
+describe('withExec: a launch.json written before the jail', () => {
+  it('gets the jailed command of its argv and its QEMU user, so every QEMU starts the one way', () => {
+    const base = { argv: ['/q', '-S'], restart: 'no' as const, console: { maxBytes: 65536, keep: 1 } };
+    expect(withExec({ ...base, user: { uid: 999, gid: 995 } }).exec).toEqual(jailedCommand({ qemuArgv: ['/q', '-S'], identity: { uid: 999, gid: 995 } }));
+    expect(withExec(base).exec).toEqual(jailedCommand({ qemuArgv: ['/q', '-S'] }));
+    expect(withExec({ ...base, exec: ['/x'] }).exec).toEqual(['/x']);
   });
 });
 
