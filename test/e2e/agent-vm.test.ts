@@ -145,7 +145,7 @@ describe('the agent in a real Debian guest', () => {
     // script(1) gives goshipctl a terminal for its stdout, as a person's shell would.
     const onTty = async (extra: string[]) => {
       const words = [process.execPath, CLI, 'vm', 'exec', 'e2e-agent', ...extra, '--', ...printf].map((w) => `'${w.replace(/'/g, "'\\''")}'`).join(' ');
-      const r = await execa('script', ['-qec', words, '/dev/null'], { env: env.env, reject: false });
+      const r = await execa('script', ['-qec', words, '/dev/null'], { env: env.env, reject: false, stdin: 'ignore' });
       return r.stdout;
     };
     expect(await onTty([])).toBe('^[]0;pwned^G\x1b[31mred\x1b[0m^[[2J');
