@@ -25,6 +25,7 @@ import {
   logTail,
   processMarker,
   resolveSpec,
+  waitGone,
   type HostFacts,
   type ImageLayer,
   type VmConfig,
@@ -555,14 +556,7 @@ export class VmService {
       }
       return structuredClone(rec);
     });
-    if ((await livePid(vm)) !== undefined || (await monitorAlive(vm, layout.home))) {
-      const monitor = await this.monitor(vm.id);
-      try {
-        await monitor.stop({ force: true });
-      } finally {
-        await monitor.close();
-      }
-    }
+    if ((await livePid(vm)) !== undefined || (await monitorAlive(vm, layout.home))) await this.stopForDestroy(vm);
     // Nothing of the VM's identity runs any more when its trees go (src/jail/files.ts); then its cgroup and its id.
     const identity = vm.jail?.uid === undefined ? undefined : { uid: vm.jail.uid };
     await removeVmTree(layout.vmRunDir(vm.id), identity);
@@ -572,6 +566,36 @@ export class VmService {
       delete draft.vms[vm.id];
     });
     if (identity) await releaseIdentity(identity.uid, { home: layout.home, vm: vm.id });
+  }
+
+  /**
+   * Ends what runs of a VM that is being destroyed: through its monitor, or,
+   * when the monitor no longer answers because it is ending (its VM stopped a
+   * moment ago: a destroy that another, killed, destroy began), by waiting
+   * for it to go and killing a QEMU still there by its marker.
+   */
+  private async stopForDestroy(vm: Vm): Promise<void> {
+    let monitor: MonitorClient;
+    try {
+      monitor = await this.monitor(vm.id);
+    } catch (err) {
+      trace(`vm ${vm.name}: its monitor does not answer (${(err as Error).message}); waiting for it to end`);
+      const deadline = Date.now() + 15_000;
+      while ((await monitorAlive(await this.get(vm.id), this.ctx.layout.home)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      const rec = await this.get(vm.id);
+      const q = await livePid(rec);
+      if (q !== undefined) {
+        process.kill(q, 'SIGKILL');
+        await waitGone(q, processMarker(vm.id), 10_000);
+      }
+      if (await monitorAlive(rec, this.ctx.layout.home)) throw err;
+      return;
+    }
+    try {
+      await monitor.stop({ force: true });
+    } finally {
+      await monitor.close();
+    }
   }
 
   /** The VM's first disk's backing chain (overlay first, base last), from `qemu-img info`. */
