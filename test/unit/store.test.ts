@@ -171,7 +171,7 @@ describe('Store: reading and writing', () => {
     expect(err).toBeInstanceOf(StoreInvalidError);
     expect((err as StoreInvalidError).code).toBe('ESTORE_INVALID');
     expect((err as StoreInvalidError).message).toBe(
-      `refusing to write ${layout.stateFile}: projects.b.state: Invalid type: Expected ("creating" | "ready" | "stopped" | "deleting" | "broken") but received "weird"`,
+      `refusing to write ${layout.stateFile}: projects.b.state: Invalid type: Expected ("creating" | "ready" | "stopped" | "crashed" | "deleting" | "broken") but received "weird"`,
     );
     expect(await readFile(layout.stateFile)).toEqual(before);
 
