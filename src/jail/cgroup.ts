@@ -66,6 +66,13 @@ export function parseOwnCgroups(procSelfCgroup: string): Partial<Record<Controll
 
 /** What a VM's cgroup allows. */
 export interface CgroupLimits {
+  /**
+   * The group's CPU weight, relative to a single task's (1): a cgroup weighs
+   * as one task against the rest of the host, so a VM's QEMU (its vCPU
+   * threads and its I/O beside them) would get one task's share next to its
+   * monitor or any other busy process. vCPUs + 1 by default.
+   */
+  cpuWeight: number;
   memoryBytes: number;
   /** Microseconds of CPU time per period (`cpus × period`). */
   cpuQuotaUs: number;
@@ -91,6 +98,7 @@ export function limitsFor(c: { memoryBytes: number; vcpus: number; accel: 'kvm' 
   const overhead = c.limits?.memoryOverheadBytes ?? QEMU_OVERHEAD_BYTES + (c.accel === 'tcg' ? TCG_BUFFER_BYTES : 0);
   const cpus = c.limits?.cpus ?? c.vcpus + 1;
   return {
+    cpuWeight: c.vcpus + 1,
     memoryBytes: c.memoryBytes + overhead,
     cpuQuotaUs: Math.round(cpus * CPU_PERIOD_US),
     cpuPeriodUs: CPU_PERIOD_US,
@@ -148,6 +156,8 @@ export function cgroupPlan(p: PlanInput): CgroupPlan | NoCgroup {
       vmDirs: CONTROLLERS.map(dir),
       writes: [
         { path: join(dir('memory'), 'memory.limit_in_bytes'), value: String(limits.memoryBytes) },
+        // A task weighs 1024 shares.
+        { path: join(dir('cpu'), 'cpu.shares'), value: String(1024 * limits.cpuWeight) },
         { path: join(dir('cpu'), 'cpu.cfs_period_us'), value: String(limits.cpuPeriodUs) },
         { path: join(dir('cpu'), 'cpu.cfs_quota_us'), value: String(limits.cpuQuotaUs) },
         { path: join(dir('pids'), 'pids.max'), value: String(limits.pids) },
@@ -168,6 +178,8 @@ export function cgroupPlan(p: PlanInput): CgroupPlan | NoCgroup {
       { path: join(p.root ? host.mount : p.delegated!, 'cgroup.subtree_control'), value: enable },
       { path: join(base, 'cgroup.subtree_control'), value: enable },
       { path: join(dir, 'memory.max'), value: String(limits.memoryBytes) },
+      // A task weighs 100 (cpu.weight's default).
+      { path: join(dir, 'cpu.weight'), value: String(Math.min(10_000, 100 * limits.cpuWeight)) },
       { path: join(dir, 'cpu.max'), value: `${limits.cpuQuotaUs} ${limits.cpuPeriodUs}` },
       { path: join(dir, 'pids.max'), value: String(limits.pids) },
     ],

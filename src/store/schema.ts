@@ -111,6 +111,7 @@ const VmSchema = v.looseObject({
         v.looseObject({
           version: v.picklist([1, 2]),
           vmDirs: v.array(v.string()),
+          cpuWeight: v.optional(count),
           memoryBytes: count,
           cpuQuotaUs: count,
           cpuPeriodUs: count,

@@ -238,7 +238,7 @@ export interface VmJail {
   uid?: number;
   gid?: number;
   /** The VM's cgroup: its version, directories and limits. */
-  cgroup?: { version: 1 | 2; vmDirs: string[]; memoryBytes: number; cpuQuotaUs: number; cpuPeriodUs: number; pids: number };
+  cgroup?: { version: 1 | 2; vmDirs: string[]; cpuWeight?: number; memoryBytes: number; cpuQuotaUs: number; cpuPeriodUs: number; pids: number };
   /** Why the VM has no cgroup (no limits). */
   noLimits?: string;
 }

@@ -131,6 +131,8 @@ describe('one identity per VM', () => {
     expect(Number(await readFile(join(memoryDir, 'memory.limit_in_bytes'), 'utf8'))).toBe(cg.memoryBytes);
     const cpuDir = cg.vmDirs.find((d) => d.includes('/cpu/'))!;
     expect(Number(await readFile(join(cpuDir, 'cpu.cfs_quota_us'), 'utf8'))).toBe(200_000);
+    // It weighs as its vCPU and one more task against the rest of the host, not as one task.
+    expect(Number(await readFile(join(cpuDir, 'cpu.shares'), 'utf8'))).toBe(2048);
     const pidsDir = cg.vmDirs.find((d) => d.includes('/pids/'))!;
     expect((await readFile(join(pidsDir, 'pids.max'), 'utf8')).trim()).toBe('129');
     expect((await readFile(join(pidsDir, 'cgroup.procs'), 'utf8')).split('\n')).toContain(String(a.pid));

@@ -111,12 +111,13 @@ describe('cgroup hierarchies', () => {
 describe('limitsFor', () => {
   const GiB = 1024 ** 3;
   const MiB = 1024 ** 2;
-  it('defaults: guest memory + 256 MiB (+ 1 GiB of translation buffer under TCG), vCPUs + 1 host CPUs, 128 + vCPUs tasks', () => {
-    expect(limitsFor({ memoryBytes: GiB, vcpus: 2, accel: 'tcg' })).toEqual({ memoryBytes: 2 * GiB + 256 * MiB, cpuQuotaUs: 300_000, cpuPeriodUs: 100_000, pids: 130 });
-    expect(limitsFor({ memoryBytes: GiB, vcpus: 1, accel: 'kvm' })).toEqual({ memoryBytes: GiB + 256 * MiB, cpuQuotaUs: 200_000, cpuPeriodUs: 100_000, pids: 129 });
+  it('defaults: the weight of vCPUs + 1 tasks, guest memory + 256 MiB (+ 1 GiB of translation buffer under TCG), vCPUs + 1 host CPUs, 128 + vCPUs tasks', () => {
+    expect(limitsFor({ memoryBytes: GiB, vcpus: 2, accel: 'tcg' })).toEqual({ cpuWeight: 3, memoryBytes: 2 * GiB + 256 * MiB, cpuQuotaUs: 300_000, cpuPeriodUs: 100_000, pids: 130 });
+    expect(limitsFor({ memoryBytes: GiB, vcpus: 1, accel: 'kvm' })).toEqual({ cpuWeight: 2, memoryBytes: GiB + 256 * MiB, cpuQuotaUs: 200_000, cpuPeriodUs: 100_000, pids: 129 });
   });
   it('the spec\'s limits win', () => {
     expect(limitsFor({ memoryBytes: GiB, vcpus: 4, accel: 'tcg', limits: { cpus: 0.5, memoryOverheadBytes: 64 * MiB, pids: 64 } })).toEqual({
+      cpuWeight: 5,
       memoryBytes: GiB + 64 * MiB,
       cpuQuotaUs: 50_000,
       cpuPeriodUs: 100_000,
@@ -126,7 +127,7 @@ describe('limitsFor', () => {
 });
 
 describe('cgroupPlan', () => {
-  const limits: CgroupLimits = { memoryBytes: 1610612736, cpuQuotaUs: 200_000, cpuPeriodUs: 100_000, pids: 129 };
+  const limits: CgroupLimits = { cpuWeight: 2, memoryBytes: 1610612736, cpuQuotaUs: 200_000, cpuPeriodUs: 100_000, pids: 129 };
   const v1 = parseCgroupMounts(MOUNTINFO_V1);
   const v2 = parseCgroupMounts(MOUNTINFO_V2);
 
@@ -137,6 +138,7 @@ describe('cgroupPlan', () => {
       vmDirs: ['/sys/fs/cgroup/memory/process_api/52a5/goship/web', '/sys/fs/cgroup/cpu/goship/web', '/sys/fs/cgroup/pids/goship/web'],
       writes: [
         { path: '/sys/fs/cgroup/memory/process_api/52a5/goship/web/memory.limit_in_bytes', value: '1610612736' },
+        { path: '/sys/fs/cgroup/cpu/goship/web/cpu.shares', value: '2048' },
         { path: '/sys/fs/cgroup/cpu/goship/web/cpu.cfs_period_us', value: '100000' },
         { path: '/sys/fs/cgroup/cpu/goship/web/cpu.cfs_quota_us', value: '200000' },
         { path: '/sys/fs/cgroup/pids/goship/web/pids.max', value: '129' },
@@ -155,6 +157,7 @@ describe('cgroupPlan', () => {
         { path: '/sys/fs/cgroup/cgroup.subtree_control', value: '+memory +cpu +pids' },
         { path: '/sys/fs/cgroup/goship/cgroup.subtree_control', value: '+memory +cpu +pids' },
         { path: '/sys/fs/cgroup/goship/web/memory.max', value: '1610612736' },
+        { path: '/sys/fs/cgroup/goship/web/cpu.weight', value: '200' },
         { path: '/sys/fs/cgroup/goship/web/cpu.max', value: '200000 100000' },
         { path: '/sys/fs/cgroup/goship/web/pids.max', value: '129' },
       ],
