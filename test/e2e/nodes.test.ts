@@ -180,14 +180,18 @@ describe('a second node over SSH', () => {
       }
     })();
     try {
-      await ok(['app', 'deploy', 'far', 'envy', '--command', '--env-file', envFile, '--', '/bin/sh', '-c', 'echo "$GREETING" > /var/tmp/greeting; exec sleep 3600']);
+      // Into its data directory, its working directory (its /tmp and /var/tmp are private: PrivateTmp=yes).
+      await ok(['app', 'deploy', 'far', 'envy', '--command', '--env-file', envFile, '--', '/bin/sh', '-c', 'echo "$GREETING" > greeting; exec sleep 3600']);
     } finally {
       watching = false;
       await watch;
     }
-    expect(seen).toBe('');
-    expect((await ok(['vm', 'exec', 'far', '--', 'cat', '/var/tmp/greeting'])).trim()).toBe(secret);
-    await ok(['app', 'remove', 'far', 'envy']);
+    try {
+      expect(seen).toBe('');
+      expect((await ok(['vm', 'exec', 'far', '--', 'cat', '/var/lib/goship/apps/envy/data/greeting'])).trim()).toBe(secret);
+    } finally {
+      await g(['app', 'remove', 'far', 'envy']);
+    }
   }, 600_000);
 
   it('project list and app list show both nodes', async () => {

@@ -173,8 +173,9 @@ describe('a program already in the guest (--command)', () => {
 
   it('--env values reach the program from a root-only file: the world-readable unit and other guest users never see them', async () => {
     const secret = 'p4ss "quoted" $NOT_EXPANDED';
-    await ok(['app', 'deploy', 'work', 'envy', '--command', '--env', `SECRET=${secret}`, '--', '/bin/sh', '-c', 'printf %s "$SECRET" > /var/tmp/envy-secret; exec sleep 3600']);
-    expect(await guest('cat /var/tmp/envy-secret')).toBe(secret);
+    // Into its data directory, its working directory (its /tmp and /var/tmp are private: PrivateTmp=yes).
+    await ok(['app', 'deploy', 'work', 'envy', '--command', '--env', `SECRET=${secret}`, '--', '/bin/sh', '-c', 'printf %s "$SECRET" > seen; exec sleep 3600']);
+    expect(await guest('cat /var/lib/goship/apps/envy/data/seen')).toBe(secret);
     const unit = await guest('cat /etc/systemd/system/goship-app-envy.service');
     expect(unit).toContain('EnvironmentFile=/var/lib/goship/apps/envy/1/app.env');
     expect(unit).not.toContain('p4ss');
