@@ -175,6 +175,15 @@ describe('a program already in the guest (--command)', () => {
     const secret = 'p4ss "quoted" $NOT_EXPANDED';
     // Into its data directory, its working directory (its /tmp and /var/tmp are private: PrivateTmp=yes).
     await ok(['app', 'deploy', 'work', 'envy', '--command', '--env', `SECRET=${secret}`, '--', '/bin/sh', '-c', 'printf %s "$SECRET" > seen; exec sleep 3600']);
+    try {
+      await checkEnvy(secret);
+    } finally {
+      await g(['app', 'remove', 'work', 'envy']);
+    }
+  }, 300_000);
+
+  /** What the app saw, and what the guest's files show of it. */
+  async function checkEnvy(secret: string): Promise<void> {
     expect(await guest('cat /var/lib/goship/apps/envy/data/seen')).toBe(secret);
     const unit = await guest('cat /etc/systemd/system/goship-app-envy.service');
     expect(unit).toContain('EnvironmentFile=/var/lib/goship/apps/envy/1/app.env');
@@ -182,8 +191,7 @@ describe('a program already in the guest (--command)', () => {
     expect((await guest('stat -c "%U %a" /etc/systemd/system/goship-app-envy.service /var/lib/goship/apps/envy/1/app.env')).trim().split('\n')).toEqual(['root 644', 'root 600']);
     // The app's own user (and so any other) cannot read the file.
     expect((await g(['vm', 'exec', 'work', '--', 'runuser', '-u', 'goship-envy', '--', 'cat', '/var/lib/goship/apps/envy/1/app.env'])).code).not.toBe(0);
-    await ok(['app', 'remove', 'work', 'envy']);
-  }, 300_000);
+  }
 
   it('a program that exits at once on its first deploy is not recorded, and leaves nothing in the guest', async () => {
     const r = await g(['app', 'deploy', 'work', 'dud', '--command', '--restart', 'always', '--', '/bin/sh', '-c', 'echo cannot run here >&2; exit 1']);
