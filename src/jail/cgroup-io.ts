@@ -51,11 +51,3 @@ export async function oomKills(plan: Pick<CgroupPlan, 'version' | 'vmDirs'>): Pr
   if (dir === undefined) return 0;
   return parseOomKills(await readFile(join(dir, file), 'utf8').catch(() => ''));
 }
-
-/** The PIDs in the VM's cgroup (its first directory). */
-export async function cgroupPids(vmDirs: readonly string[]): Promise<number[]> {
-  const dir = vmDirs[0];
-  if (dir === undefined) return [];
-  const text = await readFile(join(dir, 'cgroup.procs'), 'utf8').catch(() => '');
-  return text.split('\n').filter(Boolean).map(Number);
-}

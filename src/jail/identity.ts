@@ -38,8 +38,3 @@ export function* candidateIds(taken: ReadonlySet<number>): Generator<number> {
     if (!taken.has(id)) yield id;
   }
 }
-
-/** Pure: is this uid one of the jail's? */
-export function isJailId(id: number): boolean {
-  return id >= JAIL_ID_BASE && id < JAIL_ID_BASE + JAIL_ID_COUNT;
-}

@@ -7,7 +7,7 @@
  */
 export { JailError } from './errors.ts';
 export { jailedCommand, qemuGroups, JAIL_SCRIPT, QEMU_ENV, SH, ENV, SETSID, SETPRIV, type JailCommand } from './command.ts';
-export { JAIL_ID_BASE, JAIL_ID_COUNT, candidateIds, systemIds, isJailId, type Identity } from './identity.ts';
+export { JAIL_ID_BASE, JAIL_ID_COUNT, candidateIds, systemIds, type Identity } from './identity.ts';
 export { allocateIdentity, releaseIdentity, ID_REGISTRY, RECLAIM_AFTER_MS, type IdOwner } from './registry.ts';
 export {
   CONTROLLERS,
@@ -25,7 +25,7 @@ export {
   type CgroupPlan,
   type NoCgroup,
 } from './cgroup.ts';
-export { planCgroup, applyCgroup, removeCgroup, oomKills, cgroupPids } from './cgroup-io.ts';
+export { planCgroup, applyCgroup, removeCgroup, oomKills } from './cgroup-io.ts';
 export { parseQcow2Header, QCOW2_MAGIC, EXT_BACKING_FORMAT, EXT_DATA_FILE, type Qcow2Header } from './qcow2.ts';
 export { specPathIssues, chainIssue, runDirIssue, reachIssues, permits, within, type NamedPath, type OwnPlaces, type TrustedBase, type DirFacts, type PathFacts, type Who } from './policy.ts';
 export { readQcow2Header, giveFile, ownDir, privateRunDir, pathChain, realOrResolved, removeVmTree, processesOf, dirFacts } from './files.ts';
