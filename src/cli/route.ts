@@ -11,9 +11,9 @@
 import { createReadStream } from 'node:fs';
 import { readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { Readable, Writable } from 'node:stream';
+import { Writable } from 'node:stream';
 import { GoshipError } from '../errors.ts';
-import { buildContextFilter, fileOptions, nodeFiles, openPartial, parseEnvFile, routeOf, type Runtime } from '../runtime/index.ts';
+import { buildContextStream, fileOptions, nodeFiles, openPartial, parseEnvFile, routeOf, type Runtime } from '../runtime/index.ts';
 import type { Output } from './output.ts';
 
 type Node = Awaited<ReturnType<Runtime['nodes']['node']>>;
@@ -89,12 +89,8 @@ async function stageOnNode(rt: Runtime, node: Node, args: readonly string[], out
         fetches.push({ local: isDir ? join(f.path, safeName(remoteSource(argv))) : f.path, remote });
       } else {
         const p = out.progress(`sending ${f.path} to ${node.name}`);
-        const tar = await import('tar');
         // A build directory goes as its .dockerignore says, here already: what it excludes never reaches the node either.
-        const keep = f.kind === 'dir' ? await buildContextFilter(f.path) : undefined;
-        const input = keep
-          ? Readable.from(tar.c({ cwd: f.path, portable: true, filter: (path, st) => keep(path, 'isDirectory' in st && st.isDirectory()) }, ['.']) as unknown as AsyncIterable<Buffer>)
-          : createReadStream(f.path);
+        const input = f.kind === 'dir' ? await buildContextStream(f.path) : createReadStream(f.path);
         const mode = modes.get(i)!;
         const script = f.kind === 'dir' ? 'mkdir -p "$1" && tar -x -f - -C "$1"' : 'mkdir -p "$(dirname "$1")" && cat > "$1" && chmod "$2" "$1"';
         const r = await rt.nodes.run(node, ['sh', '-c', script, 'sh', remote, mode], { raw: true, input, timeoutMs: 3_600_000 }).finally(() => p.done());

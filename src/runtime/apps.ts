@@ -46,7 +46,7 @@ import { checkAppOptions, type AppPort, type AppSource, type DeployOptions, type
 import { PortTakenError, RuntimeError, busyError, stateError } from './errors.ts';
 import { trace } from './trace.ts';
 import { lineWriter, tailCollector } from './bounded.ts';
-import { buildContextFilter } from './build-context.ts';
+import { buildContextStream } from './build-context.ts';
 import { DEFAULT_HOST_ADDR, portKey, takenPorts } from './ports.ts';
 import { LIVE_STATES } from './reconcile.ts';
 import type { VmService } from './vms.ts';
@@ -411,11 +411,7 @@ export class AppService {
     const s = a.source;
     let raw: unknown;
     if (s.kind === 'build') {
-      const tar = await import('tar');
-      const keep = await buildContextFilter(s.dir);
-      const context = Readable.from(
-        tar.c({ cwd: s.dir, portable: true, noMtime: false, filter: (path, st) => keep(path, 'isDirectory' in st && st.isDirectory()) }, ['.']) as unknown as AsyncIterable<Buffer>,
-      );
+      const context = await buildContextStream(s.dir);
       raw = await agent.callStreaming(APP_METHODS.build, { tag: buildTag(a.app, generation), labels: { [APP_LABEL]: a.app } }, { stdin: context, stdout: out, timeoutMs: 3_600_000 });
     } else if (s.kind === 'archive') {
       raw = await agent.callStreaming(APP_METHODS.load, {}, { stdin: createReadStream(s.file), stdout: out, timeoutMs: 3_600_000 });

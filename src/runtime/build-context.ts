@@ -8,6 +8,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import dockerignore from '@balena/dockerignore';
 
 // A CommonJS module whose module.exports is the factory: what a default import gives at run time.
@@ -38,4 +39,13 @@ export async function buildContextFilter(dir: string): Promise<(path: string, is
     throw err;
   });
   return contextFilter(text);
+}
+
+/** A build directory as the tar stream dockerd takes (portable, mtimes kept), without what its `.dockerignore` excludes. */
+export async function buildContextStream(dir: string): Promise<Readable> {
+  const tar = await import('tar');
+  const keep = await buildContextFilter(dir);
+  return Readable.from(
+    tar.c({ cwd: dir, portable: true, noMtime: false, filter: (path, st) => keep(path, 'isDirectory' in st && st.isDirectory()) }, ['.']) as unknown as AsyncIterable<Buffer>,
+  );
 }

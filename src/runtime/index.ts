@@ -110,7 +110,7 @@ export { LIVE_STATES, reconcileDecision, type ReconcileDecision, type ReconcileF
 export { factsFromReport, qemuVersion, type QemuVersionReport, type VersionReport } from './host.ts';
 export { RuntimeError, stateError, busyError } from './errors.ts';
 export { openPartial } from '../serial/index.ts';
-export { buildContextFilter } from './build-context.ts';
+export { buildContextStream } from './build-context.ts';
 export { JAIL_ID_BASE, JAIL_ID_COUNT, ID_REGISTRY, jailedCommand, limitsFor, type Identity } from '../jail/index.ts';
 // What the CLI shows of the layers below, through the runtime's door only.
 export { formatHostReport, type HostReport, type AccelChoice } from '../kvm-probe/index.ts';

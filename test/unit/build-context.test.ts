@@ -1,6 +1,9 @@
 /** What of a build directory goes to the VM (src/runtime/build-context.ts): Docker's .dockerignore rules. */
 import { describe, expect, it } from 'vitest';
-import { contextFilter } from '../../src/runtime/build-context.ts';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildContextStream, contextFilter } from '../../src/runtime/build-context.ts';
 
 describe('contextFilter', () => {
   const sent = (rules: string, paths: Array<[string, boolean?]>) => {
@@ -28,5 +31,20 @@ describe('contextFilter', () => {
   it('the last matching rule wins', () => {
     expect(sent('*.md\n!README.md\n', [['./README.md'], ['./NOTES.md']])).toEqual(['./README.md']);
     expect(sent('!README.md\n*.md\n', [['./README.md'], ['./NOTES.md']])).toEqual([]);
+  });
+});
+
+describe('buildContextStream', () => {
+  it('the tar stream of a real directory leaves out what its .dockerignore excludes, and keeps the Dockerfile and .dockerignore', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'gs-ctx-'));
+    try {
+      for (const [name, text] of [['.env', 'TOKEN=x'], ['app', 'y'], ['Dockerfile', 'FROM scratch'], ['.dockerignore', '.env']]) await writeFile(join(dir, name!), text!);
+      const chunks: Buffer[] = [];
+      for await (const c of await buildContextStream(dir)) chunks.push(c as Buffer);
+      const tar = Buffer.concat(chunks).toString('latin1');
+      expect(['./app', './.env', './Dockerfile', './.dockerignore', 'TOKEN=x'].map((n) => tar.includes(n))).toEqual([true, false, true, true, false]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
