@@ -23,18 +23,23 @@ async function openNoFollow(path: string, flags = NOFOLLOW): Promise<FileHandle>
   }
 }
 
-/** The first bytes of a file (not through a link), parsed as a qcow2 header; undefined: not qcow2. */
-export async function readQcow2Header(path: string): Promise<Qcow2Header | undefined> {
+/** At most the first `max` bytes of a regular file a VM could have written, opened without following a link. */
+export async function readHead(path: string, max: number): Promise<Buffer> {
   const f = await openNoFollow(path);
   try {
     const st = await f.stat();
     if (!st.isFile()) throw new JailError(`${path} is not a regular file`, { hint: 'the file was replaced outside GoShip; destroy the VM' });
-    const buf = Buffer.alloc(Math.min(HEADER_READ_BYTES, st.size));
+    const buf = Buffer.alloc(Math.min(max, st.size));
     const { bytesRead } = await f.read(buf, 0, buf.length, 0);
-    return parseQcow2Header(buf.subarray(0, bytesRead), path);
+    return buf.subarray(0, bytesRead);
   } finally {
     await f.close();
   }
+}
+
+/** The first bytes of a file (not through a link), parsed as a qcow2 header; undefined: not qcow2. */
+export async function readQcow2Header(path: string): Promise<Qcow2Header | undefined> {
+  return parseQcow2Header(await readHead(path, HEADER_READ_BYTES), path);
 }
 
 /**
@@ -151,12 +156,12 @@ export async function processesOf(uid: number): Promise<number[]> {
 }
 
 /**
- * Removes a directory a VM's identity could write in. First nothing of that
+ * Removes directories a VM's identity could write in. First nothing of that
  * identity may run (every process of it is killed: a QEMU that escaped its
  * guest cannot swap a directory for a link while root removes it), then the
  * tree goes; links in it are removed, never followed.
  */
-export async function removeVmTree(dir: string, identity?: { uid: number }): Promise<void> {
+export async function removeVmTree(dirs: string | readonly string[], identity?: { uid: number }): Promise<void> {
   if (identity) {
     for (let i = 0; i < 50; i++) {
       const pids = await processesOf(identity.uid);
@@ -171,5 +176,5 @@ export async function removeVmTree(dir: string, identity?: { uid: number }): Pro
       await new Promise((r) => setTimeout(r, 20));
     }
   }
-  await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+  for (const dir of typeof dirs === 'string' ? [dirs] : dirs) await rm(dir, { recursive: true, force: true, maxRetries: 3 });
 }

@@ -28,4 +28,4 @@ export {
 export { planCgroup, applyCgroup, removeCgroup, oomKills } from './cgroup-io.ts';
 export { parseQcow2Header, QCOW2_MAGIC, EXT_BACKING_FORMAT, EXT_DATA_FILE, type Qcow2Header } from './qcow2.ts';
 export { specPathIssues, chainIssue, runDirIssue, reachIssues, permits, within, type NamedPath, type OwnPlaces, type TrustedBase, type DirFacts, type PathFacts, type Who } from './policy.ts';
-export { readQcow2Header, giveFile, ownDir, privateRunDir, pathChain, realOrResolved, removeVmTree, processesOf, dirFacts } from './files.ts';
+export { readHead, readQcow2Header, giveFile, ownDir, privateRunDir, pathChain, realOrResolved, removeVmTree, processesOf, dirFacts } from './files.ts';

@@ -9,8 +9,8 @@
  * A goshipctl killed in between leaves `op` behind; reconcile sees that the
  * PID is gone and repairs the record (see docs/architecture.md).
  */
-import { constants, existsSync } from 'node:fs';
-import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Layout } from '../layout.ts';
 import { buildSeed, type SeedOptions } from '../cloudinit/index.ts';
@@ -36,7 +36,7 @@ import { AGENT_RUNTIME_HINT, type AgentClient, type ConnectProgress } from '../s
 import { type PendingOp, type State, type Store, type Vm, findRecord, requireRecord, assertNameFree, LOCAL_NODE } from '../store/index.ts';
 import { RuntimeError, busyError, stateError } from './errors.ts';
 import { vmPaths } from './paths.ts';
-import { allocateIdentity, releaseIdentity, removeCgroup, removeVmTree, privateRunDir, type Identity } from '../jail/index.ts';
+import { allocateIdentity, readHead, releaseIdentity, removeCgroup, removeVmTree, privateRunDir, type Identity } from '../jail/index.ts';
 import { checkChain, checkSpecPaths, prepareJail } from './jail.ts';
 import { LIVE_STATES, reconcileDecision, type ReconcileDecision } from './reconcile.ts';
 import { trace } from './trace.ts';
@@ -108,19 +108,8 @@ export function opAbandoned(op: PendingOp | undefined): boolean {
 
 /** QEMU's pidfile, which QEMU (the VM's identity) writes: read without following a link, a few bytes at most. */
 async function readPidfile(path: string): Promise<number | undefined> {
-  try {
-    const f = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-    try {
-      const buf = Buffer.alloc(32);
-      const { bytesRead } = await f.read(buf, 0, buf.length, 0);
-      const n = Number(buf.toString('latin1', 0, bytesRead).trim());
-      return Number.isInteger(n) && n > 0 ? n : undefined;
-    } finally {
-      await f.close();
-    }
-  } catch {
-    return undefined;
-  }
+  const n = Number((await readHead(path, 32).catch(() => Buffer.alloc(0))).toString('latin1').trim());
+  return Number.isInteger(n) && n > 0 ? n : undefined;
 }
 
 /** The PID of the VM's QEMU if it is alive and really ours (record first, then QEMU's pidfile). */
@@ -559,8 +548,7 @@ export class VmService {
     if ((await livePid(vm)) !== undefined || (await monitorAlive(vm, layout.home))) await this.stopForDestroy(vm);
     // Nothing of the VM's identity runs any more when its trees go (src/jail/files.ts); then its cgroup and its id.
     const identity = vm.jail?.uid === undefined ? undefined : { uid: vm.jail.uid };
-    await removeVmTree(layout.vmRunDir(vm.id), identity);
-    await removeVmTree(vm.paths.dir, identity);
+    await removeVmTree([layout.vmRunDir(vm.id), vm.paths.dir], identity);
     if (vm.jail?.cgroup) await removeCgroup(vm.jail.cgroup.vmDirs).catch((err: unknown) => trace(`vm ${vm.name}: removing its cgroup: ${(err as Error).message}`));
     await store.update((draft) => {
       delete draft.vms[vm.id];
