@@ -2,7 +2,8 @@
 //  - `goshipctl project create` → ready (a whole CLI process: validation, overlay,
 //    seed, spawn, QMP, agent sync) against plain QEMU with the same argv to the
 //    agent's first line on its virtio-serial port: the control plane's overhead,
-//    the jail included (its preparation, from GOSHIP_TRACE, printed apart);
+//    the same milestone on both sides (`--wait agent`: the default also waits for
+//    the guest's network and cloud-init, which plain QEMU cannot see), the jail included (its preparation, from GOSHIP_TRACE, printed apart);
 //  - the cold start of `goshipctl project list --json` with 50 projects recorded.
 //
 //   npm run bench -- project [--runs 3]
@@ -50,7 +51,7 @@ try {
   for (let i = 0; i < runs; i++) {
     // GoShip: the whole CLI command.
     let t0 = now();
-    const created = spawnSync(process.execPath, [cli, 'project', 'create', `p${i}`, '--cpus', '2', '--memory', '1G'], { env: { ...t.env, GOSHIP_TRACE: '1' }, encoding: 'utf8' });
+    const created = spawnSync(process.execPath, [cli, 'project', 'create', `p${i}`, '--cpus', '2', '--memory', '1G', '--wait', 'agent'], { env: { ...t.env, GOSHIP_TRACE: '1' }, encoding: 'utf8' });
     goship.push(now() - t0);
     if (created.status !== 0) throw new Error(`project create failed: ${created.stderr}`);
     jail.push(jailMs(created.stderr));

@@ -60,6 +60,7 @@ export const CODE_EXIT: Record<ErrorCode, ExitStatus> = {
   EAGENT_PROTOCOL: EXIT.failed,
   EAGENT_REMOTE: EXIT.failed,
   EAGENT_BUNDLE: EXIT.failed,
+  EGUEST_BOOT: EXIT.failed,
   EIMAGE_BUILD: EXIT.failed,
   EIMAGE_IMPORT: EXIT.failed,
   EIMAGE_MANIFEST: EXIT.failed,
@@ -183,6 +184,13 @@ export class Progress {
 
   update(text: string): void {
     this.text = text;
+    this.render();
+  }
+
+  /** A line that stays above the progress line (a step reached). */
+  note(line: string): void {
+    if (!this.stream) return;
+    this.stream.write(`\r\x1b[2K${line}\n`);
     this.render();
   }
 

@@ -88,7 +88,8 @@ export function renderUserData(opts: UserDataOptions): string {
   if (sudo !== false) user.sudo = sudo;
   user.shell = opts.user?.shell ?? DEFAULT_SHELL;
   user.lock_passwd = true;
-  user.ssh_authorized_keys = opts.sshKeys.map((key) => key.trim());
+  // cloud-init's schema wants at least one key: an empty list is left out.
+  if (opts.sshKeys.length > 0) user.ssh_authorized_keys = opts.sshKeys.map((key) => key.trim());
 
   const agent = opts.agent === undefined ? undefined : agentInstallParts(opts.agent);
   const files = [...(opts.writeFiles ?? []), ...(agent?.writeFiles ?? [])];

@@ -13,7 +13,7 @@
 const VALUE_OPTIONS: ReadonlySet<string> = new Set([
   '--cwd', '--env', '--timeout', '--max-size', '--port', '--env-file', '--volume', '--restart', '--memory', '--cpus',
   '--workdir', '--user', '--image', '--build', '--image-archive', '--binary', '--tail', '--since', '--node', '--disk',
-  '--ssh-key', '--console-max-size', '--identity', '--known-hosts', '--packages', '--mode', '--agent-timeout',
+  '--ssh-key', '--console-max-size', '--identity', '--known-hosts', '--packages', '--mode', '--agent-timeout', '--wait',
 ]);
 
 /** Options whose value is a file on this host: forwarded to a node only as their contents. */

@@ -98,10 +98,12 @@ export class Runtime {
 export { VmService } from './vms.ts';
 export { NodeService, DEFAULT_REMOTE_CLI, INSTALL_DIR, type NodeView, type AddNodeOptions } from './nodes.ts';
 export { routeOf, fileOptions, nodeFiles, nodeUrl, type Route, type NodeFile } from '../nodes/index.ts';
-export { ProjectService, validateProjectOptions, projectStateFor, readSshKeys, PROJECT_DEFAULTS } from './projects.ts';
+export { ProjectService, validateProjectOptions, projectStateFor, readSshKeys, PROJECT_DEFAULTS, DEFAULT_READY_TIMEOUT_MS } from './projects.ts';
+export { WAIT_LEVELS, bootStepsText, parseCloudInitResult, waitGuestBoot } from './guest-boot.ts';
+export type { WaitLevel, BootStep, BootProgress } from './guest-boot.ts';
 export { AppService, appsOf, containerSpec, isDockerArchive, type AppView, type AppLogsOptions, type AppExecOptions } from './apps.ts';
 export { checkAppOptions, parseAppPort, parseRestart, parseEnvFile, type AppPort, type AppSource, type DeployOptions, type ValidatedApp } from './app-options.ts';
-export type { CreateProjectOptions, ProjectView, ProjectInfo, PortsView } from './projects.ts';
+export type { CreateProjectOptions, StartProjectOptions, BootReport, ProjectView, ProjectInfo, PortsView } from './projects.ts';
 export { parsePort, portClashes, portOwners, hostPortFree, DEFAULT_HOST_ADDR } from './ports.ts';
 export { ImageService, agentBundlePath, type ImageSource, type ResolvedImage } from './images.ts';
 export type { CreateVmOptions, StartVmOptions, StopVmOptions, StopVmResult, ReconcileChange } from './vms.ts';

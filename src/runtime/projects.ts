@@ -1,7 +1,8 @@
 /**
  * Projects: one VM per project per node; every workload of a project runs in
  * its VM. `create` makes the VM (overlay on the image, cloud-init seed), boots
- * it and waits for the agent.
+ * it and waits until it is usable: the agent answers, the network is online,
+ * cloud-init has finished (src/runtime/guest-boot.ts).
  */
 import { readFile, stat } from 'node:fs/promises';
 import { ValidationError, type Issue } from '../errors.ts';
@@ -23,7 +24,7 @@ import {
   findRecord,
   requireRecord,
 } from '../store/index.ts';
-import type { ConnectProgress } from '../serial/index.ts';
+import { waitGuestBoot, type BootProgress, type BootStep, type WaitLevel } from './guest-boot.ts';
 import type { ImageSource } from './images.ts';
 import { PortTakenError, busyError, stateError } from './errors.ts';
 import { LIVE_STATES, opAbandoned, type StopVmResult, type VmService } from './vms.ts';
@@ -49,13 +50,34 @@ export interface CreateProjectOptions {
   consoleMaxSize?: string;
   /** Create the records, the overlay and the seed, but do not boot. */
   noStart?: boolean;
-  agentTimeoutMs?: number;
-  onAgentProgress?: (p: ConnectProgress) => void;
+  /** What to wait for and how long: see StartProjectOptions. */
+  wait?: WaitLevel;
+  timeoutMs?: number;
+  onProgress?: (p: BootProgress) => void;
 }
+
+export interface StartProjectOptions {
+  /** `boot` (default): the agent, then network-online.target, then cloud-init's end; `agent`: its hello only. */
+  wait?: WaitLevel;
+  /** For all of it, from the command's start. Default 300 s. */
+  timeoutMs?: number;
+  /** Each step as it begins and ends (a TTY's progress line). */
+  onProgress?: (p: BootProgress) => void;
+}
+
+/** How long a project's VM may take to be ready, by default. */
+export const DEFAULT_READY_TIMEOUT_MS = 300_000;
 
 export interface ProjectView {
   project: Project;
   vm: Vm | undefined;
+}
+
+/** A project's start: what was waited for and when each step was reached. */
+export interface BootReport {
+  wait: WaitLevel;
+  steps: BootStep[];
+  totalMs: number;
 }
 
 /** Every project of a state with its VM, by name. Pure. */
@@ -241,7 +263,9 @@ export class ProjectService {
     return { project, vm, diskUsageBytes, apps: Object.values(s.apps).filter((a) => a.project === name).sort((x, y) => x.name.localeCompare(y.name)) };
   }
 
-  async create(o: CreateProjectOptions): Promise<ProjectView> {
+  /** Creates the project and (unless noStart) starts it: `boot` says what was waited for. */
+  async create(o: CreateProjectOptions): Promise<ProjectView & { boot?: BootReport }> {
+    const began = Date.now();
     const host = await this.ctx.host();
     const v = validateProjectOptions(o, host);
     const image = await this.ctx.images.resolve(v.image);
@@ -301,17 +325,49 @@ export class ProjectService {
     if (o.noStart) {
       return this.settle(v.name, 'stopped');
     }
+    let boot: BootReport;
     try {
-      await this.ctx.vms.start(v.name, {
-        waitAgent: true,
-        ...(o.agentTimeoutMs ? { agentTimeoutMs: o.agentTimeoutMs } : {}),
-        ...(o.onAgentProgress ? { onAgentProgress: o.onAgentProgress } : {}),
-      });
+      boot = await this.bootUp(v.name, began, o);
     } catch (err) {
       await this.ctx.vms.stop(v.name, { force: true }).catch(() => undefined);
       return fail(err);
     }
-    return this.settle(v.name, 'ready');
+    return { ...(await this.settle(v.name, 'ready')), boot };
+  }
+
+  /**
+   * Starts a project's VM and waits for what `o.wait` asks, timing each step
+   * from `began`: QEMU running, the agent's hello, then (wait `boot`) the
+   * network online and cloud-init done.
+   */
+  private async bootUp(vmId: string, began: number, o: StartProjectOptions): Promise<BootReport> {
+    const wait = o.wait ?? 'boot';
+    const deadline = began + (o.timeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
+    const steps: BootStep[] = [];
+    const reach = (step: BootStep['step']): void => {
+      const s = { step, atMs: Date.now() - began };
+      steps.push(s);
+      o.onProgress?.({ ...s, state: 'done' });
+    };
+    await this.ctx.vms.start(vmId, {
+      waitAgent: true,
+      agentTimeoutMs: Math.max(1000, deadline - Date.now()),
+      onAgentProgress: (p) => {
+        if (p.phase === 'syncing') {
+          reach('qemu');
+          o.onProgress?.({ step: 'agent', state: 'waiting', atMs: Date.now() - began });
+        } else if (p.phase === 'ready') reach('agent');
+      },
+    });
+    if (wait === 'boot') {
+      const agent = await this.ctx.vms.agent(vmId, 30_000);
+      try {
+        steps.push(...(await waitGuestBoot(agent, { name: vmId, began, deadline, ...(o.onProgress ? { onProgress: o.onProgress } : {}) })));
+      } finally {
+        await agent.close();
+      }
+    }
+    return { wait, steps, totalMs: Date.now() - began };
   }
 
   private async settle(name: string, state: Project['state']): Promise<ProjectView> {
@@ -332,10 +388,11 @@ export class ProjectService {
     return p;
   }
 
-  async start(name: string, opts: { agentTimeoutMs?: number; onAgentProgress?: (p: ConnectProgress) => void } = {}): Promise<ProjectView> {
+  async start(name: string, opts: StartProjectOptions = {}): Promise<ProjectView & { boot: BootReport }> {
+    const began = Date.now();
     const p = await this.ownVm(name);
-    await this.ctx.vms.start(p.vmId, { waitAgent: true, ...opts });
-    return this.settle(name, 'ready');
+    const boot = await this.bootUp(p.vmId, began, opts);
+    return { ...(await this.settle(name, 'ready')), boot };
   }
 
   async stop(name: string, opts: { force?: boolean; timeouts?: Partial<StopTimeouts> } = {}): Promise<ProjectView & { stop: StopVmResult }> {

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isOurProcess, processMarker } from '../../src/qemu/index.ts';
@@ -24,6 +24,32 @@ interface ProjectJson {
   lastError?: string;
   spec: { cpus: number; memoryBytes: number; ports: { proto: string; host: number; guest: number }[] };
   vm: { id: string; state: string; pid: number | null; agent: { hostname: string } | null; paths: { overlay?: string; qmpSocket: string } } | null;
+  boot?: { wait: string; steps: { step: string; atMs: number; skipped?: string }[]; totalMs: number };
+}
+
+/** The first line a TCP server sends (an sshd's banner), or the error: one try, no retry. */
+function banner(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    let got = '';
+    const done = (v: string) => {
+      s.destroy();
+      resolve(v);
+    };
+    s.setTimeout(20_000, () => done(`timeout (got ${JSON.stringify(got)})`));
+    s.on('data', (d) => {
+      got += d.toString('latin1');
+      if (got.includes('\n')) done(got.split('\r\n')[0]!.split('-').slice(0, 2).join('-'));
+    });
+    s.on('error', (e) => done(`error: ${e.message}`));
+    s.on('close', () => done(`closed (got ${JSON.stringify(got)})`));
+  });
+}
+
+/** What a project's guest says, at once, about its boot: network-online.target, cloud-init, cloud-init's view of GoShip's user-data. */
+async function guestBoot(name: string): Promise<string[]> {
+  const r = await g(['vm', 'exec', name, '--', 'sh', '-c', 'systemctl is-active network-online.target; cloud-init status; cloud-init schema --system >/dev/null 2>&1 && echo schema valid']);
+  return r.stdout.trim().split('\n');
 }
 
 const g = (args: string[], timeoutMs = 400_000) => goshipctl(args, env.env, { timeoutMs });
@@ -50,7 +76,24 @@ describe('two projects, each with its own VM', () => {
   it('create, list, info, exec, stop, start, delete; nothing left behind', async () => {
     const sshPort = await freePort();
     const alpha = await json<ProjectJson>(['project', 'create', 'alpha', '--cpus', '1', '--memory', '768M', '--disk', '3G', '--port', `${sshPort}:22`]);
-    const beta = await json<ProjectJson>(['project', 'create', 'beta', '--cpus', '1', '--memory', '768M']);
+    // Ready means usable: network online, cloud-init done (and happy with the user-data), the forward answering, at once.
+    expect(await guestBoot('alpha')).toEqual(['active', 'status: done', 'schema valid']);
+    expect(await banner(sshPort)).toBe('SSH-2.0');
+    expect((await g(['vm', 'exec', 'alpha', '--', 'hostname'])).stdout.trim()).toBe('alpha');
+    expect(alpha.boot?.wait).toBe('boot');
+    expect(alpha.boot?.steps.map((s) => [s.step, s.skipped ?? null])).toEqual([
+      ['qemu', null],
+      ['agent', null],
+      ['network', null],
+      ['cloud-init', null],
+    ]);
+    const at = alpha.boot!.steps.map((s) => s.atMs);
+    expect([...at].sort((x, y) => x - y)).toEqual(at);
+    expect(alpha.boot!.totalMs).toBeGreaterThanOrEqual(at.at(-1)!);
+    // --wait agent: ready as soon as the agent answers (today's earlier "ready"); nothing after it is waited for.
+    const beta = await json<ProjectJson>(['project', 'create', 'beta', '--cpus', '1', '--memory', '768M', '--wait', 'agent']);
+    expect(beta.boot?.wait).toBe('agent');
+    expect(beta.boot?.steps.map((s) => s.step)).toEqual(['qemu', 'agent']);
     for (const [p, name] of [
       [alpha, 'alpha'],
       [beta, 'beta'],
@@ -107,6 +150,10 @@ describe('two projects, each with its own VM', () => {
     expect(await isOurProcess(alpha.vm!.pid!, processMarker('alpha'))).toBe(false);
     const started = await json<ProjectJson>(['project', 'start', 'alpha']);
     expect(started.state).toBe('ready');
+    // A second boot is ready in the same sense.
+    expect(started.boot?.steps.map((s) => s.step)).toEqual(['qemu', 'agent', 'network', 'cloud-init']);
+    expect(await guestBoot('alpha')).toEqual(['active', 'status: done', 'schema valid']);
+    expect(await banner(sshPort)).toBe('SSH-2.0');
 
     // A project whose VM crashed (kill -9 of its QEMU, no restart policy) says so, with the reason and what to run.
     process.kill(beta.vm!.pid!, 'SIGKILL');
@@ -214,6 +261,7 @@ describe('bad input: one line, an exit code, no change', () => {
     [['--port', '2222:22', '--port', '2222:80'], '--port[1]: host port tcp:2222 is already forwarded (to guest port 22)'],
     [['--image', 'nope'], 'image nope does not exist'],
     [['--cpus', '0x2'], '--cpus: expected a whole number of vCPUs, got "0x2"'],
+    [['--wait', 'network'], '--wait: expected boot or agent, got "network"'],
   ])('project create %j', async (args, needle) => {
     await g(['project', 'create', 'taken', '--no-start', '--memory', '256M']);
     const before = await json<unknown>(['project', 'list']);

@@ -227,7 +227,6 @@ describe('renderUserData', () => {
         '  - name: debian',
         '    shell: /bin/bash',
         '    lock_passwd: true',
-        '    ssh_authorized_keys: []',
         'ssh_pwauth: false',
         'write_files:',
         '  - path: /etc/goship/agent.json',

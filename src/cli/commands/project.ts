@@ -1,11 +1,51 @@
 /** goshipctl project …: one VM per project, ready for work. */
 import type { CAC } from 'cac';
 import { GoshipError } from '../../errors.ts';
-import { readSshKeys, type PortsView, type ProjectView } from '../../runtime/index.ts';
+import { ValidationError } from '../../errors.ts';
+import { WAIT_LEVELS, bootStepsText, readSshKeys, type BootProgress, type BootReport, type PortsView, type ProjectView, type WaitLevel } from '../../runtime/index.ts';
 import { intOption, rawValue, rawValues, secondsOption } from '../args.ts';
 import { type CommandContext, bytes, since } from '../context.ts';
 import { table } from '../output.ts';
-import { agentProgress } from './vm.ts';
+
+/** `--wait boot|agent`. */
+function waitOption(argv: readonly string[]): WaitLevel | undefined {
+  const raw = rawValue(argv, 'wait');
+  if (raw === undefined) return undefined;
+  if (!(WAIT_LEVELS as readonly string[]).includes(raw)) {
+    throw new ValidationError([{ path: '--wait', message: `expected ${WAIT_LEVELS.join(' or ')}, got ${JSON.stringify(raw)}` }]);
+  }
+  return raw as WaitLevel;
+}
+
+const STEP_WAITING: Record<BootProgress['step'], string> = {
+  qemu: 'starting QEMU',
+  agent: 'waiting for the guest agent',
+  network: 'waiting for the network (network-online.target)',
+  'cloud-init': 'waiting for cloud-init to finish',
+};
+const STEP_DONE: Record<BootProgress['step'], string> = {
+  qemu: 'QEMU running',
+  agent: 'agent answered',
+  network: 'network online',
+  'cloud-init': 'cloud-init done',
+};
+
+/** A TTY's view of a start: one line per step reached, a spinner on the one being waited for. */
+function bootProgress(ctx: CommandContext, name: string, consoleLog: string) {
+  const p = ctx.out.progress(`${name}: ${STEP_WAITING.qemu}`);
+  return {
+    onProgress: (e: BootProgress) => {
+      if (e.state === 'waiting') p.update(`${name}: ${STEP_WAITING[e.step]} (console: ${consoleLog})`);
+      else p.note(`  ${STEP_DONE[e.step]}${e.skipped ? `: skipped, ${e.skipped}` : ''} (${(e.atMs / 1000).toFixed(1)} s)`);
+    },
+    done: () => p.done(),
+  };
+}
+
+function readyText(name: string, view: ProjectView, boot: BootReport): string {
+  const what = boot.wait === 'agent' ? 'its agent answers; the guest may still be booting' : 'network online, cloud-init done';
+  return `project ${name} is ready in ${(boot.totalMs / 1000).toFixed(1)} s (VM pid ${view.vm?.pid}; ${what})\nsteps: ${bootStepsText(boot.steps)}`;
+}
 
 /** A positional as the user typed it: cac turns `8080` into a number. */
 function rawPositional(value: string | number): string {
@@ -76,7 +116,8 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
     .option('--console-max-size <size>', 'console.log is rotated at this size, one older file kept (default 8M)')
     .option('--restart <policy>', 'no (default) or on-crash: the VM\'s monitor starts a crashed QEMU again, with backoff')
     .option('--no-start', 'create the VM but do not boot it')
-    .option('--timeout <seconds>', 'how long to wait for the agent (default 300)')
+    .option('--wait <what>', 'boot (default): until the network is online and cloud-init has finished; agent: until the guest agent answers')
+    .option('--timeout <seconds>', 'how long to wait for it to be ready (default 300)')
     .example('goshipctl project create web --cpus 2 --memory 2G --disk 20G --port 8080:80')
     .action(async (name: string, o: { start: boolean }) => {
       const rt = await ctx.runtime();
@@ -88,7 +129,8 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
       const restart = rawValue(a, 'restart');
       const consoleMaxSize = rawValue(a, 'console-max-size');
       const timeoutMs = secondsOption(a, 'timeout');
-      const p = o.start === false ? undefined : agentProgress(ctx, name, rt.layout.vmFile(name, 'consoleLog'));
+      const wait = waitOption(a);
+      const p = o.start === false ? undefined : bootProgress(ctx, name, rt.layout.vmFile(name, 'consoleLog'));
       try {
         const view = await rt.projects.create({
           name,
@@ -101,12 +143,13 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
           sshKeys,
           ports: rawValues(a, 'port'),
           noStart: o.start === false,
-          agentTimeoutMs: timeoutMs ?? 300_000,
-          ...(p ? { onAgentProgress: p.onAgentProgress } : {}),
+          ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+          ...(wait ? { wait } : {}),
+          ...(p ? { onProgress: p.onProgress } : {}),
         });
         p?.done();
-        ctx.out.result(projectJson(view), () =>
-          o.start === false ? `project ${name} created (not started): goshipctl project start ${name}` : `project ${name} is ready (VM pid ${view.vm?.pid})\n${reachText(view)}`,
+        ctx.out.result({ ...projectJson(view), ...(view.boot ? { boot: view.boot } : {}) }, () =>
+          view.boot ? `${readyText(name, view, view.boot)}\n${reachText(view)}` : `project ${name} created (not started): goshipctl project start ${name}`,
         );
       } catch (err) {
         p?.done();
@@ -181,16 +224,18 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
   });
 
   cli
-    .command('start <name>', "boot the project's VM and wait for its agent")
-    .option('--timeout <seconds>', 'how long to wait for the agent (default 300)')
+    .command('start <name>', "boot the project's VM and wait until it is ready (network online, cloud-init done)")
+    .option('--wait <what>', 'boot (default): until the network is online and cloud-init has finished; agent: until the guest agent answers')
+    .option('--timeout <seconds>', 'how long to wait for it to be ready (default 300)')
     .action(async (name: string) => {
       const rt = await ctx.runtime();
-      const timeoutMs = secondsOption(a, 'timeout') ?? 300_000;
-      const p = agentProgress(ctx, name, rt.layout.vmFile(name, 'consoleLog'));
+      const timeoutMs = secondsOption(a, 'timeout');
+      const wait = waitOption(a);
+      const p = bootProgress(ctx, name, rt.layout.vmFile(name, 'consoleLog'));
       try {
-        const view = await rt.projects.start(name, { agentTimeoutMs: timeoutMs, onAgentProgress: p.onAgentProgress });
+        const view = await rt.projects.start(name, { ...(timeoutMs !== undefined ? { timeoutMs } : {}), ...(wait ? { wait } : {}), onProgress: p.onProgress });
         p.done();
-        ctx.out.result(projectJson(view), () => `project ${name} is ready (VM pid ${view.vm?.pid})`);
+        ctx.out.result({ ...projectJson(view), boot: view.boot }, () => readyText(name, view, view.boot));
       } catch (err) {
         p.done();
         throw err;
