@@ -7,7 +7,7 @@ import { GoshipError, type ErrorCode } from '../errors.ts';
 
 export type QemuErrorCode = Extract<
   ErrorCode,
-  'EQEMU_MISSING' | 'EQEMU_VERSION' | 'EQEMU_START' | 'EQEMU_SPAWN' | 'EQEMU_EXIT' | 'EQEMU_OPTS' | 'EQEMU_IMG' | 'EIMAGE_FORMAT' | 'EIMAGE_MISSING' | 'EPARSE' | 'EREAD' | 'EINVALID'
+  'EQEMU_MISSING' | 'EQEMU_VERSION' | 'EQEMU_START' | 'EQEMU_EXIT' | 'EQEMU_OPTS' | 'EQEMU_IMG' | 'EIMAGE_FORMAT' | 'EIMAGE_MISSING' | 'EPARSE' | 'EREAD' | 'EINVALID'
 >;
 
 export class QemuError extends GoshipError {

@@ -18,7 +18,6 @@ export {
   MACHINE_PATTERN,
   DEFAULT_ACCEL,
   DEFAULT_MEMORY,
-  DEFAULT_CPU_COUNT,
   DEFAULT_CPU_MODEL_KVM,
   DEFAULT_CPU_MODEL_TCG,
   DEFAULT_DISK_FORMAT,
@@ -67,6 +66,6 @@ export type { Device, DeviceKind } from './devices/types.ts';
 export { loadSpecFile, parseSpecJson, parseSpecYaml } from './spec-file.ts';
 export { createOverlay, imageChain, inspectBase, type OverlayOptions } from './img.ts';
 export { parseImageChain, type ImageLayer } from './img-info.ts';
-export { cmdlineHasMarker, isOurProcess, launchDetached, logTail, signalOurs, statState, waitGone, type Launched } from './process.ts';
+export { cmdlineHasMarker, isOurProcess, logTail, statState, waitGone } from './process.ts';
 export { QEMU_BINARY, parseQemuVersionText, parseMachineAliases, readQemuVersion, machineAliases, startBareQemu, waitForPath, type BareQemu } from './binary.ts';
 export { QemuError, QemuExitError, type QemuErrorCode } from './errors.ts';

@@ -1,13 +1,10 @@
 /**
- * QEMU processes: spawn detached (a VM outlives `goshipctl`), recognise our own
- * processes in /proc, wait for them to go, signal them. No daemon: every
- * `goshipctl` invocation finds its VMs again through /proc.
+ * QEMU processes in /proc: recognise our own, wait for them to go, read the
+ * tail of their log. No daemon: every `goshipctl` invocation finds its VMs
+ * again through /proc.
  */
-import { spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { QemuError } from './errors.ts';
 import { statState } from '../proc.ts';
 import { processMarker } from './argv.ts';
 
@@ -53,17 +50,6 @@ export async function waitGone(pid: number, marker: string, timeoutMs: number, p
   }
 }
 
-/** Sends a signal to our process only; false when it was already gone. */
-export async function signalOurs(pid: number, marker: string, signal: NodeJS.Signals): Promise<boolean> {
-  if (!(await isOurProcess(pid, marker))) return false;
-  try {
-    process.kill(pid, signal);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** The last lines of a log file (at most `maxBytes` read), or '' when it does not exist. */
 export async function logTail(path: string, maxLines = 15, maxBytes = 16_384): Promise<string> {
   let fh;
@@ -83,38 +69,5 @@ export async function logTail(path: string, maxLines = 15, maxBytes = 16_384): P
     return lines.slice(-maxLines).join('\n');
   } finally {
     await fh.close();
-  }
-}
-
-export interface Launched {
-  pid: number;
-  /** Resolves when the process exits while this CLI still runs (null while it lives). */
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-/**
- * Spawns QEMU detached in its own session, stdout and stderr appended to `logFile`.
- * The child is unref'd: it outlives this process. Argv only, never a shell.
- */
-export async function launchDetached(argv: readonly string[], logFile: string): Promise<Launched> {
-  const [binary, ...args] = argv;
-  if (!binary) throw new QemuError('EINVALID', 'empty argv');
-  const fd = openSync(logFile, 'a', 0o600);
-  try {
-    const child = spawn(binary, args, { detached: true, stdio: ['ignore', fd, fd] });
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-      child.once('exit', (code, signal) => resolve({ code, signal }));
-    });
-    await new Promise<void>((resolve, reject) => {
-      child.once('spawn', resolve);
-      child.once('error', (err: NodeJS.ErrnoException) => {
-        const hint = err.code === 'ENOENT' ? 'install QEMU: apt-get install qemu-system-x86' : undefined;
-        reject(new QemuError('EQEMU_SPAWN', `cannot start ${binary}: ${err.message}`, hint ? { hint, cause: err } : { cause: err }));
-      });
-    });
-    child.unref();
-    return { pid: child.pid!, exited };
-  } finally {
-    closeSync(fd);
   }
 }

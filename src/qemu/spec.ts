@@ -14,7 +14,6 @@ import { parseSize, SIZE_RULE } from './sizes.ts';
 export const DEFAULT_MACHINE = 'q35';
 export const DEFAULT_ACCEL = 'auto';
 export const DEFAULT_MEMORY = '1G';
-export const DEFAULT_CPU_COUNT = 1;
 /** `-cpu` when none is given: every feature TCG emulates. */
 export const DEFAULT_CPU_MODEL_TCG = 'max';
 /** `-cpu` when none is given under KVM: pass the host CPU through. */
