@@ -119,10 +119,3 @@ export class ValidationError extends GoshipError {
     this.issues = issues;
   }
 }
-
-/** Something the product does not do (yet): said plainly instead of pretending. */
-export class NotSupportedError extends GoshipError {
-  constructor(message: string, hint?: string) {
-    super('ENOTSUP', message, hint === undefined ? {} : { hint });
-  }
-}

@@ -5,7 +5,7 @@
  *     const rt = await Runtime.open();
  *     const { project } = await rt.projects.create({ name: 'web', cpus: 2, memory: '2G' });
  */
-export { GoshipError, ValidationError, NotSupportedError, type Issue } from './errors.ts';
+export { GoshipError, ValidationError, type Issue } from './errors.ts';
 export { Layout, FILES } from './layout.ts';
 export { AGENT_PORT_NAME, PROTOCOL_VERSION } from './protocol/index.ts';
 export { Runtime, VmService, ProjectService, parsePort, validateProjectOptions, ImageService, DEFAULT_STOP_TIMEOUTS, qemuVersion } from './runtime/index.ts';

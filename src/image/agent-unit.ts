@@ -30,9 +30,6 @@ export const AGENT_GUEST_NODE = '/usr/bin/node';
 /** The unit's ExecStart (src/image/agent-start.ts): runs the agent on that Node, or says on the port why it cannot. */
 export const AGENT_START_GUEST_PATH = `${AGENT_GUEST_DIR}/agent-start`;
 
-/** Run once by cloud-init before the agent is enabled on an image without it (agent-start.ts). */
-export const NODE_SETUP_GUEST_PATH = `${AGENT_GUEST_DIR}/node-setup`;
-
 /** The unit text. `WantedBy=sysinit.target`: enable it with `systemctl enable`. */
 export const AGENT_UNIT = `[Unit]
 Description=GoShip guest agent (virtio-serial ${AGENT_PORT_NAME})

@@ -185,7 +185,7 @@ locale: C.UTF-8
 `;
 
 /** Overrides systemd's defaults for our units, so a first-boot preset cannot re-enable them. */
-export const PRESET = `# GoShip: dockerd starts on first use of /run/docker.sock (docker.socket).
+const PRESET = `# GoShip: dockerd starts on first use of /run/docker.sock (docker.socket).
 ${SOCKET_ACTIVATED_UNITS.map((u) => `disable ${u}`).join('\n')}
 enable docker.socket
 enable ${AGENT_UNIT_NAME}
@@ -211,7 +211,7 @@ RESUME=none
  * installs (written by buildImage). A fixed text: nothing from the user is
  * interpolated into it.
  */
-export const CUSTOMIZE_SCRIPT = `#!/bin/sh
+const CUSTOMIZE_SCRIPT = `#!/bin/sh
 set -eu
 root=$1
 stage=$GOSHIP_STAGE
@@ -274,7 +274,7 @@ export const PROBE_PORT_NAME = 'org.goship.probe.0';
  * as the agent that writes its uptime to the serial console and to the
  * virtio-serial port PROBE_PORT_NAME, if the VM has one.
  */
-export const PROBE_SCRIPT = `#!/bin/sh
+const PROBE_SCRIPT = `#!/bin/sh
 line="goship-probe: early unit up=$(cut -d' ' -f1 /proc/uptime)"
 echo "$line" > /dev/ttyS0
 for f in /sys/class/virtio-ports/*/name; do

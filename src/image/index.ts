@@ -10,7 +10,6 @@ export {
   fsSizeFor,
   sweepStaleBuilds,
   DPKG_EXCLUDES,
-  PRESET,
   WAIT_ONLINE_DROPIN,
   INITRAMFS_CONF,
   IMAGE_BUILDER_VERSION,
@@ -23,9 +22,7 @@ export {
   MASKED_GENERATORS,
   SOCKET_ACTIVATED_UNITS,
   CLOUD_CFG,
-  CUSTOMIZE_SCRIPT,
   PROBE_PORT_NAME,
-  PROBE_SCRIPT,
   PROBE_UNIT,
 } from './build.ts';
 export type { BuildImageOptions, KeyInputs } from './build.ts';
@@ -46,7 +43,7 @@ export {
 export type { ImageEntry, ImageInfo, ImportOptions } from './catalog.ts';
 export { MANIFEST_FORMAT, ManifestSchema, parseManifest, readManifest, writeManifest, sha256File } from './manifest.ts';
 export type { ImageManifest } from './manifest.ts';
-export { AGENT_UNIT, AGENT_UNIT_NAME, AGENT_UNIT_GUEST_PATH, AGENT_GUEST_DIR, AGENT_GUEST_PATH, AGENT_GUEST_NODE, AGENT_START_GUEST_PATH, NODE_SETUP_GUEST_PATH } from './agent-unit.ts';
+export { AGENT_UNIT, AGENT_UNIT_NAME, AGENT_UNIT_GUEST_PATH, AGENT_GUEST_DIR, AGENT_GUEST_PATH, AGENT_GUEST_NODE, AGENT_START_GUEST_PATH } from './agent-unit.ts';
 export { AGENT_START_SCRIPT, NODE_SETUP_SCRIPT, AGENT_NODE_MIN, NO_NODE_MARKER } from './agent-start.ts';
 export { PHASE_START } from './progress.ts';
 export type { BuildPhase, BuildProgress, ProgressListener } from './progress.ts';
