@@ -28,7 +28,6 @@ const Port = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65535));
 const Labels = v.record(v.pipe(v.string(), v.minLength(1), v.maxLength(256)), v.pipe(v.string(), v.maxLength(1024)));
 
 export const ImageBuildParamsSchema = v.object({ tag: ImageRef, labels: v.optional(Labels, {}) });
-export const ImageLoadParamsSchema = v.object({});
 export const ImagePullParamsSchema = v.object({ ref: ImageRef });
 export const ImageResultSchema = v.object({
   /** `sha256:…`. */
@@ -118,8 +117,6 @@ export const AppExecResultSchema = v.object({ exitCode: v.nullable(v.number()) }
 
 /** A message on an exec's `ctl` stream (one JSON object per data frame). */
 export const ExecCtlSchema = v.object({ resize: v.object({ rows: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1000)), cols: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1000)) }) });
-
-export const DockerVersionSchema = v.object({ apiVersion: v.string(), version: v.string() });
 
 export const APP_METHODS = {
   version: 'docker.version',

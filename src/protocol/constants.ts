@@ -80,7 +80,6 @@ export const METHODS = [
   'app.logs',
   'app.exec',
 ] as const;
-export type MethodName = (typeof METHODS)[number];
 
 /**
  * Error codes the agent puts in `{"t":"res","e":{"code"}}`. Errors from the

@@ -95,8 +95,6 @@ export const ProcLogsParamsSchema = v.object({
   timestamps: v.boolean(),
 });
 
-export const ProcLogsResultSchema = v.object({ lines: v.number() });
-
 export const ProcExecParamsSchema = v.object({
   app: ProcAppName,
   argv: v.pipe(v.array(Arg), v.minLength(1), v.maxLength(4096)),

@@ -122,18 +122,9 @@ export const HostMessageSchema = v.variant('t', [SyncSchema, ReqSchema, EofSchem
 /** Control messages the agent sends (data headers are decoded by the codec). */
 export const AgentMessageSchema = v.variant('t', [HelloSchema, ResSchema, EofSchema, AckSchema, ErrSchema, NoAgentSchema]);
 
-export type SyncMsg = v.InferOutput<typeof SyncSchema>;
-export type HelloMsg = v.InferOutput<typeof HelloSchema>;
 export type ReqMsg = v.InferOutput<typeof ReqSchema>;
-export type ResMsg = v.InferOutput<typeof ResSchema>;
-export type RemoteErrorBody = v.InferOutput<typeof RemoteErrorSchema>;
 export type DataHeader = v.InferOutput<typeof DataHeaderSchema>;
-export type EofMsg = v.InferOutput<typeof EofSchema>;
-export type AckMsg = v.InferOutput<typeof AckSchema>;
-export type CancelMsg = v.InferOutput<typeof CancelSchema>;
-export type ErrMsg = v.InferOutput<typeof ErrSchema>;
 export type HostMessage = v.InferOutput<typeof HostMessageSchema>;
-export type AgentMessage = v.InferOutput<typeof AgentMessageSchema>;
 
 // ---------------------------------------------------------------- methods
 
@@ -224,16 +215,11 @@ export const ShutdownResultSchema = v.object({
   dryRun: v.boolean(),
 });
 
-export type PingParams = v.InferOutput<typeof PingParamsSchema>;
 export type PingResult = v.InferOutput<typeof PingResultSchema>;
 export type InfoResult = v.InferOutput<typeof InfoResultSchema>;
-export type ExecParams = v.InferOutput<typeof ExecParamsSchema>;
 export type ExecResult = v.InferOutput<typeof ExecResultSchema>;
-export type UploadParams = v.InferOutput<typeof UploadParamsSchema>;
 export type UploadResult = v.InferOutput<typeof UploadResultSchema>;
-export type DownloadParams = v.InferOutput<typeof DownloadParamsSchema>;
 export type DownloadResult = v.InferOutput<typeof DownloadResultSchema>;
-export type StatParams = v.InferOutput<typeof StatParamsSchema>;
 export type StatResult = v.InferOutput<typeof StatResultSchema>;
 export type ShutdownResult = v.InferOutput<typeof ShutdownResultSchema>;
 

@@ -58,8 +58,4 @@ export type {
   QmpBlockInfo,
   QmpChardevInfo,
   QmpCpuInfoFast,
-  ShutdownEventData,
-  ResetEventData,
-  GuestPanickedEventData,
-  VserportChangeEventData,
 } from './types.ts';

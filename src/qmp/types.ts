@@ -28,31 +28,6 @@ export interface QmpEvent<D extends Record<string, unknown> = Record<string, unk
   timestamp: { seconds: number; microseconds: number };
 }
 
-/** `data` of SHUTDOWN. */
-export interface ShutdownEventData extends Record<string, unknown> {
-  guest: boolean;
-  /** `host-qmp-quit`, `guest-shutdown`, `host-signal`, … */
-  reason: string;
-}
-
-/** `data` of RESET. */
-export interface ResetEventData extends Record<string, unknown> {
-  guest: boolean;
-  reason: string;
-}
-
-/** `data` of GUEST_PANICKED. */
-export interface GuestPanickedEventData extends Record<string, unknown> {
-  action: 'pause' | 'poweroff' | 'run';
-  info?: Record<string, unknown>;
-}
-
-/** `data` of VSERPORT_CHANGE (rate-limited by QEMU to one per second per port). */
-export interface VserportChangeEventData extends Record<string, unknown> {
-  id: string;
-  open: boolean;
-}
-
 /** QEMU's RunState. */
 export type QmpRunState =
   | 'debug'
