@@ -70,8 +70,6 @@ export const ERROR_CODES = {
   ENODE_UNREACHABLE: 'a node cannot be reached over SSH, refused the login, or its host key is not the one known',
   ENODE_VERSION: "a node's GoShip is missing or speaks another version",
   ENODE_STAGE: "a local file could not be sent to a node (or a download brought back) for a command that runs there",
-  // the host probe
-  EHOSTFIXTURE: 'a host fixture directory (tests) is incomplete',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

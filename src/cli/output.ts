@@ -72,7 +72,6 @@ export const CODE_EXIT: Record<ErrorCode, ExitStatus> = {
   ESTORE_VERSION: EXIT.failed,
   ESTORE_LOCK: EXIT.failed,
   ESTORE_INVALID: EXIT.failed,
-  EHOSTFIXTURE: EXIT.failed,
   ENODE_UNREACHABLE: EXIT.failed,
   ENODE_VERSION: EXIT.failed,
   ENODE_STAGE: EXIT.failed,

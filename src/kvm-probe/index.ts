@@ -3,11 +3,8 @@ export { probeHost } from './probe.ts';
 export { chooseAccel } from './accel.ts';
 export { formatHostReport, formatBytes, formatCpuList } from './format.ts';
 export { realHostReader, collectHostSources } from './probe-io.ts';
-export { fixtureReaderFromDir, fixtureReaderFromMap } from './fixture-reader.ts';
-export type { FixtureOptions } from './fixture-reader.ts';
 export { buildHostReport, HOST_PATHS } from './report.ts';
 export type { HostSources, CpuTopologySource } from './report.ts';
-export { HostFixtureError } from './errors.ts';
 export { HOST_REPORT_SCHEMA_VERSION } from './types.ts';
 export type {
   AccelChoice,

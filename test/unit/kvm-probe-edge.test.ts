@@ -1,13 +1,7 @@
 import { describe, expect, test } from 'vitest';
-import { GoshipError } from '../../src/errors.ts';
-import {
-  HostFixtureError,
-  chooseAccel,
-  fixtureReaderFromDir,
-  fixtureReaderFromMap,
-  probeHost,
-} from '../../src/kvm-probe/index.ts';
+import { chooseAccel, probeHost } from '../../src/kvm-probe/index.ts';
 import type { HostReader } from '../../src/kvm-probe/index.ts';
+import { fixtureReaderFromMap } from '../helpers/host-fixture.ts';
 
 /** A small Intel host as a path → text map; each test changes a piece. */
 function intelHost(over: Record<string, string | null> = {}): Record<string, string> {
@@ -217,21 +211,5 @@ describe('bad or missing input is reported, never dropped, never a crash', () =>
     expect(r.kvm.usable).toBe(true);
     expect(r.memory.totalBytes).toBeNull();
     expect(r.warnings).toEqual(['/dev/sev: cannot read (weird device)', '/proc/meminfo: cannot read (EACCES)']);
-  });
-});
-
-test('fixtureReaderFromDir refuses a directory that does not exist', () => {
-  let err: unknown;
-  try {
-    fixtureReaderFromDir('/nonexistent/goship-host');
-  } catch (e) {
-    err = e;
-  }
-  expect(err).toBeInstanceOf(HostFixtureError);
-  expect(err).toBeInstanceOf(GoshipError);
-  expect((err as HostFixtureError).toJSON()).toEqual({
-    code: 'EHOSTFIXTURE',
-    message: 'host fixture /nonexistent/goship-host: no such directory',
-    hint: 'point it at a directory laid out like / (proc/cpuinfo, sys/devices/system/cpu/…)',
   });
 });

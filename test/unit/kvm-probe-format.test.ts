@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { expect, test } from 'vitest';
-import { fixtureReaderFromDir, fixtureReaderFromMap, formatHostReport, probeHost } from '../../src/kvm-probe/index.ts';
+import { formatHostReport, probeHost } from '../../src/kvm-probe/index.ts';
+import { fixtureReaderFromDir, fixtureReaderFromMap } from '../helpers/host-fixture.ts';
 
 const HOSTS = fileURLToPath(new URL('../fixtures/hosts/', import.meta.url));
 

@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { describe, expect, test } from 'vitest';
-import { chooseAccel, fixtureReaderFromDir, probeHost } from '../../src/kvm-probe/index.ts';
+import { chooseAccel, probeHost } from '../../src/kvm-probe/index.ts';
+import { fixtureReaderFromDir } from '../helpers/host-fixture.ts';
 import type { HostReport } from '../../src/kvm-probe/index.ts';
 
 const HOSTS = fileURLToPath(new URL('../fixtures/hosts/', import.meta.url));

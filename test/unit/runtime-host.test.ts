@@ -1,8 +1,9 @@
 /** factsFromReport: the probe's report → the facts a VM spec is validated against. */
 import { describe, expect, it } from 'vitest';
-import { fixtureReaderFromDir, probeHost } from '../../src/kvm-probe/index.ts';
+import { probeHost } from '../../src/kvm-probe/index.ts';
 import { resolveSpec } from '../../src/qemu/index.ts';
 import { factsFromReport } from '../../src/runtime/host.ts';
+import { fixtureReaderFromDir } from '../helpers/host-fixture.ts';
 
 const HOSTS = new URL('../fixtures/hosts/', import.meta.url).pathname;
 const report = (name: string) => probeHost(fixtureReaderFromDir(`${HOSTS}${name}`));

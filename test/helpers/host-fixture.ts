@@ -1,14 +1,14 @@
 /**
- * Host readers over fixtures, for tests and for reproducing a report sent
- * in by a user: a directory laid out like `/` (its `proc/cpuinfo` is read as
- * `/proc/cpuinfo`), or a plain map of absolute path → text. A device such as
- * `/dev/kvm` is an ordinary (empty) file in a fixture.
+ * Host readers over fixtures, for the kvm-probe tests and for reproducing a
+ * report sent in by a user (docs/host-probe.md, "Fixtures"): a directory laid
+ * out like `/` (its `proc/cpuinfo` is read as `/proc/cpuinfo`), or a plain map
+ * of absolute path → text. A device such as `/dev/kvm` is an ordinary (empty)
+ * file in a fixture.
  */
 import { statSync } from 'node:fs';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { HostFixtureError } from './errors.ts';
-import type { AccessMode, HostReader } from './types.ts';
+import type { AccessMode, HostReader } from '../../src/kvm-probe/index.ts';
 
 export interface FixtureOptions {
   /** Paths that exist but are not read-write for "this user" (e.g. `['/dev/kvm']`). */
@@ -26,9 +26,9 @@ export function fixtureReaderFromDir(root: string, options: FixtureOptions = {})
   try {
     isDir = statSync(root).isDirectory();
   } catch {
-    throw new HostFixtureError(root, 'no such directory');
+    throw new Error(`host fixture ${root}: no such directory`);
   }
-  if (!isDir) throw new HostFixtureError(root, 'not a directory');
+  if (!isDir) throw new Error(`host fixture ${root}: not a directory`);
   const denied = new Set(options.denied ?? []);
   const local = (path: string): string => join(root, path);
   return {
