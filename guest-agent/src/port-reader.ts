@@ -4,8 +4,8 @@
  * A virtio-serial `read(2)` returns at most one virtqueue buffer (4 KiB),
  * however large the request. Reading with `fs.read` costs a libuv thread-pool
  * round trip per 4 KiB (hand the read to a pool thread, wake the main loop,
- * run the callback, hand the next read over); under TCG that capped what the
- * host could send the agent at about 7 MiB/s, against ~110 MiB/s for a plain
+ * run the callback, hand the next read over); under TCG that caps what the
+ * host can send the agent at about 7 MiB/s, against ~110 MiB/s for a plain
  * blocking read loop and 62-70 MiB/s through this ring (measured in the
  * guest, see docs/benchmarks.md).
  *
@@ -19,11 +19,11 @@
  * is the offset and `(w - r) | 0` the fill) and the events:
  * - the worker advances WRITE after each read, the main thread READ after
  *   taking bytes; neither ever writes the other's slot;
- * - a read of 0 (the host is not connected, see PITFALLS: virtio-serial) is
- *   reported as one EOF bump per disconnect, and only once the main thread has
- *   taken every byte that came before it, so data and disconnects stay in
- *   order; the worker then polls with a backoff (100 ms doubling to 1 s), as
- *   the pool-based loop did;
+ * - a read of 0 (the port has no connection semantics: `read()` returns 0 at
+ *   once while the host side is not connected, see port.ts) is reported as
+ *   one EOF bump per disconnect, and only once the main thread has taken
+ *   every byte that came before it, so data and disconnects stay in order;
+ *   the worker then polls with a backoff (100 ms doubling to 1 s);
  * - SEQ counts events for the main thread's `Atomics.waitAsync`, so a wake-up
  *   is never lost between its check and its wait; the worker notifies only
  *   while WAITING says the main thread sleeps (a wake-up per 4 KiB read would

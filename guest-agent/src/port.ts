@@ -1,9 +1,10 @@
 /**
  * The real transport: the virtio-serial character device.
  *
- * PITFALLS (virtio-serial): the port has no connection semantics. While the
- * host side is not connected `read()` returns 0 at once (which looks like EOF),
- * `poll` reports POLLHUP, and `write()` blocks. So the agent reads with
+ * The port has no connection semantics: the guest cannot tell a host that
+ * went away from one that never came. While the host side is not connected
+ * `read()` returns 0 at once (which looks like EOF), `poll` reports POLLHUP,
+ * and `write()` blocks. So the agent reads with
  * blocking `read(2)` calls on a thread of its own (port-reader.ts), treats 0
  * as "the host went away" (the session ends), never exits on it, and polls
  * again with a backoff of 100 ms doubling to 1 s: no spinning, and a

@@ -2,9 +2,10 @@
  * The agent's port loop (the code that serves the virtio-serial character
  * device) on a FIFO pair, which behaves like the port where it matters: once
  * open, `read()` blocks while a writer is connected and returns 0 at once
- * while none is (PITFALLS: virtio-serial). The host side here disconnects and
- * reconnects by closing and reopening its writer; the agent must neither exit
- * nor spin, and must start a fresh session at each sync.
+ * while none is (docs/agent-protocol.md, "Transports of the agent"). The host
+ * side here disconnects and reconnects by closing and reopening its writer;
+ * the agent must neither exit nor spin, and must start a fresh session at
+ * each sync.
  */
 import { Buffer } from 'node:buffer';
 import { execFileSync } from 'node:child_process';

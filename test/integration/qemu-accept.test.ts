@@ -21,7 +21,7 @@ import type { HostFacts, VmPaths } from '../../src/qemu/spec.ts';
 import { resolveSpec } from '../../src/qemu/validate.ts';
 
 const NO = { available: false, evidence: ['not probed in this test'] };
-/** Everything here runs under TCG (see PITFALLS.md: KVM cannot run a normal guest on this host). */
+/** Everything here runs under TCG: this host's KVM is kvm_pvm, under which a normal guest hangs (docs/host-probe.md). */
 const HOST: HostFacts = {
   cpuCount: cpus().length,
   memTotalBytes: totalmem(),

@@ -8,7 +8,8 @@
  *   -device virtserialport,id=agent0-port,bus=vser0.0,nr=1,chardev=agent0,name=org.goship.agent.0
  *
  * Port 0 is reserved for a virtconsole, so the agent is port 1 and
- * `max_ports` (which must count every port number in use, PITFALLS.md) is 2.
+ * `max_ports` is 2: it must count every port number in use, or QEMU refuses
+ * the port with "Out-of-range port id".
  */
 import type { Issue } from '../../errors.ts';
 import { qemuOpts } from '../opts.ts';
