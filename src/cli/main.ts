@@ -8,7 +8,7 @@ import { GoshipError } from '../errors.ts';
 import { CommandContext } from './context.ts';
 import { EXIT, Output, exitCodeFor } from './output.ts';
 import { registerTop } from './commands/top.ts';
-import { GROUPS, program } from './programs.ts';
+import { GROUPS, grammarFor, program } from './programs.ts';
 import { routeToNodes } from './route.ts';
 import { VERSION } from './version.ts';
 
@@ -118,7 +118,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   const ctx = new CommandContext(out, group ? rest : args, stdoutClosed);
   const cli = group ? program(`goshipctl ${first}`, ctx, group.register) : program('goshipctl', ctx, registerTop);
   try {
-    const remote = await routeToNodes(args, () => ctx.runtime(), out, stdoutClosed);
+    // Routed by the same commands cac parses with: the group's.
+    const remote = await routeToNodes(args, grammarFor(group ? { [first]: cli } : {}), () => ctx.runtime(), out, stdoutClosed);
     if (remote !== undefined) return interrupted() ? EXIT_INTERRUPTED : stdoutClosed.aborted ? EXIT_PIPE_CLOSED : remote;
     cli.parse(['node', 'goshipctl', ...(group ? rest : args)], { run: false });
     if (cli.options.help || cli.options.version) return EXIT.ok; // cac printed it
