@@ -4,30 +4,15 @@
  * cac matches one-word commands only, so the first word picks a group
  * (`vm`, `image`, `project`) and each group is its own cac program.
  */
-import { cac, type CAC } from 'cac';
 import { GoshipError } from '../errors.ts';
 import { CommandContext } from './context.ts';
 import { EXIT, Output, exitCodeFor } from './output.ts';
 import { registerTop } from './commands/top.ts';
-import { registerVm } from './commands/vm.ts';
-import { registerImage } from './commands/image.ts';
-import { registerProject } from './commands/project.ts';
-import { registerApp } from './commands/app.ts';
-import { registerNode } from './commands/node.ts';
+import { GROUPS, grammarFor, program } from './programs.ts';
 import { routeToNodes } from './route.ts';
 import { VERSION } from './version.ts';
 
 export { VERSION };
-
-type Register = (cli: CAC, ctx: CommandContext) => void;
-
-const GROUPS: Record<string, { register: Register; summary: string }> = {
-  project: { register: registerProject, summary: 'projects: one VM each, ready for work' },
-  app: { register: registerApp, summary: 'apps: containers and supervised processes inside a project VM: deploy, list, info, start, stop, restart, remove, logs, exec' },
-  vm: { register: registerVm, summary: 'VMs: args, create, start, stop, destroy, list, status, console, qmp, ping, info, exec, cp' },
-  image: { register: registerImage, summary: 'base images: build, list, info, remove, import, push' },
-  node: { register: registerNode, summary: "nodes: other hosts' GoShips over SSH: add, list, info, remove" },
-};
 
 export const OVERVIEW = `goshipctl ${VERSION}: a VM-first control plane on QEMU, without libvirt
 
@@ -73,15 +58,6 @@ Examples
 
 Exit codes: 0 ok, 1 failed, 2 invalid input, 3 not found, 4 wrong state or name taken.
 Files: GOSHIP_HOME (state, images, disks) and GOSHIP_RUN (sockets); see docs/cli.md.`;
-
-function program(name: string, ctx: CommandContext, register: Register): CAC {
-  const cli = cac(name);
-  cli.option('--json', 'machine-readable output on stdout');
-  register(cli, ctx);
-  cli.help();
-  cli.version(VERSION);
-  return cli;
-}
 
 /** The exit status of a process killed by SIGPIPE, which is what a reader that went away means. */
 export const EXIT_PIPE_CLOSED = 128 + 13;
@@ -142,7 +118,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   const ctx = new CommandContext(out, group ? rest : args, stdoutClosed);
   const cli = group ? program(`goshipctl ${first}`, ctx, group.register) : program('goshipctl', ctx, registerTop);
   try {
-    const remote = await routeToNodes(args, () => ctx.runtime(), out, stdoutClosed);
+    // Routed by the same commands cac parses with: the group's.
+    const remote = await routeToNodes(args, grammarFor(group ? { [first]: cli } : {}), () => ctx.runtime(), out, stdoutClosed);
     if (remote !== undefined) return interrupted() ? EXIT_INTERRUPTED : stdoutClosed.aborted ? EXIT_PIPE_CLOSED : remote;
     cli.parse(['node', 'goshipctl', ...(group ? rest : args)], { run: false });
     if (cli.options.help || cli.options.version) return EXIT.ok; // cac printed it

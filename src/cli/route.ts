@@ -13,8 +13,9 @@ import { readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { GoshipError } from '../errors.ts';
-import { buildContextStream, fileOptions, nodeFiles, openPartial, parseEnvFile, routeOf, type Runtime } from '../runtime/index.ts';
+import { buildContextStream, openPartial, parseEnvFile, type Runtime } from '../runtime/index.ts';
 import type { Output } from './output.ts';
+import { fileOptions, nodeFiles, routeOf, type Grammar } from './routing.ts';
 
 type Node = Awaited<ReturnType<Runtime['nodes']['node']>>;
 type ForwardOptions = Parameters<Runtime['nodes']['forward']>[2];
@@ -35,8 +36,8 @@ function imageOf(args: readonly string[]): string {
  * others), never expanded into --env words: `ps` on either host would show
  * the values.
  */
-async function checkEnvFiles(args: readonly string[]): Promise<void> {
-  for (const f of fileOptions(args).filter((x) => x.flag === '--env-file')) {
+async function checkEnvFiles(grammar: Grammar, args: readonly string[]): Promise<void> {
+  for (const f of fileOptions(grammar, args).filter((x) => x.flag === '--env-file')) {
     const text = await readFile(f.path, 'utf8').catch((cause: unknown) => {
       throw new GoshipError('EREAD', `--env-file: cannot read ${f.path}`, { cause });
     });
@@ -58,10 +59,10 @@ const safeName = (path: string): string => {
  * and the file is brought back after. `done` fetches, then removes the
  * directory on the node.
  */
-async function stageOnNode(rt: Runtime, node: Node, args: readonly string[], out: Output): Promise<{ argv: string[]; done: (code: number) => Promise<void> }> {
-  await checkEnvFiles(args);
+async function stageOnNode(rt: Runtime, grammar: Grammar, node: Node, args: readonly string[], out: Output): Promise<{ argv: string[]; done: (code: number) => Promise<void> }> {
+  await checkEnvFiles(grammar, args);
   let argv = [...args];
-  const files = nodeFiles(argv);
+  const files = nodeFiles(grammar, argv);
   if (files.length === 0) return { argv, done: async () => undefined };
   const modes = new Map<number, string>();
   for (const [i, f] of files.entries()) {
@@ -147,6 +148,7 @@ const GATHER_LIMIT = 16 * 1024 * 1024;
  */
 async function onEach(
   rt: Runtime,
+  grammar: Grammar,
   nodes: readonly Node[],
   args: readonly string[],
   out: Output,
@@ -170,7 +172,7 @@ async function onEach(
           },
         })
       : stdio.stdout;
-    const staged = await stageOnNode(rt, node, args, out);
+    const staged = await stageOnNode(rt, grammar, node, args, out);
     const c = await rt.nodes.forward(node, staged.argv, { ...stdio, stdout }).catch(async (err: unknown) => {
       await staged.done(1);
       throw err;
@@ -197,10 +199,11 @@ export function gatheredResult(text: string, size: number): { result: unknown; e
 
 /**
  * Runs `args` on the nodes that hold its project, when it is about such a
- * project; undefined when it runs here.
+ * project (`grammar`: its group's commands, src/cli/routing.ts); undefined
+ * when it runs here.
  */
-export async function routeToNodes(args: readonly string[], runtime: () => Promise<Runtime>, out: Output, signal: AbortSignal): Promise<number | undefined> {
-  const route = routeOf(args);
+export async function routeToNodes(args: readonly string[], grammar: Grammar, runtime: () => Promise<Runtime>, out: Output, signal: AbortSignal): Promise<number | undefined> {
+  const route = routeOf(grammar, args);
   if (route.kind === 'local') return undefined;
   const rt = await runtime();
   const stdio = {
@@ -213,7 +216,7 @@ export async function routeToNodes(args: readonly string[], runtime: () => Promi
   if (route.kind === 'create') {
     const nodes = await Promise.all(route.nodes.map((n) => rt.nodes.node(n)));
     const image = imageOf(route.args);
-    return onEach(rt, nodes, route.args, out, stdio, {
+    return onEach(rt, grammar, nodes, route.args, out, stdio, {
       // The node gets the image from here when it lacks it (checksummed on arrival).
       before: async (node) => {
         const has = await rt.nodes.run(node, ['image', 'info', image, '--json'], { timeoutMs: 60_000 });
@@ -244,7 +247,7 @@ export async function routeToNodes(args: readonly string[], runtime: () => Promi
     await f?.drop();
     forwardFailed = f !== undefined;
   }
-  return onEach(rt, targets, route.args, out, stdio, {
+  return onEach(rt, grammar, targets, route.args, out, stdio, {
     after: async (node, c) => {
       // The node answered, its monitor's forward did not: the path recorded may be stale; the next command learns it again.
       if (forwardFailed) await rt.nodes.forgetMonitorSocket(node.name, route.project);

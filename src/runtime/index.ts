@@ -97,7 +97,7 @@ export class Runtime {
 
 export { VmService } from './vms.ts';
 export { NodeService, DEFAULT_REMOTE_CLI, INSTALL_DIR, type NodeView, type AddNodeOptions } from './nodes.ts';
-export { routeOf, fileOptions, nodeFiles, nodeUrl, type Route, type NodeFile } from '../nodes/index.ts';
+export { nodeUrl } from '../nodes/index.ts';
 export { ProjectService, validateProjectOptions, projectStateFor, readSshKeys, PROJECT_DEFAULTS, DEFAULT_READY_TIMEOUT_MS } from './projects.ts';
 export { WAIT_LEVELS, bootStepsText, parseCloudInitResult, waitGuestBoot } from './guest-boot.ts';
 export type { WaitLevel, BootStep, BootProgress } from './guest-boot.ts';

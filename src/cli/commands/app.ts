@@ -9,6 +9,7 @@ import { durationOption, intOption, rawValue, rawValues } from '../args.ts';
 import { type CommandContext, since } from '../context.ts';
 import { guestSink } from '../terminal.ts';
 import { EXIT, table } from '../output.ts';
+import type { GroupRouting } from '../routing.ts';
 
 /** The stable --json shape of an app. */
 export function appJson(v: AppView) {
@@ -71,6 +72,15 @@ function sourceOf(a: readonly string[]): AppSource {
   if (flag === 'binary') return { kind: 'binary', file: resolve(value) };
   return { kind: 'image', ref: value };
 }
+
+/**
+ * Which of these commands run on a project's node (src/cli/routing.ts): those
+ * with a `<project>` (or `[project]`), `deploy`'s local files sent there first.
+ */
+export const appRouting: GroupRouting = {
+  project: 'project',
+  commands: { deploy: { files: { '--build': 'dir', '--image-archive': 'file', '--binary': 'file', '--env-file': 'file' } } },
+};
 
 export function registerApp(cli: CAC, ctx: CommandContext): void {
   const a = ctx.argv;

@@ -6,6 +6,7 @@ import { WAIT_LEVELS, bootStepsText, readSshKeys, type BootProgress, type BootRe
 import { intOption, rawValue, rawValues, secondsOption } from '../args.ts';
 import { type CommandContext, bytes, since } from '../context.ts';
 import { table } from '../output.ts';
+import type { GroupRouting } from '../routing.ts';
 
 /** `--wait boot|agent`. */
 function waitOption(argv: readonly string[]): WaitLevel | undefined {
@@ -101,6 +102,13 @@ function reachText(v: ProjectView): string {
   }
   return lines.join('\n');
 }
+
+/**
+ * Which of these commands run on a project's node (src/cli/routing.ts): those
+ * with a `<name>`, and `create` on the nodes its `--node` options name, its
+ * `--ssh-key` files sent there first.
+ */
+export const projectRouting: GroupRouting = { project: 'name', commands: { create: { route: 'create', files: { '--ssh-key': 'file' } } } };
 
 export function registerProject(cli: CAC, ctx: CommandContext): void {
   const a = ctx.argv;

@@ -8,6 +8,7 @@ import { GoshipError } from '../../errors.ts';
 import { LIVE_STATES, loadSpecFile, type Vm } from '../../runtime/index.ts';
 import { rawValue, rawValues, secondsOption, sizeOption } from '../args.ts';
 import { type CommandContext, bytes, shellQuote, since } from '../context.ts';
+import type { GroupRouting } from '../routing.ts';
 import { EXIT, table } from '../output.ts';
 import { guestSink } from '../terminal.ts';
 
@@ -65,6 +66,13 @@ async function printConsole(path: string, raw: boolean): Promise<void> {
   }
   if (out !== (process.stdout as unknown)) await new Promise<void>((resolve) => out.end(resolve));
 }
+
+/**
+ * Which of these commands run on a project's node (src/cli/routing.ts): those
+ * with a `<name>` (a project's VM has its name), and `cp` by its `NAME:PATH`
+ * operand.
+ */
+export const vmRouting: GroupRouting = { project: 'name', commands: { cp: { route: 'copy' } } };
 
 export function registerVm(cli: CAC, ctx: CommandContext): void {
   const a = ctx.argv;
