@@ -395,7 +395,7 @@ export function mirrorsFor(suite: string, mirror: string = DEFAULT_MIRROR): stri
 
 const PACKAGE_RE = /^[a-z0-9][a-z0-9+.-]+$/;
 const SUITE_RE = /^[a-z][a-z0-9-]{1,30}$/;
-const MIRROR_RE = /^https?:\/\/[A-Za-z0-9.-]+(:\d+)?(\/[A-Za-z0-9._~\/-]*)?$/;
+const MIRROR_RE = /^https?:\/\/[A-Za-z0-9.-]+(:\d+)?(\/[A-Za-z0-9._~/-]*)?$/;
 
 /** Validates the package list, suite and mirror: every problem at once. Pure. */
 export function validateBuildInputs(o: { suite: string; packages: readonly string[]; extraPackages?: readonly string[]; mirror: string }): Issue[] {

@@ -20,7 +20,7 @@
  */
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { ERROR_CODES, GoshipError, type ErrorCode } from '../errors.ts';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import * as v from 'valibot';
 import type { Layout } from '../layout.ts';
 import { isOurProcess, logTail, processMarker, waitForPath } from '../qemu/index.ts';

@@ -86,7 +86,6 @@ export class FrameDecoder {
   #broken = false;
   #lineParts: Buffer[] = [];
   #lineLength = 0;
-  #discarded = 0;
   #header: DataHeader | undefined;
   /** A data frame whose header failed validation but whose length is known: its payload is skipped. */
   #skipping = false;
@@ -127,7 +126,6 @@ export class FrameDecoder {
     this.#broken = false;
     this.#lineParts = [];
     this.#lineLength = 0;
-    this.#discarded = 0;
     this.#header = undefined;
     this.#skipping = false;
     this.#remaining = 0;
@@ -169,13 +167,8 @@ export class FrameDecoder {
       }
       const nl = chunk.indexOf(NL, pos);
       if (this.#mode === 'discard') {
-        if (nl === -1) {
-          this.#discarded += chunk.length - pos;
-          return;
-        }
-        this.#discarded += nl - pos;
+        if (nl === -1) return;
         this.#mode = 'line';
-        this.#discarded = 0;
         pos = nl + 1;
         continue;
       }
@@ -184,7 +177,6 @@ export class FrameDecoder {
         const rest = chunk.length - pos;
         if (this.#lineLength + rest > this.#maxLine) {
           this.#tooLong(this.#lineLength + rest);
-          this.#discarded = this.#lineLength + rest;
           this.#mode = 'discard';
           this.#lineParts = [];
           this.#lineLength = 0;

@@ -47,7 +47,7 @@ import { PortTakenError, RuntimeError, busyError, stateError } from './errors.ts
 import { trace } from './trace.ts';
 import { lineWriter, tailCollector } from './bounded.ts';
 import { buildContextStream } from './build-context.ts';
-import { DEFAULT_HOST_ADDR, portKey, takenPorts } from './ports.ts';
+import { DEFAULT_HOST_ADDR, takenPorts } from './ports.ts';
 import { LIVE_STATES } from './reconcile.ts';
 import type { VmService } from './vms.ts';
 

@@ -12,7 +12,7 @@
 import { Buffer } from 'node:buffer';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, rename, stat, statfs, unlink } from 'node:fs/promises';
+import { rename, stat, statfs, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { connect as netConnect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';

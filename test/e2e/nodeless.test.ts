@@ -16,7 +16,7 @@ import { ensureTestImage, type ImageInfo } from '../helpers/debian-image.ts';
 import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
 
 let env: ProjectEnv;
-const { g, ok } = cliOf(() => env.env, 900_000);
+const { ok } = cliOf(() => env.env, 900_000);
 let source: ImageInfo;
 
 beforeAll(async () => {

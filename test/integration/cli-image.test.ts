@@ -1,6 +1,5 @@
 /** goshipctl image … as a user runs it: import, list, info, remove, and the refusals. */
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

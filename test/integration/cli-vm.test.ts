@@ -182,7 +182,7 @@ describe('goshipctl vm lifecycle (fast guest)', () => {
 
   it('vm create --base ./relative.qcow2 takes the path relative to the caller, not to the overlay', async () => {
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', join(specDir, 'rel-base.qcow2'), '32M']);
-    const f = await specFile(
+    await specFile(
       'rel.yaml',
       `name: cv-rel\nmemory: 256M\nboot:\n  kernel: ${guest.kernel}\n  initrd: ${guest.initrd}\n  cmdline: ${guest.cmdline}\nnetwork:\n  mode: none\n`,
     );

@@ -54,7 +54,12 @@ async function descendants(root: number): Promise<Set<number>> {
   const out = new Set([root]);
   for (let grew = true; grew; ) {
     grew = false;
-    for (const [pid, ppid] of parent) if (out.has(ppid) && !out.has(pid)) (out.add(pid), (grew = true));
+    for (const [pid, ppid] of parent) {
+      if (out.has(ppid) && !out.has(pid)) {
+        out.add(pid);
+        grew = true;
+      }
+    }
   }
   return out;
 }

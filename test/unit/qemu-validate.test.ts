@@ -5,7 +5,6 @@ import type { HostFacts, ResolveContext } from '../../src/qemu/spec.ts';
 import { resolveSpec } from '../../src/qemu/validate.ts';
 
 const GiB = 1024 ** 3;
-const NO = { available: false, evidence: [] };
 const HOST: HostFacts = {
   cpuCount: 2,
   memTotalBytes: 8 * GiB,
