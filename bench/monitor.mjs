@@ -67,7 +67,7 @@ try {
   const main = names[0];
 
   // 1. Memory of each monitor, three running: right after the last one is ready (the monitors
-  // have just seen their guests boot), and settled (every guest past cloud-init, then 30 s idle,
+  // have just seen their guests boot), and settled (every guest past cloud-init, then 60 s idle,
   // which gives V8 time to shrink its heap after the boot's allocations).
   const memOf = async () => Promise.all(names.map(async (n) => smaps((await rt.vms.get(n)).monitor.pid)));
   const memReady = await memOf();

@@ -7,7 +7,7 @@
  * run the callback, hand the next read over); under TCG that caps what the
  * host can send the agent at about 7 MiB/s, against ~110 MiB/s for a plain
  * blocking read loop and 62-70 MiB/s through this ring (measured in the
- * guest, see docs/benchmarks.md).
+ * guest, see docs/decisions.md).
  *
  * So a worker thread does nothing but blocking reads, straight into a ring
  * buffer shared with the main thread, and the main thread takes whatever has

@@ -13,7 +13,7 @@
  *   relayed five uploads held 47 MiB private, a minute later too. With a
  *   fixed threshold every allocation of 32 KiB or more is a mapping of its
  *   own, unmapped when freed: 17–19 MiB after the same uploads (64 KiB:
- *   23–30 MiB, reads shrunk to their bytes fall below it). docs/benchmarks.md.
+ *   23–30 MiB, reads shrunk to their bytes fall below it). docs/decisions.md.
  *
  * QEMU never inherits them: its jailed command starts it with a scrubbed
  * environment (src/jail/command.ts). The monitor takes them out of its own

@@ -194,7 +194,7 @@ export const CLIENT_READ_BYTES = 256 * 1024;
  * Reads an accepted socket into one buffer of `size` bytes, reused for every
  * read, so relaying an upload allocates nothing per read (Node's own reads
  * allocate 64 KiB each, which glibc either keeps or maps and unmaps: see
- * docs/benchmarks.md). Node offers `onread` only for connections a process
+ * docs/decisions.md). Node offers `onread` only for connections a process
  * makes, so the accepted socket's handle moves to a new socket made with
  * `onread`; the server accepts paused, so nothing has been read yet. A Node
  * whose sockets have no such handle (or `takeOver: false`) is served by its
