@@ -4,7 +4,6 @@
  * writers, interrupted operations, stale builds, QEMU and its monitor).
  */
 import { readFileSync } from 'node:fs';
-import { constants as osConstants } from 'node:os';
 
 /**
  * Pure: the fields of a /proc/PID/stat line from the state (field 3) on, so
@@ -52,25 +51,3 @@ export interface ExitStatus {
   signal: NodeJS.Signals | null;
 }
 
-/** Pure: the name of signal number `n` on Linux (`SIGKILL` for 9), or `SIG<n>` for one without a name. */
-export function signalName(n: number): NodeJS.Signals {
-  const found = Object.entries(osConstants.signals).find(([, v]) => v === n);
-  return (found ? found[0] : `SIG${n}`) as NodeJS.Signals;
-}
-
-/**
- * Pure: the exit status of a zombie from its /proc/PID/stat line, undefined
- * while the process still runs. Field 52 (`exit_code`, Linux ≥ 3.5) holds the
- * status in the form `waitpid(2)` reports it: a parent that Node's
- * child_process does not know as its child (QEMU forked by the monitor's
- * launcher) reads it there until the zombie is reaped.
- */
-export function statExit(stat: string): ExitStatus | undefined {
-  const fields = statFields(stat);
-  if (fields?.[0] !== 'Z' && fields?.[0] !== 'X') return undefined;
-  const raw = fields[52 - 3];
-  if (raw === undefined || !/^\d+$/.test(raw)) return undefined;
-  const status = Number(raw);
-  const sig = status & 0x7f;
-  return sig === 0 ? { code: (status >> 8) & 0xff, signal: null } : { code: null, signal: signalName(sig) };
-}

@@ -16,7 +16,7 @@ import { Buffer } from 'node:buffer';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { open, rename, stat, type FileHandle } from 'node:fs/promises';
 import type { Socket } from 'node:net';
-import { CONSOLE_READ_BYTES, type ReusedReads } from './early.ts';
+import { CONSOLE_READ_BYTES, type ReusedReads } from './sockets.ts';
 
 /** Bytes read and not yet written are held up to this; with less than one read's room left, the socket waits. */
 const STAGE_BYTES = 2 * CONSOLE_READ_BYTES;

@@ -25,7 +25,7 @@
 /** What the monitor runs with, unless the user set the same variable. */
 export const MONITOR_MALLOC: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '1', MALLOC_MMAP_THRESHOLD_: '32768' };
 
-/** Set beside them, naming the ones the starter added, so the monitor and the launcher take out exactly those. */
+/** Set beside them, naming the ones the starter added, so the monitor takes out exactly those before it spawns QEMU. */
 export const MALLOC_MARK = 'GOSHIP_MONITOR_MALLOC';
 
 type Env = Record<string, string | undefined>;

@@ -4,9 +4,10 @@
  * of RUN/ID/monitor.sock. The process is dist/goship-monitor.cjs (main.ts);
  * what the runtime uses of it is here.
  */
-export { startMonitor, monitorBundlePath, isMonitorCmdline, type MonitorReport } from './spawn.ts';
-export { launcherArgv, LAUNCH_SCRIPT } from './launcher.ts';
-export { answering } from './early.ts';
+export { startMonitor, monitorBundlePath, isMonitorCmdline, type MonitorReport } from './start-monitor.ts';
+export { answering } from './sockets.ts';
+export { prepareQemuRun, spawnQemu, type QemuChild } from './qemu-child.ts';
+export { nextPhase, FINAL_PHASES, type Phase, type Happening, type LifecycleContext } from './lifecycle.ts';
 export { MonitorClient } from './client.ts';
 export { writeLaunch, readLaunch, launchFile, withExec, type Launch } from './launch.ts';
 export { afterEnd, classifyEnd, CRASH_KINDS, RESTARTABLE_KINDS, type AfterEnd, type EndEvidence } from './ending.ts';

@@ -5,11 +5,12 @@
  * lives exactly as long as its VM and records, from evidence it holds, how
  * the VM ended. No central daemon: one of these per running VM.
  *
- *   start:  QEMU (-S; forked by the launcher, or spawned here after a reboot or a
- *           crash) → QMP → console → agent link → cont → record running
+ *   start:  QEMU spawned paused (-S, qemu-child.ts) → QMP → console → agent link
+ *           → cont → record running (the same for a first start, a reboot, a restart)
  *   serve:  clients on monitor.sock (agent methods relayed, monitor.* answered)
- *   end:    QEMU exits → classify (SHUTDOWN reason, panic, resets, exit status,
- *           GoShip's stop step) → record → restart (on-crash, with backoff) or exit
+ *   end:    QEMU exits → classify (ending.ts: SHUTDOWN reason, panic, resets, exit
+ *           status, GoShip's stop step) → what next (lifecycle.ts: reboot, restart
+ *           with backoff, or the end) → record
  *   reboot: QEMU runs with -no-reboot, so a guest reboot ends it (SHUTDOWN
  *           guest-reset): a fresh QEMU starts at once with the same argv and the
  *           live port forwards of the last; clients and the socket stay
@@ -33,9 +34,11 @@ import { pidAlive, type ExitStatus } from '../proc.ts';
 import { AgentLink } from './agent-link.ts';
 import { RestartBackoff, ResetWatch } from './backoff.ts';
 import { ConsoleLog, pipeConsole } from './console.ts';
-import { CRASH_KINDS, afterEnd, classifyEnd, type EndEvidence, type VmEnd } from './ending.ts';
+import { CRASH_KINDS, classifyEnd, type EndEvidence, type VmEnd } from './ending.ts';
 import { escalate, type EscalationResult, type StopStep } from './escalate.ts';
-import { QMP_SOCKET_TIMEOUT_MS, answering, ReusedReads, connectRetrying, spawnQemu, type EarlyQemu } from './early.ts';
+import { QMP_SOCKET_TIMEOUT_MS, prepareQemuRun, spawnQemu, type QemuChild } from './qemu-child.ts';
+import { FINAL_PHASES, nextPhase, type Happening, type Phase, type StartFailure } from './lifecycle.ts';
+import { answering, ReusedReads, connectRetrying } from './sockets.ts';
 import { readLaunch, type Launch } from './launch.ts';
 import { NETDEV_ID, parseUsernet } from './ports.ts';
 import {
@@ -67,12 +70,13 @@ export interface MonitorOptions {
   id: string;
   /** Take over a QEMU that runs already. */
   adopt: boolean;
-  /** One status line to whoever started the monitor (`running`, `adopted`, `error`). */
+  /**
+   * Lines to whoever started the monitor: `forked` (QEMU's PID, while it is
+   * still paused), then one last line, `running`, `adopted` or `error`.
+   */
   report: (message: Record<string, unknown>) => void;
   log: (line: string) => void;
   now?: () => string;
-  /** QEMU, forked by the launcher before this process became Node (a fresh start); maybe resumed by the entry already. */
-  early?: EarlyQemu;
   /** When this monitor process started (ISO); default: now. */
   startedAt?: string;
 }
@@ -137,8 +141,6 @@ export class Monitor {
   #lastEnd: VmEnd | undefined;
   /** The OOM kills counted in the VM's memory cgroup when this monitor last looked: one more at an end means the limit killed QEMU. */
   #oomSeen = 0;
-  /** The QEMU the launcher forked; the entry may have reported it running already. */
-  readonly #entryQemu: EarlyQemu | undefined;
   /** Resolved once the end of the VM is recorded for good (no restart follows): a stop answers then. */
   #final: { promise: Promise<VmEnd>; resolve: (end: VmEnd) => void };
 
@@ -146,7 +148,6 @@ export class Monitor {
     this.#o = opts;
     this.#now = opts.now ?? (() => new Date().toISOString());
     this.#startedAt = opts.startedAt ?? this.#now();
-    this.#entryQemu = opts.early;
     let resolve!: (end: VmEnd) => void;
     const promise = new Promise<VmEnd>((r) => (resolve = r));
     this.#final = { promise, resolve };
@@ -164,92 +165,83 @@ export class Monitor {
     this.#oomSeen = await this.#oomKills();
     this.#link = new AgentLink({ socket: this.#vm.paths.agentSocket, log: (l) => this.#log(l), onReady: (h) => void this.#agentReady(h) });
     this.#server = new MonitorServer(this.#vm.paths.monitorSocket, { session: (s) => this.#link.session(s), hello: () => this.#hello() }, this.#handlers());
-    try {
-      if (this.#o.adopt) await this.#adopt();
-      else {
-        this.#ownsFiles = true;
-        await this.#start();
-      }
-    } catch (err) {
-      const e = err instanceof StartError ? err : new StartError((err as { code?: string }).code ?? 'EINTERNAL', (err as Error).message, (err as { hint?: string }).hint);
-      this.#log(`start failed: ${e.message}`);
-      if (this.#entryQemu?.handover) {
-        // The entry reported this VM running before the failure: QEMU must not outlive its monitor unseen, and its end is recorded.
-        this.#entryQemu.kill('SIGKILL');
-        if (this.#vm) {
-          await this.#recordEnd({ at: this.#now(), kind: 'crashed', summary: `the monitor failed after QEMU had started: ${e.message}` }, false).catch((err: unknown) =>
-            this.#log(`recording the end: ${(err as Error).message}`),
-          );
+    let phase: Phase = this.#o.adopt ? { name: 'adopting' } : { name: 'starting', cause: 'first' };
+    while (!FINAL_PHASES.has(phase.name)) {
+      const happened = await this.#enter(phase);
+      phase = nextPhase(phase, happened, { restart: this.#launch.restart, stopRequested: this.#stopRequested, at: this.#now() });
+    }
+    return this.#exit(phase);
+  }
+
+  /** Runs one phase's effects; resolves to what happened in it. */
+  async #enter(phase: Phase): Promise<Happening> {
+    switch (phase.name) {
+      case 'starting':
+      case 'adopting':
+        if (phase.name === 'starting' && phase.cause === 'reboot') {
+          this.#reboots++;
+          this.#state = 'restarting';
+          this.#log(`reboot ${this.#reboots}: ${this.#lastEnd?.summary ?? ''}`);
+          await this.#recordReboot();
         }
+        try {
+          if (phase.name === 'adopting') await this.#adopt();
+          else {
+            this.#ownsFiles = true;
+            await this.#start();
+            if (phase.cause !== 'first') this.#stopIfAsked();
+          }
+          return { what: 'started' };
+        } catch (err) {
+          const e = err instanceof StartError ? err : new StartError((err as { code?: string }).code ?? 'EINTERNAL', (err as Error).message, (err as { hint?: string }).hint);
+          const cause = phase.name === 'adopting' ? 'first' : phase.cause;
+          this.#log(`${cause === 'reboot' ? 'start after the reboot failed' : cause === 'restart' ? 'restart failed' : 'start failed'}: ${e.message}`);
+          return { what: 'start-failed', failure: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}), extra: e.extra } };
+        }
+      case 'running':
+        return { what: 'qemu-ended', end: await this.#awaitEnd() };
+      case 'backoff': {
+        const uptime = Date.now() - (this.#run?.startedAt ?? Date.now());
+        const delay = this.#backoff.delayAfter(uptime);
+        this.#restarts++;
+        this.#resets = new ResetWatch();
+        await this.#recordEnd(phase.end, true);
+        this.#log(`restart ${this.#restarts} in ${delay} ms (policy on-crash) after: ${phase.end.summary}`);
+        this.#state = 'restarting';
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, delay);
+          this.#wakeRestart = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+        this.#wakeRestart = undefined;
+        return { what: 'backoff-over' };
       }
+      case 'ended':
+      case 'failed':
+        throw new Error(`monitor lifecycle: ${phase.name} is not entered, it is the exit`);
+    }
+  }
+
+  /** The one way out: files removed, the end recorded or the failure reported, a waiting stop answered, everything closed. */
+  async #exit(phase: Phase): Promise<number> {
+    if (phase.name === 'failed') {
+      const f: StartFailure = phase.failure;
       // The starter may start the VM again at once: its files go before the answer.
       await this.#removeFiles();
-      this.#o.report({ t: 'error', error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) }, ...e.extra });
+      this.#o.report({ t: 'error', error: { code: f.code, message: f.message, ...(f.hint ? { hint: f.hint } : {}) }, ...f.extra });
       await this.#teardown('start failed');
       return 1;
     }
-    for (;;) {
-      const end = await this.#awaitEnd();
-      const next = afterEnd(end, { restart: this.#launch.restart, stopRequested: this.#stopRequested });
-      if (next === 'final') {
-        await this.#removeFiles();
-        await this.#recordEnd(end, false);
-        this.#final.resolve(end);
-        // A stop that is waiting answers before the socket closes.
-        await this.#stopping?.catch(() => undefined);
-        await this.#teardown(`the VM ended: ${end.summary}`);
-        return 0;
-      }
-      if (next === 'reboot') {
-        this.#reboots++;
-        this.#state = 'restarting';
-        this.#log(`reboot ${this.#reboots}: ${end.summary}`);
-        await this.#recordReboot();
-        try {
-          await this.#start();
-          this.#stopIfAsked();
-        } catch (err) {
-          this.#log(`start after the reboot failed: ${(err as Error).message}`);
-          await this.#recordEnd({ at: this.#now(), kind: 'crashed', summary: `the guest rebooted and QEMU did not start again: ${(err as Error).message}` }, false);
-          await this.#teardown('start after a reboot failed');
-          return 1;
-        }
-        continue;
-      }
-      const uptime = Date.now() - (this.#run?.startedAt ?? Date.now());
-      const delay = this.#backoff.delayAfter(uptime);
-      this.#restarts++;
-      this.#resets = new ResetWatch();
-      await this.#recordEnd(end, true);
-      this.#log(`restart ${this.#restarts} in ${delay} ms (policy on-crash) after: ${end.summary}`);
-      this.#state = 'restarting';
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, delay);
-        this.#wakeRestart = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.#wakeRestart = undefined;
-      if (this.#stopRequested) {
-        const stopped: VmEnd = { at: this.#now(), kind: 'stopped', summary: 'stopped by GoShip while waiting to restart' };
-        await this.#removeFiles();
-        await this.#recordEnd(stopped, false);
-        this.#final.resolve(stopped);
-        await this.#stopping?.catch(() => undefined);
-        await this.#teardown('stopped while waiting to restart');
-        return 0;
-      }
-      try {
-        await this.#start();
-        this.#stopIfAsked();
-      } catch (err) {
-        this.#log(`restart failed: ${(err as Error).message}`);
-        await this.#recordEnd({ at: this.#now(), kind: 'crashed', summary: `restart failed: ${(err as Error).message}` }, false);
-        await this.#teardown('restart failed');
-        return 1;
-      }
-    }
+    if (phase.name !== 'ended') throw new Error(`monitor lifecycle: ${phase.name} is not a final phase`);
+    await this.#removeFiles();
+    await this.#recordEnd(phase.end, false).catch((err: unknown) => this.#log(`recording the end: ${(err as Error).message}`));
+    this.#final.resolve(phase.end);
+    // A stop that is waiting answers before the socket closes.
+    await this.#stopping?.catch(() => undefined);
+    await this.#teardown(`the VM ended: ${phase.end.summary}`);
+    return phase.exitCode;
   }
 
   // ------------------------------------------------------------ start and adopt
@@ -258,19 +250,20 @@ export class Monitor {
     const { paths } = this.#vm;
     await mkdir(this.#o.layout.vmRunDir(this.#vm.id), { recursive: true, mode: 0o700 });
     const binary = this.#launch.argv[0];
-    const early = this.#takeEarly();
-    let q: EarlyQemu;
+    let q: QemuChild;
     try {
-      q = early ?? spawnQemu(this.#o.layout, this.#vm.id, this.#launch.exec);
+      q = spawnQemu({ exec: this.#launch.exec, log: prepareQemuRun(this.#o.layout, this.#vm.id) });
       await q.spawned;
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       const hint = e.code === 'ENOENT' ? 'install QEMU: apt-get install qemu-system-x86' : undefined;
       throw new StartError('EQEMU_SPAWN', `cannot start ${binary}: ${e.message}`, hint);
     }
+    // Paused (-S): the starter records the PID before the guest can run, so a goshipctl killed from here on leaves no QEMU that no record knows.
+    this.#o.report({ t: 'forked', pid: q.pid });
     const { exited } = q;
     const run: Run = { pid: q.pid, own: true, startedAt: q.startedAt, exited, evidence: {} };
-    const marks: string[] = [`spawned ${q.spawnedAtMs}`, ...(q.handover?.marks ?? []), `loaded ${ms()}`];
+    const marks: string[] = [`spawned ${ms()}`];
     this.#run = run;
     let gone: ExitStatus | undefined;
     void exited.then((e) => (gone = e));
@@ -290,34 +283,21 @@ export class Monitor {
         logTail: tail,
       });
     };
-    const handover = q.handover;
     try {
-      if (handover) {
-        // The entry negotiated QMP, connected the console and resumed QEMU (and reported it running) before this code had loaded.
-        this.#server.adopt(handover.listener);
-        this.#serverListening = true;
-        this.#qmp = this.#watchQmp(QmpClient.adopt(handover.qmp, { socketPath: paths.qmpSocket, greeting: handover.greeting, pending: handover.pending }, { onEvent: (e) => this.#onEvent(e) }));
-      } else {
-        if (!(await waitForPath(paths.qmpSocket, QMP_SOCKET_TIMEOUT_MS, alive))) return await failEarly();
-        this.#qmp = await this.#connectQmp(alive);
-        marks.push(`QMP ${ms()}`);
-        await this.#restoreForwards();
-      }
-      await this.#openConsole(alive, handover);
+      if (!(await waitForPath(paths.qmpSocket, QMP_SOCKET_TIMEOUT_MS, alive))) return await failEarly();
+      this.#qmp = await this.#connectQmp(alive);
+      marks.push(`QMP ${ms()}`);
+      await this.#restoreForwards();
+      await this.#openConsole(alive);
       if (!this.#serverListening) await this.#listen();
       marks.push(`console and socket ${ms()}`);
       this.#link.start();
-      if (!handover) await this.#qmp.cont();
+      await this.#qmp.cont();
       this.#qmpStatus = await this.#qmp.queryStatus();
-      if (!handover) marks.push(`cont ${ms()}`);
+      marks.push(`cont ${ms()}`);
     } catch (err) {
       // QEMU may be exiting right now (a bad option): then its own words say why.
       await Promise.race([exited, sleep(200)]);
-      if (handover && !alive()) {
-        // Reported running already: this is the VM's end, and the main loop classifies it like any other.
-        this.#log(`QEMU ended while the monitor was loading (${(err as Error).message})`);
-        return;
-      }
       if (!alive() || err instanceof StartError) return await failEarly();
       q.kill('SIGKILL');
       await exited;
@@ -326,7 +306,7 @@ export class Monitor {
     this.#state = 'running';
     const startedAt = new Date(run.startedAt).toISOString();
     // The starter records `running` too: it waits for this report, not for the store.
-    if (!handover) this.#o.report({ t: 'running', pid: run.pid, status: this.#qmpStatus.status, startedAt, monitorStartedAt: this.#startedAt });
+    this.#o.report({ t: 'running', pid: run.pid, status: this.#qmpStatus.status, startedAt, monitorStartedAt: this.#startedAt });
     await this.#o.store.update((draft) => {
       const rec = findRecord(draft, 'vm', this.#vm.id);
       if (!rec) return;
@@ -393,13 +373,6 @@ export class Monitor {
     return Number.isInteger(n) && n > 0 && (await isOurProcess(n, marker)) ? n : undefined;
   }
 
-  /** The QEMU the launcher forked, once: a reboot or a restart spawns its own. */
-  #takeEarly(): EarlyQemu | undefined {
-    const { early } = this.#o;
-    this.#o.early = undefined;
-    return early;
-  }
-
   #serverListening = false;
 
   async #listen(): Promise<void> {
@@ -428,12 +401,12 @@ export class Monitor {
     return qmp;
   }
 
-  async #openConsole(alive: () => boolean, connected?: { console: Socket; consoleReads: ReusedReads }): Promise<void> {
+  async #openConsole(alive: () => boolean): Promise<void> {
     const { paths } = this.#vm;
     await this.#console?.close();
     this.#console = await ConsoleLog.open({ path: paths.consoleLog, maxBytes: this.#launch.console.maxBytes, keep: this.#launch.console.keep });
-    const reads = connected?.consoleReads ?? new ReusedReads();
-    const socket = connected?.console ?? (await connectRetrying(paths.consoleSocket, alive, Date.now() + QMP_SOCKET_TIMEOUT_MS, reads));
+    const reads = new ReusedReads();
+    const socket = await connectRetrying(paths.consoleSocket, alive, Date.now() + QMP_SOCKET_TIMEOUT_MS, reads);
     if (!socket) return;
     this.#consoleSocket = socket;
     pipeConsole(socket, reads, this.#console, (err) => this.#log(`console.log: ${err.message}`));

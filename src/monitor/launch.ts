@@ -10,9 +10,8 @@ import { RESTART_POLICIES } from '../qemu/index.ts';
 import { jailedCommand } from '../jail/index.ts';
 import { join } from 'node:path';
 
-import { LAUNCH_FILE } from './launch-file.ts';
-
-export { LAUNCH_FILE };
+/** The file the runtime hands a VM's monitor (vms/ID/launch.json). */
+export const LAUNCH_FILE = 'launch.json';
 
 export const LaunchSchema = v.object({
   /** The exact QEMU argv, binary first. */

@@ -1,16 +1,16 @@
 /**
  * goship-monitor: the monitor process of one VM (dist/goship-monitor.cjs).
  *
- *   goship-monitor --vm ID --home GOSHIP_HOME --run GOSHIP_RUN (--qemu-pid PID | --adopt)
+ *   goship-monitor --vm ID --home GOSHIP_HOME --run GOSHIP_RUN [--adopt]
  *
- * Started by the runtime: a fresh start through the launcher (launcher.ts),
- * which has forked QEMU already and passes its PID; `--adopt` takes over a
- * running QEMU whose monitor died. It reports one JSON line on file
- * descriptor 3 when that is a pipe (`running`, `adopted` or `error`), writes
- * its log to stderr (the VM's monitor.log), and exits when its VM has ended
- * for good. See docs/architecture.md. This entry is Node built-ins only: it
- * loads the body (dist/goship-monitor-body.cjs, body.ts) through V8's code
- * cache.
+ * Started by the runtime (start-monitor.ts): it spawns the VM's QEMU itself
+ * (qemu-child.ts), or with `--adopt` takes over a running QEMU whose monitor
+ * died. It reports JSON lines on file descriptor 3 when that is a pipe
+ * (`forked` with QEMU's PID while QEMU is still paused, then one of
+ * `running`, `adopted` or `error`), writes its log to stderr (the VM's
+ * monitor.log), and exits when its VM has ended for good. See
+ * docs/architecture.md. This entry is Node built-ins only: it loads the body
+ * (dist/goship-monitor-body.cjs, body.ts) through V8's code cache.
  */
 import { closeSync, fstatSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -18,14 +18,13 @@ import { fileURLToPath } from 'node:url';
 import { loadCached } from '../boot/index.ts';
 import { Layout } from '../layout.ts';
 import { restoreEnv } from './env.ts';
-import { QMP_SOCKET_TIMEOUT_MS, forkedQemu, resumeEarly } from './early.ts';
 
 /** The rest of the monitor, beside this file (built from body.ts). */
 const BODY = 'goship-monitor-body.cjs';
 /** When this file began to run, in ms since Node started (for the log). */
 const ENTRY_MS = (process.uptime() * 1000).toFixed(0);
 
-const USAGE = 'usage: goship-monitor --vm ID --home GOSHIP_HOME --run GOSHIP_RUN (--qemu-pid PID | --adopt)';
+const USAGE = 'usage: goship-monitor --vm ID --home GOSHIP_HOME --run GOSHIP_RUN [--adopt]';
 const REPORT_FD = 3;
 
 interface Args {
@@ -33,7 +32,6 @@ interface Args {
   home: string;
   run: string;
   adopt: boolean;
-  qemuPid?: number;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -42,13 +40,11 @@ function parseArgs(argv: string[]): Args {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--adopt') adopt = true;
-    else if (a === '--vm' || a === '--home' || a === '--run' || a === '--qemu-pid') out[a.slice(2)] = argv[++i] ?? '';
+    else if (a === '--vm' || a === '--home' || a === '--run') out[a.slice(2)] = argv[++i] ?? '';
     else throw new Error(`unknown argument ${JSON.stringify(a)}\n${USAGE}`);
   }
-  const pid = out['qemu-pid'] === undefined ? undefined : Number(out['qemu-pid']);
-  if (!out.vm || !out.home || !out.run || adopt === (pid !== undefined)) throw new Error(USAGE);
-  if (pid !== undefined && !(Number.isInteger(pid) && pid > 0)) throw new Error(`--qemu-pid: expected a PID, got ${JSON.stringify(out['qemu-pid'])}`);
-  return { id: out.vm, home: out.home, run: out.run, adopt, ...(pid !== undefined ? { qemuPid: pid } : {}) };
+  if (!out.vm || !out.home || !out.run) throw new Error(USAGE);
+  return { id: out.vm, home: out.home, run: out.run, adopt };
 }
 
 function reportChannel(): (message: Record<string, unknown>) => void {
@@ -60,15 +56,18 @@ function reportChannel(): (message: Record<string, unknown>) => void {
   } catch {
     open = false;
   }
+  // `forked` comes first and keeps the channel open; any other line is the last.
   return (message) => {
     if (!open) return;
+    const last = message.t !== 'forked';
     try {
       writeSync(REPORT_FD, `${JSON.stringify(message)}\n`);
-      closeSync(REPORT_FD);
+      if (last) closeSync(REPORT_FD);
     } catch {
       // The starter went away: nobody is waiting for the answer.
+      open = false;
     }
-    open = false;
+    if (last) open = false;
   };
 }
 
@@ -84,26 +83,12 @@ async function main(): Promise<number> {
   process.on('SIGPIPE', () => undefined);
   process.on('SIGHUP', () => undefined);
   const layout = new Layout(args.home, args.run);
-  // A fresh start: the launcher forked QEMU before this process even became Node; its end comes as SIGCHLD.
-  const early = args.qemuPid === undefined ? undefined : forkedQemu(args.qemuPid);
   const report = reportChannel();
   const startedAt = new Date().toISOString();
-  if (early) {
-    // QEMU runs before the body loads (~30 ms of this machine's time): the entry negotiates QMP and resumes it.
-    let gone = false;
-    void early.exited.then(() => (gone = true));
-    const handover = await resumeEarly({ qmp: layout.qmpSocket(args.id), console: layout.vmSocket(args.id, 'consoleSocket'), monitor: layout.vmSocket(args.id, 'monitorSocket') }, () => !gone, QMP_SOCKET_TIMEOUT_MS);
-    if (typeof handover === 'string') log(`the entry did not resume QEMU (${handover}): the body will try`);
-    else {
-      early.handover = handover;
-      handover.marks.unshift(`entry ${ENTRY_MS}`);
-      report({ t: 'running', pid: early.pid, status: 'running', startedAt: new Date(early.startedAt).toISOString(), monitorStartedAt: startedAt });
-    }
-  }
   const { Store, Monitor } = loadCached(join(dirname(fileURLToPath(import.meta.url)), BODY)) as typeof import('./body.ts');
   const store = await Store.open(layout);
-  const monitor = new Monitor({ layout, store, id: args.id, adopt: args.adopt, report, log, startedAt, ...(early ? { early } : {}) });
-  log(`${args.adopt ? 'adopting' : 'starting'} VM ${args.id}`);
+  const monitor = new Monitor({ layout, store, id: args.id, adopt: args.adopt, report, log, startedAt });
+  log(`${args.adopt ? 'adopting' : 'starting'} VM ${args.id} (entry at ${ENTRY_MS} ms, body loaded at ${(process.uptime() * 1000).toFixed(0)} ms)`);
   const code = await monitor.main();
   log(`exiting (${code})`);
   return code;

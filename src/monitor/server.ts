@@ -36,7 +36,7 @@ import {
   type StreamName,
 } from '../protocol/index.ts';
 import { AgentRemoteError, type AgentClient, type Relay } from '../serial/index.ts';
-import { listenUnix, type Listener } from './early.ts';
+import { listenUnix, type Listener } from './sockets.ts';
 import { StreamPacer } from './pacer.ts';
 import { MONITOR_PREFIX } from './protocol.ts';
 

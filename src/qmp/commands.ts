@@ -3,7 +3,6 @@
  * in camelCase, plus an optional `timeoutMs` for that call. Replies keep
  * QEMU's field names (see types.ts).
  */
-import type { Socket } from 'node:net';
 import { ValidationError, type Issue } from '../errors.ts';
 import { QmpClosedError, QmpHmpError } from './errors.ts';
 import { QmpProtocol, type CallOptions, type ConnectOptions, type QmpListenerMap, type QmpProtocolOptions } from './protocol.ts';
@@ -121,18 +120,6 @@ export class QmpClient extends QmpProtocol {
     const client = new QmpClient(protocolOptions);
     if (onEvent !== undefined) client.on('event', onEvent);
     await client.connect(socketPath, timeoutMs === undefined ? {} : { timeoutMs });
-    return client;
-  }
-
-  /**
-   * A client on a connection already negotiated by someone else (see
-   * `QmpProtocol.adopt`); `onEvent` sees the events in `pending` too.
-   */
-  static adopt(socket: Socket, handover: { socketPath: string; greeting: string; pending?: Buffer }, options: Omit<QmpClientOptions, 'timeoutMs' | 'oob'> = {}): QmpClient {
-    const { onEvent, ...protocolOptions } = options;
-    const client = new QmpClient(protocolOptions);
-    if (onEvent !== undefined) client.on('event', onEvent);
-    client.adopt(socket, handover);
     return client;
   }
 

@@ -11,7 +11,6 @@
  * (during negotiation, between a request and its reply). On EOF every pending
  * call rejects at once.
  */
-import type { Socket } from 'node:net';
 import { LineTransport, MAX_LINE_BYTES } from './transport.ts';
 import {
   QmpClosedError,
@@ -382,40 +381,6 @@ export class QmpProtocol {
       this.#transport?.destroy();
       throw error;
     }
-  }
-
-  /**
-   * Takes over a connection that another piece of code opened and
-   * negotiated (the monitor's entry, which resumes QEMU before the rest of
-   * the monitor has loaded): `greeting` is the line QEMU greeted with,
-   * `pending` the bytes read after the negotiation and not consumed (events,
-   * in order). The client is `running` at once and sends nothing. Throws
-   * `QmpConnectError` for a greeting that is not QMP's.
-   */
-  adopt(socket: Socket, handover: { socketPath: string; greeting: string; pending?: Buffer }): QmpGreeting {
-    if (this.#state !== 'idle') {
-      throw new QmpStateError(`cannot adopt a connection to ${handover.socketPath}: the QMP client is ${this.#state}`, this.#state, 'create a new QmpClient');
-    }
-    this.#socketPath = handover.socketPath;
-    this.#setState('connecting');
-    const transport = LineTransport.adopt(socket, {
-      maxLineBytes: this.#options.maxLineBytes,
-      onLine: (line) => this.#onLine(line),
-      onClose: (reason) => this.#finish(reason),
-    });
-    this.#transport = transport;
-    this.#onLine(handover.greeting);
-    const greeting = this.#greeting;
-    if (greeting === undefined) {
-      const error = new QmpConnectError(handover.socketPath, `the handed-over connection did not start with a QMP greeting: ${preview(handover.greeting)}`);
-      this.#finish(error);
-      transport.destroy();
-      throw error;
-    }
-    this.#capabilities = [];
-    this.#setState('running');
-    transport.start(handover.pending);
-    return greeting;
   }
 
   #awaitGreeting(socketPath: string, timeoutMs: number, waitMs: number): Promise<QmpGreeting> {

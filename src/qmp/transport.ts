@@ -171,26 +171,6 @@ export class LineTransport {
     });
   }
 
-  /**
-   * A socket connected and read by someone else until now (the monitor's
-   * entry, which negotiated and resumed QEMU before the rest of the monitor
-   * had loaded). `pending` are the bytes it read and did not consume; they
-   * are delivered by `start()`, before anything still unread on the socket.
-   */
-  static adopt(socket: Socket, options: Omit<TransportOptions, 'socketPath' | 'timeoutMs'>): LineTransport {
-    const transport = new LineTransport(socket, options);
-    transport.#wire(() => true);
-    return transport;
-  }
-
-  /** Delivers `pending` as if just received, then lets the socket flow (it may have been paused). */
-  start(pending: Buffer = Buffer.alloc(0)): void {
-    if (pending.length > 0) this.#receive(pending);
-    // Closed before it was adopted: its 'close' event has gone by.
-    if (this.#socket.closed) queueMicrotask(() => this.#ended());
-    else this.#socket.resume();
-  }
-
   #wire(connected: () => boolean): void {
     const socket = this.#socket;
     socket.on('data', (chunk: Buffer) => this.#receive(chunk));

@@ -77,7 +77,7 @@ describe('VM lifecycle through the monitor', () => {
     expect(await isOurProcess(vm.pid!, processMarker('lc-basic'))).toBe(true);
     expect(vm.monitor?.pid).toBeTypeOf('number');
     expect(pidAlive(vm.monitor!.pid)).toBe(true);
-    // QEMU is the monitor's child (forked by the launcher, which then became the monitor), in a session of its own.
+    // QEMU is the monitor's child (spawned by it, paused), in a session of its own.
     const stat = (await readFile(`/proc/${vm.pid}/stat`, 'latin1')).split(') ')[1]!.split(' ');
     expect(Number(stat[1])).toBe(vm.monitor!.pid);
     expect(Number(stat[3])).toBe(vm.pid);
@@ -96,9 +96,9 @@ describe('VM lifecycle through the monitor', () => {
       expect(JSON.parse(await readFile(join(vm.paths.dir, 'argv.json'), 'utf8'))).toContain('on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
     }
     expect(await rt.vms.qmpStatus('lc-basic')).toEqual({ status: 'running', running: true });
-    // The monitor's entry resumed QEMU and reported it running before the rest of the monitor had loaded.
+    // One start path: QEMU spawned paused by the monitor, QMP, the console and monitor.sock, then `cont` and the record.
     await until('the monitor to record the run', async () => ((await readFile(vm.paths.monitorLog, 'utf8')).includes('QEMU running') ? true : undefined), 30_000);
-    expect(await readFile(vm.paths.monitorLog, 'utf8')).toMatch(/QEMU running \(pid \d+\); ms since the monitor started: spawned 0, entry \d+, connected \d+, QMP \d+, cont \d+, loaded \d+, console and socket \d+, recorded \d+\n/);
+    expect(await readFile(vm.paths.monitorLog, 'utf8')).toMatch(/QEMU running \(pid \d+\); ms since the monitor started: spawned \d+, QMP \d+, console and socket \d+, cont \d+, recorded \d+\n/);
     // ACPI power-down only works once the guest listens for the power button.
     await waitConsole(vm.paths.consoleLog, 'acpid handles the power button');
     const stopped = await rt.vms.stop('lc-basic', { timeouts: { acpiMs: 30_000 } });
@@ -130,21 +130,33 @@ describe('VM lifecycle through the monitor', () => {
     expect(r.attempts[0]).toEqual({ step: 'quit', outcome: 'ended' });
   }, 120_000);
 
-  it('a monitor that dies before it reports takes the QEMU the launcher forked along', async () => {
+  it('a monitor that dies before it reports takes the QEMU it spawned along', async () => {
     // Its files as a start leaves them (launch.json, the run directory QEMU's user may enter), then no process of it.
     const vm = await rt.vms.start('lc-stubborn');
     process.kill(vm.monitor!.pid, 'SIGKILL');
     process.kill(vm.pid!, 'SIGKILL');
     expect(await waitGone(vm.pid!, processMarker('lc-stubborn'), 5000)).toBe(true);
-    // A stand-in for the monitor's bundle that exits at once.
+    // A stand-in for the monitor's bundle: it spawns the VM's QEMU (paused, by its jailed command) as the monitor does, says `forked`, and dies before its report.
     const bogus = join(env.root, 'goship-monitor.cjs');
-    await writeFile(bogus, "process.stderr.write('stand-in monitor: exiting before the report\\n'); process.exit(3);\n");
+    await writeFile(
+      bogus,
+      [
+        "const { spawn } = require('node:child_process');",
+        "const fs = require('node:fs');",
+        `const launch = JSON.parse(fs.readFileSync(${JSON.stringify(join(vm.paths.dir, 'launch.json'))}, 'utf8'));`,
+        "const q = spawn(launch.exec[0], launch.exec.slice(1), { stdio: 'ignore' });",
+        "q.unref();",
+        "fs.writeSync(3, JSON.stringify({ t: 'forked', pid: q.pid }) + '\\n');",
+        "process.stderr.write('stand-in monitor: exiting before the report\\n');",
+        "setTimeout(() => process.exit(3), 300);",
+      ].join('\n'),
+    );
     const err = await startMonitor({ layout: env.layout, vm, launch: await readLaunch(vm.paths.dir), bundle: bogus }).then(
       () => undefined,
       (e: { code: string; message: string }) => e,
     );
     expect(err).toMatchObject({ code: 'EMONITOR', message: expect.stringMatching(/^the monitor of VM lc-stubborn exited with code 3 before it reported: .*stand-in monitor: exiting before the report/) });
-    // The launcher forked QEMU (paused, it would wait forever) before the stand-in ran; the starter killed it.
+    // The stand-in's QEMU (paused, it would wait forever) outlived it; the starter killed it.
     await until('the forked QEMU to be gone', async () => ((await execa('pgrep', ['-f', 'process=goship-lc-stubborn'], { reject: false })).stdout === '' ? true : undefined), 10_000);
     expect((await rt.vms.start('lc-stubborn')).state).toBe('running');
     await rt.vms.stop('lc-stubborn', { force: true });

@@ -9,7 +9,7 @@ import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConsoleLog, pipeConsole } from '../../src/monitor/console.ts';
-import { CONSOLE_READ_BYTES, ReusedReads } from '../../src/monitor/early.ts';
+import { CONSOLE_READ_BYTES, ReusedReads } from '../../src/monitor/sockets.ts';
 import { tempDir } from '../helpers/agent-process.ts';
 
 let dir: string;

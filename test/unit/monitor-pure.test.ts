@@ -2,9 +2,9 @@
 import { withExec } from '../../src/monitor/launch.ts';
 import { jailedCommand } from '../../src/jail/index.ts';
 import { describe, expect, it } from 'vitest';
+import type { Happening, Phase } from '../../src/monitor/index.ts';
 import {
   MALLOC_MARK,
-  LAUNCH_SCRIPT,
   PACED_PIECE,
   RestartBackoff,
   ResetWatch,
@@ -14,7 +14,7 @@ import {
   classifyEnd,
   fitting,
   isMonitorCmdline,
-  launcherArgv,
+  nextPhase,
   monitorEnv,
   parseUsernet,
   restoreEnv,
@@ -203,20 +203,54 @@ describe('isMonitorCmdline', () => {
   });
 });
 
-describe('launcherArgv', () => {
-  const monitorArgv = ['/usr/bin/node', '--max-semi-space-size=1', '/d/goship-monitor.cjs', '--vm', 'web', '--home', '/h', '--run', '/r'];
-  it('QEMU\'s jailed words, counted, then the monitor\'s: all as parameters of one constant script', () => {
-    const qemuExec = jailedCommand({ qemuArgv: ['/usr/bin/qemu-system-x86_64', '-name', 'guest=web,process=goship-web', '-S'] });
-    expect(launcherArgv({ qemuExec, qemuLog: '/h/vms/web/qemu.log', monitorArgv })).toEqual([
-      '/bin/sh',
-      '-c',
-      LAUNCH_SCRIPT,
-      'goship-launch',
-      '/h/vms/web/qemu.log',
-      String(qemuExec.length),
-      ...qemuExec,
-      ...monitorArgv,
-    ]);
+describe('nextPhase: what the monitor does next', () => {
+  const crash = { at, kind: 'crashed', summary: 'QEMU was killed by SIGKILL' } as const;
+  const reboot = { at, kind: 'reboot', summary: 'the guest rebooted; its monitor starts QEMU again' } as const;
+  const poweroff = { at, kind: 'poweroff', summary: 'the guest powered itself off' } as const;
+  const stopped = { at, kind: 'stopped', step: 'acpi', summary: 'stopped by GoShip (acpi)' } as const;
+  const failure = { code: 'EQEMU_EXIT', message: 'QEMU exited with code 1 during start' };
+  const rows: Array<[string, Phase, Happening, { restart?: 'no' | 'on-crash'; stop?: boolean }, Phase]> = [
+    ['a first start that runs', { name: 'starting', cause: 'first' }, { what: 'started' }, {}, { name: 'running' }],
+    ['an adoption that holds', { name: 'adopting' }, { what: 'started' }, {}, { name: 'running' }],
+    ['a first start that fails: the starter is told', { name: 'starting', cause: 'first' }, { what: 'start-failed', failure }, {}, { name: 'failed', failure }],
+    ['an adoption that fails: the starter is told', { name: 'adopting' }, { what: 'start-failed', failure }, {}, { name: 'failed', failure }],
+    ['a guest reboot: a fresh QEMU', { name: 'running' }, { what: 'qemu-ended', end: reboot }, {}, { name: 'starting', cause: 'reboot' }],
+    ['a reboot during a stop: the end', { name: 'running' }, { what: 'qemu-ended', end: reboot }, { stop: true }, { name: 'ended', end: reboot, exitCode: 0 }],
+    ['a crash, policy no: the end', { name: 'running' }, { what: 'qemu-ended', end: crash }, {}, { name: 'ended', end: crash, exitCode: 0 }],
+    ['a crash, policy on-crash: backoff', { name: 'running' }, { what: 'qemu-ended', end: crash }, { restart: 'on-crash' }, { name: 'backoff', end: crash }],
+    ['a crash during a stop, policy on-crash: the end', { name: 'running' }, { what: 'qemu-ended', end: crash }, { restart: 'on-crash', stop: true }, { name: 'ended', end: crash, exitCode: 0 }],
+    ['a power-off, policy on-crash: the end', { name: 'running' }, { what: 'qemu-ended', end: poweroff }, { restart: 'on-crash' }, { name: 'ended', end: poweroff, exitCode: 0 }],
+    ['GoShip\'s stop: the end', { name: 'running' }, { what: 'qemu-ended', end: stopped }, { restart: 'on-crash' }, { name: 'ended', end: stopped, exitCode: 0 }],
+    ['the backoff over: a restart', { name: 'backoff', end: crash }, { what: 'backoff-over' }, { restart: 'on-crash' }, { name: 'starting', cause: 'restart' }],
+    [
+      'a stop during the backoff: stopped, no restart',
+      { name: 'backoff', end: crash },
+      { what: 'backoff-over' },
+      { restart: 'on-crash', stop: true },
+      { name: 'ended', exitCode: 0, end: { at, kind: 'stopped', summary: 'stopped by GoShip while waiting to restart' } },
+    ],
+    [
+      'a reboot whose QEMU does not start: crashed, exit 1',
+      { name: 'starting', cause: 'reboot' },
+      { what: 'start-failed', failure },
+      {},
+      { name: 'ended', exitCode: 1, end: { at, kind: 'crashed', summary: 'the guest rebooted and QEMU did not start again: QEMU exited with code 1 during start' } },
+    ],
+    [
+      'a restart whose QEMU does not start: crashed, exit 1',
+      { name: 'starting', cause: 'restart' },
+      { what: 'start-failed', failure },
+      { restart: 'on-crash' },
+      { name: 'ended', exitCode: 1, end: { at, kind: 'crashed', summary: 'restart failed: QEMU exited with code 1 during start' } },
+    ],
+  ];
+  it.each(rows)('%s', (_what, phase, happened, c, want) => {
+    expect(nextPhase(phase, happened, { restart: c.restart ?? 'no', stopRequested: c.stop ?? false, at })).toEqual(want);
+  });
+
+  it('a happening a phase cannot see is a bug, said as one', () => {
+    expect(() => nextPhase({ name: 'running' }, { what: 'started' }, { restart: 'no', stopRequested: false, at })).toThrow('monitor lifecycle: started cannot happen while running');
+    expect(() => nextPhase({ name: 'ended', end: crash, exitCode: 0 }, { what: 'backoff-over' }, { restart: 'no', stopRequested: false, at })).toThrow('backoff-over cannot happen while ended');
   });
 });
 

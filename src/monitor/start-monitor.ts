@@ -1,10 +1,10 @@
 /**
  * Starting a VM's monitor, from the runtime: a detached process, its log in
- * the VM's monitor.log, its one report line read from a pipe on its file
- * descriptor 3. A fresh start goes through the launcher (launcher.ts: QEMU
- * forked first, then the shell becomes the monitor); an adoption starts the
- * monitor alone. After the report the monitor is on its own: the caller may
- * exit, the VM keeps its keeper.
+ * the VM's monitor.log, its report lines read from a pipe on its file
+ * descriptor 3 (`forked`: QEMU's PID, QEMU still paused; then `running`,
+ * `adopted` or `error`). The monitor spawns QEMU itself (qemu-child.ts); an
+ * adoption takes over the QEMU that runs. After the report the monitor is on
+ * its own: the caller may exit, the VM keeps its keeper.
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -16,9 +16,7 @@ import { GoshipError, type ErrorCode, ERROR_CODES } from '../errors.ts';
 import type { Layout } from '../layout.ts';
 import { QemuExitError, isOurProcess, logTail, processMarker } from '../qemu/index.ts';
 import type { Vm } from '../store/index.ts';
-import { prepareQemuRun } from './early.ts';
 import { monitorEnv } from './env.ts';
-import { launcherArgv } from './launcher.ts';
 import type { Launch } from './launch.ts';
 
 /** The monitor's log is rotated at start once it is this large (one older file kept). */
@@ -82,8 +80,9 @@ function reportError(raw: Record<string, unknown>, vm: Vm): GoshipError {
 }
 
 /**
- * Starts the monitor of `vm`: fresh (`launch`: QEMU is forked from it by the
- * launcher) or adopting the QEMU that runs (`adopt`); waits for its report.
+ * Starts the monitor of `vm`: fresh (`launch`: the monitor reads it from the
+ * VM's launch.json and spawns QEMU) or adopting the QEMU that runs (`adopt`);
+ * waits for its report.
  */
 export async function startMonitor(opts: {
   layout: Layout;
@@ -92,9 +91,9 @@ export async function startMonitor(opts: {
   launch?: Launch;
   bundle?: string;
   /**
-   * Told the PIDs as soon as the launcher has forked QEMU (still paused:
-   * `-S`), before the monitor runs: the caller records them, so a goshipctl
-   * killed from here on leaves no QEMU that no record knows.
+   * Told the PIDs as soon as the monitor has spawned QEMU (still paused:
+   * `-S`): the caller records them, so a goshipctl killed from here on leaves
+   * no QEMU that no record knows.
    */
   onForked?: (pids: { qemu: number; monitor: number }) => Promise<void>;
 }): Promise<MonitorReport> {
@@ -103,10 +102,7 @@ export async function startMonitor(opts: {
   const bundle = opts.bundle ?? monitorBundlePath();
   await rotateLog(vm.paths.monitorLog);
   const env = monitorEnv(process.env);
-  const monitor = [process.execPath, bundle, '--vm', vm.id, '--home', layout.home, '--run', layout.run, ...(opts.adopt ? ['--adopt'] : [])];
-  const argv = opts.launch
-    ? launcherArgv({ qemuExec: opts.launch.exec, qemuLog: prepareQemuRun(layout, vm.id), monitorArgv: monitor })
-    : monitor;
+  const argv = [process.execPath, bundle, '--vm', vm.id, '--home', layout.home, '--run', layout.run, ...(opts.adopt ? ['--adopt'] : [])];
   const log = await open(vm.paths.monitorLog, 'a', 0o600);
   let child;
   try {
@@ -116,7 +112,7 @@ export async function startMonitor(opts: {
   }
   const pipe = child.stdio[3] as Readable;
   const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-  /** QEMU's PID, from the launcher's first line: a monitor that dies before it reports must not leave QEMU behind. */
+  /** QEMU's PID, from the monitor's first line: a monitor that dies before it reports must not leave QEMU behind. */
   let forked: number | undefined;
   /** The caller's record of the PIDs, being written. */
   let recorded: Promise<void> | undefined;
@@ -174,7 +170,7 @@ export async function startMonitor(opts: {
   } finally {
     pipe.destroy();
     child.unref();
-    // No report of a running VM: the QEMU the launcher forked goes too (a monitor that reported an error has seen to it already).
+    // No report of a running VM: the QEMU the monitor spawned goes too (a monitor that reported an error has seen to it already).
     if (forked !== undefined && (await isOurProcess(forked, processMarker(vm.id)))) {
       try {
         process.kill(forked, 'SIGKILL');
