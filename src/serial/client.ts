@@ -54,6 +54,14 @@ import {
   whenWritable,
   writeDataFrame,
 } from '../protocol/index.ts';
+import {
+  DEFAULT_REQUEST_TIMEOUT_MS,
+  DEFAULT_RETRY_DELAY_MS,
+  DEFAULT_SYNC_INTERVAL_MS,
+  DEFAULT_TRANSFER_IDLE_TIMEOUT_MS,
+  EXEC_REPLY_GRACE_MS,
+  HASH_READ_BYTES,
+} from './defaults.ts';
 import { openPartial } from './partial.ts';
 import { AgentClosedError, AgentError, AgentProtocolError, AgentRemoteError, AgentTimeoutError, AgentUnavailableError, TransferLimitError } from './errors.ts';
 
@@ -80,13 +88,13 @@ export interface AgentConnectOptions {
   /** Give up when no agent has said hello within this time. */
   timeoutMs: number;
   onProgress?: (progress: ConnectProgress) => void;
-  /** Reply timeout of ping, info and shutdown. Default 15 s. */
+  /** Reply timeout of ping, info, stat, shutdown and `call`. Default 15 s (DEFAULT_REQUEST_TIMEOUT_MS). */
   requestTimeoutMs?: number;
-  /** upload/download fail when nothing moves for this long. Default 60 s. */
+  /** upload/download fail when nothing moves for this long. Default 60 s (DEFAULT_TRANSFER_IDLE_TIMEOUT_MS). */
   transferIdleTimeoutMs?: number;
-  /** The sync is repeated at this interval until the agent answers. Default 1 s. */
+  /** The sync is repeated at this interval until the agent answers. Default 1 s (DEFAULT_SYNC_INTERVAL_MS). */
   syncIntervalMs?: number;
-  /** Wait between connection attempts to the socket. Default 200 ms. */
+  /** Wait between connection attempts to the socket. Default 200 ms (DEFAULT_RETRY_DELAY_MS). */
   retryDelayMs?: number;
   /** Give up after this many connection attempts, before the timeout (a socket that either answers now or not at all). Default: until the timeout. */
   maxAttempts?: number;
@@ -154,9 +162,6 @@ export interface AgentClientStats {
   agentComplaints: number;
   lastAgentComplaint: string | undefined;
 }
-
-/** Extra time the host waits beyond an exec's own timeout before giving up on the reply. */
-export const EXEC_REPLY_GRACE_MS = 15_000;
 
 const FINISHED = Symbol('request finished');
 
@@ -351,7 +356,7 @@ export class AgentClient {
     }
     const start = performance.now();
     const deadline = start + options.timeoutMs;
-    const retryDelay = options.retryDelayMs ?? 200;
+    const retryDelay = options.retryDelayMs ?? DEFAULT_RETRY_DELAY_MS;
     const { signal } = options;
     const abandoned = (): AgentClosedError => new AgentClosedError(`connect to the guest agent on ${socketPath}: abandoned by the caller`, { byClient: true });
     let attempt = 0;
@@ -435,7 +440,7 @@ export class AgentClient {
 
   /** Send the sync (repeated until answered) and wait for the hello carrying our nonce. */
   #sync(deadline: number): Promise<void> {
-    const interval = this.#options.syncIntervalMs ?? 1000;
+    const interval = this.#options.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS;
     const syncLine = encodeLine({ t: 'sync', nonce: this.#nonce, lim: OWN_LIMITS });
     // The leading newline ends any partial line the agent may hold from an earlier session.
     this.#write(Buffer.concat([Buffer.from('\n'), syncLine]));
@@ -619,6 +624,14 @@ export class AgentClient {
 
   // ------------------------------------------------------------ plumbing
 
+  get #requestTimeoutMs(): number {
+    return this.#options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+  }
+
+  get #transferIdleTimeoutMs(): number {
+    return this.#options.transferIdleTimeoutMs ?? DEFAULT_TRANSFER_IDLE_TIMEOUT_MS;
+  }
+
   #write(bytes: Buffer): void {
     if (this.#stream.destroyed || this.#stream.writableEnded) return;
     this.#stream.write(bytes);
@@ -744,7 +757,7 @@ export class AgentClient {
    */
   async call(method: string, params: unknown, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<unknown> {
     const { result } = this.#request(method, params, {
-      timeoutMs: options.timeoutMs ?? this.#options.requestTimeoutMs ?? 15_000,
+      timeoutMs: options.timeoutMs ?? this.#requestTimeoutMs,
       ...(options.signal === undefined ? {} : { signal: options.signal }),
     });
     return result;
@@ -809,7 +822,7 @@ export class AgentClient {
   async ping(): Promise<{ rttMs: number; agentTime: number }> {
     const data = randomBytes(8).toString('hex');
     const t0 = performance.now();
-    const { result } = this.#request('ping', { data }, { timeoutMs: this.#options.requestTimeoutMs ?? 15_000 });
+    const { result } = this.#request('ping', { data }, { timeoutMs: this.#requestTimeoutMs });
     const r = this.#validate(PingResultSchema, await result, 'ping');
     const rttMs = performance.now() - t0;
     if (r.data !== data) throw new AgentProtocolError('agent ping: the echo does not match what was sent', { received: r });
@@ -818,7 +831,7 @@ export class AgentClient {
 
   /** Hostname, kernel, uptime, memory, root disk, load, agent version, boot id. */
   async info(): Promise<InfoResult> {
-    const { result } = this.#request('info', {}, { timeoutMs: this.#options.requestTimeoutMs ?? 15_000 });
+    const { result } = this.#request('info', {}, { timeoutMs: this.#requestTimeoutMs });
     return this.#validate(InfoResultSchema, await result, 'info');
   }
 
@@ -888,7 +901,7 @@ export class AgentClient {
     const credit = new CreditWindow(window);
     const { result, pending } = this.#request('upload', checked.output, {
       credits: { file: credit },
-      idleMs: this.#options.transferIdleTimeoutMs ?? 60_000,
+      idleMs: this.#transferIdleTimeoutMs,
     });
     const sent = createHash('sha256');
     const pumped = pumpWithCredit(
@@ -921,7 +934,7 @@ export class AgentClient {
 
   /** What `remotePath` is in the guest (following links): type, size, mode, mtime. */
   async stat(remotePath: string): Promise<StatResult> {
-    const { result } = this.#request('stat', { path: remotePath }, { timeoutMs: this.#options.requestTimeoutMs ?? 15_000 });
+    const { result } = this.#request('stat', { path: remotePath }, { timeoutMs: this.#requestTimeoutMs });
     return this.#validate(StatResultSchema, await result, 'stat');
   }
 
@@ -982,7 +995,7 @@ export class AgentClient {
     try {
       const { result, pending } = this.#request('download', { path: remotePath, maxBytes: announced }, {
         sinks: { file: sink },
-        idleMs: this.#options.transferIdleTimeoutMs ?? 60_000,
+        idleMs: this.#transferIdleTimeoutMs,
         ...(options.signal === undefined ? {} : { signal: options.signal }),
       });
       pendingRef = pending;
@@ -1015,7 +1028,7 @@ export class AgentClient {
 
   /** Ask the agent to power the guest off (`systemctl poweroff`); it answers first. */
   async shutdown(): Promise<ShutdownResult> {
-    const { result } = this.#request('shutdown', {}, { timeoutMs: this.#options.requestTimeoutMs ?? 15_000 });
+    const { result } = this.#request('shutdown', {}, { timeoutMs: this.#requestTimeoutMs });
     return this.#validate(ShutdownResultSchema, await result, 'shutdown');
   }
 
@@ -1028,6 +1041,6 @@ export class AgentClient {
 
 async function hashFile(path: string): Promise<string> {
   const h = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) h.update(chunk as Buffer);
+  for await (const chunk of createReadStream(path, { highWaterMark: HASH_READ_BYTES })) h.update(chunk as Buffer);
   return h.digest('hex');
 }

@@ -2,7 +2,8 @@
  * The host end of the agent channel (virtio-serial via QEMU's chardev socket).
  * Wire format: docs/agent-protocol.md; shared definitions: src/protocol.
  */
-export { AgentClient, EXEC_REPLY_GRACE_MS } from './client.ts';
+export { AgentClient } from './client.ts';
+export { EXEC_REPLY_GRACE_MS } from './defaults.ts';
 export { openPartial, PARTIAL_MARK } from './partial.ts';
 export type {
   AgentClientStats,
