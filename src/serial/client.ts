@@ -14,12 +14,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { rename, stat, statfs, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { connect as netConnect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex, Readable, Writable } from 'node:stream';
 import * as v from 'valibot';
 import { ValidationError } from '../errors.ts';
-import { UNIX_SOCKET_PATH_MAX } from '../layout.ts';
 import {
   AgentMessageSchema,
   CreditLedger,
@@ -27,7 +26,6 @@ import {
   DownloadResultSchema,
   ExecParamsSchema,
   ExecResultSchema,
-  FrameDecoder,
   HelloSchema,
   NoAgentSchema,
   InfoResultSchema,
@@ -51,8 +49,6 @@ import {
   type ShutdownResult,
   type StatResult,
   type StreamName,
-  whenWritable,
-  writeDataFrame,
 } from '../protocol/index.ts';
 import {
   DEFAULT_REQUEST_TIMEOUT_MS,
@@ -63,6 +59,7 @@ import {
   HASH_READ_BYTES,
 } from './defaults.ts';
 import { openPartial } from './partial.ts';
+import { AgentTransport, checkSocketPath, connectUnix } from './transport.ts';
 import { AgentClosedError, AgentError, AgentProtocolError, AgentRemoteError, AgentTimeoutError, AgentUnavailableError, TransferLimitError } from './errors.ts';
 
 /** What the agent said about itself in its hello. */
@@ -239,26 +236,6 @@ const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
     signal?.addEventListener('abort', done, { once: true });
   });
 
-function connectUnix(path: string, timeoutMs: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = netConnect({ path });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`connect timed out after ${timeoutMs} ms`));
-    }, timeoutMs);
-    socket.once('connect', () => {
-      clearTimeout(timer);
-      socket.removeAllListeners('error');
-      resolve(socket);
-    });
-    socket.once('error', (err) => {
-      clearTimeout(timer);
-      socket.destroy();
-      reject(err);
-    });
-  });
-}
-
 /** A writable sink that acknowledges a chunk once the Writable has flushed it. */
 class WritableSink implements Sink {
   readonly #writable: Writable | undefined;
@@ -308,37 +285,33 @@ export class AgentClient {
     lastAgentComplaint: undefined,
   };
 
-  readonly #stream: Duplex;
+  readonly #transport: AgentTransport;
   readonly #where: string;
   readonly #options: AgentConnectOptions;
-  readonly #decoder: FrameDecoder;
   readonly #nonce = randomBytes(12).toString('hex');
   readonly #pending = new Map<number, Pending>();
   #state: State = 'syncing';
   #closeReason: AgentError | undefined;
   #nextId = 1;
   #handshake: { resolve: () => void; reject: (e: Error) => void } | undefined;
-  #closedPromise: Promise<void>;
   readonly #closeWaiters: Array<() => void> = [];
 
   private constructor(stream: Duplex, where: string, options: AgentConnectOptions) {
-    this.#stream = stream;
     this.#where = where;
     this.#options = options;
-    this.#decoder = new FrameDecoder((e) => this.#onDecoded(e));
-    this.#closedPromise = new Promise((resolve) => stream.once('close', () => resolve()));
-    stream.on('data', (chunk: Buffer) => this.#decoder.push(chunk));
-    stream.on('error', (err) => this.#terminate(new AgentClosedError(`agent channel ${where}: ${err.message}`, { byClient: false, cause: err })));
-    stream.on('close', () =>
-      this.#terminate(
-        this.hello.via === 'monitor'
-          ? new AgentClosedError(`the VM's monitor went away (${where}): what was running through it was cut off`, {
-              byClient: false,
-              hint: 'run the command again: a new monitor takes over the running VM',
-            })
-          : new AgentClosedError(`agent channel ${where}: closed by the other side`, { byClient: false }),
-      ),
-    );
+    this.#transport = new AgentTransport(stream, {
+      decoded: (e) => this.#onDecoded(e),
+      error: (err) => this.#terminate(new AgentClosedError(`agent channel ${where}: ${err.message}`, { byClient: false, cause: err })),
+      close: () =>
+        this.#terminate(
+          this.hello.via === 'monitor'
+            ? new AgentClosedError(`the VM's monitor went away (${where}): what was running through it was cut off`, {
+                byClient: false,
+                hint: 'run the command again: a new monitor takes over the running VM',
+              })
+            : new AgentClosedError(`agent channel ${where}: closed by the other side`, { byClient: false }),
+        ),
+    });
   }
 
   /**
@@ -348,12 +321,7 @@ export class AgentClient {
    * booting, the agent restarts) until `timeoutMs`.
    */
   static async connect(socketPath: string, options: AgentConnectOptions): Promise<AgentClient> {
-    if (Buffer.byteLength(socketPath) > UNIX_SOCKET_PATH_MAX) {
-      throw new ValidationError(
-        [{ path: 'socketPath', message: `${Buffer.byteLength(socketPath)} bytes, the limit is ${UNIX_SOCKET_PATH_MAX}` }],
-        { subject: 'agent socket path too long', hint: 'use a shorter run directory (GOSHIP_RUN)' },
-      );
-    }
+    checkSocketPath(socketPath);
     const start = performance.now();
     const deadline = start + options.timeoutMs;
     const retryDelay = options.retryDelayMs ?? DEFAULT_RETRY_DELAY_MS;
@@ -386,7 +354,7 @@ export class AgentClient {
         options.onProgress?.({ phase: 'ready', attempt, elapsedMs: performance.now() - start, hello: client.hello });
         return client;
       } catch (err) {
-        client.#stream.destroy();
+        client.#transport.destroy();
         if (err instanceof AgentProtocolError || err instanceof AgentUnavailableError) throw err;
         if (signal?.aborted) throw abandoned();
         lastError = (err as Error).message;
@@ -443,18 +411,18 @@ export class AgentClient {
     const interval = this.#options.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS;
     const syncLine = encodeLine({ t: 'sync', nonce: this.#nonce, lim: OWN_LIMITS });
     // The leading newline ends any partial line the agent may hold from an earlier session.
-    this.#write(Buffer.concat([Buffer.from('\n'), syncLine]));
+    this.#transport.write(Buffer.concat([Buffer.from('\n'), syncLine]));
     let repeats = 0;
     return new Promise<void>((resolve, reject) => {
       const timer = setInterval(() => {
         repeats++;
         // Start parsing afresh: our own input may have begun inside a stale frame.
-        this.#decoder.reset();
-        if (this.#stream.writableLength > 0) return; // the agent is not reading yet: do not pile up syncs
+        this.#transport.resetDecoder();
+        if (this.#transport.writableLength > 0) return; // the agent is not reading yet: do not pile up syncs
         // From the second repeat on, pad with MAX_CHUNK newlines: if the agent sits inside a stale
         // data frame from an earlier session, the padding completes it and the sync is seen.
         const pad = repeats >= 2 ? Buffer.alloc(MAX_CHUNK + 1, 0x0a) : Buffer.from('\n');
-        this.#write(Buffer.concat([pad, syncLine]));
+        this.#transport.write(Buffer.concat([pad, syncLine]));
       }, interval);
       const deadlineTimer = setTimeout(
         () => finish(new AgentTimeoutError(`agent on ${this.#where}: no hello`, { timeoutMs: this.#options.timeoutMs })),
@@ -501,7 +469,7 @@ export class AgentClient {
       limits: sendLimits(h.lim),
     };
     this.#state = 'ready';
-    this.#decoder.reset();
+    this.#transport.resetDecoder();
     this.#handshake?.resolve();
   }
 
@@ -516,7 +484,7 @@ export class AgentClient {
     if (this.#state === 'closed') return;
     if (this.#state === 'syncing') {
       // Before our hello, everything is leftover from an earlier session.
-      if (event.kind === 'fatal') this.#decoder.reset();
+      if (event.kind === 'fatal') this.#transport.resetDecoder();
       else if (event.kind === 'message' && event.message.t === 'hello') this.#onHelloDuringSync(event.message);
       else if (event.kind === 'message' && event.message.t === 'no-agent') this.#onNoAgent(event.message);
       return;
@@ -632,21 +600,6 @@ export class AgentClient {
     return this.#options.transferIdleTimeoutMs ?? DEFAULT_TRANSFER_IDLE_TIMEOUT_MS;
   }
 
-  #write(bytes: Buffer): void {
-    if (this.#stream.destroyed || this.#stream.writableEnded) return;
-    this.#stream.write(bytes);
-  }
-
-  /** A data frame, its header and payload in one `writev` (the payload is not copied: see `writeDataFrame`). */
-  #writeData(id: number, stream: StreamName, payload: Buffer): Promise<void> | undefined {
-    if (this.#stream.destroyed || this.#stream.writableEnded) return undefined;
-    return writeDataFrame(this.#stream, id, stream, payload);
-  }
-
-  #whenWritable(): Promise<void> {
-    return whenWritable(this.#stream);
-  }
-
   #request(method: string, params: unknown, setup: RequestSetup = {}): { id: number; result: Promise<unknown>; pending: Pending } {
     if (this.#state !== 'ready') {
       throw this.#closeReason ?? new AgentClosedError(`agent ${method}: the client is not connected`, { byClient: true });
@@ -661,7 +614,7 @@ export class AgentClient {
     const p: Pending = { id, method, resolve, reject, sinks: new Map(), credits: new Map(), timer: undefined, idleMs: setup.idleMs, unbind: undefined, relay: setup.relay };
     for (const [s, sink] of Object.entries(setup.sinks ?? {}) as Array<[StreamName, Sink]>) {
       const ledger = new CreditLedger((n) => {
-        if (this.#pending.get(id) === p) this.#write(encodeLine({ t: 'ack', id, s, n }));
+        if (this.#pending.get(id) === p) this.#transport.writeLine({ t: 'ack', id, s, n });
       });
       p.sinks.set(s, { sink, ledger });
     }
@@ -681,7 +634,7 @@ export class AgentClient {
         p.unbind = () => signal.removeEventListener('abort', onAbort);
       }
     }
-    this.#write(encodeLine({ t: 'req', id, m: method, p: params }));
+    this.#transport.writeLine({ t: 'req', id, m: method, p: params });
     return { id, result, pending: p };
   }
 
@@ -709,7 +662,7 @@ export class AgentClient {
   #fail(p: Pending, err: Error): void {
     if (this.#pending.get(p.id) !== p) return;
     this.#finish(p);
-    this.#write(encodeLine({ t: 'cancel', id: p.id }));
+    this.#transport.writeLine({ t: 'cancel', id: p.id });
     p.reject(err);
   }
 
@@ -727,17 +680,17 @@ export class AgentClient {
       for (const c of p.credits.values()) c.close(FINISHED);
       p.reject(reason);
     }
-    this.#stream.destroy();
+    this.#transport.destroy();
   }
 
   async #sendData(p: Pending, stream: StreamName, chunk: Buffer): Promise<void> {
     if (this.#pending.get(p.id) !== p) throw FINISHED;
-    this.#writeData(p.id, stream, chunk);
-    await this.#whenWritable();
+    this.#transport.writeData(p.id, stream, chunk);
+    await this.#transport.whenWritable();
   }
 
   #sendEof(p: Pending, stream: StreamName): void {
-    if (this.#pending.get(p.id) === p) this.#write(encodeLine({ t: 'eof', id: p.id, s: stream }));
+    if (this.#pending.get(p.id) === p) this.#transport.writeLine({ t: 'eof', id: p.id, s: stream });
   }
 
   #validate<S extends v.GenericSchema>(schema: S, raw: unknown, method: string): v.InferOutput<S> {
@@ -809,7 +762,7 @@ export class AgentClient {
     const { id, result, pending } = this.#request(method, params, { sinks, relay: events });
     return {
       result,
-      data: (stream, payload) => (this.#pending.get(id) === pending ? this.#writeData(id, stream, payload) : undefined),
+      data: (stream, payload) => (this.#pending.get(id) === pending ? this.#transport.writeData(id, stream, payload) : undefined),
       eof: (stream) => this.#sendEof(pending, stream),
       consumed: (stream, n) => {
         if (this.#pending.get(id) === pending) pending.sinks.get(stream)?.ledger.consumed(n);
@@ -1035,7 +988,7 @@ export class AgentClient {
   /** Close the channel; pending requests fail with EAGENT_CLOSED (saying `reason`, when given). */
   async close(reason?: string): Promise<void> {
     this.#terminate(new AgentClosedError(reason ?? `agent channel ${this.#where}: closed by the client`, { byClient: true }));
-    if (!this.#stream.closed) await this.#closedPromise;
+    await this.#transport.closed();
   }
 }
 
