@@ -1,5 +1,6 @@
 /**
- * The agent client: the only public class of `src/serial/` (see index.ts).
+ * The agent client, `AgentClient`: what callers of `src/serial/` use (through
+ * index.ts) to talk to the guest agent or to a VM's monitor.
  *
  *     const client = await AgentClient.connect(layout.agentSocket(id), { timeoutMs: 60_000 });
  *     try {
@@ -10,38 +11,32 @@
  *
  * Layers: transport.ts (socket, frames) → session.ts (connect and sync
  * retries, request ids, routing, credit, close) → this file (typed methods
- * that validate what the agent replies).
- * Defaults: defaults.ts. Wire format: docs/agent-protocol.md.
+ * that validate what the agent replies), with upload and download in
+ * transfer.ts. Default timeouts: defaults.ts. Wire format:
+ * docs/agent-protocol.md.
  */
 import { Buffer } from 'node:buffer';
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { rename, stat, statfs, unlink } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Duplex, Readable, Writable } from 'node:stream';
 import * as v from 'valibot';
 import { ValidationError } from '../errors.ts';
 import {
   CreditWindow,
-  DownloadResultSchema,
   ExecParamsSchema,
   ExecResultSchema,
   InfoResultSchema,
   PingResultSchema,
   ShutdownResultSchema,
   StatResultSchema,
-  UploadParamsSchema,
-  UploadResultSchema,
   type ExecResult,
   type InfoResult,
   type ShutdownResult,
   type StatResult,
   type StreamName,
 } from '../protocol/index.ts';
-import { EXEC_REPLY_GRACE_MS, HASH_READ_BYTES } from './defaults.ts';
-import { AgentProtocolError, AgentRemoteError, TransferLimitError, type AgentError } from './errors.ts';
-import { openPartial } from './partial.ts';
+import { EXEC_REPLY_GRACE_MS } from './defaults.ts';
+import { AgentProtocolError, type AgentError } from './errors.ts';
 import {
   AgentSession,
   WritableSink,
@@ -49,11 +44,10 @@ import {
   type AgentClientStats,
   type AgentConnectOptions,
   type AgentHello,
-  type Pending,
   type Relay,
   type RelayEvents,
-  type Sink,
 } from './session.ts';
+import { download, upload, type DownloadOptions, type TransferResult, type UploadOptions } from './transfer.ts';
 
 export interface ExecOptions {
   /** Added to the agent's environment. */
@@ -75,25 +69,6 @@ export interface ExecOptions {
   cols?: number;
   /** Aborting it cancels the command in the guest (its process group is killed); the call rejects with EAGENT_CLOSED. */
   signal?: AbortSignal;
-}
-
-export interface DownloadOptions {
-  /** Refuse a file larger than this, before any byte moves, and stop a stream that passes it. Default: no bound but the announced size. */
-  maxBytes?: number;
-  /** Aborting it cancels the transfer; the partial file is removed. */
-  signal?: AbortSignal;
-}
-
-export interface UploadOptions {
-  /** Permission bits; default 0644. */
-  mode?: number;
-  uid?: number;
-  gid?: number;
-}
-
-export interface TransferResult {
-  bytes: number;
-  sha256: string;
 }
 
 /** A client of the guest agent (or of a VM's monitor, which speaks the same protocol for it). */
@@ -260,43 +235,7 @@ export class AgentClient {
    * temporary file next to the target, checks size and sha256, then renames.
    */
   async upload(localPath: string, remotePath: string, options: UploadOptions = {}): Promise<TransferResult> {
-    const st = await stat(localPath);
-    if (!st.isFile()) throw new ValidationError([{ path: 'localPath', message: `${localPath} is not a regular file` }], { subject: 'invalid upload' });
-    const sha256 = await hashFile(localPath);
-    const params = { path: remotePath, size: st.size, sha256, ...options };
-    const checked = v.safeParse(UploadParamsSchema, params);
-    if (!checked.success) {
-      throw new ValidationError(
-        checked.issues.map((i) => ({ path: v.getDotPath(i) ?? '', message: i.message })),
-        { subject: 'invalid upload' },
-      );
-    }
-    const { chunk: maxChunk, window } = this.#session.hello.limits;
-    const credit = new CreditWindow(window);
-    const { result, pending } = this.#session.request('upload', checked.output, {
-      credits: { file: credit },
-      idleMs: this.#session.transferIdleTimeoutMs,
-    });
-    const sent = createHash('sha256');
-    const pumped = this.#session.pump(pending, 'file', createReadStream(localPath, { highWaterMark: maxChunk }), credit, {
-      maxChunk,
-      onChunk: (c) => sent.update(c),
-    });
-    let raw: unknown;
-    try {
-      raw = await result;
-    } finally {
-      await pumped;
-    }
-    const r = validateResult(UploadResultSchema, raw, 'upload');
-    const sentSha = sent.digest('hex');
-    if (sentSha !== sha256) {
-      throw new AgentProtocolError(`upload ${localPath}: the file changed while it was sent (sha256 ${sha256} before, ${sentSha} sent)`);
-    }
-    if (r.sha256 !== sha256 || r.bytes !== st.size) {
-      throw new AgentProtocolError(`agent upload: reported ${r.bytes} bytes sha256 ${r.sha256}, sent ${st.size} bytes sha256 ${sha256}`, { received: r });
-    }
-    return { bytes: r.bytes, sha256 };
+    return upload(this.#session, localPath, remotePath, options);
   }
 
   /** What `remotePath` is in the guest (following links): type, size, mode, mtime. */
@@ -307,90 +246,12 @@ export class AgentClient {
 
   /**
    * Copy `remotePath` from the guest to `localPath` (chosen by the caller,
-   * never by the guest). The agent announces the file's size first (`stat`):
-   * a file larger than `maxBytes`, or than the free space where `localPath`
-   * goes, is refused before any byte moves, and the stream is cut (the
-   * request cancelled) as soon as it passes the announced size. Bytes go to a
-   * temporary file next to `localPath`, renamed only when size and sha256
-   * match what the agent reports. The guest's mode is returned, not applied.
+   * never by the guest), within the size the guest announces, through a
+   * temporary file renamed once size and sha256 match (see transfer.ts). The
+   * guest's mode is returned, not applied.
    */
   async download(remotePath: string, localPath: string, options: DownloadOptions = {}): Promise<TransferResult & { mode: number }> {
-    const st = await this.stat(remotePath);
-    if (st.type !== 'file') throw new AgentRemoteError('download', 'EISDIR', `download ${remotePath}: not a regular file (${st.type})`);
-    const announced = st.size;
-    if (options.maxBytes !== undefined && announced > options.maxBytes) {
-      throw new TransferLimitError(`download ${remotePath}: the guest announces ${announced} bytes, more than the limit of ${options.maxBytes}`, {
-        hint: 'raise the limit (goshipctl vm cp --max-size SIZE) if you expect a file this large',
-      });
-    }
-    const fs = await statfs(dirname(localPath));
-    const free = fs.bavail * fs.bsize;
-    if (announced > free) {
-      throw new TransferLimitError(`download ${remotePath}: ${announced} bytes do not fit in the ${free} bytes free under ${dirname(localPath)}`);
-    }
-    const { path: tmp, handle: fh } = await openPartial(localPath);
-    const hash = createHash('sha256');
-    let bytes = 0;
-    let chain: Promise<void> = Promise.resolve();
-    let writeError: unknown;
-    let pendingRef: Pending | undefined;
-    const sink: Sink = {
-      deliver: (payload, consumed) => {
-        if (writeError !== undefined) return consumed();
-        bytes += payload.length;
-        if (bytes > announced) {
-          // The guest said one size and sends more: stop at the bound.
-          writeError = new TransferLimitError(`download ${remotePath}: the guest sent more than the ${announced} bytes it announced; stopped`);
-          if (pendingRef) this.#session.fail(pendingRef, writeError as Error);
-          return consumed();
-        }
-        hash.update(payload);
-        chain = chain.then(async () => {
-          if (writeError !== undefined) return;
-          try {
-            let off = 0;
-            while (off < payload.length) off += (await fh.write(payload, off, payload.length - off)).bytesWritten;
-            consumed();
-          } catch (e) {
-            writeError = e;
-            if (pendingRef) this.#session.fail(pendingRef, e as Error);
-          }
-        });
-      },
-    };
-    let closed = false;
-    try {
-      const { result, pending } = this.#session.request('download', { path: remotePath, maxBytes: announced }, {
-        sinks: { file: sink },
-        idleMs: this.#session.transferIdleTimeoutMs,
-        ...(options.signal === undefined ? {} : { signal: options.signal }),
-      });
-      pendingRef = pending;
-      let raw: unknown;
-      try {
-        raw = await result;
-      } finally {
-        await chain;
-      }
-      if (writeError !== undefined) throw writeError;
-      const r = validateResult(DownloadResultSchema, raw, 'download');
-      const sha256 = hash.digest('hex');
-      if (r.size !== bytes || r.sha256 !== sha256) {
-        throw new AgentProtocolError(
-          `agent download ${remotePath}: reported ${r.size} bytes sha256 ${r.sha256}, received ${bytes} bytes sha256 ${sha256}`,
-          { received: r },
-        );
-      }
-      await fh.sync();
-      await fh.close();
-      closed = true;
-      await rename(tmp, localPath);
-      return { bytes, sha256, mode: r.mode };
-    } catch (err) {
-      if (!closed) await fh.close().catch(() => undefined);
-      await unlink(tmp).catch(() => undefined);
-      throw writeError instanceof TransferLimitError ? writeError : err;
-    }
+    return download(this.#session, (path) => this.stat(path), remotePath, localPath, options);
   }
 
   /** Ask the agent to power the guest off (`systemctl poweroff`); it answers first. */
@@ -403,10 +264,4 @@ export class AgentClient {
   async close(reason?: string): Promise<void> {
     await this.#session.close(reason);
   }
-}
-
-async function hashFile(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: HASH_READ_BYTES })) h.update(chunk as Buffer);
-  return h.digest('hex');
 }
