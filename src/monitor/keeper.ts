@@ -90,7 +90,6 @@ interface Run {
   evidence: Omit<EndEvidence, 'at' | 'logTail'>;
 }
 
-/** An error the monitor reports to its starter: the code, message and hint of a GoshipError. */
 /**
  * Why a start failed, as the monitor reports it to its starter: GoShip's code
  * (a code outside the registry, a system error's, is EMONITOR, as the starter
