@@ -37,7 +37,7 @@ import { ConsoleLog, pipeConsole } from './console.ts';
 import { CRASH_KINDS, classifyEnd, type EndEvidence, type VmEnd } from './ending.ts';
 import { escalate, type EscalationResult, type StopStep } from './escalate.ts';
 import { QMP_SOCKET_TIMEOUT_MS, prepareQemuRun, spawnQemu, type QemuChild } from './qemu-child.ts';
-import { FINAL_PHASES, nextPhase, type Happening, type Phase, type StartFailure } from './lifecycle.ts';
+import { FINAL_PHASES, nextPhase, type Happening, type Phase } from './lifecycle.ts';
 import { answering, ReusedReads, connectRetrying } from './sockets.ts';
 import { readLaunch, type Launch } from './launch.ts';
 import { NETDEV_ID, parseUsernet } from './ports.ts';
@@ -226,7 +226,7 @@ export class Monitor {
   /** The one way out: files removed, the end recorded or the failure reported, a waiting stop answered, everything closed. */
   async #exit(phase: Phase): Promise<number> {
     if (phase.name === 'failed') {
-      const f: StartFailure = phase.failure;
+      const f = phase.failure;
       // The starter may start the VM again at once: its files go before the answer.
       await this.#removeFiles();
       this.#o.report({ t: 'error', error: { code: f.code, message: f.message, ...(f.hint ? { hint: f.hint } : {}) }, ...f.extra });

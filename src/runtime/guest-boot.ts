@@ -75,14 +75,36 @@ export function bootStepsText(steps: readonly BootStep[]): string {
   return steps.map((s) => `${s.step} ${s.skipped ? `skipped (${s.skipped})` : `${(s.atMs / 1000).toFixed(1)} s`}`).join(', ');
 }
 
+/** The steps of one start, timed from `began`; each is told to `onProgress` as it begins and as it is reached. */
+export interface BootTrack {
+  began: number;
+  steps: BootStep[];
+  waiting(step: BootStepName): void;
+  reach(step: BootStepName, skipped?: string): void;
+}
+
+export function bootTrack(began: number, onProgress?: (p: BootProgress) => void): BootTrack {
+  const steps: BootStep[] = [];
+  const at = (): number => Date.now() - began;
+  return {
+    began,
+    steps,
+    waiting: (step) => onProgress?.({ step, state: 'waiting', atMs: at() }),
+    reach: (step, skipped) => {
+      const s: BootStep = { step, atMs: at(), ...(skipped ? { skipped } : {}) };
+      steps.push(s);
+      onProgress?.({ ...s, state: 'done' });
+    },
+  };
+}
+
 export interface GuestBootOptions {
   /** The VM's name, for messages. */
   name: string;
-  /** `Date.now()` when the command began: steps are timed from it. */
-  began: number;
   /** `Date.now()` after which the wait fails. */
   deadline: number;
-  onProgress?: (p: BootProgress) => void;
+  /** Where the steps go. */
+  track: BootTrack;
   /** Between two looks. Default 1 s. */
   pollMs?: number;
 }
@@ -101,24 +123,18 @@ async function exists(agent: Probe, path: string): Promise<boolean> {
   }
 }
 
-/** Waits for network-online.target, then for cloud-init's result of this boot; the steps reached, timed. */
-export async function waitGuestBoot(agent: Probe, o: GuestBootOptions): Promise<BootStep[]> {
+/** Waits for network-online.target, then for cloud-init's result of this boot; each step goes to `o.track`. */
+export async function waitGuestBoot(agent: Probe, o: GuestBootOptions): Promise<void> {
   const pollMs = o.pollMs ?? 1000;
-  const at = (): number => Date.now() - o.began;
-  const steps: BootStep[] = [];
-  const reach = (step: BootStepName, skipped?: string): void => {
-    const s: BootStep = { step, atMs: at(), ...(skipped ? { skipped } : {}) };
-    steps.push(s);
-    o.onProgress?.({ ...s, state: 'done' });
-  };
+  const { track } = o;
   const late = (what: string, hint: string): RuntimeError =>
-    new RuntimeError('EGUEST_BOOT', `VM ${o.name}: ${what} within ${Math.round((o.deadline - o.began) / 1000)} s of the start`, { hint });
+    new RuntimeError('EGUEST_BOOT', `VM ${o.name}: ${what} within ${Math.round((o.deadline - track.began) / 1000)} s of the start`, { hint });
   const poll = async (what: string, hint: string): Promise<void> => {
     if (Date.now() + pollMs > o.deadline) throw late(what, hint);
     await sleep(pollMs);
   };
 
-  o.onProgress?.({ step: 'network', state: 'waiting', atMs: at() });
+  track.waiting('network');
   const networkHint = `read the guest's console: goshipctl vm console ${o.name}; --timeout S waits longer, --wait agent does not wait for the network`;
   const said = tailCollector(4096);
   try {
@@ -128,16 +144,16 @@ export async function waitGuestBoot(agent: Probe, o: GuestBootOptions): Promise<
       const why = said.bytes().toString('utf8').trim().split('\n').at(-1)?.slice(0, 300) || `exit ${r.exitCode ?? r.signal}`;
       throw new RuntimeError('EGUEST_BOOT', `VM ${o.name}: network-online.target cannot be reached: ${why}`, { hint: networkHint });
     }
-    reach('network');
+    track.reach('network');
   } catch (err) {
     if (remoteCode(err) !== 'ENOENT') throw err;
-    reach('network', 'no systemctl in the guest');
+    track.reach('network', 'no systemctl in the guest');
   }
 
-  o.onProgress?.({ step: 'cloud-init', state: 'waiting', atMs: at() });
+  track.waiting('cloud-init');
   if (!(await exists(agent, CLOUD_INIT_ENABLED))) {
-    reach('cloud-init', 'not run in this guest');
-    return steps;
+    track.reach('cloud-init', 'not run in this guest');
+    return;
   }
   // The agent's stat: no process in the guest per look.
   while (!(await exists(agent, CLOUD_INIT_RESULT))) {
@@ -151,6 +167,5 @@ export async function waitGuestBoot(agent: Probe, o: GuestBootOptions): Promise<
   if (parsed.errors.length > 0) {
     throw new RuntimeError('EGUEST_BOOT', `VM ${o.name}: cloud-init reported ${parsed.errors.length === 1 ? 'an error' : 'errors'}: ${parsed.errors.join('; ')}`, { hint });
   }
-  reach('cloud-init');
-  return steps;
+  track.reach('cloud-init');
 }

@@ -24,7 +24,7 @@ import {
   findRecord,
   requireRecord,
 } from '../store/index.ts';
-import { waitGuestBoot, type BootProgress, type BootStep, type WaitLevel } from './guest-boot.ts';
+import { bootTrack, waitGuestBoot, type BootProgress, type BootStep, type WaitLevel } from './guest-boot.ts';
 import type { ImageSource } from './images.ts';
 import { PortTakenError, busyError, stateError } from './errors.ts';
 import { LIVE_STATES, opAbandoned, type StopVmResult, type VmService } from './vms.ts';
@@ -32,7 +32,7 @@ import type { StopTimeouts } from '../monitor/index.ts';
 
 export const PROJECT_DEFAULTS = { cpus: 1, memory: '1G', disk: '10G', image: 'default' } as const;
 
-export interface CreateProjectOptions {
+export interface CreateProjectOptions extends StartProjectOptions {
   name: string;
   cpus?: number;
   /** A size: '2G', '512M' or bytes. */
@@ -50,10 +50,6 @@ export interface CreateProjectOptions {
   consoleMaxSize?: string;
   /** Create the records, the overlay and the seed, but do not boot. */
   noStart?: boolean;
-  /** What to wait for and how long: see StartProjectOptions. */
-  wait?: WaitLevel;
-  timeoutMs?: number;
-  onProgress?: (p: BootProgress) => void;
 }
 
 export interface StartProjectOptions {
@@ -343,31 +339,26 @@ export class ProjectService {
   private async bootUp(vmId: string, began: number, o: StartProjectOptions): Promise<BootReport> {
     const wait = o.wait ?? 'boot';
     const deadline = began + (o.timeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
-    const steps: BootStep[] = [];
-    const reach = (step: BootStep['step']): void => {
-      const s = { step, atMs: Date.now() - began };
-      steps.push(s);
-      o.onProgress?.({ ...s, state: 'done' });
-    };
+    const track = bootTrack(began, o.onProgress);
     await this.ctx.vms.start(vmId, {
       waitAgent: true,
       agentTimeoutMs: Math.max(1000, deadline - Date.now()),
       onAgentProgress: (p) => {
         if (p.phase === 'syncing') {
-          reach('qemu');
-          o.onProgress?.({ step: 'agent', state: 'waiting', atMs: Date.now() - began });
-        } else if (p.phase === 'ready') reach('agent');
+          track.reach('qemu');
+          track.waiting('agent');
+        } else if (p.phase === 'ready') track.reach('agent');
       },
     });
     if (wait === 'boot') {
       const agent = await this.ctx.vms.agent(vmId, 30_000);
       try {
-        steps.push(...(await waitGuestBoot(agent, { name: vmId, began, deadline, ...(o.onProgress ? { onProgress: o.onProgress } : {}) })));
+        await waitGuestBoot(agent, { name: vmId, deadline, track });
       } finally {
         await agent.close();
       }
     }
-    return { wait, steps, totalMs: Date.now() - began };
+    return { wait, steps: track.steps, totalMs: Date.now() - began };
   }
 
   private async settle(name: string, state: Project['state']): Promise<ProjectView> {

@@ -1,7 +1,6 @@
 /** goshipctl project …: one VM per project, ready for work. */
 import type { CAC } from 'cac';
-import { GoshipError } from '../../errors.ts';
-import { ValidationError } from '../../errors.ts';
+import { GoshipError, ValidationError } from '../../errors.ts';
 import { WAIT_LEVELS, bootStepsText, readSshKeys, type BootProgress, type BootReport, type PortsView, type ProjectView, type WaitLevel } from '../../runtime/index.ts';
 import { intOption, rawValue, rawValues, secondsOption } from '../args.ts';
 import { type CommandContext, bytes, since } from '../context.ts';
