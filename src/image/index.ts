@@ -1,14 +1,14 @@
 // Base images: the builder (mmdebstrap → ext4 → qcow2) and the catalogue.
 // The only public door of src/image.
+export { buildImage, sweepStaleBuilds } from './build.ts';
+export type { BuildImageOptions } from './build.ts';
 export {
-  buildImage,
   imageCacheKey,
   customisationTexts,
   mirrorsFor,
   mmdebstrapArgs,
   validateBuildInputs,
   fsSizeFor,
-  sweepStaleBuilds,
   DPKG_EXCLUDES,
   WAIT_ONLINE_DROPIN,
   INITRAMFS_CONF,
@@ -24,8 +24,8 @@ export {
   CLOUD_CFG,
   PROBE_PORT_NAME,
   PROBE_UNIT,
-} from './build.ts';
-export type { BuildImageOptions, KeyInputs } from './build.ts';
+} from './recipe.ts';
+export type { KeyInputs } from './recipe.ts';
 export {
   listImages,
   imageInfo,

@@ -133,8 +133,7 @@ export class Monitor {
   #state: MonitorStatus['state'] = 'starting';
   #stopStep: StopStep['name'] | undefined;
   #stopping: Promise<StopResult> | undefined;
-  #stopRequested = false;
-  /** What the stop asked for, kept for a QEMU that starts while it waits (a reboot or restart under way). */
+  /** What a stop asked for (set once one is asked), kept for a QEMU that starts while it waits (a reboot or restart under way). */
   #stopAsked: { force: boolean; timeouts: Partial<StopTimeouts> } | undefined;
   #wakeRestart: (() => void) | undefined;
   #lastEnd: VmEnd | undefined;
@@ -167,7 +166,7 @@ export class Monitor {
     let phase: Phase = this.#o.adopt ? { name: 'adopting' } : { name: 'starting', cause: 'first' };
     while (!FINAL_PHASES.has(phase.name)) {
       const happened = await this.#enter(phase);
-      phase = nextPhase(phase, happened, { restart: this.#launch.restart, stopRequested: this.#stopRequested, at: this.#now() });
+      phase = nextPhase(phase, happened, { restart: this.#launch.restart, stopRequested: this.#stopAsked !== undefined, at: this.#now() });
     }
     return this.#exit(phase);
   }
@@ -610,7 +609,6 @@ export class Monitor {
   }
 
   async #escalate(force: boolean, timeouts: Partial<StopTimeouts>): Promise<StopResult> {
-    this.#stopRequested = true;
     this.#stopAsked = { force, timeouts };
     const wasRunning = this.#run !== undefined && this.#state !== 'restarting';
     this.#state = 'stopping';
@@ -630,7 +628,7 @@ export class Monitor {
   /** A stop asked for while the monitor was between two QEMUs: the one that has just started goes at once. */
   #stopIfAsked(): void {
     const asked = this.#stopAsked;
-    if (!this.#stopRequested || !asked || !this.#run) return;
+    if (!asked || !this.#run) return;
     this.#state = 'stopping';
     this.#log('a stop was asked for during the restart: stopping the new QEMU');
     void this.#stopRun(this.#run, asked.force, asked.timeouts).catch((err: unknown) => this.#log(`stop: ${(err as Error).message}`));

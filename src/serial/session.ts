@@ -239,7 +239,7 @@ export class AgentSession {
   #state: State = 'syncing';
   #closeReason: AgentError | undefined;
   #nextId = 1;
-  #handshake: { resolve: () => void; reject: (e: Error) => void } | undefined;
+  #handshake: { resolve: () => void; reject: (e: Error) => void; resend: () => void } | undefined;
   readonly #closeWaiters: Array<() => void> = [];
 
   private constructor(stream: Duplex, where: string, options: AgentConnectOptions) {
@@ -370,7 +370,7 @@ export class AgentSession {
     this.#transport.write(Buffer.concat([Buffer.from('\n'), syncLine]));
     let repeats = 0;
     return new Promise<void>((resolve, reject) => {
-      const timer = setInterval(() => {
+      const resend = (): void => {
         repeats++;
         // Start parsing afresh: our own input may have begun inside a stale frame.
         this.#transport.resetDecoder();
@@ -379,7 +379,8 @@ export class AgentSession {
         // data frame from an earlier session, the padding completes it and the sync is seen.
         const pad = repeats >= 2 ? Buffer.alloc(MAX_CHUNK + 1, 0x0a) : Buffer.from('\n');
         this.#transport.write(Buffer.concat([pad, syncLine]));
-      }, interval);
+      };
+      const timer = setInterval(resend, interval);
       const deadlineTimer = setTimeout(
         () => finish(new AgentTimeoutError(`agent on ${this.#where}: no hello`, { timeoutMs: this.#options.timeoutMs })),
         Math.max(0, deadline - performance.now()),
@@ -391,13 +392,20 @@ export class AgentSession {
         if (err) reject(err);
         else resolve();
       };
-      this.#handshake = { resolve: () => finish(), reject: (e) => finish(e) };
+      this.#handshake = { resolve: () => finish(), reject: (e) => finish(e), resend };
       if (this.#state === 'closed') finish(this.#closeReason ?? new AgentClosedError('closed', { byClient: false }));
     });
   }
 
   #onHelloDuringSync(raw: Record<string, unknown>): void {
-    if (raw.nonce !== this.#nonce) return; // stale: an earlier session's, or the agent's start-up announcement
+    // The agent's start-up announcement (an empty nonce): it is reading now, and our
+    // earlier syncs may have been lost with the port's closed state. Sync again at once
+    // rather than at the next tick of the interval.
+    if (raw.nonce === '') {
+      this.#handshake?.resend();
+      return;
+    }
+    if (raw.nonce !== this.#nonce) return; // stale: an earlier session's
     const parsed = v.safeParse(HelloSchema, raw);
     if (!parsed.success) {
       this.#handshake?.reject(

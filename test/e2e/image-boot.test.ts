@@ -18,7 +18,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FILES } from '../../src/layout.ts';
 import { AGENT_PORT_NAME } from '../../src/protocol/index.ts';
-import { PROBE_PORT_NAME } from '../../src/image/build.ts';
+import { PROBE_PORT_NAME } from '../../src/image/recipe.ts';
 import type { ImageInfo } from '../../src/image/catalog.ts';
 import { ensureTestImage } from '../helpers/debian-image.ts';
 

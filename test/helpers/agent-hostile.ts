@@ -25,6 +25,12 @@ export interface HostileOptions {
   noAgent?: Json;
   /** The hello's `lim` (the limits the agent accepts); absent by default, as from an agent older than them. */
   lim?: object;
+  /**
+   * Lose the first sync, as a guest port that was closed when the host wrote it, then
+   * announce this agent's start (a hello with an empty nonce), as the real agent does
+   * when it opens its port.
+   */
+  loseFirstSync?: boolean;
 }
 
 export class HostilePeer {
@@ -34,11 +40,18 @@ export class HostilePeer {
   nonce: string | undefined;
   /** The `lim` of the host's last sync. */
   syncLim: unknown;
+  /** Syncs received, the lost one included. */
+  syncs = 0;
 
   constructor(socket: Socket, options: HostileOptions) {
     this.socket = socket;
     const decoder = new FrameDecoder((e) => {
       if (e.kind === 'message' && e.message.t === 'sync') {
+        if (this.syncs++ === 0 && options.loseFirstSync) {
+          socket.write('\n');
+          this.sendLine({ t: 'hello', nonce: '', agent: 'hostile', protocol: options.protocol ?? 1, hostname: 'evil', bootId: 'b' });
+          return;
+        }
         // Like the real agent: answer every sync, the hello starting with a newline.
         const first = this.nonce === undefined;
         this.nonce = String(e.message.nonce);

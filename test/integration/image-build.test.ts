@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GoshipError } from '../../src/errors.ts';
 import { AGENT_UNIT, AGENT_UNIT_NAME } from '../../src/image/agent-unit.ts';
 import { AGENT_START_SCRIPT } from '../../src/image/agent-start.ts';
+import { buildImage, sweepStaleBuilds } from '../../src/image/build.ts';
 import {
   CLOUD_CFG,
   DEFAULT_CMDLINE,
@@ -21,15 +22,13 @@ import {
   DPKG_EXCLUDES,
   MASKED_UNITS,
   MODPROBE_CONF,
-  buildImage,
   customisationTexts,
   fsSizeFor,
   imageCacheKey,
   mirrorsFor,
   mmdebstrapArgs,
-  sweepStaleBuilds,
   validateBuildInputs,
-} from '../../src/image/build.ts';
+} from '../../src/image/recipe.ts';
 import type { ImageInfo } from '../../src/image/catalog.ts';
 import { imageInfo } from '../../src/image/catalog.ts';
 import type { BuildProgress } from '../../src/image/progress.ts';

@@ -191,6 +191,16 @@ describe('host client against a hostile guest', () => {
     expect((err as AgentTimeoutError).hint).toMatch(/console\.log/);
   });
 
+  it("syncs again at once when the agent announces its start, not at the next interval", async () => {
+    guest = await startHostileGuest(dir, { loseFirstSync: true });
+    const peerP = guest.nextPeer();
+    // The interval is far beyond the timeout: only the announcement can bring the second sync.
+    const client = await AgentClient.connect(guest.path, { timeoutMs: 5000, syncIntervalMs: 60_000 });
+    const peer = await peerP;
+    expect([client.hello.agent, peer.syncs]).toEqual(['hostile', 2]);
+    await client.close();
+  });
+
   it('times out with ENOENT named when the socket does not exist', async () => {
     const err = await AgentClient.connect(join(dir, 'missing.sock'), { timeoutMs: 300 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(AgentTimeoutError);
