@@ -34,6 +34,7 @@ export const ERROR_CODES = {
   EQEMU_IMG: 'qemu-img failed',
   EJAIL: "the jail refused: a VM's file that is not what GoShip made (a backing file, a link), a run directory that is not the user's own, or a file the VM's identity cannot reach",
   EMONITOR: "a VM's monitor process could not be started or did not answer",
+  EVMSTATE: "a VM's saved state (memory and devices) cannot be written or restored: truncated, not QEMU's, or refused by QEMU",
   // QMP
   EQMP_CONNECT: 'the QMP socket cannot be reached',
   EQMP_COMMAND: 'QEMU refused a QMP command',

@@ -45,6 +45,7 @@ export const CODE_EXIT: Record<ErrorCode, ExitStatus> = {
   EQEMU_IMG: EXIT.failed,
   EJAIL: EXIT.failed,
   EMONITOR: EXIT.failed,
+  EVMSTATE: EXIT.failed,
   EQMP_CONNECT: EXIT.failed,
   EQMP_COMMAND: EXIT.failed,
   EQMP_CLOSED: EXIT.failed,

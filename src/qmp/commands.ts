@@ -10,6 +10,7 @@ import type {
   QmpBlockInfo,
   QmpChardevInfo,
   QmpCpuInfoFast,
+  QmpMigrationInfo,
   QmpStatusInfo,
   QmpVersionInfo,
 } from './types.ts';
@@ -214,5 +215,30 @@ export class QmpClient extends QmpProtocol {
       { device: args.device, size: args.size, ...(args.format === undefined ? {} : { format: args.format }) },
       callOptions(args),
     );
+  }
+
+  // ------------------------------------------------------------ migration (saving and restoring a VM's state)
+
+  /**
+   * `migrate-set-parameters` with the bandwidth cap: QEMU's default of
+   * 128 MiB/s throttles a save to a local file; `bytesPerSecond` lifts it.
+   */
+  async migrateSetMaxBandwidth(bytesPerSecond: number, options: CallOptions = {}): Promise<void> {
+    await this.execute('migrate-set-parameters', { 'max-bandwidth': bytesPerSecond }, callOptions(options));
+  }
+
+  /** `migrate`: start sending the VM's state to `uri` (`unix:PATH`, `fd:NAME`); it runs on, `queryMigrate` says how it went. */
+  async migrate(uri: string, options: CallOptions = {}): Promise<void> {
+    await this.execute('migrate', { uri }, callOptions(options));
+  }
+
+  /** `migrate-incoming`: a QEMU started with `-incoming defer` starts receiving a state from `uri` (`unix:PATH`: it listens there). */
+  async migrateIncoming(uri: string, options: CallOptions = {}): Promise<void> {
+    await this.execute('migrate-incoming', { uri }, callOptions(options));
+  }
+
+  /** `query-migrate`: the state of the current (or last) migration, outgoing or incoming. */
+  queryMigrate(options: CallOptions = {}): Promise<QmpMigrationInfo> {
+    return this.execute<QmpMigrationInfo>('query-migrate', undefined, callOptions(options));
   }
 }

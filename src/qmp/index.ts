@@ -58,4 +58,6 @@ export type {
   QmpBlockInfo,
   QmpChardevInfo,
   QmpCpuInfoFast,
+  QmpMigrationInfo,
+  QmpMigrationStatus,
 } from './types.ts';

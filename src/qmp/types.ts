@@ -84,3 +84,29 @@ export interface QmpCpuInfoFast {
   props?: Record<string, unknown>;
   [key: string]: unknown;
 }
+
+/** `query-migrate`'s status (QAPI MigrationStatus). */
+export type QmpMigrationStatus =
+  | 'none'
+  | 'setup'
+  | 'cancelling'
+  | 'cancelled'
+  | 'active'
+  | 'postcopy-active'
+  | 'postcopy-paused'
+  | 'postcopy-recover'
+  | 'completed'
+  | 'failed'
+  | 'colo'
+  | 'pre-switchover'
+  | 'device'
+  | 'wait-unplug';
+
+/** What GoShip reads of `query-migrate` (QAPI MigrationInfo). */
+export interface QmpMigrationInfo {
+  status?: QmpMigrationStatus;
+  /** Present once RAM moves: bytes sent or received, and the guest's RAM size. */
+  ram?: { transferred: number; total: number; remaining: number; 'normal-bytes'?: number; duplicate?: number };
+  'total-time'?: number;
+  'error-desc'?: string;
+}

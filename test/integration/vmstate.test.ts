@@ -1,0 +1,115 @@
+/**
+ * Saving and restoring a VM's state with real QEMUs (q35, 64 MiB, no guest
+ * run): a pattern loaded into the source's RAM must be in the restored
+ * QEMU's RAM, read back with pmemsave. Bad state files are refused before a
+ * QEMU sees them, and a QEMU that refuses one is reported.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { QmpClient } from '../../src/qmp/index.ts';
+import { VmStateError, checkStateFile, restoreState, saveState } from '../../src/vmstate/index.ts';
+
+const ADDR = 0x200000;
+let dir: string;
+let pattern: Buffer;
+const running: Array<{ proc: ChildProcess; qmp?: QmpClient }> = [];
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'gsv-'));
+  pattern = randomBytes(256 * 1024);
+  await writeFile(join(dir, 'pattern.bin'), pattern);
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+afterEach(async () => {
+  for (const r of running.splice(0)) {
+    await r.qmp?.close().catch(() => undefined);
+    r.proc.kill('SIGKILL');
+  }
+});
+
+async function qemu(name: string, extra: string[]): Promise<{ qmp: QmpClient; proc: ChildProcess; exited: Promise<number | null> }> {
+  const sock = join(dir, `${name}.qmp`);
+  await rm(sock, { force: true });
+  const proc = spawn('qemu-system-x86_64', ['-machine', 'q35', '-m', '64', '-nodefaults', '-no-user-config', '-display', 'none', '-S', '-qmp', `unix:${sock},server=on,wait=off`, ...extra], { stdio: 'ignore' });
+  const entry: { proc: ChildProcess; qmp?: QmpClient } = { proc };
+  running.push(entry);
+  const exited = new Promise<number | null>((r) => proc.once('exit', (c) => r(c)));
+  for (let i = 0; ; i++) {
+    try {
+      if (existsSync(sock)) {
+        entry.qmp = await QmpClient.connect(sock, { timeoutMs: 5000 });
+        return { qmp: entry.qmp, proc, exited };
+      }
+    } catch {
+      // not listening yet
+    }
+    if (i > 500) throw new Error('QEMU did not serve QMP');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function saveOne(file: string, maxBytes = 256 * 1024 * 1024): Promise<number> {
+  const src = await qemu('src', ['-device', `loader,file=${join(dir, 'pattern.bin')},addr=${ADDR},force-raw=on`]);
+  const saved = await saveState(src.qmp, { socketPath: join(dir, 'out.sock'), file, maxBytes });
+  expect((await src.qmp.queryStatus()).status).toBe('postmigrate');
+  return saved.bytes;
+}
+
+describe('a VM state through real QEMUs', () => {
+  it('restores the saved memory into a fresh QEMU', async () => {
+    const file = join(dir, 'a.state');
+    const bytes = await saveOne(file);
+    expect((await stat(file)).size).toBe(bytes);
+    expect((await readFile(file)).subarray(0, 4).toString('latin1')).toBe('QEVM');
+    expect((await readdir(dir)).filter((f) => f.includes('partial') || f.endsWith('.sock'))).toEqual([]);
+
+    const dst = await qemu('dst', ['-incoming', 'defer']);
+    expect((await dst.qmp.queryStatus()).status).toBe('inmigrate');
+    await restoreState(dst.qmp, { file, bytes, socketPath: join(dir, 'in.sock') });
+    // Not running: QEMU waits for `cont` (the source never ran here, so QEMU calls it prelaunch).
+    expect((await dst.qmp.queryStatus()).running).toBe(false);
+    expect((await dst.qmp.queryMigrate()).status).toBe('completed');
+    const dump = join(dir, 'dump.bin');
+    await dst.qmp.execute('pmemsave', { val: ADDR, size: pattern.length, filename: dump });
+    expect((await readFile(dump)).equals(pattern)).toBe(true);
+  });
+
+  it('refuses a truncated or foreign file before any QEMU sees it', async () => {
+    const file = join(dir, 'b.state');
+    const bytes = await saveOne(file);
+    await truncate(file, bytes - 1000);
+    const truncated = await checkStateFile(file, bytes).catch((e: unknown) => e);
+    expect(truncated).toBeInstanceOf(VmStateError);
+    expect((truncated as Error).message).toBe(`${file} is not a saved VM state GoShip can restore: it is ${bytes - 1000} bytes long, not the ${bytes} bytes that were saved (truncated)`);
+    await writeFile(file, 'not a state at all');
+    expect(((await checkStateFile(file).catch((e: unknown) => e)) as Error).message).toBe(
+      `${file} is not a saved VM state GoShip can restore: it does not start with QEMU's migration magic QEVM (found 0x6e6f7420)`,
+    );
+  });
+
+  it('reports a state QEMU refuses (truncated, its size unknown): QEMU exits, the error says why', async () => {
+    const file = join(dir, 'c.state');
+    const bytes = await saveOne(file);
+    await truncate(file, Math.floor(bytes / 2));
+    const dst = await qemu('dst', ['-incoming', 'defer']);
+    const err = await restoreState(dst.qmp, { file, socketPath: join(dir, 'in.sock') }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(VmStateError);
+    expect((err as Error).message).toMatch(new RegExp(`^restoring the VM's state from ${file}: `));
+    expect(await dst.exited).not.toBe(0);
+  });
+
+  it('cuts a save longer than its bound and leaves no file', async () => {
+    const file = join(dir, 'd.state');
+    const err = await saveOne(file, 64 * 1024).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(VmStateError);
+    expect((err as Error).message).toBe(`saving the VM's state to ${file}: QEMU sent more than 65536 bytes, more than the VM's memory and devices can take: cut`);
+    expect((await readdir(dir)).filter((f) => f.startsWith('d.state') || f.endsWith('.sock'))).toEqual([]);
+  });
+});
