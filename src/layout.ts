@@ -25,6 +25,8 @@ export const FILES = {
   qmpUserSocket: 'qmp-user.sock',
   /** The agent's virtio-serial chardev: the VM's monitor holds the one session. */
   agentSocket: 'agent.sock',
+  /** Where a QEMU started on a saved state listens for it (`-incoming defer`); the monitor sends the state file there. */
+  incomingSocket: 'incoming.sock',
   /** The serial console's chardev: the VM's monitor reads it into console.log. */
   consoleSocket: 'console.sock',
   /** The VM's monitor serves GoShip's clients here (owner-only). */

@@ -56,6 +56,8 @@ export function specPathIssues(paths: readonly NamedPath[], own: OwnPlaces): Iss
 export interface TrustedBase {
   path: string;
   format: string;
+  /** The one file the base itself stands on (a template's disk stands on its image's base); absent: the base stands alone. */
+  backing?: { path: string; format: string };
 }
 
 /**

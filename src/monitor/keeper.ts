@@ -20,10 +20,11 @@
  * the QMP connection and /proc instead.
  */
 import { mkdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { ERROR_CODES, GoshipError, type ErrorCode } from '../errors.ts';
 import type { Socket } from 'node:net';
 import * as v from 'valibot';
-import type { Layout } from '../layout.ts';
+import { FILES, type Layout } from '../layout.ts';
 import { isOurProcess, logTail, processMarker, waitForPath } from '../qemu/index.ts';
 import { QmpClient, type QmpEvent, type QmpStatusInfo } from '../qmp/index.ts';
 import { OWN_LIMITS, type FlowLimits } from '../protocol/index.ts';
@@ -31,6 +32,7 @@ import { AgentUnavailableError, type AgentHello } from '../serial/index.ts';
 import { findRecord, requireRecord, type Store, type Vm } from '../store/index.ts';
 import { oomKills, removeCgroup, removeVmTree } from '../jail/index.ts';
 import { pidAlive, type ExitStatus } from '../proc.ts';
+import { restoreState, type VmStateError } from '../vmstate/index.ts';
 import { AgentLink } from './agent-link.ts';
 import { RestartBackoff, ResetWatch } from './backoff.ts';
 import { ConsoleLog, pipeConsole } from './console.ts';
@@ -186,7 +188,7 @@ export class Monitor {
           if (phase.name === 'adopting') await this.#adopt();
           else {
             this.#ownsFiles = true;
-            await this.#start();
+            await this.#start(phase.cause === 'first' ? this.#launch.restore : undefined);
             if (phase.cause !== 'first') this.#stopIfAsked();
           }
           return { what: 'started' };
@@ -244,13 +246,16 @@ export class Monitor {
 
   // ------------------------------------------------------------ start and adopt
 
-  async #start(): Promise<void> {
+  /** Starts a QEMU, paused, and runs it: booting, or on `restore`, the saved state loaded first. */
+  async #start(restore?: Launch['restore']): Promise<void> {
     const { paths } = this.#vm;
-    await mkdir(this.#o.layout.vmRunDir(this.#vm.id), { recursive: true, mode: 0o700 });
+    const runDir = this.#o.layout.vmRunDir(this.#vm.id);
+    await mkdir(runDir, { recursive: true, mode: 0o700 });
     const binary = this.#launch.argv[0];
     let q: QemuChild;
     try {
-      q = spawnQemu({ exec: this.#launch.exec, log: prepareQemuRun(this.#o.layout, this.#vm.id) });
+      const exec = restore ? [...this.#launch.exec, '-incoming', 'defer'] : this.#launch.exec;
+      q = spawnQemu({ exec, log: prepareQemuRun(this.#o.layout, this.#vm.id) });
       await q.spawned;
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
@@ -285,6 +290,16 @@ export class Monitor {
       if (!(await waitForPath(paths.qmpSocket, QMP_SOCKET_TIMEOUT_MS, alive))) return await failEarly();
       this.#qmp = await this.#connectQmp(alive);
       marks.push(`QMP ${ms()}`);
+      if (restore) {
+        const done = await restoreState(this.#qmp, { file: restore.state, bytes: restore.bytes, socketPath: join(runDir, FILES.incomingSocket) }).catch(async (err: unknown) => {
+          const e = err as VmStateError;
+          // QEMU exits on a state it refuses: its last words say why.
+          await Promise.race([exited, sleep(200)]);
+          const said = (await logTail(paths.qemuLog)).split('\n').filter(Boolean).slice(-2).join(' | ');
+          throw new StartError('EVMSTATE', `${e.message}${said ? ` (QEMU: ${said})` : ''}`, e.hint);
+        });
+        marks.push(`state restored (${Math.round(done.bytes / 1048576)} MiB, sent in ${Math.round(done.sentMs ?? 0)} ms, loaded in ${Math.round(done.ms)} ms) ${ms()}`);
+      }
       await this.#restoreForwards();
       await this.#openConsole(alive);
       if (!this.#serverListening) await this.#listen();
@@ -294,6 +309,11 @@ export class Monitor {
       this.#qmpStatus = await this.#qmp.queryStatus();
       marks.push(`cont ${ms()}`);
     } catch (err) {
+      if (err instanceof StartError && err.code === 'EVMSTATE') {
+        q.kill('SIGKILL');
+        await exited;
+        throw err;
+      }
       // QEMU may be exiting right now (a bad option): then its own words say why.
       await Promise.race([exited, sleep(200)]);
       if (!alive() || err instanceof StartError) return await failEarly();

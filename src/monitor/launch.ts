@@ -22,6 +22,11 @@ export const LaunchSchema = v.object({
   exec: v.optional(v.pipe(v.array(v.string()), v.minLength(1))),
   /** Written by a GoShip before the jail (a VM running across an upgrade): QEMU's user. Read only to make `exec`. */
   user: v.optional(v.object({ uid: v.pipe(v.number(), v.integer(), v.minValue(0)), gid: v.pipe(v.number(), v.integer(), v.minValue(0)) })),
+  /**
+   * Start the first QEMU on this saved state (memory and devices, src/vmstate) instead of booting:
+   * QEMU gets `-incoming defer` and the monitor sends it the file. A reboot or a restart boots as usual.
+   */
+  restore: v.optional(v.object({ state: v.pipe(v.string(), v.minLength(1)), bytes: v.pipe(v.number(), v.integer(), v.minValue(1)) })),
   /** The VM's identity (GoShip runs as root) and its cgroup's directories: the monitor reads the memory cgroup's OOM kills and removes the cgroup at the end. */
   jail: v.optional(
     v.object({

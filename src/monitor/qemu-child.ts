@@ -35,7 +35,7 @@ export interface QemuChild {
  */
 export function prepareQemuRun(layout: Layout, id: string): string {
   const runDir = layout.vmRunDir(id);
-  for (const s of ['qmpSocket', 'qmpUserSocket', 'agentSocket', 'consoleSocket', 'pidfile'] as const) rmSync(join(runDir, FILES[s]), { force: true });
+  for (const s of ['qmpSocket', 'qmpUserSocket', 'agentSocket', 'consoleSocket', 'incomingSocket', 'pidfile'] as const) rmSync(join(runDir, FILES[s]), { force: true });
   const log = join(layout.vmDir(id), FILES.qemuLog);
   try {
     renameSync(log, `${log}.1`);

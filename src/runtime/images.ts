@@ -31,6 +31,8 @@ export interface ResolvedImage {
   name: string;
   /** The base disk (opened read-only as the overlay's backing file). */
   base: string;
+  /** What this build of the image is (its cache key, or its disk's sha256): a template made on another build is not used. */
+  key?: string;
   /** Direct kernel boot, when the image has a kernel; firmware boot otherwise. */
   boot: { kernel?: string; initrd?: string; cmdline?: string };
   /** For images without the agent baked in: what cloud-init must install. */
@@ -128,6 +130,7 @@ export class ImageService implements ImageSource {
     return {
       name,
       base: info.base,
+      key: m.key ?? info.sha256,
       boot: info.kernel ? { kernel: info.kernel, ...(info.initrd ? { initrd: info.initrd } : {}), ...(info.cmdline ? { cmdline: info.cmdline } : {}) } : {},
       ...(m.agentBaked ? {} : { agentInstall: async () => ({ bundle: await readFile(agentBundlePath()), unit: AGENT_UNIT, start: AGENT_START_SCRIPT, setup: NODE_SETUP_SCRIPT }) }),
     };

@@ -68,6 +68,8 @@ export class Runtime {
       images: opts.images ?? this.images,
       host: () => this.host(),
       now: () => new Date().toISOString(),
+      layout,
+      qemuBinary: this.qemuBinary,
     });
   }
 
@@ -103,7 +105,8 @@ export { WAIT_LEVELS, bootStepsText, parseCloudInitResult, waitGuestBoot } from 
 export type { WaitLevel, BootStep, BootProgress } from './guest-boot.ts';
 export { AppService, appsOf, containerSpec, isDockerArchive, type AppView, type AppLogsOptions, type AppExecOptions } from './apps.ts';
 export { checkAppOptions, parseAppPort, parseRestart, parseEnvFile, type AppPort, type AppSource, type DeployOptions, type ValidatedApp } from './app-options.ts';
-export type { CreateProjectOptions, StartProjectOptions, BootReport, ProjectView, ProjectInfo, PortsView } from './projects.ts';
+export type { CreateProjectOptions, StartProjectOptions, BootReport, ProjectView, ProjectInfo, PortsView, ProjectOrigin, WarmOptions } from './projects.ts';
+export { TEMPLATE_FORMAT, argvShape, identityArgv, templateMismatch, templateName, type TemplateInfo, type TemplateRecord, type TemplateShape } from './templates.ts';
 export { parsePort, portClashes, portOwners, hostPortFree, DEFAULT_HOST_ADDR } from './ports.ts';
 export { ImageService, agentBundlePath, type ImageSource, type ResolvedImage } from './images.ts';
 export type { CreateVmOptions, StartVmOptions, StopVmOptions, StopVmResult, ReconcileChange } from './vms.ts';

@@ -78,7 +78,13 @@ export async function checkChain(layout: Layout, vm: Pick<Vm, 'name' | 'base' | 
   const base = trustedBase(layout, vm);
   const issue = chainIssue(overlay, await readQcow2Header(overlay), base);
   if (issue) throw refuse(issue);
-  if (base) {
+  if (base?.backing) {
+    // A template's disk: it names exactly the image's base, which stands alone.
+    const issue = chainIssue(base.path, await readQcow2Header(base.path), base.backing);
+    if (issue) throw refuse(`its base, a template's disk: ${issue}`);
+    const header = await readQcow2Header(base.backing.path);
+    if (header?.backingFile !== undefined || header?.dataFile !== undefined) throw refuse(`its template's base ${base.backing.path} names another file (${header.backingFile ?? header.dataFile}): a base stands alone`);
+  } else if (base) {
     const header = await readQcow2Header(base.path);
     if (header?.backingFile !== undefined || header?.dataFile !== undefined) throw refuse(`its base ${base.path} names another file (${header.backingFile ?? header.dataFile}): a base stands alone`);
   }
@@ -134,7 +140,7 @@ export async function prepareJail(r: JailRequest): Promise<Jailed> {
     const base = trustedBase(layout, vm);
     // (An image directory may be a link to one elsewhere, a cache: passed through as it is, its target checked below.)
     const imagesDir = await realOrResolved(layout.imagesDir);
-    const imageFiles = [base?.path, ...namedPaths(config).filter((p) => p.access === 'r').map((p) => p.path)].filter((p): p is string => p !== undefined);
+    const imageFiles = [base?.path, base?.backing?.path, ...namedPaths(config).filter((p) => p.access === 'r').map((p) => p.path)].filter((p): p is string => p !== undefined);
     for (const f of imageFiles) {
       const real = await realOrResolved(f);
       if (within(resolve(f), resolve(layout.imagesDir)) || within(real, imagesDir)) await ownDir(layout.imagesDir, root, 0o711);
@@ -146,6 +152,7 @@ export async function prepareJail(r: JailRequest): Promise<Jailed> {
     const issues: Issue[] = [];
     for (const p of namedPaths(config)) issues.push(...reachIssues(await pathChain(p.path), who, p.access, p.at));
     if (base) issues.push(...reachIssues(await pathChain(base.path), who, 'r', 'disks[0] (its base image)'));
+    if (base?.backing) issues.push(...reachIssues(await pathChain(base.backing.path), who, 'r', "disks[0] (its template's base image)"));
     if (config.accel === 'kvm') issues.push(...reachIssues(await pathChain('/dev/kvm'), who, 'rw', 'accel'));
     const unique = [...new Map(issues.map((i) => [i.message, i])).values()];
     if (unique.length > 0) {

@@ -25,9 +25,15 @@ import {
   requireRecord,
 } from '../store/index.ts';
 import { bootTrack, waitGuestBoot, type BootProgress, type BootStep, type WaitLevel } from './guest-boot.ts';
-import type { ImageSource } from './images.ts';
+import type { ImageSource, ResolvedImage } from './images.ts';
+import { randomBytes } from 'node:crypto';
+import { GoshipError } from '../errors.ts';
+import type { Layout } from '../layout.ts';
+import { within } from '../jail/index.ts';
+import { giveIdentity, listTemplates, saveTemplate, usableTemplate, type TemplateInfo } from './templates.ts';
+import { trace } from './trace.ts';
 import { PortTakenError, busyError, stateError } from './errors.ts';
-import { LIVE_STATES, opAbandoned, type StopVmResult, type VmService } from './vms.ts';
+import { LIVE_STATES, opAbandoned, type CreateVmOptions, type StopVmResult, type VmService } from './vms.ts';
 import type { StopTimeouts } from '../monitor/index.ts';
 
 export const PROJECT_DEFAULTS = { cpus: 1, memory: '1G', disk: '10G', image: 'default' } as const;
@@ -50,6 +56,20 @@ export interface CreateProjectOptions extends StartProjectOptions {
   consoleMaxSize?: string;
   /** Create the records, the overlay and the seed, but do not boot. */
   noStart?: boolean;
+  /** Boot from the image even when a template of this shape exists. */
+  cold?: boolean;
+}
+
+/** Where a created project's VM came from: a template restored, or a boot (and why no template served). */
+export type ProjectOrigin = { from: 'template'; template: string } | { from: 'boot'; reason: string };
+
+export interface WarmOptions {
+  image?: string;
+  cpus?: number;
+  memory?: string | number;
+  disk?: string | number;
+  timeoutMs?: number;
+  onProgress?: (p: BootProgress) => void;
 }
 
 export interface StartProjectOptions {
@@ -190,6 +210,8 @@ export interface ProjectContext {
   images: ImageSource;
   host: () => Promise<HostFacts>;
   now: () => string;
+  layout: Layout;
+  qemuBinary: string;
 }
 
 export class ProjectService {
@@ -260,11 +282,19 @@ export class ProjectService {
   }
 
   /** Creates the project and (unless noStart) starts it: `boot` says what was waited for. */
-  async create(o: CreateProjectOptions): Promise<ProjectView & { boot?: BootReport }> {
+  async create(o: CreateProjectOptions): Promise<ProjectView & { boot?: BootReport; origin?: ProjectOrigin }> {
     const began = Date.now();
     const host = await this.ctx.host();
     const v = validateProjectOptions(o, host);
     const image = await this.ctx.images.resolve(v.image);
+    const found = o.cold
+      ? { reason: '--cold' }
+      : o.noStart
+        ? { reason: '--no-start' }
+        : image.agentInstall
+          ? { reason: `image ${v.image} has no agent baked in: its VMs are not templated` }
+          : await usableTemplate(this.ctx.layout, { image: v.image, cpus: v.cpus, memoryBytes: v.memoryBytes, diskBytes: v.diskBytes, imageKey: image.key, qemuBinary: this.ctx.qemuBinary });
+    const template = 'template' in found ? found.template : undefined;
     const now = this.ctx.now();
     const project: Project = {
       name: v.name,
@@ -291,44 +321,85 @@ export class ProjectService {
       });
       throw err;
     };
-    try {
-      await this.ctx.vms.create({
-        project: v.name,
-        spec: {
-          name: v.name,
-          cpu: { count: v.cpus },
-          memory: v.memoryBytes,
-          network: { mode: 'user', forwards: v.ports.map((p) => ({ proto: p.proto, host: p.host, guest: p.guest })) },
-          restart: v.restart,
-          ...(o.consoleMaxSize !== undefined ? { console: { maxSize: o.consoleMaxSize } } : {}),
-        },
-        base: { path: image.base, name: v.image, ...image.boot },
-        diskBytes: v.diskBytes,
-        seed: {
-          instanceId: `iid-${v.name}-${Date.parse(now).toString(36)}`,
-          hostname: v.name,
-          sshKeys: v.sshKeys,
-          ...(image.agentInstall ? { agent: await image.agentInstall() } : {}),
-        },
-      });
-    } catch (err) {
-      // Nothing of the VM stays: the project record goes too.
-      await this.ctx.store.update((draft) => {
-        delete draft.projects[v.name];
-      });
-      throw err;
-    }
+    const makeVm = async (on: TemplateInfo | undefined): Promise<void> => {
+      try {
+        await this.ctx.vms.create(await projectVmOptions(v, image, now, { project: v.name, consoleMaxSize: o.consoleMaxSize, ...(on ? { templateDisk: on.disk } : {}) }));
+      } catch (err) {
+        // Nothing of the VM stays: the project record goes too.
+        await this.ctx.store.update((draft) => {
+          delete draft.projects[v.name];
+        });
+        throw err;
+      }
+    };
+    await makeVm(template);
     if (o.noStart) {
       return this.settle(v.name, 'stopped');
     }
     let boot: BootReport;
+    let origin: ProjectOrigin = template ? { from: 'template', template: template.name } : { from: 'boot', reason: 'reason' in found ? found.reason : '' };
     try {
-      boot = await this.bootUp(v.name, began, o);
+      try {
+        boot = await this.bootUp(v.name, began, o, template ? { template, hostname: v.name, sshKeys: v.sshKeys } : undefined);
+      } catch (err) {
+        if (!template || !(err instanceof GoshipError && err.code === 'EVMSTATE')) throw err;
+        // The template could not be restored (QEMU refused its state, another argv): the project boots instead, and says why.
+        trace(`project ${v.name}: template ${template.name} not restored (${err.message}); booting`);
+        await this.ctx.vms.destroy(v.name, { force: true, ofProject: v.name });
+        await makeVm(undefined);
+        origin = { from: 'boot', reason: `template ${template.name} could not be restored: ${err.message}` };
+        boot = await this.bootUp(v.name, began, o);
+      }
     } catch (err) {
       await this.ctx.vms.stop(v.name, { force: true }).catch(() => undefined);
       return fail(err);
     }
-    return { ...(await this.settle(v.name, 'ready')), boot };
+    return { ...(await this.settle(v.name, 'ready')), boot, origin };
+  }
+
+  /** The templates on this host (the newest generation of each), of one image or all. */
+  async templates(image?: string): Promise<TemplateInfo[]> {
+    return (await listTemplates(this.ctx.layout)).filter((t) => image === undefined || t.image === image);
+  }
+
+  /**
+   * Boots a throwaway VM of a project's shape (image, cpus, memory, disk) to a
+   * settled guest and saves it as the template of that shape (templates.ts);
+   * the VM goes, whatever happens.
+   */
+  async warm(o: WarmOptions = {}): Promise<TemplateInfo> {
+    const began = Date.now();
+    const host = await this.ctx.host();
+    const name = `warm-${randomBytes(3).toString('hex')}`;
+    const v = validateProjectOptions({ name, ...(o.image ? { image: o.image } : {}), ...(o.cpus !== undefined ? { cpus: o.cpus } : {}), ...(o.memory !== undefined ? { memory: o.memory } : {}), ...(o.disk !== undefined ? { disk: o.disk } : {}) }, host);
+    const image = await this.ctx.images.resolve(v.image);
+    if (image.agentInstall || image.key === undefined) {
+      throw new RuntimeError('ENOTSUP', `image ${v.image} has no agent baked in (an imported image): GoShip makes templates of its own built images only`, { hint: 'build one: goshipctl image build' });
+    }
+    await this.ctx.vms.create(await projectVmOptions(v, image, this.ctx.now(), {}));
+    try {
+      const boot = await this.bootUp(name, began, { wait: 'boot', ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}), ...(o.onProgress ? { onProgress: o.onProgress } : {}) });
+      // Less to save and to load: the page cache goes (what is dirty is written first).
+      const agent = await this.ctx.vms.agent(name, 30_000);
+      try {
+        await agent.exec(['sh', '-c', 'sync && echo 3 > /proc/sys/vm/drop_caches'], { timeoutMs: 60_000 });
+      } finally {
+        await agent.close();
+      }
+      const vm = await this.ctx.vms.get(name);
+      return await saveTemplate({
+        layout: this.ctx.layout,
+        vm,
+        shape: { image: v.image, cpus: v.cpus, memoryBytes: v.memoryBytes, diskBytes: v.diskBytes },
+        imageKey: image.key,
+        qemuBinary: this.ctx.qemuBinary,
+        bootMs: boot.totalMs,
+        stopVm: async () => void (await this.ctx.vms.stop(name, { force: true })),
+        inUse: async (dir) => Object.values((await this.ctx.store.read()).vms).some((x) => x.base !== undefined && within(x.base.path, dir)),
+      });
+    } finally {
+      await this.ctx.vms.destroy(name, { force: true }).catch((err: unknown) => trace(`warm: removing VM ${name}: ${(err as Error).message}`));
+    }
   }
 
   /**
@@ -336,11 +407,17 @@ export class ProjectService {
    * from `began`: QEMU running, the agent's hello, then (wait `boot`) the
    * network online and cloud-init done.
    */
-  private async bootUp(vmId: string, began: number, o: StartProjectOptions): Promise<BootReport> {
+  private async bootUp(
+    vmId: string,
+    began: number,
+    o: StartProjectOptions,
+    clone?: { template: TemplateInfo; hostname: string; sshKeys: readonly string[] },
+  ): Promise<BootReport> {
     const wait = o.wait ?? 'boot';
     const deadline = began + (o.timeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
     const track = bootTrack(began, o.onProgress);
     await this.ctx.vms.start(vmId, {
+      ...(clone ? { restore: { state: clone.template.state, bytes: clone.template.stateBytes, argvShape: clone.template.argvShape } } : {}),
       waitAgent: true,
       agentTimeoutMs: Math.max(1000, deadline - Date.now()),
       onAgentProgress: (p) => {
@@ -350,10 +427,12 @@ export class ProjectService {
         } else if (p.phase === 'ready') track.reach('agent');
       },
     });
-    if (wait === 'boot') {
+    if (clone || wait === 'boot') {
       const agent = await this.ctx.vms.agent(vmId, 30_000);
       try {
-        await waitGuestBoot(agent, { name: vmId, deadline, track });
+        // A clone is its template's guest until it has its own identity: that comes before anything else it does.
+        if (clone) await giveIdentity(agent, { name: vmId, hostname: clone.hostname, sshKeys: clone.sshKeys, track });
+        if (wait === 'boot') await waitGuestBoot(agent, { name: vmId, deadline, track });
       } finally {
         await agent.close();
       }
@@ -502,4 +581,33 @@ export async function readSshKeys(files: string[]): Promise<string[]> {
     keys.push(...text.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#')));
   }
   return keys;
+}
+
+/** The VM of a project of this shape: every project's VM (and a template's) is made by this, so a template's VM and its clones have one argv shape. */
+export async function projectVmOptions(
+  v: ValidatedProject,
+  image: ResolvedImage,
+  now: string,
+  o: { project?: string; consoleMaxSize?: string | undefined; templateDisk?: string },
+): Promise<CreateVmOptions> {
+  return {
+    ...(o.project !== undefined ? { project: o.project } : {}),
+    spec: {
+      name: v.name,
+      cpu: { count: v.cpus },
+      memory: v.memoryBytes,
+      network: { mode: 'user', forwards: v.ports.map((p) => ({ proto: p.proto, host: p.host, guest: p.guest })) },
+      restart: v.restart,
+      ...(o.consoleMaxSize !== undefined ? { console: { maxSize: o.consoleMaxSize } } : {}),
+    },
+    // A clone's overlay stands on its template's disk, which stands on the image's base.
+    base: { path: o.templateDisk ?? image.base, name: v.image, ...image.boot, ...(o.templateDisk ? { backing: { path: image.base, format: 'qcow2' } } : {}) },
+    diskBytes: v.diskBytes,
+    seed: {
+      instanceId: `iid-${v.name}-${Date.parse(now).toString(36)}`,
+      hostname: v.name,
+      sshKeys: v.sshKeys,
+      ...(image.agentInstall ? { agent: await image.agentInstall() } : {}),
+    },
+  };
 }

@@ -14,6 +14,8 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Layout } from '../layout.ts';
 import { buildSeed, type SeedOptions } from '../cloudinit/index.ts';
+import { argvShape } from './templates.ts';
+import { VmStateError } from '../vmstate/index.ts';
 import { MonitorClient, answering, isMonitorCmdline, startMonitor, writeLaunch, type Launch, type EscalationResult, type Forward, type StopTimeouts } from '../monitor/index.ts';
 import {
   DEFAULT_MACHINE,
@@ -59,7 +61,7 @@ export interface CreateVmOptions {
   /** The VM spec. For an image-backed VM, `disks` and `boot` come from the image unless given. */
   spec: VmSpec & { name: string };
   /** Base image: the VM gets a qcow2 overlay on it as its first disk. A relative path is the caller's. */
-  base?: { path: string; kernel?: string; initrd?: string; cmdline?: string; name?: string };
+  base?: { path: string; kernel?: string; initrd?: string; cmdline?: string; name?: string; backing?: { path: string; format: string } };
   /** Overlay virtual size in bytes (at least the base's). */
   diskBytes?: number;
   /** cloud-init NoCloud seed, written to the VM's seed.iso. */
@@ -68,6 +70,12 @@ export interface CreateVmOptions {
 }
 
 export interface StartVmOptions {
+  /**
+   * Start on this saved state (a template's) instead of booting. Its VM's argv
+   * shape (templates.ts argvShape) must be this VM's: otherwise EVMSTATE, and
+   * nothing started.
+   */
+  restore?: { state: string; bytes: number; argvShape: readonly string[] };
   /** Wait for the guest agent's hello before returning (`ready`). */
   waitAgent?: boolean;
   agentTimeoutMs?: number;
@@ -313,7 +321,7 @@ export class VmService {
         opts.seed ? buildSeed(opts.seed, paths.seed!) : undefined,
       ]);
       // The one backing file the overlay may ever name: recorded by GoShip, never read back from the overlay.
-      if (opts.base && chain?.[1]) base = { path: opts.base.path, format: chain[1].format };
+      if (opts.base && chain?.[1]) base = { path: opts.base.path, format: chain[1].format, ...(opts.base.backing ? { backing: opts.base.backing } : {}) };
       trace(`vm ${vm.name}: overlay and seed made`);
     } catch (err) {
       await rm(paths.dir, { recursive: true, force: true });
@@ -364,6 +372,14 @@ export class VmService {
       const config = await this.resolve(vm);
       const argv = buildArgv(config, this.ctx.qemuBinary);
       trace(`vm ${name}: argv built`);
+      if (opts.restore) {
+        const shape = argvShape(argv, { vmDir: vm.paths.dir, runDir: layout.vmRunDir(vm.id), name: vm.name, id: vm.id });
+        const at = shape.findIndex((a, i) => a !== opts.restore!.argvShape[i]);
+        if (at >= 0 || shape.length !== opts.restore.argvShape.length) {
+          const i = at >= 0 ? at : Math.min(shape.length, opts.restore.argvShape.length);
+          throw new VmStateError(`VM ${name}: the saved state is of a VM with another argv (word ${i}: ${JSON.stringify(opts.restore.argvShape[i] ?? '(none)')}, this VM: ${JSON.stringify(shape[i] ?? '(none)')})`);
+        }
+      }
       const identity = await this.identity(vm);
       const { exec, jail } = await prepareJail({ layout, vm, config, argv, ...(identity ? { identity } : {}) });
       vm.jail = jail;
@@ -378,6 +394,7 @@ export class VmService {
         restart: config.restart,
         console: config.console,
         jail: { ...(jail.uid !== undefined ? { uid: jail.uid } : {}), ...(jail.cgroup ? { cgroup: { version: jail.cgroup.version, vmDirs: jail.cgroup.vmDirs, memoryBytes: jail.cgroup.memoryBytes } } : {}) },
+        ...(opts.restore ? { restore: { state: opts.restore.state, bytes: opts.restore.bytes } } : {}),
       };
       await writeLaunch(vm.paths.dir, launch);
       trace(`vm ${name}: launch written`);

@@ -102,7 +102,7 @@ const VmSchema = v.looseObject({
     v.looseObject({ version: v.string(), protocol: v.number(), hostname: v.string(), bootId: v.string(), readyAt: timestamp }),
   ),
   config: v.record(v.string(), v.unknown()),
-  base: v.optional(v.looseObject({ path: v.string(), format: v.string() })),
+  base: v.optional(v.looseObject({ path: v.string(), format: v.string(), backing: v.optional(v.looseObject({ path: v.string(), format: v.string() })) })),
   jail: v.optional(
     v.looseObject({
       uid: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),

@@ -40,6 +40,8 @@ export interface SaveStateOptions {
 export interface StateTransfer {
   bytes: number;
   ms: number;
+  /** A restore: when the last byte was handed to QEMU. */
+  sentMs?: number;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -171,15 +173,16 @@ export async function restoreState(qmp: QmpClient, o: RestoreStateOptions): Prom
     sock = s;
     const sent = new Promise<void>((resolve, reject) => {
       s.once('connect', () => {
-        const input = createReadStream(o.file);
+        const input = createReadStream(o.file, { highWaterMark: 1024 * 1024 });
         input.once('error', reject);
         input.pipe(s);
         s.once('finish', resolve);
       });
       s.once('error', reject);
     });
-    await Promise.all([sent, migrationDone(qmp, deadline, what)]);
-    return { bytes: size, ms: performance.now() - start };
+    let sentMs = 0;
+    await Promise.all([sent.then(() => (sentMs = performance.now() - start)), migrationDone(qmp, deadline, what)]);
+    return { bytes: size, ms: performance.now() - start, sentMs };
   } catch (err) {
     if (err instanceof VmStateError) throw err;
     throw new VmStateError(`${what}: ${(err as Error).message}`, {

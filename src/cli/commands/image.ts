@@ -1,7 +1,7 @@
 /** goshipctl image …: base images (built from Debian packages, or imported). */
 import type { CAC } from 'cac';
-import type { ImageInfo } from '../../runtime/index.ts';
-import { rawValue, rawValues } from '../args.ts';
+import type { ImageInfo, TemplateInfo } from '../../runtime/index.ts';
+import { intOption, rawValue, rawValues, secondsOption } from '../args.ts';
 import { type CommandContext, bytes } from '../context.ts';
 import { table } from '../output.ts';
 
@@ -17,6 +17,10 @@ function imageJson(i: ImageInfo) {
     sha256: i.sha256,
     manifest: i.manifest,
   };
+}
+
+function templateJson(t: TemplateInfo) {
+  return { name: t.name, image: t.image, dir: t.dir, cpus: t.cpus, memoryBytes: t.memoryBytes, diskBytes: t.diskBytes, sizeBytes: t.sizeBytes, stateBytes: t.stateBytes, qemuVersion: t.qemuVersion, imageKey: t.imageKey, createdAt: t.createdAt, bootMs: t.bootMs, saveMs: t.saveMs };
 }
 
 export function registerImage(cli: CAC, ctx: CommandContext): void {
@@ -68,7 +72,8 @@ export function registerImage(cli: CAC, ctx: CommandContext): void {
       const rt = await ctx.runtime();
       const i = await rt.images.info(name, { verify: Boolean(o.verify) });
       const m = i.manifest;
-      ctx.out.result(imageJson(i), () =>
+      const templates = await rt.projects.templates(name);
+      ctx.out.result({ ...imageJson(i), templates: templates.map(templateJson) }, () =>
         [
           `name      ${i.name}`,
           `base      ${i.base} (${bytes(i.sizeBytes)})`,
@@ -77,8 +82,41 @@ export function registerImage(cli: CAC, ctx: CommandContext): void {
           `boot      ${i.kernel ? `kernel ${i.kernel}${i.initrd ? `, initrd ${i.initrd}` : ''}\n          cmdline ${i.cmdline ?? '-'}` : 'firmware'}`,
           `agent     ${m.agentBaked ? 'baked in' : 'installed by cloud-init at first boot'}`,
           ...(m.packages ? [`packages  ${m.packages.join(' ')}`] : []),
+          `templates ${templates.length === 0 ? `none (goshipctl image warm ${name})` : templates.map((t) => `${t.name} (${bytes(t.sizeBytes)}${t.imageKey === m.key ? '' : ', of an earlier build: not used'})`).join(', ')}`,
         ].join('\n'),
       );
+    });
+
+  cli
+    .command('warm [name]', 'boot a VM of the image to a settled guest and save it as a template: project create then restores it instead of booting')
+    .option('--cpus <n>', 'vCPUs of the projects it serves (default 1)')
+    .option('--memory <size>', 'their memory (default 1G)')
+    .option('--disk <size>', 'their disk size (default 10G)')
+    .option('--timeout <seconds>', 'how long the boot may take (default 300)')
+    .example('goshipctl image warm')
+    .example('goshipctl image warm default --cpus 2 --memory 2G')
+    .action(async (name: string | undefined) => {
+      const rt = await ctx.runtime();
+      const cpus = intOption(a, 'cpus', 'a whole number of vCPUs');
+      const memory = rawValue(a, 'memory');
+      const disk = rawValue(a, 'disk');
+      const timeoutMs = secondsOption(a, 'timeout');
+      const p = ctx.out.progress(`warming image ${name ?? 'default'}: booting a VM`);
+      try {
+        const t = await rt.projects.warm({
+          ...(name ? { image: name } : {}),
+          ...(cpus !== undefined ? { cpus } : {}),
+          ...(memory !== undefined ? { memory } : {}),
+          ...(disk !== undefined ? { disk } : {}),
+          ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+          onProgress: (e) => p.update(`warming image ${name ?? 'default'}: ${e.step} ${e.state}`),
+        });
+        p.done();
+        ctx.out.result(templateJson(t), () => `template ${t.name}: booted in ${(t.bootMs / 1000).toFixed(1)} s, saved in ${t.saveMs} ms (${bytes(t.sizeBytes)}); project create --image ${t.image} now restores it`);
+      } catch (err) {
+        p.done();
+        throw err;
+      }
     });
 
   cli.command('remove <name>', 'remove a base image').alias('rm').action(async (name: string) => {

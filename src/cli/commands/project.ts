@@ -20,12 +20,14 @@ function waitOption(argv: readonly string[]): WaitLevel | undefined {
 const STEP_WAITING: Record<BootProgress['step'], string> = {
   qemu: 'starting QEMU',
   agent: 'waiting for the guest agent',
+  identity: 'giving the clone its identity',
   network: 'waiting for the network (network-online.target)',
   'cloud-init': 'waiting for cloud-init to finish',
 };
 const STEP_DONE: Record<BootProgress['step'], string> = {
   qemu: 'QEMU running',
   agent: 'agent answered',
+  identity: 'identity given',
   network: 'network online',
   'cloud-init': 'cloud-init done',
 };
@@ -123,10 +125,11 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
     .option('--console-max-size <size>', 'console.log is rotated at this size, one older file kept (default 8M)')
     .option('--restart <policy>', 'no (default) or on-crash: the VM\'s monitor starts a crashed QEMU again, with backoff')
     .option('--no-start', 'create the VM but do not boot it')
+    .option('--cold', 'boot from the image even when a template of this shape exists (goshipctl image warm)')
     .option('--wait <what>', 'boot (default): until the network is online and cloud-init has finished; agent: until the guest agent answers')
     .option('--timeout <seconds>', 'how long to wait for it to be ready (default 300)')
     .example('goshipctl project create web --cpus 2 --memory 2G --disk 20G --port 8080:80')
-    .action(async (name: string, o: { start: boolean }) => {
+    .action(async (name: string, o: { start: boolean; cold?: boolean }) => {
       const rt = await ctx.runtime();
       const sshKeys = await readSshKeys(rawValues(a, 'ssh-key'));
       const cpus = intOption(a, 'cpus', 'a whole number of vCPUs');
@@ -150,13 +153,15 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
           sshKeys,
           ports: rawValues(a, 'port'),
           noStart: o.start === false,
+          cold: Boolean(o.cold),
           ...(timeoutMs !== undefined ? { timeoutMs } : {}),
           ...(wait ? { wait } : {}),
           ...(p ? { onProgress: p.onProgress } : {}),
         });
         p?.done();
-        ctx.out.result({ ...projectJson(view), ...(view.boot ? { boot: view.boot } : {}) }, () =>
-          view.boot ? `${readyText(name, view, view.boot)}\n${reachText(view)}` : `project ${name} created (not started): goshipctl project start ${name}`,
+        const origin = view.origin?.from === 'template' ? `restored from template ${view.origin.template}` : view.origin ? `booted from the image (${view.origin.reason})` : undefined;
+        ctx.out.result({ ...projectJson(view), ...(view.boot ? { boot: view.boot } : {}), ...(view.origin ? view.origin : {}) }, () =>
+          view.boot ? `${readyText(name, view, view.boot)}\n${origin ? `${origin}\n` : ''}${reachText(view)}` : `project ${name} created (not started): goshipctl project start ${name}`,
         );
       } catch (err) {
         p?.done();

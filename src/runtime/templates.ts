@@ -1,0 +1,308 @@
+/**
+ * Templates: a project VM booted once to a settled guest (agent ready, network
+ * online, cloud-init done) and saved, so that `project create` restores it
+ * (~1 s here) instead of booting (tens of seconds under TCG).
+ *
+ *   images/.templates/IMAGE-Nc-MEMm-DISKm.GENERATION/
+ *     disk.qcow2      the guest's disk at the save, on the image's base: every clone's overlay stands on it
+ *     state           QEMU's migration stream: memory and devices (src/vmstate)
+ *     template.json   what it was made from: a template of another image build or QEMU is never used
+ *
+ * A warm makes a new generation; an older one goes once no VM stands on its
+ * disk (a clone's overlay names it as its backing file for its whole life).
+ * In the image catalogue's directory, so the jail treats its files as it treats
+ * an image's: read-only to every VM (the disk, 0644, root's), and the state is
+ * not even that: the monitor reads it and sends it to QEMU (0600).
+ *
+ * Memory: QEMU 7.2 maps a file privately only if it may open it for writing
+ * (`readonly=on` makes guest RAM read-only; `rom=off` came in 8.2), and a
+ * clone's QEMU, in its jail, must not be able to write a file its siblings map.
+ * So a clone loads the memory from the state into its own RAM: no page is
+ * shared between clones (docs/templates.md).
+ */
+import { randomBytes } from 'node:crypto';
+import { chmod, chown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as v from 'valibot';
+import { DEFAULT_USER } from '../cloudinit/index.ts';
+import type { Layout } from '../layout.ts';
+import { QmpClient } from '../qmp/index.ts';
+import { readQemuVersion } from '../qemu/index.ts';
+import { checkStateFile, saveState, VmStateError } from '../vmstate/index.ts';
+import { checkChain } from './jail.ts';
+import { trace } from './trace.ts';
+import { RuntimeError } from './errors.ts';
+import { tailCollector } from './bounded.ts';
+import type { BootTrack } from './guest-boot.ts';
+import type { AgentClient } from '../serial/index.ts';
+
+/** Bump when what a template holds, or the VM it is restored into, changes shape. */
+export const TEMPLATE_FORMAT = 1;
+export const TEMPLATES_DIR = '.templates';
+const RECORD = 'template.json';
+const DISK = 'disk.qcow2';
+const STATE = 'state';
+
+export const TemplateRecordSchema = v.object({
+  format: v.literal(TEMPLATE_FORMAT),
+  name: v.string(),
+  image: v.string(),
+  imageKey: v.string(),
+  qemuVersion: v.string(),
+  cpus: v.pipe(v.number(), v.integer(), v.minValue(1)),
+  memoryBytes: v.pipe(v.number(), v.integer(), v.minValue(1)),
+  diskBytes: v.pipe(v.number(), v.integer(), v.minValue(1)),
+  /** The argv of the VM it was saved from, its own paths and name as placeholders (argvShape): a clone's must be the same. */
+  argvShape: v.array(v.string()),
+  stateBytes: v.pipe(v.number(), v.integer(), v.minValue(1)),
+  createdAt: v.string(),
+  /** How long the boot to a settled guest and the save took. */
+  bootMs: v.number(),
+  saveMs: v.number(),
+});
+export type TemplateRecord = v.InferOutput<typeof TemplateRecordSchema>;
+
+export interface TemplateInfo extends TemplateRecord {
+  dir: string;
+  disk: string;
+  state: string;
+  /** The disk layer and the state on disk. */
+  sizeBytes: number;
+}
+
+/** What a template is for: one per image and VM size. */
+export interface TemplateShape {
+  image: string;
+  cpus: number;
+  memoryBytes: number;
+  diskBytes: number;
+}
+
+const MiB = 1024 * 1024;
+
+/** Pure: the template's directory name, e.g. `default-1c-1024m-10240m`. */
+export function templateName(s: TemplateShape): string {
+  return `${s.image}-${s.cpus}c-${Math.round(s.memoryBytes / MiB)}m-${Math.round(s.diskBytes / MiB)}m`;
+}
+
+export function templatesDir(layout: Layout): string {
+  return join(layout.imagesDir, TEMPLATES_DIR);
+}
+
+/**
+ * Pure: a VM's argv with what is its own (its directory, run directory, name)
+ * as placeholders: two VMs with the same shape have the same devices, and one
+ * can be restored from the other's state.
+ */
+export function argvShape(argv: readonly string[], own: { vmDir: string; runDir: string; name: string; id: string }): string[] {
+  const dirs = [own.vmDir, own.runDir].map((d) => d.replaceAll(',', ',,'));
+  return argv.map((a) => {
+    let s = a.replaceAll(`${dirs[0]}/`, '{vm}/').replaceAll(`${dirs[1]}/`, '{run}/');
+    if (s.startsWith('guest=')) s = s.replace(`guest=${own.name},`, 'guest={name},').replace(`process=goship-${own.id}`, 'process=goship-{id}');
+    return s;
+  });
+}
+
+/** Pure: why `t` cannot serve a VM of this shape on this image build and QEMU, or undefined when it can. */
+export function templateMismatch(t: TemplateRecord, want: TemplateShape & { imageKey: string | undefined; qemuVersion: string }): string | undefined {
+  if (t.image !== want.image) return `it is of image ${t.image}`;
+  if (want.imageKey === undefined || t.imageKey !== want.imageKey) return `image ${want.image} was built again since (template ${t.imageKey.slice(0, 12)}, image ${(want.imageKey ?? 'unknown').slice(0, 12)})`;
+  if (t.qemuVersion !== want.qemuVersion) return `it was saved by QEMU ${t.qemuVersion}, this is QEMU ${want.qemuVersion}`;
+  if (t.cpus !== want.cpus || t.memoryBytes !== want.memoryBytes || t.diskBytes !== want.diskBytes) return 'it is of another size';
+  return undefined;
+}
+
+/**
+ * The first act of a clone, in its guest, before anything else runs: the
+ * kernel's random generator reseeded from host entropy, the clock set from the
+ * host, and an identity of its own (machine id, host name, SSH host keys, the
+ * user's keys). A fixed text: every value arrives as a positional argument.
+ */
+export const IDENTITY_SCRIPT = `set -eu
+name=$1 user=$2 keys=$3 seed=$4 machine_id=$5 now=$6
+# Host entropy mixed into the pool, then the generator reseeded from it at once (RNDRESEEDCRNG).
+printf '%s' "$seed" | perl -e 'my $h = <STDIN>; open(my $r, ">", "/dev/urandom") or die "urandom: $!\\n"; syswrite($r, pack("H*", $h)) or die "urandom: $!\\n"; ioctl($r, 0x5207, 0) or die "RNDRESEEDCRNG: $!\\n";'
+date -u -s "@$now" >/dev/null
+printf '%s\\n' "$machine_id" > /etc/machine-id
+rm -f /var/lib/dbus/machine-id
+hostname "$name"
+printf '%s\\n' "$name" > /etc/hostname
+sed -i "s/^127\\.0\\.1\\.1[[:space:]].*/127.0.1.1\\t$name/" /etc/hosts
+rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub
+ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
+ssh-keygen -q -t ecdsa -N '' -f /etc/ssh/ssh_host_ecdsa_key
+systemctl try-restart ssh.service
+home=$(getent passwd "$user" | cut -d: -f6)
+install -d -m 700 -o "$user" -g "$user" "$home/.ssh"
+printf '%s' "$keys" > "$home/.ssh/authorized_keys"
+chown "$user:$user" "$home/.ssh/authorized_keys"
+chmod 600 "$home/.ssh/authorized_keys"
+`;
+
+/** Pure: the argv that gives a clone its identity (IDENTITY_SCRIPT). */
+export function identityArgv(o: { hostname: string; sshKeys: readonly string[]; seed: Buffer; machineId: string; nowMs: number; user?: string }): string[] {
+  const keys = o.sshKeys.map((k) => `${k.trim()}\n`).join('');
+  return ['/bin/sh', '-c', IDENTITY_SCRIPT, 'goship-identity', o.hostname, o.user ?? DEFAULT_USER, keys, o.seed.toString('hex'), o.machineId, String(Math.floor(o.nowMs / 1000))];
+}
+
+/** The generations of template `name`, newest first (directory names). */
+async function generations(layout: Layout, name: string): Promise<string[]> {
+  const entries = await readdir(templatesDir(layout)).catch(() => [] as string[]);
+  const re = new RegExp(`^${name.replace(/[^a-z0-9]/g, (c) => `\\${c}`)}\\.([0-9a-z]+)$`);
+  return entries
+    .map((e) => ({ e, m: re.exec(e) }))
+    .filter((x) => x.m !== null)
+    .sort((a, b) => parseInt(b.m![1]!, 36) - parseInt(a.m![1]!, 36))
+    .map((x) => x.e);
+}
+
+/** Reads the newest generation of a template; undefined when there is none. A record that does not parse is an error. */
+export async function readTemplate(layout: Layout, name: string): Promise<TemplateInfo | undefined> {
+  const newest = (await generations(layout, name))[0];
+  if (newest === undefined) return undefined;
+  const dir = join(templatesDir(layout), newest);
+  let text: string;
+  try {
+    text = await readFile(join(dir, RECORD), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  const parsed = v.safeParse(TemplateRecordSchema, JSON.parse(text));
+  if (!parsed.success) throw new VmStateError(`template ${name}: ${join(dir, RECORD)} is not a template record of this GoShip`, { hint: `warm it again: goshipctl image warm ${name.split('-')[0] ?? ''}` });
+  const disk = join(dir, DISK);
+  const state = join(dir, STATE);
+  const sizes = await Promise.all([disk, state].map(async (f) => (await stat(f).catch(() => undefined))?.blocks ?? 0));
+  return { ...parsed.output, dir, disk, state, sizeBytes: sizes.reduce((a, b) => a + b * 512, 0) };
+}
+
+/** The template for this shape when it can serve it; otherwise why not. */
+export async function usableTemplate(
+  layout: Layout,
+  want: TemplateShape & { imageKey: string | undefined; qemuBinary: string },
+): Promise<{ template: TemplateInfo } | { reason: string }> {
+  const name = templateName(want);
+  let t: TemplateInfo | undefined;
+  try {
+    t = await readTemplate(layout, name);
+  } catch (err) {
+    return { reason: (err as Error).message };
+  }
+  if (!t) return { reason: `no template ${name} (goshipctl image warm ${want.image}${want.cpus !== 1 ? ` --cpus ${want.cpus}` : ''} …)` };
+  const qemu = await readQemuVersion(want.qemuBinary);
+  const mismatch = templateMismatch(t, { ...want, qemuVersion: qemu.version });
+  if (mismatch) return { reason: `template ${name} is not used: ${mismatch}` };
+  try {
+    await checkStateFile(t.state, t.stateBytes);
+  } catch (err) {
+    return { reason: `template ${name} is not used: ${(err as Error).message}` };
+  }
+  return { template: t };
+}
+
+/** What `saveTemplate` needs of the VM it turns into a template (booted, settled, running). */
+export interface TemplateSource {
+  layout: Layout;
+  vm: import('../store/index.ts').Vm;
+  shape: TemplateShape;
+  imageKey: string;
+  qemuBinary: string;
+  bootMs: number;
+  /** Stops the VM's QEMU (through its monitor) once its state is saved. */
+  stopVm: () => Promise<void>;
+  /** Whether a VM stands on a file in `dir` (an older generation stays while one does). */
+  inUse: (dir: string) => Promise<boolean>;
+}
+
+/**
+ * Saves the running VM as the template of its shape: pauses it, saves its
+ * state, stops it, and takes its overlay as the template's disk (checked to
+ * stand on the image's base, then root's and read-only). The template
+ * replaces an earlier one of the same shape only once it is whole.
+ */
+export async function saveTemplate(s: TemplateSource): Promise<TemplateInfo> {
+  const { layout, vm } = s;
+  const name = templateName(s.shape);
+  const parent = templatesDir(layout);
+  await mkdir(parent, { recursive: true, mode: 0o711 });
+  await chmod(parent, 0o711);
+  const work = join(parent, `.warm-${process.pid}-${randomBytes(4).toString('hex')}`);
+  await mkdir(work, { mode: 0o711 });
+  try {
+    const qmp = await QmpClient.connect(vm.paths.qmpUserSocket, { timeoutMs: 10_000 });
+    let saved;
+    try {
+      await qmp.stop();
+      saved = await saveState(qmp, {
+        socketPath: join(layout.vmRunDir(vm.id), 'save.sock'),
+        ...(vm.jail?.uid !== undefined && vm.jail.gid !== undefined ? { owner: { uid: vm.jail.uid, gid: vm.jail.gid } } : {}),
+        file: join(work, STATE),
+        maxBytes: s.shape.memoryBytes + 256 * MiB,
+      });
+    } finally {
+      await qmp.close();
+    }
+    trace(`template ${name}: state saved, ${saved.bytes} bytes in ${Math.round(saved.ms)} ms`);
+    await s.stopVm();
+    // The overlay was the VM's own (its QEMU could write its header): it must name exactly the image's base.
+    await checkChain(layout, vm);
+    await rename(vm.paths.overlay!, join(work, DISK));
+    await chown(join(work, DISK), 0, 0).catch(() => undefined);
+    await chmod(join(work, DISK), 0o644);
+    const record: TemplateRecord = {
+      format: TEMPLATE_FORMAT,
+      name,
+      image: s.shape.image,
+      imageKey: s.imageKey,
+      qemuVersion: (await readQemuVersion(s.qemuBinary)).version,
+      cpus: s.shape.cpus,
+      memoryBytes: s.shape.memoryBytes,
+      diskBytes: s.shape.diskBytes,
+      argvShape: argvShape(vm.argv ?? [], { vmDir: vm.paths.dir, runDir: layout.vmRunDir(vm.id), name: vm.name, id: vm.id }),
+      stateBytes: saved.bytes,
+      createdAt: new Date().toISOString(),
+      bootMs: s.bootMs,
+      saveMs: Math.round(saved.ms),
+    };
+    await writeFile(join(work, RECORD), `${JSON.stringify(record, null, 2)}\n`, { mode: 0o644 });
+    const older = await generations(layout, name);
+    await rename(work, join(parent, `${name}.${Date.now().toString(36)}`));
+    for (const g of older) {
+      const dir = join(parent, g);
+      if (!(await s.inUse(dir))) await rm(dir, { recursive: true, force: true });
+    }
+    const info = await readTemplate(layout, name);
+    if (!info) throw new VmStateError(`template ${name} vanished after it was saved`);
+    return info;
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/** Gives a restored clone its identity through its agent (IDENTITY_SCRIPT); the step goes to `o.track`. */
+export async function giveIdentity(
+  agent: Pick<AgentClient, 'exec'>,
+  o: { name: string; hostname: string; sshKeys: readonly string[]; track: BootTrack },
+): Promise<void> {
+  o.track.waiting('identity');
+  const said = tailCollector(4096);
+  const argv = identityArgv({ hostname: o.hostname, sshKeys: o.sshKeys, seed: randomBytes(64), machineId: randomBytes(16).toString('hex'), nowMs: Date.now() });
+  const r = await agent.exec(argv, { stdout: said.stream, stderr: said.stream, timeoutMs: 60_000 });
+  if (r.exitCode !== 0) {
+    const why = said.bytes().toString('utf8').trim().split('\n').at(-1)?.slice(0, 300) || `exit ${r.exitCode ?? r.signal}`;
+    throw new RuntimeError('EGUEST_BOOT', `VM ${o.name}: the clone could not be given its identity: ${why}`, { hint: `create it from the image instead: goshipctl project create ${o.name} --cold` });
+  }
+  o.track.reach('identity');
+}
+
+/** Every template (its newest generation), by name. */
+export async function listTemplates(layout: Layout): Promise<TemplateInfo[]> {
+  const entries = await readdir(templatesDir(layout)).catch(() => [] as string[]);
+  const names = [...new Set(entries.map((e) => /^([a-z0-9][a-z0-9-]*)\.[0-9a-z]+$/.exec(e)?.[1]).filter((n): n is string => n !== undefined))].sort();
+  const out: TemplateInfo[] = [];
+  for (const n of names) {
+    const t = await readTemplate(layout, n).catch(() => undefined);
+    if (t) out.push(t);
+  }
+  return out;
+}
