@@ -1,0 +1,95 @@
+import { describe, expect, it } from 'vitest';
+import { IDENTITY_SCRIPT, argvShape, identityArgv, templateMismatch, templateName, type TemplateRecord } from '../../src/runtime/templates.ts';
+
+const GiB = 1024 * 1024 * 1024;
+
+describe('templates (pure)', () => {
+  it('names a template by its image and VM size', () => {
+    expect(templateName({ image: 'default', cpus: 2, memoryBytes: GiB, diskBytes: 10 * GiB })).toBe('default-2c-1024m-10240m');
+  });
+
+  it("puts a VM's own paths and name in its argv as placeholders, and nothing else", () => {
+    const own = { vmDir: '/var/lib/goship/vms/web', runDir: '/run/goship/web', name: 'web', id: 'web' };
+    expect(
+      argvShape(
+        [
+          'qemu-system-x86_64',
+          '-name',
+          'guest=web,process=goship-web',
+          '-pidfile',
+          '/run/goship/web/qemu.pid',
+          '-blockdev',
+          'driver=file,filename=/var/lib/goship/vms/web/disk.qcow2,node-name=disk0-file',
+          '-kernel',
+          '/var/lib/goship/images/default/vmlinuz',
+          '-m',
+          'size=1024M',
+          '-netdev',
+          'user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=udp:127.0.0.1:5353-:53',
+        ],
+        own,
+      ),
+    ).toEqual([
+      'qemu-system-x86_64',
+      '-name',
+      'guest={name},process=goship-{id}',
+      '-pidfile',
+      '{run}/qemu.pid',
+      '-blockdev',
+      'driver=file,filename={vm}/disk.qcow2,node-name=disk0-file',
+      '-kernel',
+      '/var/lib/goship/images/default/vmlinuz',
+      '-m',
+      'size=1024M',
+      '-netdev',
+      'user,id=net0',
+    ]);
+    // A directory with a comma is doubled in QEMU's options: the placeholder still replaces it.
+    expect(argvShape(['file=/h,x/vms/a/disk.qcow2'.replace('/h,x', '/h,,x')], { ...own, vmDir: '/h,x/vms/a' })).toEqual(['file={vm}/disk.qcow2']);
+  });
+
+  const record: TemplateRecord = {
+    format: 1,
+    name: 'default-1c-1024m-10240m',
+    image: 'default',
+    imageKey: 'a'.repeat(64),
+    qemuVersion: '7.2.22',
+    cpus: 1,
+    memoryBytes: GiB,
+    diskBytes: 10 * GiB,
+    argvShape: [],
+    stateBytes: 1000,
+    createdAt: '2026-12-07T00:00:00.000Z',
+    bootMs: 60_000,
+    saveMs: 2000,
+  };
+  const want = { image: 'default', cpus: 1, memoryBytes: GiB, diskBytes: 10 * GiB, imageKey: 'a'.repeat(64), qemuVersion: '7.2.22' };
+  it.each([
+    [{}, undefined],
+    [{ image: 'tools' }, 'it is of image default'],
+    [{ imageKey: 'b'.repeat(64) }, 'image default was built again since (template aaaaaaaaaaaa, image bbbbbbbbbbbb)'],
+    [{ imageKey: undefined }, 'image default was built again since (template aaaaaaaaaaaa, image unknown)'],
+    [{ qemuVersion: '8.2.0' }, 'it was saved by QEMU 7.2.22, this is QEMU 8.2.0'],
+    [{ cpus: 2 }, 'it is of another size'],
+    [{ memoryBytes: 2 * GiB }, 'it is of another size'],
+  ])('a template against %j: %s', (change, reason) => {
+    expect(templateMismatch(record, { ...want, ...change })).toBe(reason);
+  });
+
+  it('passes every value of the identity as an argument of a fixed script', () => {
+    const seed = Buffer.alloc(4, 0xab);
+    expect(identityArgv({ hostname: 'web', sshKeys: ['ssh-ed25519 AAAA one ', 'ssh-rsa BBBB two'], seed, machineId: '0123', nowMs: 1_700_000_000_999 })).toEqual([
+      '/bin/sh',
+      '-c',
+      IDENTITY_SCRIPT,
+      'goship-identity',
+      'web',
+      'goship',
+      'ssh-ed25519 AAAA one\nssh-rsa BBBB two\n',
+      'abababab',
+      '0123',
+      '1700000000',
+    ]);
+    expect(IDENTITY_SCRIPT).not.toMatch(/\$\{/);
+  });
+});
