@@ -8,13 +8,12 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { connect } from 'node:net';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isOurProcess, processMarker } from '../../src/qemu/index.ts';
 import { CLI, goshipctl } from '../helpers/cli.ts';
 import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
-import { freePort } from '../helpers/net.ts';
+import { banner, freePort } from '../helpers/net.ts';
 
 let env: ProjectEnv;
 
@@ -25,25 +24,6 @@ interface ProjectJson {
   spec: { cpus: number; memoryBytes: number; ports: { proto: string; host: number; guest: number }[] };
   vm: { id: string; state: string; pid: number | null; agent: { hostname: string } | null; paths: { overlay?: string; qmpSocket: string } } | null;
   boot?: { wait: string; steps: { step: string; atMs: number; skipped?: string }[]; totalMs: number };
-}
-
-/** The first line a TCP server sends (an sshd's banner), or the error: one try, no retry. */
-function banner(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const s = connect(port, '127.0.0.1');
-    let got = '';
-    const done = (v: string) => {
-      s.destroy();
-      resolve(v);
-    };
-    s.setTimeout(20_000, () => done(`timeout (got ${JSON.stringify(got)})`));
-    s.on('data', (d) => {
-      got += d.toString('latin1');
-      if (got.includes('\n')) done(got.split('\r\n')[0]!.split('-').slice(0, 2).join('-'));
-    });
-    s.on('error', (e) => done(`error: ${e.message}`));
-    s.on('close', () => done(`closed (got ${JSON.stringify(got)})`));
-  });
 }
 
 /** What a project's guest says, at once, about its boot: network-online.target, cloud-init, cloud-init's view of GoShip's user-data. */

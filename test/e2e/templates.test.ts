@@ -6,11 +6,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { open, readFile, stat, truncate, writeFile } from 'node:fs/promises';
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { goshipctl } from '../helpers/cli.ts';
-import { freePort } from '../helpers/net.ts';
+import { banner, freePort } from '../helpers/net.ts';
 import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
 
 let env: ProjectEnv;
@@ -37,24 +36,6 @@ interface CreatedJson {
   template?: string;
   reason?: string;
   boot: { steps: { step: string }[] };
-}
-
-/** The first line a TCP server sends (an sshd's banner): one try. */
-function banner(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const s = connect(port, '127.0.0.1');
-    let got = '';
-    const done = (v: string) => {
-      s.destroy();
-      resolve(v);
-    };
-    s.setTimeout(20_000, () => done(`timeout (got ${JSON.stringify(got)})`));
-    s.on('data', (d) => {
-      got += d.toString('latin1');
-      if (got.includes('\n')) done(got.split('-').slice(0, 2).join('-'));
-    });
-    s.on('error', (e) => done(`error: ${e.message}`));
-  });
 }
 
 async function guest(name: string, script: string): Promise<string[]> {

@@ -45,3 +45,22 @@ export async function httpGet(port: number, path = '/'): Promise<{ status: numbe
     return undefined;
   }
 }
+
+/** The first line a TCP server sends (an sshd's banner), or the error: one try, no retry. */
+export function banner(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    let got = '';
+    const done = (v: string) => {
+      s.destroy();
+      resolve(v);
+    };
+    s.setTimeout(20_000, () => done(`timeout (got ${JSON.stringify(got)})`));
+    s.on('data', (d) => {
+      got += d.toString('latin1');
+      if (got.includes('\n')) done(got.split('\r\n')[0]!.split('-').slice(0, 2).join('-'));
+    });
+    s.on('error', (e) => done(`error: ${e.message}`));
+    s.on('close', () => done(`closed (got ${JSON.stringify(got)})`));
+  });
+}
