@@ -26,6 +26,7 @@ import {
   type ImportOptions,
 } from '../image/index.ts';
 import type { Store } from '../store/index.ts';
+import { removeTemplatesOf } from './templates.ts';
 
 export interface ResolvedImage {
   name: string;
@@ -122,6 +123,7 @@ export class ImageService implements ImageSource {
       return dir;
     });
     await rm(trash, { recursive: true, force: true });
+    await removeTemplatesOf(this.layout, name);
   }
 
   async resolve(name: string): Promise<ResolvedImage> {

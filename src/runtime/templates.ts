@@ -308,3 +308,13 @@ export async function listTemplates(layout: Layout): Promise<TemplateInfo[]> {
   }
   return out;
 }
+
+/** Removes every generation of every template of `image` (its image is gone: no VM stands on them, `image remove` checked). */
+export async function removeTemplatesOf(layout: Layout, image: string): Promise<void> {
+  const parent = templatesDir(layout);
+  for (const e of await readdir(parent).catch(() => [] as string[])) {
+    const record = await readFile(join(parent, e, RECORD), 'utf8').catch(() => undefined);
+    const parsed = record === undefined ? undefined : v.safeParse(TemplateRecordSchema, JSON.parse(record));
+    if (parsed?.success && parsed.output.image === image) await rm(join(parent, e), { recursive: true, force: true });
+  }
+}
