@@ -16,6 +16,9 @@ export const IMAGE_BUILDER_VERSION = 1;
 /** The file system label of the root file system; the kernel command line mounts it by label. */
 export const ROOT_LABEL = 'goship-root';
 
+/** The host name of a built image's guest until cloud-init (or a clone's identity) names it. */
+export const IMAGE_HOSTNAME = 'goship';
+
 /**
  * Kernel command line of built images. `root=LABEL=…` does not depend on the
  * order of virtio disks (the seed may be a second virtio disk). `panic=-1`
@@ -203,8 +206,8 @@ fi
 
 # Root file system, host name (cloud-init sets the real one), machine id.
 printf 'LABEL=${ROOT_LABEL} / ext4 rw,errors=remount-ro 0 0\\n' > "$root/etc/fstab"
-echo goship > "$root/etc/hostname"
-printf '127.0.0.1\\tlocalhost\\n127.0.1.1\\tgoship\\n::1\\tlocalhost ip6-localhost ip6-loopback\\n' > "$root/etc/hosts"
+echo ${IMAGE_HOSTNAME} > "$root/etc/hostname"
+printf '127.0.0.1\\tlocalhost\\n127.0.1.1\\t${IMAGE_HOSTNAME}\\n::1\\tlocalhost ip6-localhost ip6-loopback\\n' > "$root/etc/hosts"
 # empty: every VM gets its own machine id at first boot
 : > "$root/etc/machine-id"
 rm -f "$root/var/lib/dbus/machine-id"

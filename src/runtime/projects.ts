@@ -30,7 +30,7 @@ import { randomBytes } from 'node:crypto';
 import { GoshipError } from '../errors.ts';
 import type { Layout } from '../layout.ts';
 import { within } from '../jail/index.ts';
-import { giveIdentity, listTemplates, saveTemplate, usableTemplate, type TemplateInfo } from './templates.ts';
+import { IMAGE_HOSTNAME, giveIdentity, listTemplates, saveTemplate, usableTemplate, type TemplateInfo } from './templates.ts';
 import { trace } from './trace.ts';
 import { PortTakenError, busyError, stateError } from './errors.ts';
 import { LIVE_STATES, opAbandoned, type CreateVmOptions, type StopVmResult, type VmService } from './vms.ts';
@@ -379,10 +379,11 @@ export class ProjectService {
     await this.ctx.vms.create(await projectVmOptions(v, image, this.ctx.now(), {}));
     try {
       const boot = await this.bootUp(name, began, { wait: 'boot', ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}), ...(o.onProgress ? { onProgress: o.onProgress } : {}) });
-      // Less to save and to load: the page cache goes (what is dirty is written first).
+      // The throwaway VM's name goes (a clone's agent says its host name before the clone has its own:
+      // the image's, as a booted VM's agent does), then the page cache (less to save and to load).
       const agent = await this.ctx.vms.agent(name, 30_000);
       try {
-        await agent.exec(['sh', '-c', 'sync && echo 3 > /proc/sys/vm/drop_caches'], { timeoutMs: 60_000 });
+        await agent.exec(['sh', '-c', `hostname ${IMAGE_HOSTNAME} && echo ${IMAGE_HOSTNAME} > /etc/hostname && sync && echo 3 > /proc/sys/vm/drop_caches`], { timeoutMs: 60_000 });
       } finally {
         await agent.close();
       }

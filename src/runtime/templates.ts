@@ -25,6 +25,8 @@ import { chmod, chown, mkdir, readdir, readFile, rename, rm, stat, writeFile } f
 import { join } from 'node:path';
 import * as v from 'valibot';
 import { DEFAULT_USER } from '../cloudinit/index.ts';
+import { IMAGE_HOSTNAME } from '../image/index.ts';
+export { IMAGE_HOSTNAME };
 import type { Layout } from '../layout.ts';
 import { QmpClient } from '../qmp/index.ts';
 import { readQemuVersion } from '../qemu/index.ts';
