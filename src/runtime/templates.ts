@@ -37,6 +37,7 @@ import { RuntimeError } from './errors.ts';
 import { tailCollector } from './bounded.ts';
 import type { BootTrack } from './guest-boot.ts';
 import type { AgentClient } from '../serial/index.ts';
+import type { Vm } from '../store/index.ts';
 
 /** Bump when what a template holds, or the VM it is restored into, changes shape. */
 export const TEMPLATE_FORMAT = 1;
@@ -207,7 +208,7 @@ export async function usableTemplate(
 /** What `saveTemplate` needs of the VM it turns into a template (booted, settled, running). */
 export interface TemplateSource {
   layout: Layout;
-  vm: import('../store/index.ts').Vm;
+  vm: Vm;
   shape: TemplateShape;
   imageKey: string;
   qemuBinary: string;
