@@ -63,3 +63,8 @@ export function tailCollector(max = TAIL_MAX_BYTES): { stream: Writable; bytes: 
     bytes: () => kept,
   };
 }
+
+/** Why a guest command failed, in one line: the last line it printed (at most 300 characters), or its exit. Pure. */
+export function failureLine(said: Buffer, r: { exitCode: number | null; signal?: string | null }): string {
+  return said.toString('utf8').trim().split('\n').at(-1)?.slice(0, 300) || `exit ${r.exitCode ?? r.signal}`;
+}

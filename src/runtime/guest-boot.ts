@@ -9,7 +9,7 @@
 import * as v from 'valibot';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AgentClient } from '../serial/index.ts';
-import { tailCollector } from './bounded.ts';
+import { failureLine, tailCollector } from './bounded.ts';
 import { RuntimeError } from './errors.ts';
 
 /** What `project create/start` wait for: `agent` (its hello) or `boot` (also network online and cloud-init done). */
@@ -141,7 +141,7 @@ export async function waitGuestBoot(agent: Probe, o: GuestBootOptions): Promise<
     const r = await agent.exec(NETWORK_ONLINE_ARGV, { stdout: said.stream, stderr: said.stream, timeoutMs: Math.max(1000, o.deadline - Date.now()) });
     if (r.timedOut) throw late('its network is not online (network-online.target)', networkHint);
     if (r.exitCode !== 0) {
-      const why = said.bytes().toString('utf8').trim().split('\n').at(-1)?.slice(0, 300) || `exit ${r.exitCode ?? r.signal}`;
+      const why = failureLine(said.bytes(), r);
       throw new RuntimeError('EGUEST_BOOT', `VM ${o.name}: network-online.target cannot be reached: ${why}`, { hint: networkHint });
     }
     track.reach('network');

@@ -34,7 +34,7 @@ import { checkStateFile, saveState, VmStateError } from '../vmstate/index.ts';
 import { checkChain } from './jail.ts';
 import { trace } from './trace.ts';
 import { RuntimeError } from './errors.ts';
-import { tailCollector } from './bounded.ts';
+import { failureLine, tailCollector } from './bounded.ts';
 import type { BootTrack } from './guest-boot.ts';
 import type { AgentClient } from '../serial/index.ts';
 import type { Vm } from '../store/index.ts';
@@ -294,7 +294,7 @@ export async function giveIdentity(
   const argv = identityArgv({ hostname: o.hostname, sshKeys: o.sshKeys, seed: randomBytes(64), machineId: randomBytes(16).toString('hex'), nowMs: Date.now() });
   const r = await agent.exec(argv, { stdout: said.stream, stderr: said.stream, timeoutMs: 60_000 });
   if (r.exitCode !== 0) {
-    const why = said.bytes().toString('utf8').trim().split('\n').at(-1)?.slice(0, 300) || `exit ${r.exitCode ?? r.signal}`;
+    const why = failureLine(said.bytes(), r);
     throw new RuntimeError('EGUEST_BOOT', `VM ${o.name}: the clone could not be given its identity: ${why}`, { hint: `create it from the image instead: goshipctl project create ${o.name} --cold` });
   }
   o.track.reach('identity');

@@ -13,7 +13,7 @@
  */
 import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
-import { chown, chmod, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { chown, chmod, open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { connect, createServer, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { QmpClient, QmpMigrationInfo } from '../qmp/index.ts';
@@ -137,8 +137,8 @@ export function stateFileIssue(head: Buffer, size: number, expected: number | un
   return stateHeaderIssue(head);
 }
 
-/** Throws VmStateError when `file` is not a whole saved state. */
-export async function checkStateFile(file: string, expected?: number): Promise<void> {
+/** Throws VmStateError when `file` is not a whole saved state; returns its size. */
+export async function checkStateFile(file: string, expected?: number): Promise<number> {
   let fh: FileHandle | undefined;
   try {
     fh = await open(file, 'r');
@@ -147,6 +147,7 @@ export async function checkStateFile(file: string, expected?: number): Promise<v
     const { bytesRead } = await fh.read(head, 0, head.length, 0);
     const issue = stateFileIssue(head.subarray(0, bytesRead), st.size, expected);
     if (issue) throw new VmStateError(`${file} is not a saved VM state GoShip can restore: ${issue}`);
+    return st.size;
   } catch (err) {
     if (err instanceof VmStateError) throw err;
     throw new VmStateError(`cannot read the saved state ${file}: ${(err as Error).message}`, { cause: err });
@@ -164,8 +165,7 @@ export async function restoreState(qmp: QmpClient, o: RestoreStateOptions): Prom
   const start = performance.now();
   const deadline = start + (o.timeoutMs ?? DEFAULT_TIMEOUT_MS);
   const what = `restoring the VM's state from ${o.file}`;
-  await checkStateFile(o.file, o.bytes);
-  const size = (await stat(o.file)).size;
+  const size = await checkStateFile(o.file, o.bytes);
   let sock: Socket | undefined;
   try {
     await qmp.migrateIncoming(`unix:${o.socketPath}`);
