@@ -25,6 +25,10 @@ export const FILES = {
   qmpUserSocket: 'qmp-user.sock',
   /** The agent's virtio-serial chardev: the VM's monitor holds the one session. */
   agentSocket: 'agent.sock',
+  /** A suspended VM's memory and devices (root's, 0600, in its directory, where its QEMU cannot create or rename). */
+  savedState: 'saved.state',
+  /** Where QEMU sends a VM's state on a save (the other end is GoShip's). */
+  saveSocket: 'save.sock',
   /** Where a QEMU started on a saved state listens for it (`-incoming defer`); the monitor sends the state file there. */
   incomingSocket: 'incoming.sock',
   /** The serial console's chardev: the VM's monitor reads it into console.log. */
@@ -97,7 +101,7 @@ export class Layout {
     return join(this.run, id);
   }
   /** A socket in the VM's run directory. */
-  vmSocket(id: string, file: 'qmpSocket' | 'qmpUserSocket' | 'agentSocket' | 'consoleSocket' | 'monitorSocket'): string {
+  vmSocket(id: string, file: 'qmpSocket' | 'qmpUserSocket' | 'agentSocket' | 'consoleSocket' | 'monitorSocket' | 'saveSocket' | 'incomingSocket'): string {
     return join(this.vmRunDir(id), FILES[file]);
   }
   qmpSocket(id: string): string {

@@ -299,6 +299,7 @@ export class Monitor {
           throw new StartError('EVMSTATE', `${e.message}${said ? ` (QEMU: ${said})` : ''}`, e.hint);
         });
         marks.push(`state restored (${Math.round(done.bytes / 1048576)} MiB, sent in ${Math.round(done.sentMs ?? 0)} ms, loaded in ${Math.round(done.ms)} ms) ${ms()}`);
+        if (restore.consume) await this.#consumeSaved(restore.state);
       }
       await this.#restoreForwards();
       await this.#openConsole(alive);
@@ -541,6 +542,20 @@ export class Monitor {
     }
   }
 
+  /**
+   * A suspended VM's state, loaded, is spent before its guest runs: from the
+   * first instruction on its disk moves away from what the state knew. The
+   * record first, then the file: a monitor killed in between leaves a file
+   * that nothing restores.
+   */
+  async #consumeSaved(file: string): Promise<void> {
+    await this.#o.store.update((draft) => {
+      const rec = findRecord(draft, 'vm', this.#vm.id);
+      if (rec) delete rec.saved;
+    });
+    await rm(file, { force: true });
+  }
+
   async #recordEnd(end: VmEnd, restarting: boolean): Promise<void> {
     await this.#o.store.update((draft) => {
       const rec = findRecord(draft, 'vm', this.#vm.id);
@@ -552,7 +567,8 @@ export class Monitor {
         rec.state = 'starting';
         rec.restarts = { count: this.#restarts, lastAt: end.at, lastReason: end.summary };
       } else {
-        rec.state = CRASH_KINDS.has(end.kind) ? 'crashed' : 'stopped';
+        // A VM whose state was saved (a suspend) did not run after the save: whatever ended its QEMU, it is suspended.
+        rec.state = rec.saved ? 'suspended' : CRASH_KINDS.has(end.kind) ? 'crashed' : 'stopped';
         delete rec.monitor;
       }
     });

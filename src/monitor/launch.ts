@@ -26,7 +26,14 @@ export const LaunchSchema = v.object({
    * Start the first QEMU on this saved state (memory and devices, src/vmstate) instead of booting:
    * QEMU gets `-incoming defer` and the monitor sends it the file. A reboot or a restart boots as usual.
    */
-  restore: v.optional(v.object({ state: v.pipe(v.string(), v.minLength(1)), bytes: v.pipe(v.number(), v.integer(), v.minValue(1)) })),
+  restore: v.optional(
+    v.object({
+      state: v.pipe(v.string(), v.minLength(1)),
+      bytes: v.pipe(v.number(), v.integer(), v.minValue(1)),
+      /** The state is the VM's own (a suspend): once loaded, and before the guest runs, it is spent: the record's `saved` and the file go. */
+      consume: v.optional(v.literal(true)),
+    }),
+  ),
   /** The VM's identity (GoShip runs as root) and its cgroup's directories: the monitor reads the memory cgroup's OOM kills and removes the cgroup at the end. */
   jail: v.optional(
     v.object({

@@ -19,6 +19,7 @@ import {
   type State,
   type Store,
   type Vm,
+  type VmSaved,
   LOCAL_NODE,
   assertNameFree,
   findRecord,
@@ -32,6 +33,8 @@ import type { Layout } from '../layout.ts';
 import { within } from '../jail/index.ts';
 import { IMAGE_HOSTNAME, giveIdentity, listTemplates, saveTemplate, usableTemplate, type TemplateInfo } from './templates.ts';
 import { trace } from './trace.ts';
+import { setGuestClock } from './saved-state.ts';
+import { VmStateError } from '../vmstate/index.ts';
 import { PortTakenError, busyError, stateError } from './errors.ts';
 import { LIVE_STATES, opAbandoned, type CreateVmOptions, type StopVmResult, type VmService } from './vms.ts';
 import type { StopTimeouts } from '../monitor/index.ts';
@@ -73,6 +76,8 @@ export interface WarmOptions {
 }
 
 export interface StartProjectOptions {
+  /** A suspended project boots from its disk instead, its saved state removed (its memory is lost, as in a power cut). */
+  discardState?: boolean;
   /** `boot` (default): the agent, then network-online.target, then cloud-init's end; `agent`: its hello only. */
   wait?: WaitLevel;
   /** For all of it, from the command's start. Default 300 s. */
@@ -108,7 +113,8 @@ export function projectViews(s: State): ProjectView[] {
  * own. Only a project no command is working on (no `op`) follows: `ready`
  * whose VM crashed becomes `crashed` (with the VM's end and what to run),
  * `ready` whose VM stopped by itself becomes `stopped`; a `stopped` or
- * `crashed` project whose VM runs again is `ready`.
+ * `crashed` project whose VM runs again is `ready`; a project follows its
+ * VM into and out of `suspended`.
  */
 export function projectStateFor(p: Project, vm: Vm | undefined): { state: Project['state']; lastError?: string } | undefined {
   if (p.op || !vm || vm.op) return undefined;
@@ -116,7 +122,10 @@ export function projectStateFor(p: Project, vm: Vm | undefined): { state: Projec
     return { state: 'crashed', lastError: `its VM crashed: ${vm.end?.summary ?? 'it ended unseen'}; start it again: goshipctl project start ${p.name} (the VM's logs: goshipctl vm status ${vm.name})` };
   }
   if (p.state === 'ready' && vm.state === 'stopped') return { state: 'stopped', lastError: `its VM stopped: ${vm.end?.summary ?? 'it ended'}; start it: goshipctl project start ${p.name}` };
-  if ((p.state === 'stopped' || p.state === 'crashed') && (vm.state === 'ready' || vm.state === 'running')) return { state: 'ready' };
+  // A suspend whose goshipctl died after the save, finished by reconcile.
+  if (p.state === 'ready' && vm.state === 'suspended') return { state: 'suspended' };
+  if ((p.state === 'stopped' || p.state === 'crashed' || p.state === 'suspended') && (vm.state === 'ready' || vm.state === 'running')) return { state: 'ready' };
+  if (p.state === 'suspended' && (vm.state === 'stopped' || vm.state === 'crashed')) return { state: 'stopped', lastError: `its VM's saved state is gone: ${vm.end?.summary ?? 'it was started and stopped'}` };
   return undefined;
 }
 
@@ -417,8 +426,10 @@ export class ProjectService {
     const wait = o.wait ?? 'boot';
     const deadline = began + (o.timeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
     const track = bootTrack(began, o.onProgress);
+    const resuming = !o.discardState && (await this.ctx.vms.get(vmId)).saved !== undefined;
     await this.ctx.vms.start(vmId, {
       ...(clone ? { restore: { state: clone.template.state, bytes: clone.template.stateBytes, argvShape: clone.template.argvShape } } : {}),
+      ...(o.discardState ? { discardSaved: true } : {}),
       waitAgent: true,
       agentTimeoutMs: Math.max(1000, deadline - Date.now()),
       onAgentProgress: (p) => {
@@ -428,11 +439,13 @@ export class ProjectService {
         } else if (p.phase === 'ready') track.reach('agent');
       },
     });
-    if (clone || wait === 'boot') {
+    if (clone || resuming || wait === 'boot') {
       const agent = await this.ctx.vms.agent(vmId, 30_000);
       try {
         // A clone is its template's guest until it has its own identity: that comes before anything else it does.
         if (clone) await giveIdentity(agent, { name: vmId, hostname: clone.hostname, sshKeys: clone.sshKeys, track });
+        // A resumed guest's clock stood still while it was saved.
+        if (resuming) await setGuestClock(agent, { name: vmId, track });
         if (wait === 'boot') await waitGuestBoot(agent, { name: vmId, deadline, track });
       } finally {
         await agent.close();
@@ -459,15 +472,50 @@ export class ProjectService {
     return p;
   }
 
-  async start(name: string, opts: StartProjectOptions = {}): Promise<ProjectView & { boot: BootReport }> {
+  /** Starts the project's VM: a suspended one is resumed (its saved state restored), unless `discardState`. */
+  async start(name: string, opts: StartProjectOptions = {}): Promise<ProjectView & { boot: BootReport; resumed: boolean }> {
     const began = Date.now();
     const p = await this.ownVm(name);
-    const boot = await this.bootUp(p.vmId, began, opts);
-    return { ...(await this.settle(name, 'ready')), boot };
+    const resumed = p.state === 'suspended' && !opts.discardState;
+    let boot: BootReport;
+    try {
+      boot = await this.bootUp(p.vmId, began, opts);
+    } catch (err) {
+      if (resumed && err instanceof GoshipError && err.code === 'EVMSTATE') {
+        throw new VmStateError(`project ${name} stays suspended: ${err.message}`, { cause: err, hint: `start it from its disk instead (what ran in its memory is lost): goshipctl project start ${name} --discard-state` });
+      }
+      throw err;
+    }
+    return { ...(await this.settle(name, 'ready')), boot, resumed };
+  }
+
+  /** Resumes a suspended project: its VM restored from its saved state, processes and apps as they were. */
+  async resume(name: string, opts: StartProjectOptions = {}): Promise<ProjectView & { boot: BootReport; resumed: boolean }> {
+    const p = await this.ownVm(name);
+    if (p.state !== 'suspended') throw stateError(`project ${name} is not suspended (state: ${p.state})`, p.state === 'ready' ? `suspend it first: goshipctl project suspend ${name}` : `start it: goshipctl project start ${name}`);
+    return this.start(name, { ...opts, discardState: false });
+  }
+
+  /**
+   * Suspends a ready project: its VM's memory and devices are saved while the
+   * guest runs, then its QEMU ends (vms.suspend). `project resume` (or
+   * `start`) restores it, processes and all.
+   */
+  async suspend(name: string): Promise<ProjectView & { saved: VmSaved; totalMs: number }> {
+    const began = Date.now();
+    const p = await this.ownVm(name);
+    if (p.state !== 'ready') {
+      throw stateError(`project ${name} is ${p.state}: only a running project is suspended`, p.state === 'suspended' ? `resume it: goshipctl project resume ${name}` : `start it: goshipctl project start ${name}`);
+    }
+    const vm = await this.ctx.vms.suspend(p.vmId);
+    return { ...(await this.settle(name, 'suspended')), saved: vm.saved, totalMs: Date.now() - began };
   }
 
   async stop(name: string, opts: { force?: boolean; timeouts?: Partial<StopTimeouts> } = {}): Promise<ProjectView & { stop: StopVmResult }> {
     const p = await this.ownVm(name);
+    if (p.state === 'suspended') {
+      throw stateError(`project ${name} is suspended: no QEMU runs, and its memory is saved`, `resume it (goshipctl project resume ${name}), or start it from its disk and drop the saved memory (goshipctl project start ${name} --discard-state)`);
+    }
     const stop = await this.ctx.vms.stop(p.vmId, opts);
     return { ...(await this.settle(name, 'stopped')), stop };
   }

@@ -31,25 +31,36 @@ export type ReconcileDecision =
   /** A QEMU runs without its monitor: start a monitor that adopts it. */
   | { action: 'adopt'; pid: number; clearOp: boolean }
   /** Nothing runs although the record says live: record how that looks (no monitor saw the end). */
-  | { action: 'ended'; state: 'stopped' | 'crashed'; end: Omit<VmEnd, 'at' | 'logTail'>; clearOp: boolean }
+  | { action: 'ended'; state: 'stopped' | 'suspended' | 'crashed'; end: Omit<VmEnd, 'at' | 'logTail'>; clearOp: boolean }
   /** The record's PID is not QEMU's (the pidfile knows better). */
   | { action: 'fix-pid'; pid: number; clearOp: boolean }
   /** Only an abandoned operation to clear. */
-  | { action: 'clear-op'; op: PendingOp };
+  | { action: 'clear-op'; op: PendingOp }
+  /**
+   * A suspend whose goshipctl died while its QEMU runs: with the state saved
+   * and recorded, QEMU (paused since the save) is stopped, and the VM is
+   * suspended; without, the guest runs on (QEMU may have paused it for a save
+   * nobody kept). The op is cleared after.
+   */
+  | { action: 'finish-suspend'; then: 'stop' | 'run' };
 
 /** Pure: the decision for one VM. */
-export function reconcileDecision(vm: Pick<Vm, 'state' | 'pid' | 'op'>, facts: ReconcileFacts): ReconcileDecision {
+export function reconcileDecision(vm: Pick<Vm, 'state' | 'pid' | 'op' | 'saved'>, facts: ReconcileFacts): ReconcileDecision {
   if (vm.op && !facts.opAbandoned) return { action: 'busy' };
+  const suspending = vm.op?.kind === 'suspend';
   const clearOp = vm.op !== undefined;
   const live = LIVE_STATES.has(vm.state);
   if (facts.qemuPid !== undefined) {
-    if (!facts.monitorAlive) return { action: 'adopt', pid: facts.qemuPid, clearOp };
+    // A suspend's op stays until a monitor is there to finish it.
+    if (!facts.monitorAlive) return { action: 'adopt', pid: facts.qemuPid, clearOp: clearOp && !suspending };
+    if (suspending) return { action: 'finish-suspend', then: vm.saved ? 'stop' : 'run' };
     if (vm.pid !== facts.qemuPid && live) return { action: 'fix-pid', pid: facts.qemuPid, clearOp };
     return clearOp ? { action: 'clear-op', op: vm.op! } : { action: 'none' };
   }
   // No QEMU. A live monitor is recording the end, or waiting to restart: it decides.
   if (facts.monitorAlive) return clearOp ? { action: 'clear-op', op: vm.op! } : { action: 'none' };
   if (live) {
+    if (vm.saved) return { action: 'ended', state: 'suspended', end: { kind: 'stopped', summary: 'suspended (its state was saved; no monitor saw its QEMU end)' }, clearOp };
     if (vm.state === 'stopping') {
       return { action: 'ended', state: 'stopped', end: { kind: 'stopped', summary: 'stopped (the goshipctl that stopped it was interrupted; no monitor saw the end)' }, clearOp };
     }

@@ -28,9 +28,9 @@ import { DEFAULT_USER } from '../cloudinit/index.ts';
 import { IMAGE_HOSTNAME } from '../image/index.ts';
 export { IMAGE_HOSTNAME };
 import type { Layout } from '../layout.ts';
-import { QmpClient } from '../qmp/index.ts';
 import { readQemuVersion } from '../qemu/index.ts';
-import { checkStateFile, saveState, VmStateError } from '../vmstate/index.ts';
+import { checkStateFile, VmStateError } from '../vmstate/index.ts';
+import { saveVm } from './saved-state.ts';
 import { checkChain } from './jail.ts';
 import { trace } from './trace.ts';
 import { RuntimeError } from './errors.ts';
@@ -234,19 +234,7 @@ export async function saveTemplate(s: TemplateSource): Promise<TemplateInfo> {
   const work = join(parent, `.warm-${process.pid}-${randomBytes(4).toString('hex')}`);
   await mkdir(work, { mode: 0o711 });
   try {
-    const qmp = await QmpClient.connect(vm.paths.qmpUserSocket, { timeoutMs: 10_000 });
-    let saved;
-    try {
-      await qmp.stop();
-      saved = await saveState(qmp, {
-        socketPath: join(layout.vmRunDir(vm.id), 'save.sock'),
-        ...(vm.jail?.uid !== undefined && vm.jail.gid !== undefined ? { owner: { uid: vm.jail.uid, gid: vm.jail.gid } } : {}),
-        file: join(work, STATE),
-        maxBytes: s.shape.memoryBytes + 256 * MiB,
-      });
-    } finally {
-      await qmp.close();
-    }
+    const saved = await saveVm(layout, vm, { file: join(work, STATE), memoryBytes: s.shape.memoryBytes, pause: true });
     trace(`template ${name}: state saved, ${saved.bytes} bytes in ${Math.round(saved.ms)} ms`);
     await s.stopVm();
     // The overlay was the VM's own (its QEMU could write its header): it must name exactly the image's base.

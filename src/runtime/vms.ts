@@ -35,13 +35,14 @@ import {
 } from '../qemu/index.ts';
 import { pidAlive } from '../proc.ts';
 import { AGENT_RUNTIME_HINT, type AgentClient, type ConnectProgress } from '../serial/index.ts';
-import { type PendingOp, type State, type Store, type Vm, findRecord, requireRecord, assertNameFree, LOCAL_NODE } from '../store/index.ts';
+import { type PendingOp, type State, type Store, type Vm, type VmSaved, findRecord, requireRecord, assertNameFree, LOCAL_NODE } from '../store/index.ts';
 import { RuntimeError, busyError, stateError } from './errors.ts';
 import { vmPaths } from './paths.ts';
 import { allocateIdentity, readHead, releaseIdentity, removeCgroup, removeVmTree, privateRunDir, type Identity } from '../jail/index.ts';
 import { checkChain, checkSpecPaths, prepareJail } from './jail.ts';
 import { LIVE_STATES, reconcileDecision, type ReconcileDecision } from './reconcile.ts';
 import { trace } from './trace.ts';
+import { runOn, saveVm } from './saved-state.ts';
 
 export { LIVE_STATES };
 
@@ -76,6 +77,12 @@ export interface StartVmOptions {
    * nothing started.
    */
   restore?: { state: string; bytes: number; argvShape: readonly string[] };
+  /**
+   * A suspended VM (its state saved, `Vm.saved`) restores it unless this is
+   * set: then the saved state is removed and the VM boots from its disk, as
+   * after a power cut.
+   */
+  discardSaved?: boolean;
   /** Wait for the guest agent's hello before returning (`ready`). */
   waitAgent?: boolean;
   agentTimeoutMs?: number;
@@ -226,12 +233,14 @@ export class VmService {
             out.push({ vm: id, from, to: vm.state, reason: `cleared an interrupted ${d.op.kind} (goshipctl pid ${d.op.pid} is gone)` });
             break;
           case 'adopt':
+          case 'finish-suspend':
             break;
         }
       }
       return out;
     });
     for (const [id, d] of decisions) {
+      if (d.action === 'finish-suspend') changes.push(await this.finishSuspend(id, d.then));
       if (d.action !== 'adopt') continue;
       const vm = (await this.ctx.store.read()).vms[id];
       if (!vm) continue;
@@ -244,6 +253,84 @@ export class VmService {
       }
     }
     return changes;
+  }
+
+  /** Ends a suspend whose goshipctl died (reconcile's `finish-suspend`): QEMU stopped on a recorded state, or the guest run on. */
+  private async finishSuspend(id: string, then: 'stop' | 'run'): Promise<ReconcileChange> {
+    const vm = await this.get(id);
+    const from = vm.state;
+    try {
+      if (then === 'stop') {
+        const monitor = await this.monitor(id);
+        try {
+          await monitor.stop({ force: true });
+        } finally {
+          await monitor.close();
+        }
+      } else {
+        await runOn(vm);
+        await rm(`${this.ctx.layout.vmFile(id, 'savedState')}.partial`, { force: true });
+      }
+    } catch (err) {
+      trace(`vm ${id}: finishing an interrupted suspend: ${(err as Error).message}`);
+    }
+    const after = await this.ctx.store.update((draft) => {
+      const rec = findRecord(draft, 'vm', id);
+      if (rec?.op?.kind === 'suspend' && opAbandoned(rec.op)) delete rec.op;
+      return rec?.state ?? from;
+    });
+    return { vm: id, from, to: after, reason: then === 'stop' ? 'finished an interrupted suspend: its state was saved' : 'an interrupted suspend saved nothing: the VM runs on' };
+  }
+
+  /**
+   * Suspends a running VM: saves its memory and devices while the guest runs
+   * (QEMU pauses it for the last pages), records the state (`saved`), and
+   * ends its QEMU; its monitor records it `suspended`. Its next start
+   * restores the state. A save that fails leaves the VM running.
+   */
+  async suspend(name: string): Promise<Vm & { saved: VmSaved }> {
+    const { store, layout } = this.ctx;
+    await this.reconcile();
+    const vm = await store.update((draft) => {
+      const rec = requireRecord(draft, 'vm', name);
+      if (rec.op) throw busyError(`VM ${name}`, rec.op);
+      if (rec.state !== 'running' && rec.state !== 'ready') {
+        throw stateError(`VM ${name} is not running (state: ${rec.state}): only a running VM is suspended`, rec.state === 'suspended' ? `resume it: goshipctl vm start ${name}` : `start it: goshipctl vm start ${name}`);
+      }
+      rec.op = this.op('suspend');
+      return structuredClone(rec);
+    });
+    const file = layout.vmFile(vm.id, 'savedState');
+    try {
+      const t = await saveVm(layout, vm, { file, memoryBytes: (await this.resolve(vm)).memory.bytes, pause: false });
+      trace(`vm ${name}: state saved, ${t.bytes} bytes in ${Math.round(t.ms)} ms`);
+      await store.update((draft) => {
+        const rec = requireRecord(draft, 'vm', vm.id);
+        rec.saved = { file, bytes: t.bytes, at: this.ctx.now(), argvShape: argvShape(rec.argv ?? [], { vmDir: rec.paths.dir, runDir: layout.vmRunDir(rec.id), name: rec.name, id: rec.id }) };
+      });
+    } catch (err) {
+      // The guest runs on: QEMU resumes it after a failed migration, and one it paused at the end of a save is run again here.
+      await runOn(vm).catch((e: unknown) => trace(`vm ${name}: after a failed save: ${(e as Error).message}`));
+      await this.clearOp(vm.id);
+      throw err;
+    }
+    try {
+      const monitor = await this.monitor(vm.id);
+      try {
+        await monitor.stop({ force: true });
+      } finally {
+        await monitor.close();
+      }
+    } finally {
+      await this.clearOp(vm.id);
+    }
+    const done = await store.update((draft) => {
+      const rec = requireRecord(draft, 'vm', vm.id);
+      if (rec.state === 'suspended' && rec.saved) rec.end = { at: rec.end?.at ?? this.ctx.now(), kind: 'stopped', summary: `suspended: its memory and devices are saved (${Math.round(rec.saved.bytes / 1048576)} MiB)` };
+      return structuredClone(rec);
+    });
+    if (!done.saved) throw new VmStateError(`VM ${name}: its saved state is no longer recorded after its suspend (state ${done.state})`);
+    return { ...done, saved: done.saved };
   }
 
   async list(): Promise<Vm[]> {
@@ -356,9 +443,17 @@ export class VmService {
       }
       rec.state = 'starting';
       rec.op = this.op('start');
-      return structuredClone(rec);
+      const was = structuredClone(rec);
+      if (opts.discardSaved) delete rec.saved;
+      return was;
     });
     trace(`vm ${name}: recorded starting`);
+    if (opts.discardSaved && vm.saved) {
+      await rm(vm.saved.file, { force: true });
+      delete vm.saved;
+    }
+    // A suspended VM starts on its saved state, once: its monitor removes it before the guest runs (the disk moves on from there).
+    const restore = opts.restore ?? (vm.saved ? { state: vm.saved.file, bytes: vm.saved.bytes, argvShape: vm.saved.argvShape, consume: true } : undefined);
     try {
       // A VM recorded before machine types were pinned gets its type now, and keeps it.
       const machine = await this.pinnedMachine(vm.config.machine);
@@ -372,12 +467,12 @@ export class VmService {
       const config = await this.resolve(vm);
       const argv = buildArgv(config, this.ctx.qemuBinary);
       trace(`vm ${name}: argv built`);
-      if (opts.restore) {
+      if (restore) {
         const shape = argvShape(argv, { vmDir: vm.paths.dir, runDir: layout.vmRunDir(vm.id), name: vm.name, id: vm.id });
-        const at = shape.findIndex((a, i) => a !== opts.restore!.argvShape[i]);
-        if (at >= 0 || shape.length !== opts.restore.argvShape.length) {
-          const i = at >= 0 ? at : Math.min(shape.length, opts.restore.argvShape.length);
-          throw new VmStateError(`VM ${name}: the saved state is of a VM with another argv (word ${i}: ${JSON.stringify(opts.restore.argvShape[i] ?? '(none)')}, this VM: ${JSON.stringify(shape[i] ?? '(none)')})`);
+        const at = shape.findIndex((a, i) => a !== restore.argvShape[i]);
+        if (at >= 0 || shape.length !== restore.argvShape.length) {
+          const i = at >= 0 ? at : Math.min(shape.length, restore.argvShape.length);
+          throw new VmStateError(`VM ${name}: the saved state is of a VM with another argv (word ${i}: ${JSON.stringify(restore.argvShape[i] ?? '(none)')}, this VM: ${JSON.stringify(shape[i] ?? '(none)')})`);
         }
       }
       const identity = await this.identity(vm);
@@ -394,7 +489,7 @@ export class VmService {
         restart: config.restart,
         console: config.console,
         jail: { ...(jail.uid !== undefined ? { uid: jail.uid } : {}), ...(jail.cgroup ? { cgroup: { version: jail.cgroup.version, vmDirs: jail.cgroup.vmDirs, memoryBytes: jail.cgroup.memoryBytes } } : {}) },
-        ...(opts.restore ? { restore: { state: opts.restore.state, bytes: opts.restore.bytes } } : {}),
+        ...(restore ? { restore: { state: restore.state, bytes: restore.bytes, ...('consume' in restore ? { consume: true } : {}) } } : {}),
       };
       await writeLaunch(vm.paths.dir, launch);
       trace(`vm ${name}: launch written`);
@@ -436,8 +531,9 @@ export class VmService {
       await store.update((draft) => {
         const rec = findRecord(draft, 'vm', vm.id);
         if (!rec) return;
-        rec.state = 'stopped';
-        rec.end = { at: this.ctx.now(), kind: 'crashed', summary: `start failed: ${err instanceof Error ? err.message : String(err)}` };
+        // A VM whose saved state could not be restored keeps it: nothing of it ran.
+        rec.state = rec.saved ? 'suspended' : 'stopped';
+        rec.end = { at: this.ctx.now(), kind: 'crashed', summary: `${rec.saved ? 'resume' : 'start'} failed: ${err instanceof Error ? err.message : String(err)}` };
         delete rec.op;
         delete rec.pid;
         delete rec.monitor;

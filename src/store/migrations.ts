@@ -97,6 +97,16 @@ function v1ToV2(doc: JsonObject): JsonObject {
   return { ...doc, vms: out };
 }
 
+/**
+ * Version 3: a project and its VM can be `suspended` (the VM's state saved,
+ * `Vm.saved`), and an operation can be a `suspend` or a `resume`. Nothing of a
+ * version 2 file changes; the version says that an older GoShip, which knows
+ * none of these, must not read the file.
+ */
+function v2ToV3(doc: JsonObject): JsonObject {
+  return doc;
+}
+
 function dirOf(path: string): string {
   return path.slice(0, Math.max(0, path.lastIndexOf('/'))) || '/';
 }
@@ -104,6 +114,7 @@ function dirOf(path: string): string {
 export const MIGRATIONS: Readonly<Record<number, Migration>> = {
   0: v0ToV1,
   1: v1ToV2,
+  2: v2ToV3,
 };
 
 /** The version a parsed document says it has: `schemaVersion`, or 0 when it is absent. */

@@ -7,7 +7,7 @@
  */
 import * as v from 'valibot';
 import type { Issue } from '../errors.ts';
-import { APP_KINDS, END_KINDS, IMAGE_KINDS, PROJECT_STATES, SCHEMA_VERSION, STOP_STEPS, VM_STATES, appKey } from './types.ts';
+import { APP_KINDS, END_KINDS, IMAGE_KINDS, OP_KINDS, PROJECT_STATES, SCHEMA_VERSION, STOP_STEPS, VM_STATES, appKey } from './types.ts';
 import type { State } from './types.ts';
 
 const timestamp = v.pipe(v.string(), v.isoTimestamp());
@@ -30,7 +30,7 @@ const NodeSchema = v.looseObject({
 });
 
 const PendingOpSchema = v.looseObject({
-  kind: v.picklist(['create', 'start', 'stop', 'delete']),
+  kind: v.picklist(OP_KINDS),
   pid: v.pipe(v.number(), v.integer(), v.minValue(1)),
   startedAt: timestamp,
 });
@@ -121,6 +121,7 @@ const VmSchema = v.looseObject({
       noLimits: v.optional(v.string()),
     }),
   ),
+  saved: v.optional(v.looseObject({ file: v.string(), bytes: v.pipe(v.number(), v.integer(), v.minValue(1)), at: timestamp, argvShape: v.array(v.string()) })),
 });
 
 const ImageSchema = v.looseObject({

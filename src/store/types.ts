@@ -8,7 +8,7 @@
  */
 
 /** The schema version this code reads and writes. Older files are migrated on read. */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 /** The name of the node GoShip runs on. */
 export const LOCAL_NODE = 'local';
@@ -81,14 +81,17 @@ export interface ProjectSpec {
  * between leaves a trace that the next command's reconcile turns into `broken`.
  */
 export interface PendingOp {
-  kind: 'create' | 'start' | 'stop' | 'delete';
+  kind: (typeof OP_KINDS)[number];
   /** PID of the goshipctl process doing it. */
   pid: number;
   startedAt: Timestamp;
 }
 
-/** `crashed`: its VM crashed (reconcile follows the VM; `lastError` says how and what to run). */
-export const PROJECT_STATES = ['creating', 'ready', 'stopped', 'crashed', 'deleting', 'broken'] as const;
+/** What a goshipctl can be doing to a record. `suspend` and `resume` are a project's (its VM's state saved, restored). */
+export const OP_KINDS = ['create', 'start', 'stop', 'delete', 'suspend', 'resume'] as const;
+
+/** `crashed`: its VM crashed (reconcile follows the VM; `lastError` says how and what to run); `suspended`: its VM's memory and devices are saved, and its next start restores them. */
+export const PROJECT_STATES = ['creating', 'ready', 'stopped', 'suspended', 'crashed', 'deleting', 'broken'] as const;
 export type ProjectState = (typeof PROJECT_STATES)[number];
 
 /** A project owns one VM per node; every workload of the project runs inside it. */
@@ -107,7 +110,8 @@ export interface Project {
   op?: PendingOp;
 }
 
-export const VM_STATES = ['defined', 'starting', 'running', 'ready', 'stopping', 'stopped', 'crashed'] as const;
+/** `suspended`: no QEMU runs, and the VM's memory and devices are saved (`Vm.saved`): its next start restores them. */
+export const VM_STATES = ['defined', 'starting', 'running', 'ready', 'stopping', 'stopped', 'suspended', 'crashed'] as const;
 export type VmState = (typeof VM_STATES)[number];
 
 /** The steps of GoShip's stop, in order: agent `shutdown`, ACPI power button, QMP `quit`, SIGTERM, SIGKILL. */
@@ -230,6 +234,18 @@ export interface Vm {
   base?: { path: string; format: string };
   /** The VM's jail (docs/security.md). */
   jail?: VmJail;
+  /** Its memory and devices, saved by a suspend while its disk stood still: the next start restores them, once. */
+  saved?: VmSaved;
+}
+
+/** A VM's saved state (`project suspend`): QEMU's migration stream in `file`, root's, 0600, in the VM's directory. */
+export interface VmSaved {
+  file: string;
+  /** Its size as written: a file of another size is refused. */
+  bytes: number;
+  at: Timestamp;
+  /** The argv it was saved from, its own paths as placeholders (runtime/templates.ts argvShape): a start with another argv refuses it. */
+  argvShape: string[];
 }
 
 /** A VM's identity and limits, as its last start set them. */

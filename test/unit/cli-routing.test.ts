@@ -99,7 +99,7 @@ describe('the routing grammar is the command table', () => {
   it('routes the commands the hand-kept lists did, and only those', () => {
     expect(routed.map((c) => `${c.group} ${c.cmd.name} ${c.route.kind}${'at' in c.route ? ` ${c.route.at}` : ''}`).sort()).toEqual(
       [
-        ...['info', 'start', 'stop', 'delete'].map((s) => `project ${s} project 0`),
+        ...['info', 'start', 'suspend', 'resume', 'stop', 'delete'].map((s) => `project ${s} project 0`),
         'project port project 1',
         'project create create 0',
         ...['start', 'stop', 'destroy', 'status', 'console', 'qmp', 'ping', 'info', 'exec'].map((s) => `vm ${s} project 0`),

@@ -130,6 +130,10 @@ describe('projectStateFor: a project follows its VM', () => {
     ['stopped', 'stopped', undefined],
     ['broken', 'crashed', undefined],
     ['creating', 'crashed', undefined],
+    ['ready', 'suspended', { state: 'suspended' }],
+    ['suspended', 'ready', { state: 'ready' }],
+    ['suspended', 'suspended', undefined],
+    ['suspended', 'stopped', { state: 'stopped', lastError: "its VM's saved state is gone: QEMU was killed by SIGKILL" }],
   ] as const)('project %s, VM %s', (p, v, expected) => {
     expect(projectStateFor(project(p), vm(v, 'QEMU was killed by SIGKILL'))).toEqual(expected);
   });

@@ -46,4 +46,15 @@ describe('reconcileDecision', () => {
     expect(reconcileDecision(vm('defined', { op: op('create') }), { qemuPid: undefined, monitorAlive: false, opAbandoned: true })).toEqual({ action: 'clear-op', op: op('create') });
     expect(reconcileDecision(vm('stopped'), { qemuPid: undefined, monitorAlive: false, opAbandoned: false })).toEqual({ action: 'none' });
   });
+
+  it('a suspend whose goshipctl died: its QEMU stopped when the state was recorded, the guest run on when not; the op waits for a monitor', () => {
+    const saved = { file: '/h/vms/a/saved.state', bytes: 4096, at: '2026-12-01T00:00:00.000Z', argvShape: [] };
+    const facts = { qemuPid: 10, monitorAlive: true, opAbandoned: true };
+    expect(reconcileDecision(vm('ready', { pid: 10, op: op('suspend'), saved }), facts)).toEqual({ action: 'finish-suspend', then: 'stop' });
+    expect(reconcileDecision(vm('ready', { pid: 10, op: op('suspend') }), facts)).toEqual({ action: 'finish-suspend', then: 'run' });
+    expect(reconcileDecision(vm('ready', { pid: 10, op: op('suspend') }), { ...facts, monitorAlive: false })).toEqual({ action: 'adopt', pid: 10, clearOp: false });
+    // Its QEMU gone unseen after a whole save: suspended, the state kept.
+    expect(reconcileDecision(vm('ready', { op: op('suspend'), saved }), { qemuPid: undefined, monitorAlive: false, opAbandoned: true })).toMatchObject({ action: 'ended', state: 'suspended', clearOp: true });
+    expect(reconcileDecision(vm('suspended', { op: op('suspend'), saved }), { qemuPid: undefined, monitorAlive: false, opAbandoned: true })).toEqual({ action: 'clear-op', op: op('suspend') });
+  });
 });

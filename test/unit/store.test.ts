@@ -55,7 +55,7 @@ async function openStore(): Promise<Store> {
 describe('Store: reading and writing', () => {
   it('reads a missing file as the empty state and does not create it', async () => {
     const store = await openStore();
-    expect(await store.read()).toEqual({ schemaVersion: 2, nodes: {}, projects: {}, vms: {}, images: {}, apps: {} });
+    expect(await store.read()).toEqual({ schemaVersion: 3, nodes: {}, projects: {}, vms: {}, images: {}, apps: {} });
     expect(await readdir(layout.home)).toEqual([]);
   });
 
@@ -82,7 +82,7 @@ describe('Store: reading and writing', () => {
     expect(result).toBe(42);
 
     const expected: State = {
-      schemaVersion: 2,
+      schemaVersion: 3,
       nodes: { local: { name: 'local', createdAt: T0 } },
       projects: { web: project('web') },
       vms: { 'vm-web': vm('vm-web', { project: 'web' }) },
@@ -171,7 +171,7 @@ describe('Store: reading and writing', () => {
     expect(err).toBeInstanceOf(StoreInvalidError);
     expect((err as StoreInvalidError).code).toBe('ESTORE_INVALID');
     expect((err as StoreInvalidError).message).toBe(
-      `refusing to write ${layout.stateFile}: projects.b.state: Invalid type: Expected ("creating" | "ready" | "stopped" | "crashed" | "deleting" | "broken") but received "weird"`,
+      `refusing to write ${layout.stateFile}: projects.b.state: Invalid type: Expected ("creating" | "ready" | "stopped" | "suspended" | "crashed" | "deleting" | "broken") but received "weird"`,
     );
     expect(await readFile(layout.stateFile)).toEqual(before);
 
@@ -306,14 +306,14 @@ describe('Store: corrupt files', () => {
 describe('Store: schema versions', () => {
   it('refuses a file from a newer GoShip with a clear error, and does not touch it', async () => {
     const store = await openStore();
-    const text = JSON.stringify({ ...emptyState(), schemaVersion: 3, clusters: {} });
+    const text = JSON.stringify({ ...emptyState(), schemaVersion: 4, clusters: {} });
     await writeFile(layout.stateFile, text);
     for (const attempt of [() => store.read(), () => store.update(() => 1)]) {
       const err = await attempt().catch((e: unknown) => e);
       expect(err).toBeInstanceOf(StoreVersionError);
       expect((err as StoreVersionError).code).toBe('ESTORE_VERSION');
       expect((err as StoreVersionError).message).toBe(
-        `state file ${layout.stateFile} has schema version 3: this GoShip reads versions up to 2`,
+        `state file ${layout.stateFile} has schema version 4: this GoShip reads versions up to 3`,
       );
       expect((err as StoreVersionError).hint).toBe('Upgrade GoShip to the version that wrote this file.');
     }
@@ -322,7 +322,7 @@ describe('Store: schema versions', () => {
   });
 
   it('has a migration for every version below the current one', () => {
-    expect(SCHEMA_VERSION).toBe(2);
+    expect(SCHEMA_VERSION).toBe(3);
     for (let v = 0; v < SCHEMA_VERSION; v++) expect(MIGRATIONS[v]).toBeTypeOf('function');
   });
 
@@ -333,7 +333,7 @@ describe('Store: schema versions', () => {
     images: [image('bookworm')],
   };
   const current: State = {
-    schemaVersion: 2,
+    schemaVersion: 3,
     nodes: { local: { name: 'local', createdAt: T0 } },
     projects: { web: project('web') },
     vms: { 'vm-web': vm('vm-web', { project: 'web' }) },
@@ -376,7 +376,7 @@ describe('Store: schema versions', () => {
     };
     await writeFile(layout.stateFile, JSON.stringify(v1));
     const s = await store.read();
-    expect(s.schemaVersion).toBe(2);
+    expect(s.schemaVersion).toBe(3);
     expect(s.vms.a!.paths).toEqual({
       ...oldPaths('a'),
       qmpUserSocket: '/r/a/qmp-user.sock',
@@ -389,6 +389,22 @@ describe('Store: schema versions', () => {
     expect(s.vms.b!.end).toEqual({ at: T0, kind: 'stopped', summary: 'stopped by acpi' });
     expect(s.vms.c!.end).toBeUndefined();
     for (const vm of Object.values(s.vms)) expect(Object.keys(vm)).not.toContain('crash');
+  });
+
+  it('reads a v2 file as it is, and keeps a suspended VM\'s saved state once at v3', async () => {
+    const store = await openStore();
+    const v2 = { ...emptyState(), schemaVersion: 2, projects: { web: project('web', { state: 'stopped' }) }, vms: { 'vm-web': vm('vm-web', { project: 'web' }) } };
+    await writeFile(layout.stateFile, JSON.stringify(v2));
+    expect(await store.read()).toEqual({ ...v2, schemaVersion: 3 });
+    const saved = { file: '/h/vms/vm-web/saved.state', bytes: 4096, at: T0, argvShape: ['qemu-system-x86_64', '-name', 'guest={name}'] };
+    await store.update((d) => {
+      d.projects.web!.state = 'suspended';
+      d.vms['vm-web']!.state = 'suspended';
+      d.vms['vm-web']!.saved = saved;
+      d.vms['vm-web']!.op = { kind: 'suspend', pid: 1, startedAt: T0 };
+    });
+    const back = await (await Store.open(layout)).read();
+    expect([back.schemaVersion, back.projects.web!.state, back.vms['vm-web']!.state, back.vms['vm-web']!.saved, back.vms['vm-web']!.op?.kind]).toEqual([3, 'suspended', 'suspended', saved, 'suspend']);
   });
 
   it('reports a v0 file that is not v0-shaped as corrupt', async () => {

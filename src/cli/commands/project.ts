@@ -21,6 +21,7 @@ const STEP_WAITING: Record<BootProgress['step'], string> = {
   qemu: 'starting QEMU',
   agent: 'waiting for the guest agent',
   identity: 'giving the clone its identity',
+  clock: "setting the guest's clock from the host",
   network: 'waiting for the network (network-online.target)',
   'cloud-init': 'waiting for cloud-init to finish',
 };
@@ -28,6 +29,7 @@ const STEP_DONE: Record<BootProgress['step'], string> = {
   qemu: 'QEMU running',
   agent: 'agent answered',
   identity: 'identity given',
+  clock: 'clock set',
   network: 'network online',
   'cloud-init': 'cloud-init done',
 };
@@ -235,24 +237,45 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
     );
   });
 
+  /** `project start` and `project resume`: the VM started (a suspended one restored) and waited for. */
+  const startAction = (resume: boolean) => async (name: string, o: { discardState?: boolean }) => {
+    const rt = await ctx.runtime();
+    const timeoutMs = secondsOption(a, 'timeout');
+    const wait = waitOption(a);
+    const p = bootProgress(ctx, name, rt.layout.vmFile(name, 'consoleLog'));
+    const opts = { ...(timeoutMs !== undefined ? { timeoutMs } : {}), ...(wait ? { wait } : {}), ...(o.discardState ? { discardState: true } : {}), onProgress: p.onProgress };
+    try {
+      const view = await (resume ? rt.projects.resume(name, opts) : rt.projects.start(name, opts));
+      p.done();
+      ctx.out.result({ ...projectJson(view), resumed: view.resumed, boot: view.boot }, () => readyText(name, view, view.boot).replace(' is ready in ', view.resumed ? ' is resumed and ready in ' : ' is ready in '));
+    } catch (err) {
+      p.done();
+      throw err;
+    }
+  };
+
   cli
-    .command('start <name>', "boot the project's VM and wait until it is ready (network online, cloud-init done)")
+    .command('start <name>', "boot the project's VM and wait until it is ready (network online, cloud-init done); a suspended project is resumed")
     .option('--wait <what>', 'boot (default): until the network is online and cloud-init has finished; agent: until the guest agent answers')
     .option('--timeout <seconds>', 'how long to wait for it to be ready (default 300)')
+    .option('--discard-state', 'a suspended project boots from its disk instead, and its saved memory is removed')
+    .action(startAction(false));
+
+  cli
+    .command('suspend <name>', "save the project's running VM (memory, devices) and end its QEMU: resume brings back its processes as they were")
     .action(async (name: string) => {
       const rt = await ctx.runtime();
-      const timeoutMs = secondsOption(a, 'timeout');
-      const wait = waitOption(a);
-      const p = bootProgress(ctx, name, rt.layout.vmFile(name, 'consoleLog'));
-      try {
-        const view = await rt.projects.start(name, { ...(timeoutMs !== undefined ? { timeoutMs } : {}), ...(wait ? { wait } : {}), onProgress: p.onProgress });
-        p.done();
-        ctx.out.result({ ...projectJson(view), boot: view.boot }, () => readyText(name, view, view.boot));
-      } catch (err) {
-        p.done();
-        throw err;
-      }
+      const r = await rt.projects.suspend(name);
+      ctx.out.result({ ...projectJson(r), saved: { bytes: r.saved.bytes, at: r.saved.at, file: r.saved.file }, totalMs: r.totalMs }, () =>
+        `project ${name} suspended in ${(r.totalMs / 1000).toFixed(1)} s (memory and devices saved, ${Math.round(r.saved.bytes / 1048576)} MiB); resume it: goshipctl project resume ${name}`,
+      );
     });
+
+  cli
+    .command('resume <name>', 'restore a suspended project: its processes, apps and guest clock go on, its ports forward again')
+    .option('--wait <what>', 'boot (default): also until the network is online and cloud-init has finished; agent: until the guest agent answers')
+    .option('--timeout <seconds>', 'how long to wait for it to be ready (default 300)')
+    .action(startAction(true));
 
   cli
     .command('stop <name>', "stop the project's VM (agent shutdown, then harder)")

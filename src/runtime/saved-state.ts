@@ -1,0 +1,79 @@
+/**
+ * A running VM's memory and devices saved to a file (src/vmstate) through its
+ * QEMU, for a template (templates.ts) and for a suspend (vms.ts). What both
+ * need of the VM: its people's QMP socket, its identity (QEMU connects to the
+ * save socket as the VM's uid) and its memory size (a stream longer than the
+ * memory and its devices is cut).
+ */
+import { rm } from 'node:fs/promises';
+import type { Layout } from '../layout.ts';
+import { QmpClient } from '../qmp/index.ts';
+import type { AgentClient } from '../serial/index.ts';
+import type { Vm } from '../store/index.ts';
+import { saveState, type StateTransfer } from '../vmstate/index.ts';
+import { failureLine, tailCollector } from './bounded.ts';
+import { RuntimeError } from './errors.ts';
+import type { BootTrack } from './guest-boot.ts';
+import { trace } from './trace.ts';
+
+const MiB = 1024 * 1024;
+/** A VM's devices beside its memory, at most: QEMU's stream is cut past memory + this. */
+export const DEVICE_STATE_ALLOWANCE = 256 * MiB;
+
+export interface SaveVmOptions {
+  /** Where the state goes (written as FILE.partial, then renamed). */
+  file: string;
+  memoryBytes: number;
+  /**
+   * Pause the guest before the save (a template: nothing runs on after it).
+   * Otherwise the save runs while the guest does and QEMU pauses it for the
+   * last pages only: a save that fails (or whose goshipctl is killed) leaves
+   * the guest running, as QEMU resumes a VM whose migration failed.
+   */
+  pause: boolean;
+}
+
+/** Saves the VM's state to `o.file`; the VM stays paused after a whole save (QEMU's `postmigrate`). */
+export async function saveVm(layout: Layout, vm: Vm, o: SaveVmOptions): Promise<StateTransfer> {
+  await rm(`${o.file}.partial`, { force: true });
+  const qmp = await QmpClient.connect(vm.paths.qmpUserSocket, { timeoutMs: 10_000 });
+  try {
+    if (o.pause) await qmp.stop();
+    return await saveState(qmp, {
+      socketPath: layout.vmSocket(vm.id, 'saveSocket'),
+      ...(vm.jail?.uid !== undefined && vm.jail.gid !== undefined ? { owner: { uid: vm.jail.uid, gid: vm.jail.gid } } : {}),
+      file: o.file,
+      maxBytes: o.memoryBytes + DEVICE_STATE_ALLOWANCE,
+    });
+  } finally {
+    await qmp.close();
+  }
+}
+
+/**
+ * Runs the guest again after a save that did not end it: QEMU leaves a VM
+ * paused when its migration completed (`postmigrate`) and GoShip then could
+ * not keep the file (a full disk, a goshipctl killed before it recorded it).
+ * `cont` takes its disks back and runs it. Says what it found.
+ */
+export async function runOn(vm: Vm): Promise<string> {
+  const qmp = await QmpClient.connect(vm.paths.qmpUserSocket, { timeoutMs: 10_000 });
+  try {
+    const { status } = await qmp.queryStatus();
+    if (status === 'running') return 'running';
+    await qmp.cont();
+    trace(`vm ${vm.name}: was ${status} after a save it did not keep; running again`);
+    return status;
+  } finally {
+    await qmp.close();
+  }
+}
+
+/** Sets a restored guest's clock from the host's (it stood still while the VM was saved); the step goes to `track`. */
+export async function setGuestClock(agent: Pick<AgentClient, 'exec'>, o: { name: string; track: BootTrack }): Promise<void> {
+  o.track.waiting('clock');
+  const said = tailCollector(4096);
+  const r = await agent.exec(['date', '-u', '-s', `@${Math.floor(Date.now() / 1000)}`], { stdout: said.stream, stderr: said.stream, timeoutMs: 30_000 });
+  if (r.exitCode !== 0) throw new RuntimeError('EGUEST_BOOT', `VM ${o.name}: its clock could not be set from the host's: ${failureLine(said.bytes(), r)}`);
+  o.track.reach('clock');
+}

@@ -1,0 +1,232 @@
+/**
+ * A VM's saved state end to end through goshipctl on the real Debian image.
+ * Templates: a warm, two clones restored from it with identities of their own,
+ * a clone's forwarded port served at once, `--cold`, and the ways a template is
+ * not used (another image build, a truncated state, a state QEMU refuses),
+ * each a boot that says why. Suspend and resume: an app's process and the
+ * guest's memory come back, a suspend killed mid-save leaves the VM running,
+ * a state that cannot be restored leaves the project suspended until
+ * `--discard-state`. One file, so that the suspended project is a clone of the
+ * warmed template rather than one more boot.
+ */
+import { randomBytes } from 'node:crypto';
+import { access, open, readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execa } from 'execa';
+import { CLI, goshipctl } from '../helpers/cli.ts';
+import { banner, freePort, httpGet, until } from '../helpers/net.ts';
+import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
+
+let env: ProjectEnv;
+const g = (args: string[], timeoutMs = 400_000) => goshipctl(args, env.env, { timeoutMs });
+const json = async <T>(args: string[]): Promise<T> => {
+  const r = await g([...args, '--json']);
+  if (r.code !== 0) throw new Error(`goshipctl ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+};
+
+interface TemplateJson {
+  name: string;
+  dir: string;
+  image: string;
+  cpus: number;
+  memoryBytes: number;
+  stateBytes: number;
+  sizeBytes: number;
+}
+interface CreatedJson {
+  name: string;
+  state: string;
+  from: 'template' | 'boot';
+  template?: string;
+  reason?: string;
+  boot: { steps: { step: string }[] };
+}
+
+async function guest(name: string, script: string): Promise<string[]> {
+  const r = await g(['vm', 'exec', name, '--', 'sh', '-c', script]);
+  expect(r.code).toBe(0);
+  return r.stdout.trim().split('\n');
+}
+
+let tpl: TemplateJson;
+
+beforeAll(async () => {
+  env = await projectEnv('et');
+  tpl = await json<TemplateJson>(['image', 'warm', '--memory', '768M']);
+}, 900_000);
+
+afterAll(async () => {
+  await env?.cleanupAll();
+}, 60_000);
+
+describe('a warmed template', { timeout: 600_000 }, () => {
+  it('is listed with its image, and its files are root-only where they must be', async () => {
+    expect([tpl.image, tpl.cpus, tpl.memoryBytes]).toEqual(['default', 1, 768 * 1024 * 1024]);
+    expect(tpl.name).toBe('default-1c-768m-10240m');
+    const info = await json<{ templates: TemplateJson[] }>(['image', 'info', 'default']);
+    expect(info.templates.map((t) => t.name)).toEqual([tpl.name]);
+    // The state is read by the monitor only; the disk is every clone's backing file, read-only to them.
+    expect(((await stat(join(tpl.dir, 'state'))).mode & 0o777).toString(8)).toBe('600');
+    expect(((await stat(join(tpl.dir, 'disk.qcow2'))).mode & 0o777).toString(8)).toBe('644');
+    // No VM is left of the warm.
+    expect(await json<unknown[]>(['vm', 'list'])).toEqual([]);
+  });
+
+  it('serves two clones, each its own machine, and a clone serves its forwarded port at once', async () => {
+    const port = await freePort();
+    const a = await json<CreatedJson>(['project', 'create', 'alpha', '--memory', '768M', '--port', `${port}:22`]);
+    const b = await json<CreatedJson>(['project', 'create', 'beta', '--memory', '768M']);
+    expect([a.from, a.template ?? a.reason, a.state, b.from, b.template ?? b.reason]).toEqual(['template', tpl.name, 'ready', 'template', tpl.name]);
+    expect(a.boot.steps.map((s) => s.step)).toEqual(['qemu', 'agent', 'identity', 'network', 'cloud-init']);
+    expect(await banner(port)).toBe('SSH-2.0');
+    const facts = 'hostname; cat /etc/machine-id; cat /etc/ssh/ssh_host_ed25519_key.pub | cut -d" " -f2; date +%s; head -c 16 /dev/urandom | od -An -tx1 | tr -d " "';
+    const [fa, fb] = await Promise.all([guest('alpha', facts), guest('beta', facts)]);
+    expect([fa[0], fb[0]]).toEqual(['alpha', 'beta']);
+    for (const i of [1, 2, 4]) expect(fa[i]).not.toBe(fb[i]);
+    // The clock came from the host, not from the template's save.
+    for (const f of [fa, fb]) expect(Math.abs(Number(f[3]) - Date.now() / 1000)).toBeLessThan(120);
+    expect(await guest('alpha', 'systemctl is-active network-online.target; cloud-init status')).toEqual(['active', 'status: done']);
+    // A clone reboots as any VM does: a fresh QEMU that boots from its disk.
+    await g(['project', 'stop', 'beta']);
+    const again = await json<{ state: string }>(['project', 'start', 'beta', '--wait', 'agent']);
+    expect(again.state).toBe('ready');
+    expect(await guest('beta', 'hostname')).toEqual(['beta']);
+  });
+
+  it('is not used with --cold', async () => {
+    const c = await json<CreatedJson>(['project', 'create', 'cold', '--memory', '768M', '--cold', '--wait', 'agent']);
+    expect([c.from, c.reason]).toEqual(['boot', '--cold']);
+    expect(c.boot.steps.map((s) => s.step)).toEqual(['qemu', 'agent']);
+  });
+
+  it('is not used once the image was built again, nor with a truncated state: the boot says why', async () => {
+    const record = join(tpl.dir, 'template.json');
+    const original = await readFile(record, 'utf8');
+    await writeFile(record, original.replace(/"imageKey": "[0-9a-f]+"/, `"imageKey": "${'0'.repeat(64)}"`));
+    const rebuilt = await json<CreatedJson>(['project', 'create', 'rebuilt', '--memory', '768M', '--wait', 'agent']);
+    expect(rebuilt.from).toBe('boot');
+    expect(rebuilt.reason).toMatch(new RegExp(`^template ${tpl.name} is not used: image default was built again since`));
+    await writeFile(record, original);
+
+    const state = join(tpl.dir, 'state');
+    const saved = await readFile(state);
+    await truncate(state, tpl.stateBytes - 4096);
+    const cut = await json<CreatedJson>(['project', 'create', 'cut', '--memory', '768M', '--wait', 'agent']);
+    expect(cut.from).toBe('boot');
+    expect(cut.reason).toMatch(/is not a saved VM state GoShip can restore: it is \d+ bytes long, not the \d+ bytes that were saved \(truncated\)$/);
+    await writeFile(state, saved, { mode: 0o600 });
+  });
+
+  it('whose state QEMU refuses is left for a boot, named in the output, and nothing of the failed restore stays', async () => {
+    const state = join(tpl.dir, 'state');
+    const saved = await readFile(state);
+    // Same size and header, garbage inside: only QEMU can tell.
+    const fh = await open(state, 'r+');
+    await fh.write(randomBytes(1024 * 1024), 0, 1024 * 1024, 64 * 1024);
+    await fh.close();
+    const r = await json<CreatedJson>(['project', 'create', 'refused', '--memory', '768M', '--wait', 'agent']);
+    expect([r.from, r.state]).toEqual(['boot', 'ready']);
+    expect(r.reason).toMatch(new RegExp(`^template ${tpl.name} could not be restored: restoring the VM's state from ${state}`));
+    // Booted: no identity step (cloud-init names it later in its boot), and it answers.
+    expect(r.boot.steps.map((s) => s.step)).toEqual(['qemu', 'agent']);
+    expect(await guest('refused', 'echo ok')).toEqual(['ok']);
+    const vms = await json<{ name: string; state: string }[]>(['vm', 'list']);
+    expect(vms.filter((v) => v.name === 'refused').map((v) => v.state)).toEqual(['ready']);
+    await writeFile(state, saved, { mode: 0o600 });
+  });
+});
+
+interface AppJson {
+  process: { pid: number | null } | null;
+}
+interface ProjectJson {
+  name: string;
+  state: string;
+  vm: { state: string; pid: number | null } | null;
+}
+
+describe('suspend and resume', { timeout: 600_000 }, () => {
+  let web: number;
+  const saved = () => join(env.layout.vmDir('napper'), 'saved.state');
+  const appPid = async () => (await json<AppJson>(['app', 'info', 'napper', 'web'])).process?.pid;
+  const state = async () => (await json<ProjectJson[]>(['project', 'list'])).find((p) => p.name === 'napper')?.state;
+  const serves = async () => (await until(`port ${web} answers`, async () => (await httpGet(web))?.status, 30_000)) === 200;
+
+  beforeAll(async () => {
+    // The clones above go: two cores run every idle guest under TCG.
+    for (const p of ['alpha', 'beta', 'cold', 'rebuilt', 'cut', 'refused']) await g(['project', 'delete', p, '--force']);
+    web = await freePort();
+    await json(['project', 'create', 'napper', '--memory', '768M']);
+    const r = await g(['app', 'deploy', 'napper', 'web', '--command', '--port', `${web}:8080`, '--', '/usr/bin/python3', '-m', 'http.server', '8080']);
+    expect(r.code, r.stderr).toBe(0);
+  }, 300_000);
+
+  it("brings back the app's process, the guest's memory and boot, serves again, and sets the clock", async () => {
+    const pid = await appPid();
+    expect(pid).toBeGreaterThan(1);
+    expect(await serves()).toBe(true);
+    const [bootId] = await guest('napper', 'cat /proc/sys/kernel/random/boot_id; echo kept > /dev/shm/mark');
+    const s = await json<ProjectJson & { saved: { bytes: number; file: string }; totalMs: number }>(['project', 'suspend', 'napper']);
+    expect([s.state, s.vm?.state, s.vm?.pid, s.saved.file]).toEqual(['suspended', 'suspended', null, saved()]);
+    // Root's alone, in the VM's directory, where its QEMU cannot create or rename.
+    const st = await stat(saved());
+    expect([st.size, (st.mode & 0o777).toString(8), st.uid]).toEqual([s.saved.bytes, '600', 0]);
+    expect(await state()).toBe('suspended');
+    const stop = await g(['project', 'stop', 'napper']);
+    expect([stop.code, stop.stderr]).toEqual([4, expect.stringMatching(/^goshipctl: error: project napper is suspended: no QEMU runs, and its memory is saved\nhint: resume it \(goshipctl project resume napper\)/)]);
+
+    const r = await json<ProjectJson & { resumed: boolean; boot: { steps: { step: string }[] } }>(['project', 'resume', 'napper']);
+    expect([r.state, r.resumed, r.boot.steps.map((x) => x.step)]).toEqual(['ready', true, ['qemu', 'agent', 'clock', 'network', 'cloud-init']]);
+    expect(await appPid()).toBe(pid);
+    expect(await serves()).toBe(true);
+    const [bootAfter, mark, now] = await guest('napper', 'cat /proc/sys/kernel/random/boot_id; cat /dev/shm/mark; date +%s');
+    expect([bootAfter, mark]).toEqual([bootId, 'kept']);
+    expect(Math.abs(Number(now) - Date.now() / 1000)).toBeLessThan(60);
+    // Spent: a second start must never restore a state the disk has moved on from.
+    await expect(access(saved())).rejects.toThrow(/ENOENT/);
+    const again = await g(['project', 'resume', 'napper']);
+    expect([again.code, again.stderr.split('\n')[0]]).toEqual([4, 'goshipctl: error: project napper is not suspended (state: ready)']);
+  });
+
+  it('killed with -9 in the middle of its save, leaves the VM running and its app untouched', async () => {
+    const pid = await appPid();
+    const child = execa(process.execPath, [CLI, 'project', 'suspend', 'napper'], { env: env.env, extendEnv: false, reject: false });
+    await until('the save has begun', async () => ((await stat(`${saved()}.partial`).catch(() => undefined))?.size ?? 0) > 4 * 1024 * 1024 || undefined, 60_000, 20);
+    child.kill('SIGKILL');
+    await child;
+    // The next command reconciles: the migration failed with its sender, QEMU runs the guest on, and nothing of the save stays.
+    expect(await state()).toBe('ready');
+    expect(await appPid()).toBe(pid);
+    expect(await serves()).toBe(true);
+    expect((await readdir(env.layout.vmDir('napper'))).filter((f) => f.startsWith('saved.state'))).toEqual([]);
+    expect(await guest('napper', 'echo alive')).toEqual(['alive']);
+  });
+
+  it('whose state cannot be restored stays suspended, says why, and boots from its disk with --discard-state', async () => {
+    const [bootId] = await guest('napper', 'cat /proc/sys/kernel/random/boot_id; echo on-disk > /var/tmp/mark; sync; echo in-memory > /dev/shm/mark');
+    await json(['project', 'suspend', 'napper']);
+    const whole = await readFile(saved());
+    await truncate(saved(), whole.length - 4096);
+    const cut = await g(['project', 'resume', 'napper']);
+    expect([cut.code, cut.stderr]).toEqual([1, expect.stringMatching(/^goshipctl: error: project napper stays suspended: .*saved\.state is not a saved VM state GoShip can restore: it is \d+ bytes long, not the \d+ bytes that were saved \(truncated\)\nhint: start it from its disk instead/)]);
+    expect(await state()).toBe('suspended');
+    // Same size and header, garbage inside: only QEMU can tell, and it exits.
+    await writeFile(saved(), whole, { mode: 0o600 });
+    const fh = await open(saved(), 'r+');
+    await fh.write(randomBytes(1024 * 1024), 0, 1024 * 1024, 64 * 1024);
+    await fh.close();
+    const refused = await g(['project', 'start', 'napper']);
+    expect([refused.code, refused.stderr]).toEqual([1, expect.stringMatching(/^goshipctl: error: project napper stays suspended: restoring the VM's state from .*saved\.state/)]);
+    expect(await state()).toBe('suspended');
+    expect((await stat(saved())).size).toBe(whole.length);
+
+    const fresh = await json<ProjectJson & { resumed: boolean }>(['project', 'start', 'napper', '--discard-state']);
+    expect([fresh.state, fresh.resumed]).toEqual(['ready', false]);
+    await expect(access(saved())).rejects.toThrow(/ENOENT/);
+    // A boot from the disk as it was at the suspend: what was written there stays, what was only in memory is gone.
+    const [bootAfter, disk, memory] = await guest('napper', 'cat /proc/sys/kernel/random/boot_id; cat /var/tmp/mark; cat /dev/shm/mark 2>/dev/null || echo gone');
+    expect([bootAfter === bootId, disk, memory]).toEqual([false, 'on-disk', 'gone']);
+  });
+});
