@@ -88,3 +88,16 @@ export function goshipctl(env, ...args) {
   if (r.status !== 0) throw new Error(`goshipctl ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
   return r.stdout;
 }
+
+/** goshipctl with --json as whole processes in `env`: `json` parses its output, `timed` also times it. */
+export function jsonCli(env) {
+  const cli = new URL('../bin/goshipctl.cjs', import.meta.url).pathname;
+  const json = (...args) => JSON.parse(goshipctl(env, ...args, '--json'));
+  const timed = (...args) => {
+    const t0 = now();
+    const r = spawnSync(process.execPath, [cli, ...args, '--json'], { env, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+    if (r.status !== 0) throw new Error(`goshipctl ${args.join(' ')}: ${r.stderr}`);
+    return { ms: now() - t0, out: JSON.parse(r.stdout) };
+  };
+  return { cli, json, timed };
+}

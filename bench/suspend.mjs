@@ -3,23 +3,18 @@
 //  - project create --cold → ready (network online, cloud-init done): the baseline;
 //  - project suspend of the settled project, serving an app (python3 http.server);
 //  - project resume → ready (clock set, network, cloud-init) and then → the
-//    app answers on its forwarded port again, against the cold create.
+//    app answers on its forwarded port again, against the cold create;
+//  - project snapshot create --memory of the settled project, and its restore
+//    → the app answers again.
 //
 //   npm run bench -- suspend [--runs 3]
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
-import { fmt, imageEnv, median, now, report } from './lib.mjs';
+import { fmt, imageEnv, jsonCli, median, now, report } from './lib.mjs';
 
 const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 3;
-const cli = new URL('../bin/goshipctl.cjs', import.meta.url).pathname;
 const t = await imageEnv('bs');
-const g = (...args) => JSON.parse(execFileSync(process.execPath, [cli, ...args, '--json'], { env: t.env, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 }));
-const timed = (...args) => {
-  const t0 = now();
-  const r = spawnSync(process.execPath, [cli, ...args, '--json'], { env: t.env, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`goshipctl ${args.join(' ')}: ${r.stderr}`);
-  return { ms: now() - t0, out: JSON.parse(r.stdout) };
-};
+const { cli, json: g, timed } = jsonCli(t.env);
 const freePort = () =>
   new Promise((resolve) => {
     const s = createServer().listen(0, '127.0.0.1', () => {
@@ -60,12 +55,25 @@ try {
     if (after !== pid) throw new Error(`the app's process changed across the resume (${pid} → ${after})`);
     await new Promise((res) => setTimeout(res, 10_000));
   }
+  const snap = [];
+  const back = [];
+  for (let i = 0; i < runs; i++) {
+    snap.push(timed('project', 'snapshot', 'create', 'nap', `s${i}`, '--memory').ms);
+    await new Promise((res) => setTimeout(res, 5_000));
+    const t0 = now();
+    timed('project', 'snapshot', 'restore', 'nap', `s${i}`);
+    while (!(await answers(port))) await new Promise((res) => setTimeout(res, 20));
+    back.push(now() - t0);
+    await new Promise((res) => setTimeout(res, 10_000));
+  }
   console.log(`Suspend and resume, Debian image under TCG, 1 vCPU, 1 GiB, an app serving; median of ${runs} runs`);
   console.log(`project suspend: ${fmt(median(suspend))} (state ${(bytes / 1048576).toFixed(0)} MiB)`);
   report([
     { what: 'project resume → ready vs create --cold → ready', goship: median(resume), baseline: cold.ms },
     { what: 'project resume → app serving vs create --cold → ready', goship: median(serving), baseline: cold.ms, target: '≤ 0.2×' },
   ]);
+  console.log(`project snapshot create --memory: ${fmt(median(snap))}; snapshot restore → app serving: ${fmt(median(back))}`);
+  console.log(`runs: snapshot ${snap.map(fmt).join(', ')}; restore → serving ${back.map(fmt).join(', ')}`);
   console.log(`runs: suspend ${suspend.map(fmt).join(', ')}; resume ${resume.map(fmt).join(', ')}; serving ${serving.map(fmt).join(', ')}; cold create ${fmt(cold.ms)}`);
 } finally {
   spawnSync(process.execPath, [cli, 'project', 'delete', 'nap', '--force'], { env: t.env });

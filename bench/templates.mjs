@@ -7,20 +7,13 @@
 //    their QEMUs, /proc/PID/smaps_rollup).
 //
 //   npm run bench -- templates [--runs 3]
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { fmt, imageEnv, median, now, report } from './lib.mjs';
+import { fmt, imageEnv, jsonCli, median, report } from './lib.mjs';
 
 const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 3;
-const cli = new URL('../bin/goshipctl.cjs', import.meta.url).pathname;
 const t = await imageEnv('bt');
-const g = (...args) => JSON.parse(execFileSync(process.execPath, [cli, ...args, '--json'], { env: t.env, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 }));
-const timed = (...args) => {
-  const t0 = now();
-  const r = spawnSync(process.execPath, [cli, ...args, '--json'], { env: t.env, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`goshipctl ${args.join(' ')}: ${r.stderr}`);
-  return { ms: now() - t0, out: JSON.parse(r.stdout) };
-};
+const { cli, json: g, timed } = jsonCli(t.env);
 const pss = (pid) => Number(/^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))[1]) * 1024;
 
 try {

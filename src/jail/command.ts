@@ -53,13 +53,16 @@ export interface JailCommand {
   cgroupProcs?: readonly string[];
 }
 
+/** Pure: the words that run the next ones as the VM's identity (none: as GoShip's own user), keeping `groups` only. */
+export function asIdentity(identity: Identity | undefined, groups: readonly number[] = []): string[] {
+  return identity
+    ? [SETPRIV, `--reuid=${identity.uid}`, `--regid=${identity.gid}`, groups.length > 0 ? `--groups=${groups.join(',')}` : '--clear-groups', '--no-new-privs', '--']
+    : [];
+}
+
 /** Pure: the words that start QEMU in its jail. */
 export function jailedCommand(c: JailCommand): string[] {
-  const groups = c.groups ?? [];
-  const asIdentity = c.identity
-    ? [SETPRIV, `--reuid=${c.identity.uid}`, `--regid=${c.identity.gid}`, groups.length > 0 ? `--groups=${groups.join(',')}` : '--clear-groups', '--no-new-privs', '--']
-    : [];
-  return [SH, '-c', JAIL_SCRIPT, 'goship-jail', ...(c.cgroupProcs ?? []), '--', ENV, '-i', ...QEMU_ENV, SETSID, '--', ...asIdentity, ...c.qemuArgv];
+  return [SH, '-c', JAIL_SCRIPT, 'goship-jail', ...(c.cgroupProcs ?? []), '--', ENV, '-i', ...QEMU_ENV, SETSID, '--', ...asIdentity(c.identity, c.groups), ...c.qemuArgv];
 }
 
 /** Pure: the supplementary groups a VM's QEMU keeps: the group of /dev/kvm when it runs under KVM, none under TCG. */

@@ -6,7 +6,7 @@
  * thin effects around them (files.ts, cgroup-io.ts, registry.ts).
  */
 export { JailError } from './errors.ts';
-export { jailedCommand, qemuGroups, JAIL_SCRIPT, QEMU_ENV, SH, ENV, SETSID, SETPRIV, type JailCommand } from './command.ts';
+export { asIdentity, jailedCommand, qemuGroups, JAIL_SCRIPT, QEMU_ENV, SH, ENV, SETSID, SETPRIV, type JailCommand } from './command.ts';
 export { JAIL_ID_BASE, JAIL_ID_COUNT, candidateIds, systemIds, type Identity } from './identity.ts';
 export { allocateIdentity, releaseIdentity, ID_REGISTRY, RECLAIM_AFTER_MS, type IdOwner } from './registry.ts';
 export {

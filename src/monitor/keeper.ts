@@ -188,7 +188,7 @@ export class Monitor {
           if (phase.name === 'adopting') await this.#adopt();
           else {
             this.#ownsFiles = true;
-            await this.#start(phase.cause === 'first' ? this.#launch.restore : undefined);
+            await this.#start(phase.cause === 'first' ? this.#launch : {});
             if (phase.cause !== 'first') this.#stopIfAsked();
           }
           return { what: 'started' };
@@ -246,15 +246,15 @@ export class Monitor {
 
   // ------------------------------------------------------------ start and adopt
 
-  /** Starts a QEMU, paused, and runs it: booting, or on `restore`, the saved state loaded first. */
-  async #start(restore?: Launch['restore']): Promise<void> {
+  /** Starts a QEMU, paused, and runs it: booting, or on `restore`, the saved state loaded first, or on `loadvm`, the disk's snapshot. */
+  async #start({ restore, loadvm }: Pick<Launch, 'restore' | 'loadvm'>): Promise<void> {
     const { paths } = this.#vm;
     const runDir = this.#o.layout.vmRunDir(this.#vm.id);
     await mkdir(runDir, { recursive: true, mode: 0o700 });
     const binary = this.#launch.argv[0];
     let q: QemuChild;
     try {
-      const exec = restore ? [...this.#launch.exec, '-incoming', 'defer'] : this.#launch.exec;
+      const exec = restore ? [...this.#launch.exec, '-incoming', 'defer'] : loadvm ? [...this.#launch.exec, '-loadvm', loadvm] : this.#launch.exec;
       q = spawnQemu({ exec, log: prepareQemuRun(this.#o.layout, this.#vm.id) });
       await q.spawned;
     } catch (err) {

@@ -34,6 +34,8 @@ export const LaunchSchema = v.object({
       consume: v.optional(v.literal(true)),
     }),
   ),
+  /** Start the first QEMU on this internal snapshot of its disk, memory included (`-loadvm TAG`): a snapshot restored. A reboot or a restart boots as usual. */
+  loadvm: v.optional(v.pipe(v.string(), v.regex(/^[a-z0-9][a-z0-9-]{0,62}$/))),
   /** The VM's identity (GoShip runs as root) and its cgroup's directories: the monitor reads the memory cgroup's OOM kills and removes the cgroup at the end. */
   jail: v.optional(
     v.object({

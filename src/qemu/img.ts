@@ -4,14 +4,17 @@
  */
 import { access, constants, rm } from 'node:fs/promises';
 import { QemuError } from './errors.ts';
+import { qemuOpts } from './opts.ts';
 import { type ImageLayer, parseImageChain } from './img-info.ts';
 
 export const QEMU_IMG = 'qemu-img';
 
-async function runImg(args: string[]): Promise<string> {
+/** Runs qemu-img; `as`: the words that run it as another identity (`setpriv … --`), before it. */
+async function runImg(args: string[], as: readonly string[] = []): Promise<string> {
   try {
     const { execa } = await import('execa');
-    const r = await execa(QEMU_IMG, args, { stripFinalNewline: true });
+    const argv = [...as, QEMU_IMG, ...args];
+    const r = await execa(argv[0]!, argv.slice(1), { stripFinalNewline: true });
     return r.stdout;
   } catch (cause) {
     const e = cause as { code?: string; stderr?: string; shortMessage?: string };
@@ -73,4 +76,24 @@ export async function createOverlay(opts: OverlayOptions): Promise<ImageLayer[]>
     await rm(opts.path, { force: true });
     throw e;
   }
+}
+
+/** What `qemu-img snapshot` does to an image's internal snapshots. */
+export type ImageSnapshotOp = 'create' | 'apply' | 'delete';
+
+/**
+ * Pure: the words of `qemu-img snapshot` for `op` on internal snapshot `tag`
+ * of the qcow2 `file`. Its format is given, never probed: `snapshot` has no
+ * `-f`, so the image is named by options (`--image-opts`, a comma doubled).
+ */
+export function imageSnapshotArgs(op: ImageSnapshotOp, tag: string, file: string): string[] {
+  return ['snapshot', '--image-opts', op === 'create' ? '-c' : op === 'apply' ? '-a' : '-d', tag, qemuOpts(undefined, { driver: 'qcow2', 'file.filename': file })];
+}
+
+/**
+ * Creates, applies (the image's content becomes the snapshot's) or deletes an
+ * internal snapshot of a qcow2 no QEMU has open; `as`: run as that identity.
+ */
+export async function imageSnapshot(op: ImageSnapshotOp, tag: string, file: string, as: readonly string[] = []): Promise<void> {
+  await runImg(imageSnapshotArgs(op, tag, file), as);
 }

@@ -10,6 +10,7 @@ import type {
   QmpBlockInfo,
   QmpChardevInfo,
   QmpCpuInfoFast,
+  QmpJobInfo,
   QmpMigrationInfo,
   QmpStatusInfo,
   QmpVersionInfo,
@@ -165,6 +166,36 @@ export class QmpClient extends QmpProtocol {
       if (err instanceof QmpClosedError && !err.byClient && err.command === 'quit') return;
       throw err;
     }
+  }
+
+  /**
+   * `snapshot-save` (QEMU ≥ 6.0): a job that writes an internal snapshot `tag`
+   * of each node in `devices` and the VM's memory and devices into `vmstate`
+   * (one of them). The guest is paused while it runs. Wait for the job with
+   * `queryJobs` and dismiss it.
+   */
+  async snapshotSave(args: { jobId: string; tag: string; vmstate: string; devices: string[] }, options: CallOptions = {}): Promise<void> {
+    await this.execute('snapshot-save', { 'job-id': args.jobId, tag: args.tag, vmstate: args.vmstate, devices: args.devices }, callOptions(options));
+  }
+
+  /** `blockdev-snapshot-internal-sync`: an internal (qcow2) snapshot `name` of node `node`, the disk alone, taken while the guest runs. */
+  async blockdevSnapshotInternal(node: string, name: string, options: CallOptions = {}): Promise<void> {
+    await this.execute('blockdev-snapshot-internal-sync', { device: node, name }, callOptions(options));
+  }
+
+  /** `blockdev-snapshot-delete-internal-sync`: removes internal snapshot `name` of node `node`; the others stay whole. */
+  async blockdevSnapshotDeleteInternal(node: string, name: string, options: CallOptions = {}): Promise<void> {
+    await this.execute('blockdev-snapshot-delete-internal-sync', { device: node, name }, callOptions(options));
+  }
+
+  /** `query-jobs`: every job, with its status and, once concluded, its error. */
+  queryJobs(options: CallOptions = {}): Promise<QmpJobInfo[]> {
+    return this.execute<QmpJobInfo[]>('query-jobs', undefined, callOptions(options));
+  }
+
+  /** `job-dismiss`: forgets a concluded job. */
+  async jobDismiss(id: string, options: CallOptions = {}): Promise<void> {
+    await this.execute('job-dismiss', { id }, callOptions(options));
   }
 
   /** `query-block`. */

@@ -59,5 +59,6 @@ export type {
   QmpChardevInfo,
   QmpCpuInfoFast,
   QmpMigrationInfo,
+  QmpJobInfo,
   QmpMigrationStatus,
 } from './types.ts';

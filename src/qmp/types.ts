@@ -102,6 +102,18 @@ export type QmpMigrationStatus =
   | 'device'
   | 'wait-unplug';
 
+/** A job of `query-jobs` (QAPI JobInfo). */
+export interface QmpJobInfo {
+  id: string;
+  type: string;
+  /** `created`, `running`, …, `concluded` (done, well or not), `null`. */
+  status: string;
+  'current-progress': number;
+  'total-progress': number;
+  /** Set once a job concluded with a failure. */
+  error?: string;
+}
+
 /** What GoShip reads of `query-migrate` (QAPI MigrationInfo). */
 export interface QmpMigrationInfo {
   status?: QmpMigrationStatus;

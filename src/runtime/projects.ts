@@ -20,6 +20,7 @@ import {
   type Store,
   type Vm,
   type VmSaved,
+  type VmSnapshot,
   LOCAL_NODE,
   assertNameFree,
   findRecord,
@@ -34,6 +35,7 @@ import { within } from '../jail/index.ts';
 import { IMAGE_HOSTNAME, giveIdentity, listTemplates, saveTemplate, usableTemplate, type TemplateInfo } from './templates.ts';
 import { trace } from './trace.ts';
 import { setGuestClock } from './saved-state.ts';
+import { VmSnapshots } from './snapshots.ts';
 import { VmStateError } from '../vmstate/index.ts';
 import { PortTakenError, busyError, stateError } from './errors.ts';
 import { LIVE_STATES, opAbandoned, type CreateVmOptions, type StopVmResult, type VmService } from './vms.ts';
@@ -420,16 +422,18 @@ export class ProjectService {
   private async bootUp(
     vmId: string,
     began: number,
-    o: StartProjectOptions,
+    o: StartProjectOptions & { loadvm?: string },
     clone?: { template: TemplateInfo; hostname: string; sshKeys: readonly string[] },
   ): Promise<BootReport> {
     const wait = o.wait ?? 'boot';
     const deadline = began + (o.timeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
     const track = bootTrack(began, o.onProgress);
-    const resuming = !o.discardState && (await this.ctx.vms.get(vmId)).saved !== undefined;
+    // A guest that goes on from a saved moment (a suspend, a snapshot with memory): its clock is set after.
+    const resuming = o.loadvm !== undefined || (!o.discardState && (await this.ctx.vms.get(vmId)).saved !== undefined);
     await this.ctx.vms.start(vmId, {
       ...(clone ? { restore: { state: clone.template.state, bytes: clone.template.stateBytes, argvShape: clone.template.argvShape } } : {}),
       ...(o.discardState ? { discardSaved: true } : {}),
+      ...(o.loadvm !== undefined ? { loadvm: o.loadvm } : {}),
       waitAgent: true,
       agentTimeoutMs: Math.max(1000, deadline - Date.now()),
       onAgentProgress: (p) => {
@@ -509,6 +513,39 @@ export class ProjectService {
     }
     const vm = await this.ctx.vms.suspend(p.vmId);
     return { ...(await this.settle(name, 'suspended')), saved: vm.saved, totalMs: Date.now() - began };
+  }
+
+  /** Takes snapshot `tag` of the project's disk (while it runs, `memory`: with its memory and devices). */
+  async snapshotCreate(name: string, tag: string, o: { memory?: boolean } = {}): Promise<VmSnapshot> {
+    const p = await this.ownVm(name);
+    return this.snapshots.create(p.vmId, tag, { memory: Boolean(o.memory) });
+  }
+
+  async snapshotList(name: string): Promise<VmSnapshot[]> {
+    const p = await this.ownVm(name);
+    return this.snapshots.list(p.vmId);
+  }
+
+  async snapshotDelete(name: string, tag: string): Promise<void> {
+    const p = await this.ownVm(name);
+    await this.snapshots.delete(p.vmId, tag);
+  }
+
+  /**
+   * Brings the project back to snapshot `tag`: with memory, its VM starts on
+   * it (processes as they were, the clock set after); a disk snapshot is
+   * applied to the stopped disk and the VM boots. What ran is dropped.
+   */
+  async snapshotRestore(name: string, tag: string, opts: StartProjectOptions = {}): Promise<ProjectView & { boot: BootReport; snapshot: VmSnapshot }> {
+    const began = Date.now();
+    const p = await this.ownVm(name);
+    const snapshot = await this.snapshots.prepareRestore(p.vmId, tag);
+    const boot = await this.bootUp(p.vmId, began, { ...opts, discardState: true, ...(snapshot.memory ? { loadvm: tag } : {}) });
+    return { ...(await this.settle(name, 'ready')), boot, snapshot };
+  }
+
+  private get snapshots(): VmSnapshots {
+    return new VmSnapshots({ store: this.ctx.store, layout: this.ctx.layout, vms: this.ctx.vms, now: this.ctx.now });
   }
 
   async stop(name: string, opts: { force?: boolean; timeouts?: Partial<StopTimeouts> } = {}): Promise<ProjectView & { stop: StopVmResult }> {

@@ -83,6 +83,8 @@ export interface StartVmOptions {
    * after a power cut.
    */
   discardSaved?: boolean;
+  /** Start on this internal snapshot of the VM's disk, memory included (`-loadvm`); a saved state is removed, as with `discardSaved`. */
+  loadvm?: string;
   /** Wait for the guest agent's hello before returning (`ready`). */
   waitAgent?: boolean;
   agentTimeoutMs?: number;
@@ -444,11 +446,11 @@ export class VmService {
       rec.state = 'starting';
       rec.op = this.op('start');
       const was = structuredClone(rec);
-      if (opts.discardSaved) delete rec.saved;
+      if (opts.discardSaved || opts.loadvm) delete rec.saved;
       return was;
     });
     trace(`vm ${name}: recorded starting`);
-    if (opts.discardSaved && vm.saved) {
+    if ((opts.discardSaved || opts.loadvm) && vm.saved) {
       await rm(vm.saved.file, { force: true });
       delete vm.saved;
     }
@@ -490,6 +492,7 @@ export class VmService {
         console: config.console,
         jail: { ...(jail.uid !== undefined ? { uid: jail.uid } : {}), ...(jail.cgroup ? { cgroup: { version: jail.cgroup.version, vmDirs: jail.cgroup.vmDirs, memoryBytes: jail.cgroup.memoryBytes } } : {}) },
         ...(restore ? { restore: { state: restore.state, bytes: restore.bytes, ...('consume' in restore ? { consume: true } : {}) } } : {}),
+        ...(opts.loadvm ? { loadvm: opts.loadvm } : {}),
       };
       await writeLaunch(vm.paths.dir, launch);
       trace(`vm ${name}: launch written`);

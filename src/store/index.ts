@@ -42,6 +42,7 @@ export type {
   VmState,
   VmEnd,
   VmSaved,
+  VmSnapshot,
   EndKind,
   StopStepName,
   VmMonitor,

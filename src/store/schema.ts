@@ -122,6 +122,7 @@ const VmSchema = v.looseObject({
     }),
   ),
   saved: v.optional(v.looseObject({ file: v.string(), bytes: v.pipe(v.number(), v.integer(), v.minValue(1)), at: timestamp, argvShape: v.array(v.string()) })),
+  snapshots: v.optional(v.record(v.string(), v.looseObject({ tag: name, createdAt: timestamp, memory: v.boolean(), ms: v.number() }))),
 });
 
 const ImageSchema = v.looseObject({

@@ -87,8 +87,8 @@ export interface PendingOp {
   startedAt: Timestamp;
 }
 
-/** What a goshipctl can be doing to a record. `suspend` and `resume` are a project's (its VM's state saved, restored). */
-export const OP_KINDS = ['create', 'start', 'stop', 'delete', 'suspend', 'resume'] as const;
+/** What a goshipctl can be doing to a record: `suspend` saves a VM's state, `snapshot` takes, applies or deletes a snapshot of its disk. */
+export const OP_KINDS = ['create', 'start', 'stop', 'delete', 'suspend', 'snapshot'] as const;
 
 /** `crashed`: its VM crashed (reconcile follows the VM; `lastError` says how and what to run); `suspended`: its VM's memory and devices are saved, and its next start restores them. */
 export const PROJECT_STATES = ['creating', 'ready', 'stopped', 'suspended', 'crashed', 'deleting', 'broken'] as const;
@@ -236,6 +236,17 @@ export interface Vm {
   jail?: VmJail;
   /** Its memory and devices, saved by a suspend while its disk stood still: the next start restores them, once. */
   saved?: VmSaved;
+  /** Internal snapshots of its disk (qcow2), by tag, as GoShip took them. */
+  snapshots?: Record<string, VmSnapshot>;
+}
+
+/** An internal snapshot of a VM's disk (`project snapshot create`), with the guest's memory and devices when `memory`. */
+export interface VmSnapshot {
+  tag: string;
+  createdAt: Timestamp;
+  memory: boolean;
+  /** How long taking it took. */
+  ms: number;
 }
 
 /** A VM's saved state (`project suspend`): QEMU's migration stream in `file`, root's, 0600, in the VM's directory. */

@@ -6,7 +6,8 @@
  * each a boot that says why. Suspend and resume: an app's process and the
  * guest's memory come back, a suspend killed mid-save leaves the VM running,
  * a state that cannot be restored leaves the project suspended until
- * `--discard-state`. One file, so that the suspended project is a clone of the
+ * `--discard-state`. Snapshots: of the disk and with memory, taken live and
+ * stopped, restored, one deleted between others. One file, so that the suspended project is a clone of the
  * warmed template rather than one more boot.
  */
 import { randomBytes } from 'node:crypto';
@@ -228,5 +229,76 @@ describe('suspend and resume', { timeout: 600_000 }, () => {
     // A boot from the disk as it was at the suspend: what was written there stays, what was only in memory is gone.
     const [bootAfter, disk, memory] = await guest('napper', 'cat /proc/sys/kernel/random/boot_id; cat /var/tmp/mark; cat /dev/shm/mark 2>/dev/null || echo gone');
     expect([bootAfter === bootId, disk, memory]).toEqual([false, 'on-disk', 'gone']);
+  });
+});
+
+interface SnapshotJson {
+  tag: string;
+  memory: boolean;
+}
+
+describe('snapshots', { timeout: 600_000 }, () => {
+  const facts = async () => {
+    const [value, bootId, sleeper] = await guest('napper', `cat /var/tmp/v; cat /proc/sys/kernel/random/boot_id; kill -0 "$(cat /var/tmp/sleeper)" 2>/dev/null && echo alive || echo gone`);
+    return { value, bootId, sleeper };
+  };
+  const write = (v: string) => guest('napper', `echo ${v} > /var/tmp/v; sync`);
+  const tags = async () => (await json<SnapshotJson[]>(['project', 'snapshot', 'list', 'napper'])).map((x) => `${x.tag}${x.memory ? '+memory' : ''}`);
+
+  it('with memory bring back processes, of the disk alone its files; deleting one keeps the others restorable', async () => {
+    await guest('napper', 'setsid sleep 7777 </dev/null >/dev/null 2>&1 & echo $! > /var/tmp/sleeper; echo 1 > /var/tmp/v; sync');
+    const at1 = await facts();
+    expect([at1.value, at1.sleeper]).toEqual(['1', 'alive']);
+    expect((await json<SnapshotJson>(['project', 'snapshot', 'create', 'napper', 'one', '--memory'])).memory).toBe(true);
+    await write('2');
+    await guest('napper', 'kill "$(cat /var/tmp/sleeper)"');
+    await json(['project', 'snapshot', 'create', 'napper', 'two']);
+    await write('3');
+    await json(['project', 'snapshot', 'create', 'napper', 'three', '--memory']);
+    expect(await tags()).toEqual(['one+memory', 'two', 'three+memory']);
+    const again = await g(['project', 'snapshot', 'create', 'napper', 'one']);
+    expect([again.code, again.stderr.split('\n')[0]]).toEqual([4, 'goshipctl: error: VM napper has a snapshot one already']);
+
+    // The middle one goes; the others are whole.
+    await json(['project', 'snapshot', 'delete', 'napper', 'two']);
+    expect(await tags()).toEqual(['one+memory', 'three+memory']);
+    const r1 = await json<{ state: string; boot: { steps: { step: string }[] } }>(['project', 'snapshot', 'restore', 'napper', 'one']);
+    expect([r1.state, r1.boot.steps.map((x) => x.step)]).toEqual(['ready', ['qemu', 'agent', 'clock', 'network', 'cloud-init']]);
+    expect(await facts()).toEqual(at1);
+    await json(['project', 'snapshot', 'restore', 'napper', 'three']);
+    expect(await facts()).toEqual({ value: '3', bootId: at1.bootId, sleeper: 'gone' });
+
+    // A disk snapshot restored: its files, and a boot.
+    await write('4');
+    await json(['project', 'snapshot', 'create', 'napper', 'four']);
+    await write('5');
+    const r4 = await json<{ state: string; boot: { steps: { step: string }[] } }>(['project', 'snapshot', 'restore', 'napper', 'four', '--wait', 'agent']);
+    expect([r4.state, r4.boot.steps.map((x) => x.step)]).toEqual(['ready', ['qemu', 'agent']]);
+    const at4 = await facts();
+    expect([at4.value, at4.bootId === at1.bootId, at4.sleeper]).toEqual(['4', false, 'gone']);
+  });
+
+  it('of a stopped project are of its disk alone, taken and deleted by qemu-img as the VM\'s identity; bad tags are refused', async () => {
+    await g(['project', 'stop', 'napper', '--force']);
+    await json(['project', 'snapshot', 'create', 'napper', 'cold']);
+    const mem = await g(['project', 'snapshot', 'create', 'napper', 'warm', '--memory']);
+    expect([mem.code, mem.stderr.split('\n')[0]]).toEqual([4, 'goshipctl: error: VM napper is stopped: a snapshot with its memory needs it running']);
+    expect(await tags()).toEqual(['one+memory', 'three+memory', 'four', 'cold']);
+    await json(['project', 'snapshot', 'delete', 'napper', 'cold']);
+    for (const [args, code, first] of [
+      [['project', 'snapshot', 'restore', 'napper', 'nosuch'], 3, 'goshipctl: error: VM napper has no snapshot nosuch'],
+      [['project', 'snapshot', 'create', 'napper', '../x'], 2, 'goshipctl: error: invalid snapshot tag: tag: expected 1-63 lowercase letters, digits or "-", not starting with "-" (it is used in file names), got "../x"'],
+    ] as const) {
+      const r = await g([...args]);
+      expect([r.code, r.stderr.split('\n')[0]]).toEqual([code, first]);
+    }
+    // The overlay is still the VM's own, and what qemu-img left in it is what GoShip recorded.
+    const overlay = join(env.layout.vmDir('napper'), 'disk.qcow2');
+    expect((await stat(overlay)).uid).toBe((await stat(env.layout.vmDir('napper'))).gid);
+    const listed = await execa('qemu-img', ['snapshot', '-l', '-U', overlay]);
+    expect(listed.stdout.split('\n').slice(2).map((l) => l.trim().split(/\s+/)[1])).toEqual(['one', 'three', 'four']);
+    // From stopped, a snapshot with memory starts the VM on it.
+    await json(['project', 'snapshot', 'restore', 'napper', 'three', '--wait', 'agent']);
+    expect((await facts()).value).toBe('3');
   });
 });

@@ -287,6 +287,50 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
     });
 
   cli
+    .command('snapshot <action> <name> [tag]', 'snapshots of the disk, with --memory its running processes too: snapshot create NAME TAG [--memory], list NAME, restore NAME TAG, delete NAME TAG')
+    .option('--memory', 'create: with the running guest\'s memory and devices (restore brings its processes back)')
+    .option('--wait <what>', 'restore: boot (default) or agent, as project start')
+    .option('--timeout <seconds>', 'restore: how long to wait for it to be ready (default 300)')
+    .example('goshipctl project snapshot create web before-upgrade --memory')
+    .example('goshipctl project snapshot restore web before-upgrade')
+    .action(async (action: string, name: string, rawTag: string | number | undefined, o: { memory?: boolean }) => {
+      const rt = await ctx.runtime();
+      const tag = rawTag === undefined ? undefined : rawPositional(rawTag);
+      const needTag = (): string => {
+        if (tag === undefined) throw new GoshipError('EUSAGE', `project snapshot ${action}: no tag given`, { hint: `goshipctl project snapshot ${action} NAME TAG` });
+        return tag;
+      };
+      if (action === 'list') {
+        const list = await rt.projects.snapshotList(name);
+        ctx.out.result(list, () =>
+          list.length === 0 ? `project ${name} has no snapshots` : table(['TAG', 'MEMORY', 'CREATED', 'TOOK'], list.map((x) => [x.tag, x.memory ? 'yes' : 'no', x.createdAt, `${(x.ms / 1000).toFixed(1)} s`])),
+        );
+      } else if (action === 'create') {
+        const snap = await rt.projects.snapshotCreate(name, needTag(), { memory: Boolean(o.memory) });
+        ctx.out.result(snap, () => `project ${name}: snapshot ${snap.tag} taken in ${(snap.ms / 1000).toFixed(1)} s (${snap.memory ? 'disk, memory and devices' : 'disk'})`);
+      } else if (action === 'delete') {
+        await rt.projects.snapshotDelete(name, needTag());
+        ctx.out.result({ name, tag, deleted: true }, () => `project ${name}: snapshot ${tag} deleted`);
+      } else if (action === 'restore') {
+        const timeoutMs = secondsOption(a, 'timeout');
+        const wait = waitOption(a);
+        const p = bootProgress(ctx, name, rt.layout.vmFile(name, 'consoleLog'));
+        try {
+          const view = await rt.projects.snapshotRestore(name, needTag(), { ...(timeoutMs !== undefined ? { timeoutMs } : {}), ...(wait ? { wait } : {}), onProgress: p.onProgress });
+          p.done();
+          ctx.out.result({ ...projectJson(view), snapshot: view.snapshot, boot: view.boot }, () =>
+            readyText(name, view, view.boot).replace(' is ready in ', ` is back at snapshot ${view.snapshot.tag} (${view.snapshot.memory ? 'its memory restored' : 'booted from its disk'}) and ready in `),
+          );
+        } catch (err) {
+          p.done();
+          throw err;
+        }
+      } else {
+        throw new GoshipError('EUSAGE', `project snapshot: unknown action ${JSON.stringify(action)}`, { hint: 'goshipctl project snapshot create|list|restore|delete NAME [TAG]' });
+      }
+    });
+
+  cli
     .command('port <action> <name> [port]', 'live port forwards: port add NAME [udp:]HOST:GUEST, port remove NAME [udp:]HOST, port list NAME')
     .example('goshipctl project port add web 8080:80')
     .example('goshipctl project port remove web 8080')

@@ -28,10 +28,15 @@ export function validate(part: DiskDevice, ctx: ValidateContext): Issue[] {
   return issues.length > 0 ? issues : fileExists(part.path, at, ctx.exists);
 }
 
+/** The node of a disk's format layer (qcow2, raw): what QMP's block commands name. */
+export function formatNode(diskId: string): string {
+  return `${diskId}-format`;
+}
+
 export function toArgs(part: DiskDevice, _ctx: DeviceContext): string[] {
   const mode = CACHE_MODES[part.cache];
   const file = `${part.id}-file`;
-  const format = `${part.id}-format`;
+  const format = formatNode(part.id);
   const common = {
     'read-only': part.readOnly,
     'cache.direct': mode.direct,

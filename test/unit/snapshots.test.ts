@@ -1,0 +1,33 @@
+/** Snapshots' pure parts: tags, the order of the list, qemu-img's words, and running them as the VM's identity. */
+import { describe, expect, it } from 'vitest';
+import { asIdentity } from '../../src/jail/index.ts';
+import { imageSnapshotArgs } from '../../src/qemu/index.ts';
+import { SNAPSHOT_NODE, snapshotList, snapshotTagIssue } from '../../src/runtime/snapshots.ts';
+
+describe('snapshots', () => {
+  it('take tags that are names, nothing a path or an option could make of them', () => {
+    for (const ok of ['one', 'before-upgrade', '2026-12-07', 'a'.repeat(63)]) expect(snapshotTagIssue(ok)).toBeUndefined();
+    for (const bad of ['', '-x', '../x', 'a,b', 'Upper', 'a b', 'a'.repeat(64), 7]) {
+      expect(snapshotTagIssue(bad)).toBe(`expected 1-63 lowercase letters, digits or "-", not starting with "-" (it is used in file names), got ${JSON.stringify(bad)}`);
+    }
+  });
+
+  it('are listed oldest first, a tie broken by tag', () => {
+    const at = (s: number) => `2026-12-07T00:00:0${s}.000Z`;
+    const snapshots = { b: { tag: 'b', createdAt: at(2), memory: false, ms: 1 }, c: { tag: 'c', createdAt: at(1), memory: true, ms: 1 }, a: { tag: 'a', createdAt: at(2), memory: false, ms: 1 } };
+    expect(snapshotList({ snapshots }).map((s) => s.tag)).toEqual(['c', 'a', 'b']);
+    expect(snapshotList({})).toEqual([]);
+  });
+
+  it('are the overlay\'s own, named by its format node, and qemu-img gets the format from options, a comma doubled', () => {
+    expect(SNAPSHOT_NODE).toBe('disk0-format');
+    expect(imageSnapshotArgs('create', 'one', '/h/vms/web/disk.qcow2')).toEqual(['snapshot', '--image-opts', '-c', 'one', 'driver=qcow2,file.filename=/h/vms/web/disk.qcow2']);
+    expect(imageSnapshotArgs('apply', 'one', '/h/a,b/disk.qcow2')).toEqual(['snapshot', '--image-opts', '-a', 'one', 'driver=qcow2,file.filename=/h/a,,b/disk.qcow2']);
+    expect(imageSnapshotArgs('delete', 'one', '/d.qcow2')[2]).toBe('-d');
+  });
+
+  it('run qemu-img as the VM\'s identity with no group kept, or as GoShip\'s user', () => {
+    expect(asIdentity({ uid: 1879048194, gid: 1879048194 })).toEqual(['/usr/bin/setpriv', '--reuid=1879048194', '--regid=1879048194', '--clear-groups', '--no-new-privs', '--']);
+    expect(asIdentity(undefined)).toEqual([]);
+  });
+});
