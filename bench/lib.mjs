@@ -92,10 +92,12 @@ export function goshipctl(env, ...args) {
 /** goshipctl with --json as whole processes in `env`: `json` parses its output, `timed` also times it. */
 export function jsonCli(env) {
   const cli = new URL('../bin/goshipctl.cjs', import.meta.url).pathname;
-  const json = (...args) => JSON.parse(goshipctl(env, ...args, '--json'));
+  // --json before a `--`: what follows it is the guest's command.
+  const withJson = (args) => (args.includes('--') ? [...args.slice(0, args.indexOf('--')), '--json', ...args.slice(args.indexOf('--'))] : [...args, '--json']);
+  const json = (...args) => JSON.parse(goshipctl(env, ...withJson(args)));
   const timed = (...args) => {
     const t0 = now();
-    const r = spawnSync(process.execPath, [cli, ...args, '--json'], { env, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+    const r = spawnSync(process.execPath, [cli, ...withJson(args)], { env, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
     if (r.status !== 0) throw new Error(`goshipctl ${args.join(' ')}: ${r.stderr}`);
     return { ms: now() - t0, out: JSON.parse(r.stdout) };
   };

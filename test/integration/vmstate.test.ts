@@ -2,12 +2,13 @@
  * Saving and restoring a VM's state with real QEMUs (q35, 64 MiB, no guest
  * run): a pattern loaded into the source's RAM must be in the restored
  * QEMU's RAM, read back with pmemsave. Bad state files are refused before a
- * QEMU sees them, and a QEMU that refuses one is reported.
+ * QEMU sees them, and a QEMU that refuses one is reported. A save of a running
+ * VM that fails (onto a full file system) leaves it running.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -111,5 +112,29 @@ describe('a VM state through real QEMUs', () => {
     expect(err).toBeInstanceOf(VmStateError);
     expect((err as Error).message).toBe(`saving the VM's state to ${file}: QEMU sent more than 65536 bytes, more than the VM's memory and devices can take: cut`);
     expect((await readdir(dir)).filter((f) => f.startsWith('d.state') || f.endsWith('.sock'))).toEqual([]);
+  });
+
+  it('saving a running VM onto a full file system fails with the reason, leaves no file, and the VM runs on', async () => {
+    // A file system of 256 KiB (as root: tmpfs; the state of this VM, ~1 MiB, does not fit), or, as another user, a bound QEMU's stream exceeds.
+    const full = join(dir, 'full');
+    await mkdir(full);
+    const root = process.getuid?.() === 0;
+    if (root) execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k,mode=0700', 'goship-test-full', full]);
+    try {
+      const src = await qemu('live', ['-device', `loader,file=${join(dir, 'pattern.bin')},addr=${ADDR},force-raw=on`]);
+      await src.qmp.cont();
+      const file = join(full, 'e.state');
+      const err = await saveState(src.qmp, { socketPath: join(dir, 'live.sock'), file, maxBytes: root ? 256 * 1024 * 1024 : 64 * 1024 }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(VmStateError);
+      expect((err as Error).message).toMatch(new RegExp(`^saving the VM's state to ${file}: ${root ? 'ENOSPC: no space left on device' : 'QEMU sent more than'}`));
+      expect(await readdir(full)).toEqual([]);
+      // QEMU resumes a VM whose migration failed: the guest was never stopped for good.
+      const until = Date.now() + 10_000;
+      while ((await src.qmp.queryStatus()).status !== 'running' && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      expect(await src.qmp.queryStatus()).toMatchObject({ status: 'running', running: true });
+      expect((await src.qmp.queryMigrate()).status).toMatch(/^(failed|cancelled)$/);
+    } finally {
+      if (root) execFileSync('umount', [full]);
+    }
   });
 });
