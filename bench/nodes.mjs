@@ -6,7 +6,10 @@
 //    on a local project;
 // medians of --runs (default 15), the two sides' runs interleaved, after a warm-up and with
 // both guests past cloud-init: ssh's shared connection is open, as it is for a user who runs
-// one command after another (ControlPersist 60 s).
+// one command after another (ControlPersist 60 s);
+//  - `goshipctl project move` of a settled 1 GiB project (suspend, disk copy, transfer,
+//    checks, resume there, removal here), against `scp` of the same files (its overlay and
+//    saved state, suspended) to the node with the same key; one run each.
 //
 //   npm run bench -- nodes [--runs 15]
 import { spawnSync } from 'node:child_process';
@@ -60,7 +63,25 @@ try {
     { what: 'project list --json, this host + 1 node (vs no nodes)', goship: listTwo, baseline: listLocal, target: `≤ +100 ms (added ${fmt(listTwo - listLocal)})` },
     { what: 'vm exec NAME -- true, project on the node (vs local)', goship: execRemote, baseline: execLocal, target: `≤ +100 ms (added ${fmt(execRemote - execLocal)})` },
   ]);
+
+  // A move against scp of the same files: a settled 1 GiB project, suspended for the copy, resumed, then moved.
+  goshipctl(t.env, 'project', 'create', 'mv');
+  await new Promise((r) => setTimeout(r, 30_000));
+  const saved = JSON.parse(goshipctl(t.env, 'project', 'suspend', 'mv', '--json')).saved;
+  const files = [t.layout.vmFile('mv', 'overlay'), saved.file];
+  const scpArgs = ['-q', '-P', String(node.port), '-i', node.identity, '-o', `UserKnownHostsFile=${node.knownHosts}`, '-o', 'StrictHostKeyChecking=yes', ...files, `${node.user}@127.0.0.1:/tmp/`];
+  const s0 = now();
+  const scp = spawnSync('scp', scpArgs, { encoding: 'utf8' });
+  const scpMs = now() - s0;
+  if (scp.status !== 0) throw new Error(`scp failed: ${scp.stderr}`);
+  spawnSync('ssh', ['-p', String(node.port), '-i', node.identity, '-o', `UserKnownHostsFile=${node.knownHosts}`, `${node.user}@127.0.0.1`, 'rm', '-f', '/tmp/disk.qcow2', '/tmp/saved.state']);
+  goshipctl(t.env, 'project', 'resume', 'mv');
+  const m0 = now();
+  const moved = JSON.parse(goshipctl(t.env, 'project', 'move', 'mv', '--to', 'box', '--json'));
+  const moveMs = now() - m0;
+  report([{ what: `project move of a settled 1 GiB project (${(moved.bytes / 1048576).toFixed(0)} MiB sent) vs scp of its files`, goship: moveMs, baseline: scpMs }]);
 } finally {
+  spawnSync(process.execPath, [cli, 'project', 'delete', 'mv', '--force'], { env: t.env });
   spawnSync(process.execPath, [cli, 'project', 'delete', 'rem', '--force'], { env: t.env });
   spawnSync(process.execPath, [cli, 'project', 'delete', 'loc', '--force'], { env: t.env });
   await node.cleanup().catch(() => {});

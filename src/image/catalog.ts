@@ -314,6 +314,35 @@ const IMAGE_FILES: ReadonlySet<string> = new Set(['manifest.json', FILES.imageBa
  * receive or build sweeps). The same image (same disk sha256) already there is
  * kept as it is.
  */
+/**
+ * Extracts a tar stream into `dir`, keeping only regular files named in
+ * `names` (at its top level): no link, directory or other path is written.
+ * Returns the names it refused.
+ */
+export async function extractOnly(stream: NodeJS.ReadableStream, dir: string, names: ReadonlySet<string>): Promise<string[]> {
+  const refused: string[] = [];
+  const { x: untar } = await import('tar');
+  await new Promise<void>((res, rej) => {
+    const extract = untar({
+      cwd: dir,
+      strict: true,
+      filter: (path, entry) => {
+        const file = path.replace(/^\.\//, '');
+        if (file === '' || file === '.') return false;
+        const ok = names.has(file) && (entry as { type?: string }).type === 'File';
+        if (!ok) refused.push(file);
+        return ok;
+      },
+    });
+    extract.on('error', rej);
+    extract.on('finish', () => res());
+    extract.on('close', () => res());
+    stream.on('error', rej);
+    stream.pipe(extract as unknown as NodeJS.WritableStream);
+  });
+  return refused;
+}
+
 export async function receiveImage(imagesDir: string, name: string, stream: NodeJS.ReadableStream): Promise<ImageInfo & { received: boolean }> {
   validateImageName(name);
   const finalDir = join(imagesDir, name);
@@ -323,26 +352,7 @@ export async function receiveImage(imagesDir: string, name: string, stream: Node
   const out = join(work, 'out');
   await mkdir(out, { recursive: true, mode: 0o700 });
   try {
-    const refused: string[] = [];
-    const { x: untar } = await import('tar');
-    await new Promise<void>((res, rej) => {
-      const extract = untar({
-        cwd: out,
-        strict: true,
-        filter: (path, entry) => {
-          const file = path.replace(/^\.\//, '');
-          if (file === '' || file === '.') return false;
-          const ok = IMAGE_FILES.has(file) && (entry as { type?: string }).type === 'File';
-          if (!ok) refused.push(file);
-          return ok;
-        },
-      });
-      extract.on('error', rej);
-      extract.on('finish', () => res());
-      extract.on('close', () => res());
-      stream.on('error', rej);
-      stream.pipe(extract as unknown as NodeJS.WritableStream);
-    });
+    const refused = await extractOnly(stream, out, IMAGE_FILES);
     if (refused.length > 0) throw new ImageError('EIMAGE_IMPORT', `cannot receive image ${name}: the stream holds files an image has not: ${refused.slice(0, 5).join(', ')}`);
     const manifest = await readManifest(out);
     if (!manifest) throw new ImageError('EIMAGE_IMPORT', `cannot receive image ${name}: the stream has no manifest.json`);

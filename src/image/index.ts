@@ -35,6 +35,7 @@ export {
   detachImage,
   importImage,
   receiveImage,
+  extractOnly,
   qemuImgInfo,
   validateImageName,
   imageNameIssues,

@@ -453,18 +453,7 @@ export class AppService {
    * monitor.
    */
   private async syncForwards(project: string, vmId: string): Promise<void> {
-    const wanted = await this.ctx.store.update((draft) => {
-      const p = requireRecord(draft, 'project', project);
-      const vm = requireRecord(draft, 'vm', vmId);
-      const forwards = [
-        ...p.spec.ports.map((q) => ({ proto: q.proto, host: q.host, guest: q.guest })),
-        // A container's port is published by dockerd on the guest port of the host port's number; a process listens on its own.
-        ...appsOf(draft, project).flatMap((a) => (a.spec?.ports ?? []).map((q) => ({ proto: q.proto, host: q.host, guest: a.kind === 'process' ? q.container : q.host }))),
-      ];
-      const network = (vm.config.network ?? { mode: 'user' }) as Record<string, unknown>;
-      vm.config = { ...vm.config, network: { ...network, forwards } };
-      return forwards;
-    });
+    const wanted = await this.ctx.store.update((draft) => setProjectForwards(draft, project, vmId));
     const live = await this.ctx.vms.livePorts(vmId);
     if (live === undefined) return;
     const monitor: MonitorClient = await this.ctx.vms.monitor(vmId);
@@ -654,3 +643,16 @@ export function appsOf(s: State, project: string): App[] {
   return Object.values(s.apps).filter((a) => a.project === project);
 }
 
+/** Under the store lock: the VM's recorded forwards become its project's ports and its apps' ports (applied at every start); returns them. */
+export function setProjectForwards(draft: State, project: string, vmId: string): Array<{ proto: 'tcp' | 'udp'; host: number; guest: number }> {
+  const p = requireRecord(draft, 'project', project);
+  const vm = requireRecord(draft, 'vm', vmId);
+  const forwards = [
+    ...p.spec.ports.map((q) => ({ proto: q.proto, host: q.host, guest: q.guest })),
+    // A container's port is published by dockerd on the guest port of the host port's number; a process listens on its own.
+    ...appsOf(draft, project).flatMap((a) => (a.spec?.ports ?? []).map((q) => ({ proto: q.proto, host: q.host, guest: a.kind === 'process' ? q.container : q.host }))),
+  ];
+  const network = (vm.config.network ?? { mode: 'user' }) as Record<string, unknown>;
+  vm.config = { ...vm.config, network: { ...network, forwards } };
+  return forwards;
+}

@@ -19,6 +19,7 @@ import { AppService } from './apps.ts';
 import { ProjectService } from './projects.ts';
 import { ImageService, type ImageSource } from './images.ts';
 import { NodeService } from './nodes.ts';
+import { moveProject, receiveProject, type MoveReport } from './move.ts';
 
 export interface RuntimeOptions {
   layout?: Layout;
@@ -73,6 +74,20 @@ export class Runtime {
     });
   }
 
+  /** `project move`: project `name` of this host carried to node `to` (src/runtime/move.ts). */
+  move(name: string, to: string, onStep?: (what: string) => void): Promise<MoveReport> {
+    return moveProject(this.moveContext(), name, to, onStep);
+  }
+
+  /** `project receive`: the node's side of a move. */
+  receive(name: string, stream: NodeJS.ReadableStream, o: { start: boolean }): ReturnType<typeof receiveProject> {
+    return receiveProject(this.moveContext(), name, stream, o);
+  }
+
+  private moveContext() {
+    return { store: this.store, layout: this.layout, projects: this.projects, vms: this.vms, nodes: this.nodes, images: this.images, now: () => new Date().toISOString() };
+  }
+
   static async open(opts: RuntimeOptions = {}): Promise<Runtime> {
     const layout = opts.layout ?? Layout.fromEnv(opts.env);
     const store = await Store.open(layout);
@@ -98,6 +113,7 @@ export class Runtime {
 }
 
 export { VmService } from './vms.ts';
+export { MOVE_FORMAT, type MoveReport } from './move.ts';
 export { NodeService, DEFAULT_REMOTE_CLI, INSTALL_DIR, type NodeView, type AddNodeOptions } from './nodes.ts';
 export { nodeUrl } from '../nodes/index.ts';
 export { ProjectService, validateProjectOptions, projectStateFor, readSshKeys, PROJECT_DEFAULTS, DEFAULT_READY_TIMEOUT_MS } from './projects.ts';

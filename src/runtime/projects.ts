@@ -63,6 +63,8 @@ export interface CreateProjectOptions extends StartProjectOptions {
   noStart?: boolean;
   /** Boot from the image even when a template of this shape exists. */
   cold?: boolean;
+  /** The project's creation time when it is made again elsewhere (`project move`): its cloud-init instance id follows from it, so the guest does not provision itself anew. */
+  createdAt?: string;
 }
 
 /** Where a created project's VM came from: a template restored, or a boot (and why no template served). */
@@ -306,7 +308,7 @@ export class ProjectService {
           ? { reason: `image ${v.image} has no agent baked in: its VMs are not templated` }
           : await usableTemplate(this.ctx.layout, { image: v.image, cpus: v.cpus, memoryBytes: v.memoryBytes, diskBytes: v.diskBytes, imageKey: image.key, qemuBinary: this.ctx.qemuBinary });
     const template = 'template' in found ? found.template : undefined;
-    const now = this.ctx.now();
+    const now = o.createdAt ?? this.ctx.now();
     const project: Project = {
       name: v.name,
       createdAt: now,

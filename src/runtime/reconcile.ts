@@ -39,8 +39,8 @@ export type ReconcileDecision =
   /**
    * A suspend whose goshipctl died while its QEMU runs: with the state saved
    * and recorded, QEMU (paused since the save) is stopped, and the VM is
-   * suspended; without, the guest runs on (QEMU may have paused it for a save
-   * nobody kept). The op is cleared after.
+   * suspended; without, the guest, paused for a save nobody kept, runs again.
+   * The op is cleared after.
    */
   | { action: 'finish-suspend'; then: 'stop' | 'run' };
 

@@ -25,10 +25,10 @@ export interface SaveVmOptions {
   file: string;
   memoryBytes: number;
   /**
-   * Pause the guest before the save (a template: nothing runs on after it).
-   * Otherwise the save runs while the guest does and QEMU pauses it for the
-   * last pages only: a save that fails (or whose goshipctl is killed) leaves
-   * the guest running, as QEMU resumes a VM whose migration failed.
+   * Pause the guest before the save (a template, a suspend). A save while the
+   * guest runs (QEMU pauses it for the last pages only) is QEMU's live
+   * migration; under TCG on QEMU 7.2 it has restored guests with corrupt
+   * memory here (docs/decisions.md), so GoShip does not use it.
    */
   pause: boolean;
 }

@@ -285,10 +285,11 @@ export class VmService {
   }
 
   /**
-   * Suspends a running VM: saves its memory and devices while the guest runs
-   * (QEMU pauses it for the last pages), records the state (`saved`), and
-   * ends its QEMU; its monitor records it `suspended`. Its next start
-   * restores the state. A save that fails leaves the VM running.
+   * Suspends a running VM: pauses the guest, saves its memory and devices,
+   * records the state (`saved`), and ends its QEMU; its monitor records it
+   * `suspended`. Its next start restores the state. A save that fails runs
+   * the guest again; one whose goshipctl is killed is run again by the next
+   * command's reconcile (`finish-suspend`).
    */
   async suspend(name: string): Promise<Vm & { saved: VmSaved }> {
     const { store, layout } = this.ctx;
@@ -304,14 +305,14 @@ export class VmService {
     });
     const file = layout.vmFile(vm.id, 'savedState');
     try {
-      const t = await saveVm(layout, vm, { file, memoryBytes: (await this.resolve(vm)).memory.bytes, pause: false });
+      const t = await saveVm(layout, vm, { file, memoryBytes: (await this.resolve(vm)).memory.bytes, pause: true });
       trace(`vm ${name}: state saved, ${t.bytes} bytes in ${Math.round(t.ms)} ms`);
       await store.update((draft) => {
         const rec = requireRecord(draft, 'vm', vm.id);
         rec.saved = { file, bytes: t.bytes, at: this.ctx.now(), argvShape: argvShape(rec.argv ?? [], { vmDir: rec.paths.dir, runDir: layout.vmRunDir(rec.id), name: rec.name, id: rec.id }) };
       });
     } catch (err) {
-      // The guest runs on: QEMU resumes it after a failed migration, and one it paused at the end of a save is run again here.
+      // The guest runs again: it was paused for the save.
       await runOn(vm).catch((e: unknown) => trace(`vm ${name}: after a failed save: ${(e as Error).message}`));
       await this.clearOp(vm.id);
       throw err;

@@ -237,6 +237,40 @@ describe('a second node over SSH', () => {
     expect((await ok(['app', 'list'])).split('\n').slice(0, 2)).toEqual([expect.stringMatching(/^PROJECT\s+NODE\s+APP\s+KIND/), expect.stringMatching(/^far\s+box\s+bb\s+process\s/)]);
   }, 300_000);
 
+  it('project move: a running project goes to the node with its app\'s process; with sshd gone it stays here, running', async () => {
+    const web = await freePort();
+    await ok(['project', 'create', 'mover', '--memory', '512M', '--wait', 'agent']);
+    await ok(['app', 'deploy', 'mover', 'web', '--command', '--port', `${web}:8080`, '--', '/usr/bin/python3', '-m', 'http.server', '8080']);
+    const pidOf = async () => (await json<{ process: { pid: number } }>(['app', 'info', 'mover', 'web'])).process.pid;
+    const pid = await pidOf();
+    const [bootId] = (await ok(['vm', 'exec', 'mover', '--', 'cat', '/proc/sys/kernel/random/boot_id'])).split('\n');
+    const serves = async () => (await until(`port ${web} answers`, async () => (await httpGet(web))?.status, 60_000)) === 200;
+    expect(await serves()).toBe(true);
+
+    // The node unreachable: the move fails naming it, and the project runs here as before.
+    await node.stop();
+    const cut = await g(['project', 'move', 'mover', '--to', 'box']);
+    expect([cut.code, cut.stderr]).toEqual([1, expect.stringMatching(/node box \(ssh:\/\/.*\): .*(Connection refused|closed|reset)/)]);
+    await node.start();
+    const here = await json<Array<{ name: string; node: string; state: string; lastError?: string }>>(['project', 'list']);
+    const consoleTail = (await readFile(env.layout.vmFile('mover', 'consoleLog'), 'utf8').catch(() => '')).split('\n').slice(-60).join('\n');
+    expect(here.filter((p) => p.name === 'mover').map((p) => [p.node, p.state]), `${JSON.stringify(here)}\n${consoleTail}`).toEqual([['local', 'ready']]);
+    expect(await pidOf()).toBe(pid);
+
+    const moved = await json<{ name: string; node: string; state: string; bytes: number }>(['project', 'move', 'mover', '--to', 'box']);
+    expect([moved.node, moved.state]).toEqual(['box', 'ready']);
+    const list = await json<Array<{ name: string; node: string; state: string }>>(['project', 'list']);
+    expect(list.filter((p) => p.name === 'mover').map((p) => [p.node, p.state])).toEqual([['box', 'ready']]);
+    // The same guest: the same boot, the app's same process, now run by the node's user, and serving on the node's port.
+    expect((await ok(['vm', 'exec', 'mover', '--', 'cat', '/proc/sys/kernel/random/boot_id'])).split('\n')[0]).toBe(bootId);
+    expect(await pidOf()).toBe(pid);
+    expect((await execa('pgrep', ['-u', USER, '-f', 'process=goship-mover'], { reject: false })).stdout.trim()).toMatch(/^\d+$/);
+    expect(await serves()).toBe(true);
+    // Nothing of it is left here.
+    expect(existsSync(env.layout.vmDir('mover'))).toBe(false);
+    await ok(['project', 'delete', 'mover', '--force']);
+  }, 900_000);
+
   it('a project on two nodes: one VM on each, commands on each or on one with --node, one row per node', async () => {
     other = await startSshNode(join(env.root, 'node2'), `${NODE_USER}2`);
     await ok(['node', 'add', 'box2', other.url, ...other.keyArgs, '--install']);

@@ -15,6 +15,7 @@ import { access, open, readdir, readFile, stat, truncate, writeFile } from 'node
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execa } from 'execa';
+import { QmpClient } from '../../src/qmp/index.ts';
 import { CLI, goshipctl } from '../helpers/cli.ts';
 import { banner, freePort, httpGet, until } from '../helpers/net.ts';
 import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
@@ -191,13 +192,17 @@ describe('suspend and resume', { timeout: 600_000 }, () => {
     expect([again.code, again.stderr.split('\n')[0]]).toEqual([4, 'goshipctl: error: project napper is not suspended (state: ready)']);
   });
 
-  it('killed with -9 in the middle of its save, leaves the VM running and its app untouched', async () => {
+  it('killed with -9 in the middle of its save, leaves the guest paused until the next command runs it again, its app untouched', async () => {
     const pid = await appPid();
     const child = execa(process.execPath, [CLI, 'project', 'suspend', 'napper'], { env: env.env, extendEnv: false, reject: false });
     await until('the save has begun', async () => ((await stat(`${saved()}.partial`).catch(() => undefined))?.size ?? 0) > 4 * 1024 * 1024 || undefined, 60_000, 20);
     child.kill('SIGKILL');
     await child;
-    // The next command reconciles: the migration failed with its sender, QEMU runs the guest on, and nothing of the save stays.
+    // Paused for the save, which died with its sender.
+    const qmp = await QmpClient.connect(join(env.layout.vmRunDir('napper'), 'qmp-user.sock'), { timeoutMs: 10_000 });
+    expect((await qmp.queryStatus()).running).toBe(false);
+    await qmp.close();
+    // The next command reconciles: the guest runs again, and nothing of the save stays.
     expect(await state()).toBe('ready');
     expect(await appPid()).toBe(pid);
     expect(await serves()).toBe(true);

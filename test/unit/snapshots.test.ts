@@ -1,7 +1,8 @@
-/** Snapshots' pure parts: tags, the order of the list, qemu-img's words, and running them as the VM's identity. */
+/** Snapshots and moves, their pure parts: tags, the order of the list, qemu-img's words, the VM's identity, a saved argv shape rebased. */
 import { describe, expect, it } from 'vitest';
 import { asIdentity } from '../../src/jail/index.ts';
 import { imageSnapshotArgs } from '../../src/qemu/index.ts';
+import { rebaseShape } from '../../src/runtime/move.ts';
 import { SNAPSHOT_NODE, snapshotList, snapshotTagIssue } from '../../src/runtime/snapshots.ts';
 
 describe('snapshots', () => {
@@ -29,5 +30,24 @@ describe('snapshots', () => {
   it('run qemu-img as the VM\'s identity with no group kept, or as GoShip\'s user', () => {
     expect(asIdentity({ uid: 1879048194, gid: 1879048194 })).toEqual(['/usr/bin/setpriv', '--reuid=1879048194', '--regid=1879048194', '--clear-groups', '--no-new-privs', '--']);
     expect(asIdentity(undefined)).toEqual([]);
+  });
+});
+
+describe('a move', () => {
+  it("rebases the saved argv shape's image paths (kernel, initrd) onto the receiver's image directory, commas doubled as QEMU has them", () => {
+    const shape = ['qemu-system-x86_64', '-kernel', '/tmp/a/h/images/default/vmlinuz', '-initrd', '/tmp/a/h/images/default/initrd.img', '-blockdev', 'driver=file,filename={vm}/disk.qcow2', '-drive', 'file=/x,,y/images/default/z'];
+    expect(rebaseShape(shape, '/tmp/a/h/images/default', '/home/n/.local/share/goship/images/default')).toEqual([
+      'qemu-system-x86_64',
+      '-kernel',
+      '/home/n/.local/share/goship/images/default/vmlinuz',
+      '-initrd',
+      '/home/n/.local/share/goship/images/default/initrd.img',
+      '-blockdev',
+      'driver=file,filename={vm}/disk.qcow2',
+      '-drive',
+      'file=/x,,y/images/default/z',
+    ]);
+    expect(rebaseShape(['file=/x,,y/images/default/z'], '/x,y/images/default', '/n')).toEqual(['file=/n/z']);
+    expect(rebaseShape(shape, '/same', '/same')).toEqual(shape);
   });
 });

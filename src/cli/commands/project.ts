@@ -111,7 +111,7 @@ function reachText(v: ProjectView): string {
  * with a `<name>`, and `create` on the nodes its `--node` options name, its
  * `--ssh-key` files sent there first.
  */
-export const projectRouting: GroupRouting = { project: 'name', commands: { create: { route: 'create', files: { '--ssh-key': 'file' } } } };
+export const projectRouting: GroupRouting = { project: 'name', commands: { create: { route: 'create', files: { '--ssh-key': 'file' } }, move: { route: 'local' }, receive: { route: 'local' } } };
 
 export function registerProject(cli: CAC, ctx: CommandContext): void {
   const a = ctx.argv;
@@ -328,6 +328,34 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
       } else {
         throw new GoshipError('EUSAGE', `project snapshot: unknown action ${JSON.stringify(action)}`, { hint: 'goshipctl project snapshot create|list|restore|delete NAME [TAG]' });
       }
+    });
+
+  cli
+    .command('move <name>', "carry a project of this host to a node: suspended here, its disk and state sent over the node's SSH connection (checksummed), resumed there, then removed here")
+    .option('--to <node>', 'the node (goshipctl node add)')
+    .example('goshipctl project move web --to box')
+    .action(async (name: string) => {
+      const to = rawValue(a, 'to');
+      if (to === undefined) throw new GoshipError('EUSAGE', 'project move: no --to NODE given', { hint: 'goshipctl project move NAME --to NODE' });
+      const rt = await ctx.runtime();
+      const p = ctx.out.progress(`moving project ${name} to ${to}`);
+      try {
+        const r = await rt.move(name, to, (what) => p.update(`moving project ${name} to ${to}: ${what}`));
+        p.done();
+        ctx.out.result(r, () => `project ${name} moved to node ${r.node} in ${(r.ms / 1000).toFixed(1)} s (${Math.round(r.bytes / 1048576)} MiB sent; ${r.state} there)`);
+      } catch (err) {
+        p.done();
+        throw err;
+      }
+    });
+
+  cli
+    .command('receive <name>', "the other end of project move: the project's files as a tar stream on stdin (run by another host's goshipctl over ssh)")
+    .option('--start', 'resume (or boot) it once it is here')
+    .action(async (name: string, o: { start?: boolean }) => {
+      const rt = await ctx.runtime();
+      const view = await rt.receive(name, process.stdin, { start: Boolean(o.start) });
+      ctx.out.result(projectJson(view), () => `project ${name} received (${view.project.state})`);
     });
 
   cli
