@@ -9,7 +9,8 @@
 // one command after another (ControlPersist 60 s);
 //  - `goshipctl project move` of a settled 1 GiB project (suspend, disk copy, transfer,
 //    checks, resume there, removal here), against `scp` of the same files (its overlay and
-//    saved state, suspended) to the node with the same key; one run each.
+//    saved state, suspended) to the node with the same key (the classic protocol, -O: the
+//    test sshd has no SFTP); one run each.
 //
 //   npm run bench -- nodes [--runs 15]
 import { spawnSync } from 'node:child_process';
@@ -69,7 +70,7 @@ try {
   await new Promise((r) => setTimeout(r, 30_000));
   const saved = JSON.parse(goshipctl(t.env, 'project', 'suspend', 'mv', '--json')).saved;
   const files = [t.layout.vmFile('mv', 'overlay'), saved.file];
-  const scpArgs = ['-q', '-P', String(node.port), '-i', node.identity, '-o', `UserKnownHostsFile=${node.knownHosts}`, '-o', 'StrictHostKeyChecking=yes', ...files, `${node.user}@127.0.0.1:/tmp/`];
+  const scpArgs = ['-q', '-O', '-P', String(node.port), '-i', node.identity, '-o', `UserKnownHostsFile=${node.knownHosts}`, '-o', 'StrictHostKeyChecking=yes', ...files, `${node.user}@127.0.0.1:/tmp/`];
   const s0 = now();
   const scp = spawnSync('scp', scpArgs, { encoding: 'utf8' });
   const scpMs = now() - s0;
