@@ -98,6 +98,15 @@ export async function moveProject(ctx: MoveContext, name: string, to: string, on
     onStep('suspending');
     await ctx.projects.suspend(name);
   }
+  // While it moves, no other goshipctl starts, stops or deletes it here.
+  const setOp = (on: boolean) =>
+    ctx.store.update((draft) => {
+      const rec = findRecord(draft, 'project', name);
+      if (!rec) return;
+      if (on) rec.op = { kind: 'move', pid: process.pid, startedAt: ctx.now() };
+      else if (rec.op?.kind === 'move' && rec.op.pid === process.pid) delete rec.op;
+    });
+  await setOp(true);
   const work = join(ctx.layout.vmsDir, `.move-${name}-${randomBytes(4).toString('hex')}`);
   await mkdir(work, { mode: 0o700 });
   let sent = false;
@@ -163,12 +172,14 @@ export async function moveProject(ctx: MoveContext, name: string, to: string, on
     await ctx.projects.delete(name, { force: true });
     return { name, node: node.name, state: there.state ?? 'unknown', bytes: record.disk.bytes + (record.saved?.bytes ?? 0), ms: Date.now() - began };
   } catch (err) {
+    await setOp(false);
     if (!sent && !unknown && wasReady) {
       onStep('resuming it here');
       await ctx.projects.start(name).catch((e: unknown) => trace(`move of ${name}: resuming here after a failure: ${(e as Error).message}`));
     }
     throw err;
   } finally {
+    await setOp(false);
     await rm(work, { recursive: true, force: true });
   }
 }

@@ -87,8 +87,8 @@ export interface PendingOp {
   startedAt: Timestamp;
 }
 
-/** What a goshipctl can be doing to a record: `suspend` saves a VM's state, `snapshot` takes, applies or deletes a snapshot of its disk. */
-export const OP_KINDS = ['create', 'start', 'stop', 'delete', 'suspend', 'snapshot'] as const;
+/** What a goshipctl can be doing to a record: `suspend` saves a VM's state, `snapshot` takes, applies or deletes a snapshot of its disk, `move` carries a project to a node. */
+export const OP_KINDS = ['create', 'start', 'stop', 'delete', 'suspend', 'snapshot', 'move'] as const;
 
 /** `crashed`: its VM crashed (reconcile follows the VM; `lastError` says how and what to run); `suspended`: its VM's memory and devices are saved, and its next start restores them. */
 export const PROJECT_STATES = ['creating', 'ready', 'stopped', 'suspended', 'crashed', 'deleting', 'broken'] as const;
