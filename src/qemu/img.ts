@@ -97,3 +97,13 @@ export function imageSnapshotArgs(op: ImageSnapshotOp, tag: string, file: string
 export async function imageSnapshot(op: ImageSnapshotOp, tag: string, file: string, as: readonly string[] = []): Promise<void> {
   await runImg(imageSnapshotArgs(op, tag, file), as);
 }
+
+/** Copies the qcow2 `src` (and the layers under it down to `base`) into `out`, one layer whose backing file is `base`: what differs from `base`, nothing else. */
+export async function flattenOnto(src: string, base: string, out: string): Promise<void> {
+  await runImg(['convert', '-f', 'qcow2', '-O', 'qcow2', '-B', base, '-F', 'qcow2', src, out]);
+}
+
+/** Names `base` as the backing file of the qcow2 `file`, its data untouched (`rebase -u`): for a base of the same content at another path. */
+export async function renameBacking(file: string, base: string): Promise<void> {
+  await runImg(['rebase', '-u', '-f', 'qcow2', '-b', base, '-F', 'qcow2', file]);
+}

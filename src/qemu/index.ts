@@ -65,7 +65,7 @@ export { privilegedPortIssue } from './devices/net-user.ts';
 export { formatNode } from './devices/disk.ts';
 export type { Device, DeviceKind } from './devices/types.ts';
 export { loadSpecFile, parseSpecJson, parseSpecYaml } from './spec-file.ts';
-export { createOverlay, imageChain, imageSnapshot, imageSnapshotArgs, inspectBase, type ImageSnapshotOp, type OverlayOptions } from './img.ts';
+export { createOverlay, flattenOnto, imageChain, imageSnapshot, renameBacking, imageSnapshotArgs, inspectBase, type ImageSnapshotOp, type OverlayOptions } from './img.ts';
 export { parseImageChain, type ImageLayer } from './img-info.ts';
 export { cmdlineHasMarker, isOurProcess, logTail, statState, waitGone } from './process.ts';
 export { QEMU_BINARY, parseQemuVersionText, parseMachineAliases, readQemuVersion, machineAliases, startBareQemu, waitForPath, type BareQemu } from './binary.ts';

@@ -20,7 +20,7 @@ import type { Readable } from 'node:stream';
 import * as v from 'valibot';
 import { extractOnly, sha256File } from '../image/index.ts';
 import type { Layout } from '../layout.ts';
-import { NAME_PATTERN, NAME_RULE } from '../qemu/index.ts';
+import { NAME_PATTERN, NAME_RULE, flattenOnto, renameBacking } from '../qemu/index.ts';
 import { type App, type Store, appKey, findRecord, requireRecord } from '../store/index.ts';
 import { RuntimeError, stateError } from './errors.ts';
 import type { ImageService } from './images.ts';
@@ -116,7 +116,8 @@ export async function moveProject(ctx: MoveContext, name: string, to: string, on
     onStep('copying the disk');
     await checkChain(ctx.layout, rec);
     const disk = join(work, FILE_DISK);
-    await flatten(rec.paths.overlay!, image.base, disk);
+    // One layer on the image's base: what the VM wrote, and a clone's template layer, nothing of this host's paths but the base's.
+    await flattenOnto(rec.paths.overlay!, image.base, disk);
     onStep('checking the node');
     const has = await ctx.nodes.run(node, ['image', 'info', p.spec.image, '--json'], { timeoutMs: 60_000 });
     if (has.code === 3) {
@@ -190,12 +191,6 @@ export function rebaseShape(shape: readonly string[], from: string, to: string):
   return shape.map((w) => pairs.reduce((acc, [a, b]) => (a === b ? acc : acc.replaceAll(a, b)), w));
 }
 
-/** The project's disk as one layer on its image's base: what the VM wrote, and a clone's template layer, nothing of this host's paths but the base's. */
-async function flatten(overlay: string, base: string, out: string): Promise<void> {
-  const { execa } = await import('execa');
-  await execa('qemu-img', ['convert', '-f', 'qcow2', '-O', 'qcow2', '-B', base, '-F', 'qcow2', overlay, out]);
-}
-
 const RECEIVED = new Set([FILE_RECORD, FILE_DISK, FILE_STATE]);
 
 /**
@@ -248,8 +243,7 @@ export async function receiveProject(ctx: MoveContext, name: string, stream: Nod
     created = true;
     const vm = await ctx.vms.get(name);
     const disk = join(work, FILE_DISK);
-    const { execa } = await import('execa');
-    await execa('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-b', vm.base!.path, '-F', 'qcow2', disk]);
+    await renameBacking(disk, vm.base!.path);
     await rename(disk, vm.paths.overlay!);
     if (r.saved) {
       const file = ctx.layout.vmFile(vm.id, 'savedState');

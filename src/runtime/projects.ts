@@ -228,7 +228,11 @@ export interface ProjectContext {
 }
 
 export class ProjectService {
-  constructor(private readonly ctx: ProjectContext) {}
+  private readonly snapshots: VmSnapshots;
+
+  constructor(private readonly ctx: ProjectContext) {
+    this.snapshots = new VmSnapshots({ store: ctx.store, layout: ctx.layout, vms: ctx.vms, now: ctx.now });
+  }
 
   private op(kind: 'create' | 'delete' | 'start' | 'stop') {
     return { kind, pid: process.pid, startedAt: this.ctx.now() };
@@ -546,9 +550,6 @@ export class ProjectService {
     return { ...(await this.settle(name, 'ready')), boot, snapshot };
   }
 
-  private get snapshots(): VmSnapshots {
-    return new VmSnapshots({ store: this.ctx.store, layout: this.ctx.layout, vms: this.ctx.vms, now: this.ctx.now });
-  }
 
   async stop(name: string, opts: { force?: boolean; timeouts?: Partial<StopTimeouts> } = {}): Promise<ProjectView & { stop: StopVmResult }> {
     const p = await this.ownVm(name);
