@@ -33,40 +33,44 @@ export interface SaveVmOptions {
   pause: boolean;
 }
 
-/** Saves the VM's state to `o.file`; the VM stays paused after a whole save (QEMU's `postmigrate`). */
-export async function saveVm(layout: Layout, vm: Vm, o: SaveVmOptions): Promise<StateTransfer> {
-  await rm(`${o.file}.partial`, { force: true });
+/** Runs `fn` with a QMP client on the VM's people's socket (GoShip's own is its monitor's), closed after. */
+export async function withUserQmp<T>(vm: Pick<Vm, 'paths'>, fn: (qmp: QmpClient) => Promise<T>): Promise<T> {
   const qmp = await QmpClient.connect(vm.paths.qmpUserSocket, { timeoutMs: 10_000 });
   try {
-    if (o.pause) await qmp.stop();
-    return await saveState(qmp, {
-      socketPath: layout.vmSocket(vm.id, 'saveSocket'),
-      ...(vm.jail?.uid !== undefined && vm.jail.gid !== undefined ? { owner: { uid: vm.jail.uid, gid: vm.jail.gid } } : {}),
-      file: o.file,
-      maxBytes: o.memoryBytes + DEVICE_STATE_ALLOWANCE,
-    });
+    return await fn(qmp);
   } finally {
     await qmp.close();
   }
 }
 
+/** Saves the VM's state to `o.file`; the VM stays paused after a whole save (QEMU's `postmigrate`). */
+export async function saveVm(layout: Layout, vm: Vm, o: SaveVmOptions): Promise<StateTransfer> {
+  await rm(`${o.file}.partial`, { force: true });
+  return withUserQmp(vm, async (qmp) => {
+    if (o.pause) await qmp.stop();
+    return saveState(qmp, {
+      socketPath: layout.vmSocket(vm.id, 'saveSocket'),
+      ...(vm.jail?.uid !== undefined && vm.jail.gid !== undefined ? { owner: { uid: vm.jail.uid, gid: vm.jail.gid } } : {}),
+      file: o.file,
+      maxBytes: o.memoryBytes + DEVICE_STATE_ALLOWANCE,
+    });
+  });
+}
+
 /**
- * Runs the guest again after a save that did not end it: QEMU leaves a VM
- * paused when its migration completed (`postmigrate`) and GoShip then could
- * not keep the file (a full disk, a goshipctl killed before it recorded it).
- * `cont` takes its disks back and runs it. Says what it found.
+ * Runs the guest again after a save that did not end it: paused for the save
+ * (and `postmigrate` once QEMU sent it all), where GoShip could not keep the
+ * file (a full disk, a goshipctl killed before it recorded it). `cont` takes
+ * its disks back and runs it. Says what it found.
  */
 export async function runOn(vm: Vm): Promise<string> {
-  const qmp = await QmpClient.connect(vm.paths.qmpUserSocket, { timeoutMs: 10_000 });
-  try {
+  return withUserQmp(vm, async (qmp) => {
     const { status } = await qmp.queryStatus();
     if (status === 'running') return 'running';
     await qmp.cont();
     trace(`vm ${vm.name}: was ${status} after a save it did not keep; running again`);
     return status;
-  } finally {
-    await qmp.close();
-  }
+  });
 }
 
 /** Sets a restored guest's clock from the host's (it stood still while the VM was saved); the step goes to `track`. */

@@ -22,11 +22,12 @@ import { ValidationError } from '../errors.ts';
 import { asIdentity } from '../jail/index.ts';
 import type { Layout } from '../layout.ts';
 import { formatNode, imageSnapshot, NAME_PATTERN, NAME_RULE, type ImageSnapshotOp } from '../qemu/index.ts';
-import { QmpClient } from '../qmp/index.ts';
+import type { QmpClient } from '../qmp/index.ts';
 import { findRecord, requireRecord, type Store, type Vm, type VmSnapshot } from '../store/index.ts';
 import { VmStateError } from '../vmstate/index.ts';
 import { RuntimeError, busyError, stateError } from './errors.ts';
 import { checkChain } from './jail.ts';
+import { withUserQmp } from './saved-state.ts';
 import type { VmService } from './vms.ts';
 
 /** The project VM's disk, whose overlay holds the snapshots (its first disk, `disk0`). */
@@ -64,7 +65,7 @@ export class VmSnapshots {
     });
     const began = Date.now();
     try {
-      if (running(vm)) await this.live(vm, (qmp) => (o.memory ? saveWithMemory(qmp, tag) : qmp.blockdevSnapshotInternal(SNAPSHOT_NODE, tag, { timeoutMs: SAVE_TIMEOUT_MS })));
+      if (running(vm)) await withUserQmp(vm, (qmp) => (o.memory ? saveWithMemory(qmp, tag) : qmp.blockdevSnapshotInternal(SNAPSHOT_NODE, tag, { timeoutMs: SAVE_TIMEOUT_MS })));
       else await this.offline(vm, 'create', tag);
       const snap: VmSnapshot = { tag, createdAt: this.ctx.now(), memory: o.memory, ms: Date.now() - began };
       await this.release(vm.id, (rec) => (rec.snapshots = { ...rec.snapshots, [tag]: snap }));
@@ -84,7 +85,7 @@ export class VmSnapshots {
     checkTag(tag);
     const vm = await this.claim(name, (rec) => void known(rec, tag));
     try {
-      if (running(vm)) await this.live(vm, (qmp) => qmp.blockdevSnapshotDeleteInternal(SNAPSHOT_NODE, tag, { timeoutMs: SAVE_TIMEOUT_MS }));
+      if (running(vm)) await withUserQmp(vm, (qmp) => qmp.blockdevSnapshotDeleteInternal(SNAPSHOT_NODE, tag, { timeoutMs: SAVE_TIMEOUT_MS }));
       else await this.offline(vm, 'delete', tag);
       await this.release(vm.id, (rec) => void delete rec.snapshots?.[tag]);
     } catch (err) {
@@ -140,15 +141,6 @@ export class VmSnapshots {
       if (rec.op?.kind === 'snapshot' && rec.op.pid === process.pid) delete rec.op;
       change?.(rec);
     });
-  }
-
-  private async live(vm: Vm, fn: (qmp: QmpClient) => Promise<void>): Promise<void> {
-    const qmp = await QmpClient.connect(vm.paths.qmpUserSocket, { timeoutMs: 10_000 });
-    try {
-      await fn(qmp);
-    } finally {
-      await qmp.close();
-    }
   }
 
   /** `qemu-img snapshot` on the overlay of a VM no QEMU runs, as the VM's identity, its header checked first. */

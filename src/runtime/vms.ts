@@ -262,14 +262,8 @@ export class VmService {
     const vm = await this.get(id);
     const from = vm.state;
     try {
-      if (then === 'stop') {
-        const monitor = await this.monitor(id);
-        try {
-          await monitor.stop({ force: true });
-        } finally {
-          await monitor.close();
-        }
-      } else {
+      if (then === 'stop') await this.quitSaved(id);
+      else {
         await runOn(vm);
         await rm(`${this.ctx.layout.vmFile(id, 'savedState')}.partial`, { force: true });
       }
@@ -282,6 +276,16 @@ export class VmService {
       return rec?.state ?? from;
     });
     return { vm: id, from, to: after, reason: then === 'stop' ? 'finished an interrupted suspend: its state was saved' : 'an interrupted suspend saved nothing: the VM runs on' };
+  }
+
+  /** Ends the QEMU of a VM whose state is saved (paused since): its monitor's forced stop, which records it `suspended`. */
+  private async quitSaved(id: string): Promise<void> {
+    const monitor = await this.monitor(id);
+    try {
+      await monitor.stop({ force: true });
+    } finally {
+      await monitor.close();
+    }
   }
 
   /**
@@ -318,12 +322,7 @@ export class VmService {
       throw err;
     }
     try {
-      const monitor = await this.monitor(vm.id);
-      try {
-        await monitor.stop({ force: true });
-      } finally {
-        await monitor.close();
-      }
+      await this.quitSaved(vm.id);
     } finally {
       await this.clearOp(vm.id);
     }
