@@ -43,6 +43,7 @@ import { FINAL_PHASES, nextPhase, type Happening, type Phase } from './lifecycle
 import { answering, ReusedReads, connectRetrying } from './sockets.ts';
 import { readLaunch, type Launch } from './launch.ts';
 import { NETDEV_ID, parseUsernet } from './ports.ts';
+import { withDeadline } from './deadline.ts';
 import {
   ConsoleParamsSchema,
   MONITOR_METHODS,
@@ -722,14 +723,16 @@ export class Monitor {
       [MONITOR_METHODS.status]: async () => this.#status(),
       [MONITOR_METHODS.wait]: async (call, raw) => {
         const p = parse(WaitParamsSchema, raw, MONITOR_METHODS.wait);
-        const signal = AbortSignal.any([call.signal, AbortSignal.timeout(p.timeoutMs)]);
+        const deadline = withDeadline(call.signal, p.timeoutMs, () => new Error('deadline'));
         try {
-          await this.#link.session(signal);
+          await this.#link.session(deadline.signal);
         } catch (err) {
           if (call.signal.aborted) throw err;
           if (err instanceof AgentUnavailableError) throw new MonitorCallError('EAGENT_RUNTIME', err.message);
           if (this.#state === 'ended' || this.#lastEnd) throw new MonitorCallError('EAGENT_TIMEOUT', `the VM ended before its agent answered: ${this.#lastEnd?.summary ?? 'it stopped'}`);
           throw new MonitorCallError('EAGENT_TIMEOUT', `no hello from the guest agent within ${p.timeoutMs} ms`);
+        } finally {
+          deadline.clear();
         }
         const h = this.#hello();
         return { hello: { agent: h.agent, hostname: h.hostname, bootId: h.bootId } };
