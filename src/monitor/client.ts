@@ -13,10 +13,12 @@ import {
   PortListResultSchema,
   QmpResultSchema,
   StopResultSchema,
+  SuspendResultSchema,
   WaitResultSchema,
   type Forward,
   type MonitorStatus,
   type StopResult,
+  type SuspendResult,
 } from './protocol.ts';
 import type { StopTimeouts } from './keeper.ts';
 
@@ -63,6 +65,15 @@ export class MonitorClient {
     const total = (opts.force ? 0 : (t.agentMs ?? 30_000) + (t.acpiMs ?? 30_000)) + (t.quitMs ?? 5000) + (t.termMs ?? 5000) + (t.killMs ?? 5000) + 30_000;
     const raw = await this.agent.call(MONITOR_METHODS.stop, { ...(opts.force ? { force: true } : {}), ...(opts.timeouts ? { timeouts: opts.timeouts } : {}) }, { timeoutMs: total });
     return this.#check(StopResultSchema, raw, MONITOR_METHODS.stop);
+  }
+
+  /**
+   * A suspend run by the monitor (pause, save, record `saved`, end QEMU);
+   * resolves once the VM's end is recorded. Closing this client before the
+   * state is recorded cancels the save, and the guest runs again.
+   */
+  async suspend(p: { argvShape: string[]; maxBytes: number }): Promise<SuspendResult> {
+    return this.#check(SuspendResultSchema, await this.agent.call(MONITOR_METHODS.suspend, p, { timeoutMs: 300_000 }), MONITOR_METHODS.suspend);
   }
 
   async portAdd(f: Forward): Promise<Forward[]> {

@@ -32,7 +32,7 @@ import { AgentUnavailableError, type AgentHello } from '../serial/index.ts';
 import { findRecord, requireRecord, type Store, type Vm } from '../store/index.ts';
 import { oomKills, removeCgroup, removeVmTree } from '../jail/index.ts';
 import { pidAlive, type ExitStatus } from '../proc.ts';
-import { restoreState, type VmStateError } from '../vmstate/index.ts';
+import { restoreState, saveState, type StateTransfer, type VmStateError } from '../vmstate/index.ts';
 import { AgentLink } from './agent-link.ts';
 import { RestartBackoff, ResetWatch } from './backoff.ts';
 import { ConsoleLog, pipeConsole } from './console.ts';
@@ -51,10 +51,12 @@ import {
   PortRemoveParamsSchema,
   QmpParamsSchema,
   StopParamsSchema,
+  SuspendParamsSchema,
   WaitParamsSchema,
   type Forward,
   type MonitorStatus,
   type StopResult,
+  type SuspendResult,
 } from './protocol.ts';
 import { LocalCall, MonitorCallError, MonitorServer, type LocalHandler } from './server.ts';
 
@@ -136,6 +138,8 @@ export class Monitor {
   #state: MonitorStatus['state'] = 'starting';
   #stopStep: StopStep['name'] | undefined;
   #stopping: Promise<StopResult> | undefined;
+  /** A suspend's save is under way: no second one, and no stop meanwhile. */
+  #saving = false;
   /** What a stop asked for (set once one is asked), kept for a QEMU that starts while it waits (a reboot or restart under way). */
   #stopAsked: { force: boolean; timeouts: Partial<StopTimeouts> } | undefined;
   #wakeRestart: (() => void) | undefined;
@@ -707,6 +711,48 @@ export class Monitor {
     return escalate(steps, gone);
   }
 
+  /**
+   * A suspend, whole, in the monitor, so it does not depend on the goshipctl
+   * that asked for it: pauses the guest, saves its state, records it
+   * (`Vm.saved`, the point of no return), then ends QEMU, which the end's
+   * record makes `suspended`. Until the record, a save that fails or whose
+   * client goes away (`signal`: a goshipctl killed with -9) is cancelled and
+   * the guest runs again.
+   */
+  async #suspend(signal: AbortSignal, p: v.InferOutput<typeof SuspendParamsSchema>): Promise<SuspendResult> {
+    const { layout, id, store } = this.#o;
+    const qmp = this.#qmp;
+    if (!qmp || (this.#state !== 'running' && this.#state !== 'ready')) throw new MonitorCallError('ESTATE', `VM ${this.#vm.name} is not running (monitor: ${this.#state})`);
+    if (this.#saving) throw new MonitorCallError('ESTATE', `VM ${this.#vm.name}: a suspend is already under way`);
+    this.#saving = true;
+    const file = layout.vmFile(id, 'savedState');
+    const jail = this.#vm.jail;
+    let t: StateTransfer;
+    try {
+      await qmp.stop();
+      t = await saveState(qmp, {
+        socketPath: layout.vmSocket(id, 'saveSocket'),
+        ...(jail?.uid !== undefined && jail.gid !== undefined ? { owner: { uid: jail.uid, gid: jail.gid } } : {}),
+        file,
+        maxBytes: p.maxBytes,
+        signal,
+      });
+    } catch (err) {
+      // Paused for the save: it runs again.
+      await qmp.cont().catch((e: unknown) => this.#log(`after a failed save, cont: ${(e as Error).message}`));
+      this.#log(`suspend: ${(err as Error).message}; the guest runs again`);
+      throw err;
+    } finally {
+      this.#saving = false;
+    }
+    const saved = { file, bytes: t.bytes, at: this.#now() };
+    await store.update((draft) => {
+      requireRecord(draft, 'vm', id).saved = { ...saved, argvShape: p.argvShape };
+    });
+    this.#log(`state saved for a suspend: ${t.bytes} bytes in ${Math.round(t.ms)} ms; ending QEMU`);
+    return { saved, ms: t.ms, stop: await this.#stop(true, {}) };
+  }
+
   // ------------------------------------------------------------ monitor.* methods
 
   #handlers(): Record<string, LocalHandler> {
@@ -741,8 +787,10 @@ export class Monitor {
         const p = parse(QmpParamsSchema, raw, MONITOR_METHODS.qmp);
         return { return: await qmp().execute(p.execute, p.arguments, { timeoutMs: 30_000 }) };
       },
+      [MONITOR_METHODS.suspend]: async (call, raw) => this.#suspend(call.signal, parse(SuspendParamsSchema, raw, MONITOR_METHODS.suspend)),
       [MONITOR_METHODS.stop]: async (_call, raw) => {
         const p = parse(StopParamsSchema, raw, MONITOR_METHODS.stop);
+        if (this.#saving) throw new MonitorCallError('ESTATE', `VM ${this.#vm.name}: a suspend is saving its state; stop it after`);
         return this.#stop(p.force === true, p.timeouts ?? {});
       },
       [MONITOR_METHODS.portAdd]: async (_call, raw) => {

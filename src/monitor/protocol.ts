@@ -13,6 +13,7 @@ export const MONITOR_METHODS = {
   wait: 'monitor.wait',
   qmp: 'monitor.qmp',
   stop: 'monitor.stop',
+  suspend: 'monitor.suspend',
   portAdd: 'monitor.port.add',
   portRemove: 'monitor.port.remove',
   portList: 'monitor.port.list',
@@ -89,6 +90,19 @@ export const StopResultSchema = v.object({
   end: v.object({ kind: v.picklist(END_KINDS), summary: v.string() }),
 });
 export type StopResult = v.InferOutput<typeof StopResultSchema>;
+
+export const SuspendParamsSchema = v.object({
+  /** What the state is recorded as saved from (`Vm.saved.argvShape`): a start with another argv refuses it. */
+  argvShape: v.pipe(v.array(v.pipe(v.string(), v.maxLength(65_536))), v.maxLength(4096)),
+  /** A longer stream is cut: the VM's memory and devices, at most. */
+  maxBytes: v.pipe(v.number(), v.integer(), v.minValue(1)),
+});
+export const SuspendResultSchema = v.object({
+  saved: v.object({ file: v.string(), bytes: Count, at: v.string() }),
+  ms: v.number(),
+  stop: StopResultSchema,
+});
+export type SuspendResult = v.InferOutput<typeof SuspendResultSchema>;
 
 export const PortAddParamsSchema = ForwardSchema;
 export const PortRemoveParamsSchema = v.object({ proto: v.picklist(['tcp', 'udp']), host: Port, hostAddr: v.pipe(v.string(), v.regex(IPV4)) });

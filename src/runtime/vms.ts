@@ -34,7 +34,7 @@ import {
   type VmSpec,
 } from '../qemu/index.ts';
 import { pidAlive } from '../proc.ts';
-import { AGENT_RUNTIME_HINT, type AgentClient, type ConnectProgress } from '../serial/index.ts';
+import { AGENT_RUNTIME_HINT, AgentRemoteError, type AgentClient, type ConnectProgress } from '../serial/index.ts';
 import { type PendingOp, type State, type Store, type Vm, type VmSaved, findRecord, requireRecord, assertNameFree, LOCAL_NODE } from '../store/index.ts';
 import { RuntimeError, busyError, stateError } from './errors.ts';
 import { vmPaths } from './paths.ts';
@@ -42,7 +42,7 @@ import { allocateIdentity, readHead, releaseIdentity, removeCgroup, removeVmTree
 import { checkChain, checkSpecPaths, prepareJail } from './jail.ts';
 import { LIVE_STATES, reconcileDecision, type ReconcileDecision } from './reconcile.ts';
 import { trace } from './trace.ts';
-import { runOn, saveVm } from './saved-state.ts';
+import { DEVICE_STATE_ALLOWANCE, runOn } from './saved-state.ts';
 
 export { LIVE_STATES };
 
@@ -289,11 +289,12 @@ export class VmService {
   }
 
   /**
-   * Suspends a running VM: pauses the guest, saves its memory and devices,
-   * records the state (`saved`), and ends its QEMU; its monitor records it
-   * `suspended`. Its next start restores the state. A save that fails runs
-   * the guest again; one whose goshipctl is killed is run again by the next
-   * command's reconcile (`finish-suspend`).
+   * Suspends a running VM: its monitor pauses the guest, saves its memory and
+   * devices, records the state (`saved`) and ends its QEMU, which it records
+   * `suspended`; the next start restores the state. The monitor does it all,
+   * so a goshipctl killed meanwhile changes nothing once the state is
+   * recorded; before, its going cancels the save and the guest runs on. A
+   * save that fails runs the guest again.
    */
   async suspend(name: string): Promise<Vm & { saved: VmSaved }> {
     const { store, layout } = this.ctx;
@@ -307,22 +308,18 @@ export class VmService {
       rec.op = this.op('suspend');
       return structuredClone(rec);
     });
-    const file = layout.vmFile(vm.id, 'savedState');
     try {
-      const t = await saveVm(layout, vm, { file, memoryBytes: (await this.resolve(vm)).memory.bytes, pause: true });
-      trace(`vm ${name}: state saved, ${t.bytes} bytes in ${Math.round(t.ms)} ms`);
-      await store.update((draft) => {
-        const rec = requireRecord(draft, 'vm', vm.id);
-        rec.saved = { file, bytes: t.bytes, at: this.ctx.now(), argvShape: argvShape(rec.argv ?? [], { vmDir: rec.paths.dir, runDir: layout.vmRunDir(rec.id), name: rec.name, id: rec.id }) };
-      });
-    } catch (err) {
-      // The guest runs again: it was paused for the save.
-      await runOn(vm).catch((e: unknown) => trace(`vm ${name}: after a failed save: ${(e as Error).message}`));
-      await this.clearOp(vm.id);
-      throw err;
-    }
-    try {
-      await this.quitSaved(vm.id);
+      const shape = argvShape(vm.argv ?? [], { vmDir: vm.paths.dir, runDir: layout.vmRunDir(vm.id), name: vm.name, id: vm.id });
+      const monitor = await this.monitor(vm.id);
+      try {
+        const r = await monitor.suspend({ argvShape: shape, maxBytes: (await this.resolve(vm)).memory.bytes + DEVICE_STATE_ALLOWANCE });
+        trace(`vm ${name}: state saved, ${r.saved.bytes} bytes in ${Math.round(r.ms)} ms; QEMU ended by ${r.stop.endedBy}`);
+      } catch (err) {
+        if (err instanceof AgentRemoteError && err.remoteCode === 'EVMSTATE') throw new VmStateError(`VM ${name}: ${err.remoteMessage}`, { cause: err });
+        throw err;
+      } finally {
+        await monitor.close();
+      }
     } finally {
       await this.clearOp(vm.id);
     }

@@ -35,6 +35,8 @@ export interface SaveStateOptions {
   /** A stream longer than this is cut and the save fails: a QEMU must not fill the disk. */
   maxBytes: number;
   timeoutMs?: number;
+  /** Cancels the save (its client went away): QEMU's migration is cancelled, nothing is kept. */
+  signal?: AbortSignal;
 }
 
 export interface StateTransfer {
@@ -100,9 +102,17 @@ export async function saveState(qmp: QmpClient, o: SaveStateOptions): Promise<St
         s.once('error', reject);
       });
     });
-    await qmp.migrateSetMaxBandwidth(SAVE_BANDWIDTH);
-    await qmp.migrate(`unix:${o.socketPath}`);
-    await Promise.all([received, migrationDone(qmp, deadline, what)]);
+    const cancelled = new Promise<never>((_, reject) => {
+      const sig = o.signal;
+      if (!sig) return;
+      const fail = () => reject(new VmStateError(`${what}: cancelled: ${(sig.reason as Error | undefined)?.message ?? 'aborted'}`));
+      if (sig.aborted) fail();
+      else sig.addEventListener('abort', fail, { once: true });
+    });
+    cancelled.catch(() => undefined);
+    await Promise.race([cancelled, qmp.migrateSetMaxBandwidth(SAVE_BANDWIDTH)]);
+    await Promise.race([cancelled, qmp.migrate(`unix:${o.socketPath}`)]);
+    await Promise.race([cancelled, Promise.all([received, migrationDone(qmp, deadline, what)])]);
     await out.sync();
     await out.close();
     out = undefined;

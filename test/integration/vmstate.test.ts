@@ -114,6 +114,19 @@ describe('a VM state through real QEMUs', () => {
     expect((await readdir(dir)).filter((f) => f.startsWith('d.state') || f.endsWith('.sock'))).toEqual([]);
   });
 
+  it('a save whose signal aborts is cancelled with the reason, and leaves no file', async () => {
+    const src = await qemu('gone', ['-device', `loader,file=${join(dir, 'pattern.bin')},addr=${ADDR},force-raw=on`]);
+    const file = join(dir, 'g.state');
+    const client = new AbortController();
+    const saving = saveState(src.qmp, { socketPath: join(dir, 'gone.sock'), file, maxBytes: 256 * 1024 * 1024, signal: client.signal });
+    setImmediate(() => client.abort(new Error('its client went away')));
+    const err = await saving.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(VmStateError);
+    expect((err as Error).message).toBe(`saving the VM's state to ${file}: cancelled: its client went away`);
+    expect((await readdir(dir)).filter((f) => f.startsWith('g.state') || f === 'gone.sock')).toEqual([]);
+    expect((await src.qmp.queryMigrate()).status ?? 'none').not.toBe('completed');
+  });
+
   it('saving a running VM onto a full file system fails with the reason, leaves no file, and the VM runs on', async () => {
     // A file system of 256 KiB (as root: tmpfs; the state of this VM, ~1 MiB, does not fit), or, as another user, a bound QEMU's stream exceeds.
     const full = join(dir, 'full');
