@@ -3,7 +3,10 @@
  * whether a recorded PID still stands for a running process (the store's
  * writers, interrupted operations, stale builds, QEMU and its monitor).
  */
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 
 /**
  * Pure: the fields of a /proc/PID/stat line from the state (field 3) on, so
@@ -51,3 +54,26 @@ export interface ExitStatus {
   signal: NodeJS.Signals | null;
 }
 
+
+/** What a private work directory is for: its name starts `.KIND-PID-`. */
+export type WorkKind = 'import' | 'build' | 'remove' | 'move' | 'receive';
+
+/**
+ * The private work directories of one kind (`.import-PID-…`, `.build-PID-…`,
+ * `.move-PID-…`, `.receive-PID-…`) in `dir` whose process is gone: what a
+ * killed import, build or move left. A live PID keeps its directory, whoever
+ * it is now.
+ */
+export async function staleWorkDirs(dir: string, kind: WorkKind): Promise<string[]> {
+  const entries = await readdir(dir).catch(() => [] as string[]);
+  const pattern = new RegExp(`^\\.${kind}-(\\d+)-[0-9a-f]+$`);
+  return entries.filter((e) => {
+    const m = pattern.exec(e);
+    return m !== null && !pidAlive(Number(m[1]));
+  }).map((e) => join(dir, e));
+}
+
+/** A new private work directory's name for `staleWorkDirs`: `.KIND-PID-RANDOM`. */
+export function workDirName(kind: WorkKind): string {
+  return `.${kind}-${process.pid}-${randomBytes(4).toString('hex')}`;
+}

@@ -21,7 +21,6 @@
  * Needs root (mmdebstrap's root mode writes a directory with real ownership,
  * which `mkfs.ext4 -d` copies as is).
  */
-import { randomBytes } from 'node:crypto';
 import { chmod, copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ValidationError } from '../errors.ts';
@@ -33,7 +32,8 @@ import { MANIFEST_FORMAT, readManifest, sha256File, writeManifest } from './mani
 import type { ImageManifest } from './manifest.ts';
 import { PHASE_START } from './progress.ts';
 import type { BuildPhase, ProgressListener } from './progress.ts';
-import { imageInfoFromDir, staleWorkDirs, validateImageName } from './catalog.ts';
+import { imageInfoFromDir, validateImageName } from './catalog.ts';
+import { staleWorkDirs, workDirName } from '../proc.ts';
 import type { ImageInfo } from './catalog.ts';
 import {
   IMAGE_BUILDER_VERSION,
@@ -136,7 +136,7 @@ export async function buildImage(opts: BuildImageOptions): Promise<ImageInfo> {
   await checkHost();
   await mkdir(imagesDir, { recursive: true, mode: 0o700 });
   await sweepStaleBuilds(imagesDir);
-  const work = join(imagesDir, `.build-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const work = join(imagesDir, workDirName('build'));
   await mkdir(work, { mode: 0o700 });
   const stage = join(work, 'stage');
   const tree = join(work, 'tree');

@@ -7,14 +7,13 @@
  * A VM's overlay names its base by path, so removing (or rebuilding) an image
  * that overlays still use breaks those VMs: callers check first.
  */
-import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { GoshipError, ValidationError } from '../errors.ts';
 import { ImageError } from './errors.ts';
 import type { Issue } from '../errors.ts';
 import { FILES } from '../layout.ts';
-import { pidAlive } from '../proc.ts';
+import { staleWorkDirs, workDirName } from '../proc.ts';
 import { MANIFEST_FORMAT, readManifest, sha256File, writeManifest } from './manifest.ts';
 import type { ImageManifest } from './manifest.ts';
 
@@ -137,7 +136,7 @@ export async function removeImage(imagesDir: string, name: string): Promise<void
 export async function detachImage(imagesDir: string, name: string): Promise<string> {
   validateImageName(name);
   const dir = join(imagesDir, name);
-  const trash = join(imagesDir, `.remove-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const trash = join(imagesDir, workDirName('remove'));
   try {
     await rename(dir, trash);
   } catch (cause) {
@@ -230,7 +229,7 @@ export async function importImage(imagesDir: string, name: string, file: string,
 
   await mkdir(imagesDir, { recursive: true, mode: 0o700 });
   await sweepStaleImports(imagesDir);
-  const work = join(imagesDir, `.import-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const work = join(imagesDir, workDirName('import'));
   const out = join(work, 'out');
   await mkdir(out, { recursive: true, mode: 0o700 });
   try {
@@ -280,21 +279,6 @@ export async function importImage(imagesDir: string, name: string, file: string,
   } finally {
     await rm(work, { recursive: true, force: true });
   }
-}
-
-/**
- * The private work directories of one kind (`.import-PID-…`, `.build-PID-…`)
- * in the images directory whose process is gone: what a killed import,
- * receive (an `image push` cut off) or build left. A live PID keeps its
- * directory, whoever it is now.
- */
-export async function staleWorkDirs(imagesDir: string, kind: 'import' | 'build'): Promise<string[]> {
-  const entries = await readdir(imagesDir).catch(() => [] as string[]);
-  const pattern = new RegExp(`^\\.${kind}-(\\d+)-[0-9a-f]+$`);
-  return entries.filter((e) => {
-    const m = pattern.exec(e);
-    return m !== null && !pidAlive(Number(m[1]));
-  }).map((e) => join(imagesDir, e));
 }
 
 /** Removes what killed imports and receives left (staleWorkDirs): an image's worth of disk each. */
@@ -348,7 +332,7 @@ export async function receiveImage(imagesDir: string, name: string, stream: Node
   const finalDir = join(imagesDir, name);
   await mkdir(imagesDir, { recursive: true, mode: 0o700 });
   await sweepStaleImports(imagesDir);
-  const work = join(imagesDir, `.import-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const work = join(imagesDir, workDirName('import'));
   const out = join(work, 'out');
   await mkdir(out, { recursive: true, mode: 0o700 });
   try {

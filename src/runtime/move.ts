@@ -13,7 +13,6 @@
  * removed here; a failure before that resumes it here. So it runs in one
  * place, never two, never none.
  */
-import { randomBytes } from 'node:crypto';
 import { chmod, link, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -29,6 +28,7 @@ import { checkChain } from './jail.ts';
 import type { NodeService } from './nodes.ts';
 import type { ProjectService, ProjectView } from './projects.ts';
 import { trace } from './trace.ts';
+import { staleWorkDirs, workDirName } from '../proc.ts';
 import type { VmService } from './vms.ts';
 
 /** Bump when what move.json says, or the files beside it, change. */
@@ -107,7 +107,8 @@ export async function moveProject(ctx: MoveContext, name: string, to: string, on
       else if (rec.op?.kind === 'move' && rec.op.pid === process.pid) delete rec.op;
     });
   await setOp(true);
-  const work = join(ctx.layout.vmsDir, `.move-${name}-${randomBytes(4).toString('hex')}`);
+  await sweep(ctx.layout.vmsDir, 'move');
+  const work = join(ctx.layout.vmsDir, workDirName('move'));
   await mkdir(work, { mode: 0o700 });
   let sent = false;
   let unknown = false;
@@ -152,9 +153,15 @@ export async function moveProject(ctx: MoveContext, name: string, to: string, on
     } catch (err) {
       // ssh itself failed: whether the node took it is asked, not guessed.
       const there = await ctx.nodes.run(node, ['project', 'info', name, '--json'], { timeoutMs: 60_000 }).catch(() => undefined);
-      if (there?.code === 0) r = { code: 0, stdout: there.stdout, stderr: '' };
+      const held = there?.code === 0 ? receivedAs(there.stdout) : undefined;
+      if (held === 'whole') r = { code: 0, stdout: there!.stdout, stderr: '' };
       else if (there?.code === 3) throw err;
-      else {
+      else if (held === 'broken') {
+        throw new RuntimeError('ENODE_UNREACHABLE', `project ${name}: the connection to node ${node.name} broke during the move, and the node's receive was cut: it stays on this host`, {
+          cause: err,
+          hint: `remove the node's broken copy: goshipctl project delete ${name} --node ${node.name}`,
+        });
+      } else {
         unknown = true;
         throw new RuntimeError('ENODE_UNREACHABLE', `project ${name}: the connection to node ${node.name} broke during the move, and whether the node took it cannot be asked: it stays suspended here`, {
           cause: err,
@@ -185,10 +192,32 @@ export async function moveProject(ctx: MoveContext, name: string, to: string, on
   }
 }
 
+/**
+ * Pure: what `project info NAME --json` on the node says of a project a cut
+ * connection was sending: `whole` (received, no command at work on it),
+ * `broken` (its receive was killed: the node's reconcile marked it), or
+ * undefined (a receive may still be under way: nobody can tell yet).
+ */
+export function receivedAs(infoJson: string): 'whole' | 'broken' | undefined {
+  let info: { state?: unknown; op?: unknown };
+  try {
+    info = JSON.parse(infoJson) as { state?: unknown; op?: unknown };
+  } catch {
+    return undefined;
+  }
+  if (info.state === 'broken') return 'broken';
+  return info.op === undefined && ['ready', 'stopped', 'suspended'].includes(String(info.state)) ? 'whole' : undefined;
+}
+
 /** Pure: a saved argv shape with the sender's image directory (its kernel, initrd) as the receiver's. */
 export function rebaseShape(shape: readonly string[], from: string, to: string): string[] {
   const pairs = [[`${from}/`, `${to}/`], [`${from.replaceAll(',', ',,')}/`, `${to.replaceAll(',', ',,')}/`]] as const;
   return shape.map((w) => pairs.reduce((acc, [a, b]) => (a === b ? acc : acc.replaceAll(a, b)), w));
+}
+
+/** Removes what killed moves or receives left in `dir` (a disk's worth each). */
+async function sweep(dir: string, kind: 'move' | 'receive'): Promise<void> {
+  for (const stale of await staleWorkDirs(dir, kind)) await rm(stale, { recursive: true, force: true });
 }
 
 const RECEIVED = new Set([FILE_RECORD, FILE_DISK, FILE_STATE]);
@@ -206,7 +235,8 @@ export async function receiveProject(ctx: MoveContext, name: string, stream: Nod
   const issue = NAME_PATTERN.test(name) ? undefined : `expected ${NAME_RULE}, got ${JSON.stringify(name)}`;
   if (issue) throw new RuntimeError('EINVALID', `project receive: ${issue}`);
   await mkdir(ctx.layout.vmsDir, { recursive: true, mode: 0o700 });
-  const work = join(ctx.layout.vmsDir, `.receive-${name}-${randomBytes(4).toString('hex')}`);
+  await sweep(ctx.layout.vmsDir, 'receive');
+  const work = join(ctx.layout.vmsDir, workDirName('receive'));
   await mkdir(work, { mode: 0o700 });
   let created = false;
   try {
@@ -239,6 +269,7 @@ export async function receiveProject(ctx: MoveContext, name: string, stream: Nod
       noStart: true,
       cold: true,
       createdAt: r.createdAt,
+      holdOp: true,
     });
     created = true;
     const vm = await ctx.vms.get(name);
@@ -260,6 +291,9 @@ export async function receiveProject(ctx: MoveContext, name: string, stream: Nod
     await ctx.store.update((draft) => {
       for (const a of r.apps) draft.apps[appKey(name, a.name)] = a as App;
       setProjectForwards(draft, name, vm.id);
+      // Whole from here: the create's op, held until now, goes.
+      const p = findRecord(draft, 'project', name);
+      if (p?.op?.kind === 'create' && p.op.pid === process.pid) delete p.op;
     });
     if (o.start) await ctx.projects.start(name);
     return await ctx.projects.info(name);

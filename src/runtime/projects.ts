@@ -65,6 +65,12 @@ export interface CreateProjectOptions extends StartProjectOptions {
   cold?: boolean;
   /** The project's creation time when it is made again elsewhere (`project move`): its cloud-init instance id follows from it, so the guest does not provision itself anew. */
   createdAt?: string;
+  /**
+   * With noStart: the create's op stays on the project for the caller to
+   * clear (`project receive` fills the project in first), so a caller killed
+   * meanwhile leaves it `broken`, never a project that looks whole.
+   */
+  holdOp?: boolean;
 }
 
 /** Where a created project's VM came from: a template restored, or a boot (and why no template served). */
@@ -269,7 +275,7 @@ export class ProjectService {
         delete p.op;
         if (op.kind === 'create' || op.kind === 'delete') {
           p.state = 'broken';
-          p.lastError = `${op.kind} was interrupted (goshipctl pid ${op.pid} is gone); delete the project and create it again`;
+          p.lastError = `${op.kind} was interrupted (goshipctl pid ${op.pid} is gone); delete the project and create it again${op.kind === 'create' ? ' (or move it here again)' : ''}`;
         }
         const vm = findRecord(draft, 'vm', p.vmId);
         if (vm?.op && opAbandoned(vm.op)) delete vm.op;
@@ -351,7 +357,7 @@ export class ProjectService {
     };
     await makeVm(template);
     if (o.noStart) {
-      return this.settle(v.name, 'stopped');
+      return this.settle(v.name, 'stopped', { keepOp: o.holdOp === true });
     }
     let boot: BootReport;
     let origin: ProjectOrigin = template ? { from: 'template', template: template.name } : { from: 'boot', reason: 'reason' in found ? found.reason : '' };
@@ -464,11 +470,11 @@ export class ProjectService {
     return { wait, steps: track.steps, totalMs: Date.now() - began };
   }
 
-  private async settle(name: string, state: Project['state']): Promise<ProjectView> {
+  private async settle(name: string, state: Project['state'], o: { keepOp?: boolean } = {}): Promise<ProjectView> {
     return this.ctx.store.update((draft) => {
       const p = requireRecord(draft, 'project', name);
       p.state = state;
-      delete p.op;
+      if (!o.keepOp) delete p.op;
       delete p.lastError;
       return { project: structuredClone(p), vm: structuredClone(draft.vms[p.vmId]) };
     });

@@ -237,7 +237,7 @@ describe('a second node over SSH', () => {
     expect((await ok(['app', 'list'])).split('\n').slice(0, 2)).toEqual([expect.stringMatching(/^PROJECT\s+NODE\s+APP\s+KIND/), expect.stringMatching(/^far\s+box\s+bb\s+process\s/)]);
   }, 300_000);
 
-  it('project move: a running project goes to the node with its app\'s process; with sshd gone it stays here, running', async () => {
+  it('project move: a running project goes to the node with its app\'s process; with sshd gone it stays here, running; cut mid-transfer, it stays here suspended', async () => {
     const web = await freePort();
     await ok(['project', 'create', 'mover', '--memory', '512M', '--wait', 'agent']);
     await ok(['app', 'deploy', 'mover', 'web', '--command', '--port', `${web}:8080`, '--', '/usr/bin/python3', '-m', 'http.server', '8080']);
@@ -257,6 +257,21 @@ describe('a second node over SSH', () => {
     expect(here.filter((p) => p.name === 'mover').map((p) => [p.node, p.state]), `${JSON.stringify(here)}\n${consoleTail}`).toEqual([['local', 'ready']]);
     expect(await pidOf()).toBe(pid);
 
+    // The node goes away in the middle of the transfer (its sshd and every session killed): whether it took the
+    // project cannot be asked, so the project stays here, suspended, and the error says how to go on.
+    const nodeVms = join(node.home, '.local', 'share', 'goship', 'vms');
+    const receiving = async () => (await readdir(nodeVms).catch(() => [] as string[])).filter((f) => f.startsWith('.receive-'));
+    const moving = g(['project', 'move', 'mover', '--to', 'box']);
+    await until('the node to receive', async () => ((await receiving()).length > 0 ? true : undefined), 300_000, 20);
+    await node.stop();
+    const gone = await moving;
+    expect([gone.code, gone.stderr]).toEqual([1, expect.stringMatching(/^goshipctl: error: project mover: the connection to node box broke during the move, and whether the node took it cannot be asked: it stays suspended here\nhint: when the node answers: goshipctl node info box; if it holds mover, delete it here/)]);
+    await node.start();
+    expect((await json<Array<{ name: string; node: string; state: string }>>(['project', 'list'])).filter((p) => p.name === 'mover').map((p) => [p.node, p.state])).toEqual([['local', 'suspended']]);
+    await ok(['project', 'resume', 'mover']);
+    expect(await pidOf()).toBe(pid);
+    expect(await receiving()).toHaveLength(1); // the killed receive's directory, until the next receive sweeps it
+
     const moved = await json<{ name: string; node: string; state: string; bytes: number }>(['project', 'move', 'mover', '--to', 'box']);
     expect([moved.node, moved.state]).toEqual(['box', 'ready']);
     const list = await json<Array<{ name: string; node: string; state: string }>>(['project', 'list']);
@@ -266,8 +281,9 @@ describe('a second node over SSH', () => {
     expect(await pidOf()).toBe(pid);
     expect((await execa('pgrep', ['-u', USER, '-f', 'process=goship-mover'], { reject: false })).stdout.trim()).toMatch(/^\d+$/);
     expect(await serves()).toBe(true);
-    // Nothing of it is left here.
+    // Nothing of it is left here, nor of the cut receive there.
     expect(existsSync(env.layout.vmDir('mover'))).toBe(false);
+    expect(await receiving()).toEqual([]);
     await ok(['project', 'delete', 'mover', '--force']);
   }, 900_000);
 

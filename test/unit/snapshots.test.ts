@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { asIdentity } from '../../src/jail/index.ts';
 import { imageSnapshotArgs } from '../../src/qemu/index.ts';
-import { rebaseShape } from '../../src/runtime/move.ts';
+import { rebaseShape, receivedAs } from '../../src/runtime/move.ts';
 import { SNAPSHOT_NODE, snapshotList, snapshotTagIssue } from '../../src/runtime/snapshots.ts';
 
 describe('snapshots', () => {
@@ -49,5 +49,18 @@ describe('a move', () => {
     ]);
     expect(rebaseShape(['file=/x,,y/images/default/z'], '/x,y/images/default', '/n')).toEqual(['file=/n/z']);
     expect(rebaseShape(shape, '/same', '/same')).toEqual(shape);
+  });
+
+  it('after a cut connection, takes the node\'s copy as received only when it is whole and no command works on it', () => {
+    const info = (o: Record<string, unknown>) => JSON.stringify({ name: 'web', node: 'local', ...o });
+    expect(receivedAs(info({ state: 'ready' }))).toBe('whole');
+    expect(receivedAs(info({ state: 'suspended' }))).toBe('whole');
+    expect(receivedAs(info({ state: 'stopped' }))).toBe('whole');
+    // Killed half-way, the node's reconcile made it broken: the sender keeps the project.
+    expect(receivedAs(info({ state: 'broken', lastError: 'create was interrupted' }))).toBe('broken');
+    // A receive still at work there (its create's op held), or anything else: nobody can tell yet.
+    expect(receivedAs(info({ state: 'stopped', op: { kind: 'create', startedAt: '2026-12-07T10:00:00.000Z' } }))).toBeUndefined();
+    expect(receivedAs(info({ state: 'creating' }))).toBeUndefined();
+    expect(receivedAs('not json')).toBeUndefined();
   });
 });

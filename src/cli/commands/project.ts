@@ -76,6 +76,7 @@ export function projectJson(v: ProjectView) {
     name: p.name,
     state: p.state,
     ...(p.lastError ? { lastError: p.lastError } : {}),
+    ...(p.op ? { op: { kind: p.op.kind, startedAt: p.op.startedAt } } : {}),
     node: p.node,
     createdAt: p.createdAt,
     spec: p.spec,
