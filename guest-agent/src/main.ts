@@ -22,6 +22,7 @@ import { serveUnixSocket } from './listen.ts';
 import { servePort } from './port.ts';
 import type { AgentContext, Handler } from './session.ts';
 import { infoMethod, pingMethod, readBootId, shutdownMethod } from './sysinfo.ts';
+import { tunnelMethod } from './tunnel.ts';
 import { AGENT_VERSION } from './version.ts';
 
 const handlers: Record<string, Handler> = {
@@ -32,6 +33,7 @@ const handlers: Record<string, Handler> = {
   download: downloadMethod,
   stat: statMethod,
   shutdown: shutdownMethod,
+  tunnel: tunnelMethod,
   ...appHandlers,
   ...procHandlers,
 };

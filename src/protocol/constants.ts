@@ -65,6 +65,7 @@ export const METHODS = [
   'download',
   'stat',
   'shutdown',
+  'tunnel',
   'docker.version',
   'app.image.build',
   'app.image.load',

@@ -215,6 +215,18 @@ export const ShutdownResultSchema = v.object({
   dryRun: v.boolean(),
 });
 
+/**
+ * `tunnel`: a stream to a socket inside the guest, relayed both ways: the
+ * host's `stdin` frames are written to it, what it sends comes back as
+ * `stdout`; an eof either way is a half close. The result comes when the
+ * socket has closed. A TCP port is the guest's loopback only.
+ */
+export const TunnelParamsSchema = v.variant('to', [
+  v.object({ to: v.literal('tcp'), port: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65535)) }),
+  v.object({ to: v.literal('unix'), path: AbsolutePath }),
+]);
+export const TunnelResultSchema = v.object({ sent: NonNegative, received: NonNegative });
+
 export type PingResult = v.InferOutput<typeof PingResultSchema>;
 export type InfoResult = v.InferOutput<typeof InfoResultSchema>;
 export type ExecResult = v.InferOutput<typeof ExecResultSchema>;
@@ -222,6 +234,8 @@ export type UploadResult = v.InferOutput<typeof UploadResultSchema>;
 export type DownloadResult = v.InferOutput<typeof DownloadResultSchema>;
 export type StatResult = v.InferOutput<typeof StatResultSchema>;
 export type ShutdownResult = v.InferOutput<typeof ShutdownResultSchema>;
+export type TunnelParams = v.InferOutput<typeof TunnelParamsSchema>;
+export type TunnelResult = v.InferOutput<typeof TunnelResultSchema>;
 
 /** "path.to.field: message; …" from a failed valibot parse, for error replies and logs. */
 export function describeIssues(issues: readonly v.BaseIssue<unknown>[]): string {

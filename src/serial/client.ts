@@ -29,11 +29,15 @@ import {
   PingResultSchema,
   ShutdownResultSchema,
   StatResultSchema,
+  TunnelParamsSchema,
+  TunnelResultSchema,
   type ExecResult,
   type InfoResult,
   type ShutdownResult,
   type StatResult,
   type StreamName,
+  type TunnelParams,
+  type TunnelResult,
 } from '../protocol/index.ts';
 import { EXEC_REPLY_GRACE_MS } from './defaults.ts';
 import { AgentProtocolError, type AgentError } from './errors.ts';
@@ -252,6 +256,33 @@ export class AgentClient {
    */
   async download(remotePath: string, localPath: string, options: DownloadOptions = {}): Promise<TransferResult & { mode: number }> {
     return download(this.#session, (path) => this.stat(path), remotePath, localPath, options);
+  }
+
+  /**
+   * One connection to a socket inside the guest (`tunnel`): `input` is
+   * written to it, what it sends goes to `output`; the end of `input` is a
+   * half close there, the guest's is `output.end()`. Resolves when the
+   * guest's socket has closed both ways; `signal` ends it at once.
+   */
+  async tunnel(to: TunnelParams, o: { input: AsyncIterable<Buffer>; output: Writable; signal?: AbortSignal }): Promise<TunnelResult> {
+    const checked = v.safeParse(TunnelParamsSchema, to);
+    if (!checked.success) {
+      throw new ValidationError(
+        checked.issues.map((i) => ({ path: v.getDotPath(i) ?? '', message: i.message })),
+        { subject: 'invalid tunnel request' },
+      );
+    }
+    const out = new WritableSink(o.output, { endOnEof: true });
+    const credit = new CreditWindow(this.#session.hello.limits.window);
+    const { result, pending } = this.#session.request('tunnel', checked.output, {
+      sinks: { stdout: out },
+      credits: { stdin: credit },
+      ...(o.signal === undefined ? {} : { signal: o.signal }),
+    });
+    void this.#session.pump(pending, 'stdin', o.input, credit, { maxChunk: this.#session.hello.limits.chunk });
+    const raw = await result;
+    await out.drained();
+    return validateResult(TunnelResultSchema, raw, 'tunnel');
   }
 
   /** Ask the agent to power the guest off (`systemctl poweroff`); it answers first. */

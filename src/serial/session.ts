@@ -107,6 +107,8 @@ const FINISHED = Symbol('request finished');
 /** Where the data frames of one received stream go; `consumed` returns their credit to the agent. */
 export interface Sink {
   deliver(payload: Buffer, consumed: () => void): void;
+  /** The stream's eof arrived. */
+  end?(): void;
 }
 
 /** One open request: how to settle it, the streams it receives and sends, its timer. */
@@ -184,11 +186,20 @@ const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
 /** A writable sink that acknowledges a chunk once the Writable has flushed it. */
 export class WritableSink implements Sink {
   readonly #writable: Writable | undefined;
+  readonly #endOnEof: boolean;
   #inflight = 0;
   #waiters: Array<() => void> = [];
 
-  constructor(writable: Writable | undefined) {
+  /** `endOnEof`: the stream's eof ends `writable` (a tunnel's half close); otherwise the caller ends it. */
+  constructor(writable: Writable | undefined, o: { endOnEof?: boolean } = {}) {
     this.#writable = writable;
+    this.#endOnEof = o.endOnEof === true;
+  }
+
+  end(): void {
+    const w = this.#writable;
+    if (!this.#endOnEof || !w || w.destroyed || w.writableEnded) return;
+    void this.drained().then(() => w.end());
   }
 
   deliver(payload: Buffer, consumed: () => void): void {
@@ -548,7 +559,8 @@ export class AgentSession {
       case 'eof': {
         const p = this.#pending.get(msg.id);
         if (p?.relay) p.relay.eof(msg.s);
-        else if (!p?.sinks.has(msg.s)) this.stats.unknownIds++;
+        else if (p?.sinks.has(msg.s)) p.sinks.get(msg.s)!.sink.end?.();
+        else this.stats.unknownIds++;
         return;
       }
     }
