@@ -40,6 +40,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
+# The Docker CLI the tests of `goshipctl project docker` drive (test/e2e/host-tools.test.ts):
+# Debian's own (docker.io's /usr/bin/docker), extracted from the package into .cache/, not
+# installed, so no Docker daemon is put on this host. A host's own docker CLI works the same.
+DOCKER_CLI=.cache/docker-cli/docker
+if [ ! -x "$DOCKER_CLI" ]; then
+  echo "bootstrap: fetching Debian's Docker CLI into $DOCKER_CLI (the package is extracted, not installed)" >&2
+  tmp=$(mktemp -d)
+  (cd "$tmp" && { apt-get download docker.io >/dev/null 2>&1 || { apt-get update -qq && apt-get download docker.io >/dev/null 2>&1; }; })
+  dpkg-deb -x "$tmp"/docker.io_*.deb "$tmp/root"
+  mkdir -p "$(dirname "$DOCKER_CLI")"
+  install -m 0755 "$tmp/root/usr/bin/docker" "$DOCKER_CLI"
+  rm -rf "$tmp"
+fi
+
 # npm dependencies: install when node_modules is absent or older than the lock file.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "bootstrap: installing npm packages (npm ci)" >&2

@@ -37,6 +37,14 @@ export const FILES = {
   monitorSocket: 'monitor.sock',
   /** What the monitor process writes about itself. */
   monitorLog: 'monitor.log',
+  /** The project's own SSH key pair (`goshipctl ssh`): the private key owner-only, `.pub` beside it. */
+  sshKey: 'ssh_key',
+  /** The guest's SSH host keys as the agent read them: ssh checks them against this, never asks. */
+  sshKnownHosts: 'ssh_known_hosts',
+  /** `Host goship-NAME`, as `goshipctl ssh-config NAME` prints it (`ssh -F`). */
+  sshConfig: 'ssh_config',
+  /** The VM's monitor relays each connection here to dockerd's socket in the guest (`goshipctl project docker`). */
+  dockerSocket: 'docker.sock',
   imageBase: 'base.qcow2',
   imageKernel: 'vmlinuz',
   imageInitrd: 'initrd.img',
@@ -101,7 +109,7 @@ export class Layout {
     return join(this.run, id);
   }
   /** A socket in the VM's run directory. */
-  vmSocket(id: string, file: 'qmpSocket' | 'qmpUserSocket' | 'agentSocket' | 'consoleSocket' | 'monitorSocket' | 'saveSocket' | 'incomingSocket'): string {
+  vmSocket(id: string, file: 'qmpSocket' | 'qmpUserSocket' | 'agentSocket' | 'consoleSocket' | 'monitorSocket' | 'saveSocket' | 'incomingSocket' | 'dockerSocket'): string {
     return join(this.vmRunDir(id), FILES[file]);
   }
   qmpSocket(id: string): string {

@@ -11,7 +11,6 @@ import { existsSync, readFileSync } from 'node:fs';
 import { PassThrough } from 'node:stream';
 import * as v from 'valibot';
 import {
-  APP_LABEL,
   AppExecParamsSchema,
   ContainerParamsSchema,
   ContainerSpecSchema,
@@ -272,7 +271,8 @@ const containerCall =
   };
 
 async function listMethod(): Promise<{ containers: ContainerInfo[] }> {
-  const list = await engine.json<Array<{ Id: string }>>('GET', '/containers/json', { query: { all: 1, filters: JSON.stringify({ label: [APP_LABEL] }) } });
+  // Every container, GoShip's apps and those started behind its back (the host's docker CLI through `project docker`): app list shows those unmanaged.
+  const list = await engine.json<Array<{ Id: string }>>('GET', '/containers/json', { query: { all: 1 } });
   const containers: ContainerInfo[] = [];
   for (const c of list) {
     // A container removed between the list and its inspect is simply not there.

@@ -44,6 +44,7 @@ import { answering, ReusedReads, connectRetrying } from './sockets.ts';
 import { readLaunch, type Launch } from './launch.ts';
 import { NETDEV_ID, parseUsernet } from './ports.ts';
 import { withDeadline } from './deadline.ts';
+import { SocketRelay } from './socket-relay.ts';
 import {
   ConsoleParamsSchema,
   MONITOR_METHODS,
@@ -68,6 +69,11 @@ export type StopTimeouts = typeof DEFAULT_STOP_TIMEOUTS;
 const ADOPTED_POLL_MS = 200;
 /** QMP events kept for `monitor.status`. */
 const EVENTS_KEPT = 20;
+
+/** dockerd's socket in the guest (Debian's docker.io; socket-activated, so the first connection starts dockerd). */
+export const GUEST_DOCKER_SOCKET = '/run/docker.sock';
+/** How long a relayed connection waits for an agent that is not ready (a VM still booting). */
+const RELAY_AGENT_WAIT_MS = 60_000;
 
 export interface MonitorOptions {
   layout: Layout;
@@ -402,7 +408,18 @@ export class Monitor {
   async #listen(): Promise<void> {
     await this.#server.listen();
     this.#serverListening = true;
+    // RUN/ID/docker.sock: each connection relayed to dockerd's socket in the guest (`goshipctl project docker`).
+    this.#docker = new SocketRelay({
+      path: this.#o.layout.vmSocket(this.#vm.id, 'dockerSocket'),
+      target: { to: 'unix', path: GUEST_DOCKER_SOCKET },
+      session: (signal) => this.#link.session(signal),
+      agentWaitMs: RELAY_AGENT_WAIT_MS,
+      log: (l) => this.#log(l),
+    });
+    await this.#docker.listen().catch((err: unknown) => this.#log(`docker relay: ${(err as Error).message}`));
   }
+
+  #docker: SocketRelay | undefined;
 
   /** QEMU binds its socket a moment before it listens: a connect in between is refused. Retry while it lives. */
   async #connectQmp(alive: () => boolean): Promise<QmpClient> {
@@ -590,6 +607,7 @@ export class Monitor {
     if (this.#filesRemoved || !this.#ownsFiles) return;
     this.#filesRemoved = true;
     this.#server.stopAccepting();
+    await this.#docker?.close();
     const { paths } = this.#vm;
     await Promise.all([paths.qmpSocket, paths.qmpUserSocket, paths.agentSocket, paths.consoleSocket].map((p) => rm(p, { force: true })));
     // The run directory holds only sockets and QEMU's pidfile; the VM's identity could write in it, so it goes as the jail removes such trees.

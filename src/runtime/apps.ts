@@ -524,7 +524,8 @@ export class AppService {
       });
     }
     for (const c of containers ?? []) {
-      if (seen.has(c.id) || c.labels[PROJECT_LABEL] !== p.name) continue;
+      // Every container in the project's VM is the project's: those without GoShip's labels were started behind its back.
+      if (seen.has(c.id) || (c.labels[PROJECT_LABEL] !== undefined && c.labels[PROJECT_LABEL] !== p.name)) continue;
       views.push({ project: p.name, name: c.labels[APP_LABEL] ?? c.name, kind: 'container', state: `unmanaged (${c.state})`, image: c.image, ports: [], restarts: c.restartCount, startedAt: c.startedAt, container: c, process: null, record: null });
     }
     for (const x of procs ?? []) {
