@@ -52,6 +52,7 @@ export const ERROR_CODES = {
   EAGENT_PROTOCOL: 'the guest sent something that breaks the agent protocol',
   EAGENT_REMOTE: 'the guest agent answered with an error (its own code is kept)',
   EAGENT_BUNDLE: 'the guest agent bundle (dist/goship-agent.mjs) is missing',
+  EGUEST: 'the guest did not do what GoShip asked of it through its agent (authorize an SSH key, show its host keys)',
   EGUEST_BOOT: "the guest's boot did not finish in time (network not online, cloud-init not done) or cloud-init reported errors",
   // images
   EIMAGE_BUILD: 'an image build failed',

@@ -56,7 +56,7 @@ export interface ExitStatus {
 
 
 /** What a private work directory is for: its name starts `.KIND-PID-`. */
-export type WorkKind = 'import' | 'build' | 'remove' | 'move' | 'receive';
+export type WorkKind = 'import' | 'build' | 'remove' | 'move' | 'receive' | 'keygen';
 
 /**
  * The private work directories of one kind (`.import-PID-…`, `.build-PID-…`,

@@ -22,6 +22,9 @@ Projects
   project create NAME [--cpus N --memory 2G --disk 20G --image NAME --ssh-key FILE --port HOST:GUEST]
   project list | info NAME | start NAME | stop NAME | delete NAME [--force]
   project port add NAME [udp:]HOST:GUEST | port remove NAME [udp:]HOST | port list NAME
+  project suspend NAME | resume NAME, project snapshot create|list|restore|delete NAME [TAG] [--memory]
+  project move NAME --to NODE
+  ssh NAME [-- CMD], ssh-config NAME   OpenSSH into the project's VM (its own key, over the agent channel)
 
 Apps (inside a project's VM)
   app deploy PROJECT APP --build DIR | --image-archive FILE | --image REF [--port H:C --env K=V --restart always …] [-- CMD]
@@ -36,6 +39,7 @@ VMs
   vm console NAME [-f]      the serial console log
   vm qmp NAME '{"execute":"query-status"}'
   vm ping|info NAME, vm exec NAME -- CMD ARGS, vm cp SRC DST (NAME:PATH on one side)
+  vm tunnel NAME PORT|unix:/PATH   stdin/stdout to a socket in the guest (an ssh ProxyCommand)
 
 Images
   image build [NAME] [--packages a,b], image list | info NAME | remove NAME

@@ -61,6 +61,7 @@ export const CODE_EXIT: Record<ErrorCode, ExitStatus> = {
   EAGENT_PROTOCOL: EXIT.failed,
   EAGENT_REMOTE: EXIT.failed,
   EAGENT_BUNDLE: EXIT.failed,
+  EGUEST: EXIT.failed,
   EGUEST_BOOT: EXIT.failed,
   EIMAGE_BUILD: EXIT.failed,
   EIMAGE_IMPORT: EXIT.failed,

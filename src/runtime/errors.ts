@@ -2,7 +2,7 @@
 import { GoshipError, type ErrorCode, type Issue } from '../errors.ts';
 import type { PendingOp } from '../store/index.ts';
 
-export type RuntimeErrorCode = Extract<ErrorCode, 'ESTATE' | 'EINVALID' | 'ENOTSUP' | 'EPORT_TAKEN' | 'EIMAGE_MISSING' | 'EMONITOR' | 'ENOTFOUND' | 'EAPP_START' | 'EAGENT_TIMEOUT' | 'EAGENT_RUNTIME' | 'EAGENT_BUNDLE' | 'EGUEST_BOOT' | 'EJAIL' | 'ESTOP' | 'ENODE_UNREACHABLE' | 'ENODE_VERSION' | 'EEXIST' | 'EREAD'>;
+export type RuntimeErrorCode = Extract<ErrorCode, 'ESTATE' | 'EINVALID' | 'ENOTSUP' | 'EPORT_TAKEN' | 'EIMAGE_MISSING' | 'EMONITOR' | 'ENOTFOUND' | 'EAPP_START' | 'EAGENT_TIMEOUT' | 'EAGENT_RUNTIME' | 'EAGENT_BUNDLE' | 'EGUEST' | 'EGUEST_BOOT' | 'EJAIL' | 'ESTOP' | 'ENODE_UNREACHABLE' | 'ENODE_VERSION' | 'EEXIST' | 'EREAD'>;
 
 export class RuntimeError extends GoshipError {
   declare readonly code: RuntimeErrorCode;

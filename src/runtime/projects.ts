@@ -4,6 +4,7 @@
  * it and waits until it is usable: the agent answers, the network is online,
  * cloud-init has finished (src/runtime/guest-boot.ts).
  */
+import { existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { ValidationError, type Issue } from '../errors.ts';
 import { RuntimeError } from './errors.ts';
@@ -34,6 +35,7 @@ import type { Layout } from '../layout.ts';
 import { within } from '../jail/index.ts';
 import { IMAGE_HOSTNAME, giveIdentity, listTemplates, saveTemplate, usableTemplate, type TemplateInfo } from './templates.ts';
 import { trace } from './trace.ts';
+import { newProjectKey, sshAccess, sshAlias, sshFiles } from './ssh.ts';
 import { setGuestClock } from './saved-state.ts';
 import { VmSnapshots } from './snapshots.ts';
 import { VmStateError } from '../vmstate/index.ts';
@@ -344,9 +346,20 @@ export class ProjectService {
       });
       throw err;
     };
+    // The project's own SSH key pair (`goshipctl ssh`): its public key goes in with the user's.
+    let key: Awaited<ReturnType<typeof newProjectKey>>;
+    try {
+      key = await newProjectKey(this.ctx.layout, sshAlias(v.name));
+    } catch (err) {
+      await this.ctx.store.update((draft) => {
+        delete draft.projects[v.name];
+      });
+      throw err;
+    }
+    const guestKeys = [...v.sshKeys, key.pub];
     const makeVm = async (on: TemplateInfo | undefined): Promise<void> => {
       try {
-        await this.ctx.vms.create(await projectVmOptions(v, image, now, { project: v.name, consoleMaxSize: o.consoleMaxSize, ...(on ? { templateDisk: on.disk } : {}) }));
+        await this.ctx.vms.create(await projectVmOptions({ ...v, sshKeys: guestKeys }, image, now, { project: v.name, consoleMaxSize: o.consoleMaxSize, ...(on ? { templateDisk: on.disk } : {}) }));
       } catch (err) {
         // Nothing of the VM stays: the project record goes too.
         await this.ctx.store.update((draft) => {
@@ -355,15 +368,22 @@ export class ProjectService {
         throw err;
       }
     };
-    await makeVm(template);
+    try {
+      await makeVm(template);
+    } catch (err) {
+      await key.discard();
+      throw err;
+    }
+    const keepKey = () => key.keep(sshFiles(this.ctx.layout, v.name, v.name));
     if (o.noStart) {
+      await keepKey();
       return this.settle(v.name, 'stopped', { keepOp: o.holdOp === true });
     }
     let boot: BootReport;
     let origin: ProjectOrigin = template ? { from: 'template', template: template.name } : { from: 'boot', reason: 'reason' in found ? found.reason : '' };
     try {
       try {
-        boot = await this.bootUp(v.name, began, o, template ? { template, hostname: v.name, sshKeys: v.sshKeys } : undefined);
+        boot = await this.bootUp(v.name, began, o, template ? { template, hostname: v.name, sshKeys: guestKeys } : undefined);
       } catch (err) {
         if (!template || !(err instanceof GoshipError && err.code === 'EVMSTATE')) throw err;
         // The template could not be restored (QEMU refused its state, another argv): the project boots instead, and says why.
@@ -373,7 +393,9 @@ export class ProjectService {
         origin = { from: 'boot', reason: `template ${template.name} could not be restored: ${err.message}` };
         boot = await this.bootUp(v.name, began, o);
       }
+      await keepKey();
     } catch (err) {
+      await key.discard();
       await this.ctx.vms.stop(v.name, { force: true }).catch(() => undefined);
       return fail(err);
     }
@@ -556,6 +578,38 @@ export class ProjectService {
     return { ...(await this.settle(name, 'ready')), boot, snapshot };
   }
 
+
+  /**
+   * Makes the project reachable with OpenSSH (runtime/ssh.ts): its key pair,
+   * the key authorized in the guest, the guest's host keys pinned; returns
+   * the `Host goship-NAME` block, also written to its VM's `ssh_config`.
+   * `proxy` runs goshipctl (ssh's ProxyCommand appends `vm tunnel NAME 22`).
+   */
+  async ssh(name: string, proxy: readonly string[], o: { agentTimeoutMs?: number } = {}): Promise<{ config: string; configFile: string; alias: string }> {
+    const p = requireRecord(await this.ctx.store.read(), 'project', name);
+    const vm = await this.ctx.vms.get(p.vmId);
+    if (vm.state !== 'ready' && vm.state !== 'running') throw stateError(`project ${name} is ${p.state}: ssh needs its VM running`, `start it: goshipctl project start ${name}`);
+    const files = sshFiles(this.ctx.layout, p.vmId, name);
+    const agent = await this.ctx.vms.agent(p.vmId, 10_000, o.agentTimeoutMs !== undefined ? { agentWaitMs: o.agentTimeoutMs } : {});
+    try {
+      return { config: await sshAccess(agent, files, { name, proxy }), configFile: files.config, alias: files.alias };
+    } finally {
+      await agent.close();
+    }
+  }
+
+  /**
+   * The host socket whose connections the project's VM monitor relays to
+   * dockerd in the guest (`RUN/ID/docker.sock`, owner-only): for DOCKER_HOST.
+   */
+  async dockerSocket(name: string): Promise<string> {
+    const p = requireRecord(await this.ctx.store.read(), 'project', name);
+    const vm = await this.ctx.vms.get(p.vmId);
+    if (vm.state !== 'ready' && vm.state !== 'running') throw stateError(`project ${name} is ${p.state}: its Docker socket is relayed while its VM runs`, `start it: goshipctl project start ${name}`);
+    const socket = this.ctx.layout.vmSocket(p.vmId, 'dockerSocket');
+    if (!existsSync(socket)) throw stateError(`project ${name}: its VM's monitor has no Docker socket (${socket}); a monitor started by an older GoShip has none`, `restart the VM: goshipctl project stop ${name} && goshipctl project start ${name}`);
+    return socket;
+  }
 
   async stop(name: string, opts: { force?: boolean; timeouts?: Partial<StopTimeouts> } = {}): Promise<ProjectView & { stop: StopVmResult }> {
     const p = await this.ownVm(name);

@@ -1,5 +1,6 @@
 /** goshipctl project …: one VM per project, ready for work. */
 import type { CAC } from 'cac';
+import { execa } from 'execa';
 import { GoshipError, ValidationError } from '../../errors.ts';
 import { WAIT_LEVELS, bootStepsText, readSshKeys, type BootProgress, type BootReport, type PortsView, type ProjectView, type WaitLevel } from '../../runtime/index.ts';
 import { intOption, rawValue, rawValues, secondsOption } from '../args.ts';
@@ -112,7 +113,7 @@ function reachText(v: ProjectView): string {
  * with a `<name>`, and `create` on the nodes its `--node` options name, its
  * `--ssh-key` files sent there first.
  */
-export const projectRouting: GroupRouting = { project: 'name', commands: { create: { route: 'create', files: { '--ssh-key': 'file' } }, move: { route: 'local' }, receive: { route: 'local' } } };
+export const projectRouting: GroupRouting = { project: 'name', commands: { create: { route: 'create', files: { '--ssh-key': 'file' } }, move: { route: 'local' }, receive: { route: 'local' }, docker: { route: 'local' } } };
 
 export function registerProject(cli: CAC, ctx: CommandContext): void {
   const a = ctx.argv;
@@ -208,6 +209,22 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
         : [table(['NAME', 'NODE', 'STATE', 'VM', 'PID', 'CPUS', 'MEMORY', 'PORTS', 'UPTIME'], rows.map((r) => r.cells)), ...unreachable.map((r) => `node ${r.node} unreachable: ${r.error}`)].join('\n'),
     );
   });
+
+  cli
+    .command('docker <name>', "print DOCKER_HOST for the project's dockerd: a socket on this host that its VM's monitor relays to the guest's /run/docker.sock")
+    .option('--context', 'also create (or update) the Docker context goship-NAME, for `docker --context goship-NAME` or `docker context use`')
+    .example('eval "export $(goshipctl project docker web)" && docker ps')
+    .action(async (name: string, o: { context?: boolean }) => {
+      const rt = await ctx.runtime();
+      const host = `unix://${await rt.projects.dockerSocket(name)}`;
+      const context = `goship-${name}`;
+      if (o.context) {
+        const exists = (await execa('docker', ['context', 'inspect', context], { reject: false, stdin: 'ignore' }).catch(() => undefined))?.exitCode === 0;
+        const r = await execa('docker', ['context', exists ? 'update' : 'create', context, '--description', `GoShip project ${name}`, '--docker', `host=${host}`], { reject: false, stdin: 'ignore' }).catch((err: Error) => ({ exitCode: 127, stderr: err.message }));
+        if (r.exitCode !== 0) throw new GoshipError('ENOTSUP', `docker context ${exists ? 'update' : 'create'} ${context} failed: ${String(r.stderr).trim().slice(0, 400)}`, { hint: 'is the Docker CLI installed on this host? (Debian: apt-get install docker.io, or docker-cli)' });
+      }
+      ctx.out.result({ dockerHost: host, ...(o.context ? { context } : {}) }, () => `DOCKER_HOST=${host}`);
+    });
 
   cli.command('info <name>', 'one project: VM state, PID, resources, ports, uptime, agent, disk usage, paths').action(async (name: string) => {
     const rt = await ctx.runtime();

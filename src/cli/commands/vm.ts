@@ -1,5 +1,5 @@
 /** goshipctl vm …: the VM level, for people learning the stack and for scripts. */
-import { createReadStream, existsSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { constants as osConstants } from 'node:os';
@@ -72,6 +72,13 @@ async function printConsole(path: string, raw: boolean): Promise<void> {
  * with a `<name>` (a project's VM has its name), and `cp` by its `NAME:PATH`
  * operand.
  */
+/** Pure: `vm tunnel`'s target: `PORT` (the guest's loopback) or `unix:/PATH`. */
+export function parseTunnelTarget(target: string): { to: 'tcp'; port: number } | { to: 'unix'; path: string } {
+  if (/^\d{1,5}$/.test(target) && Number(target) >= 1 && Number(target) <= 65535) return { to: 'tcp', port: Number(target) };
+  if (/^unix:\/[^\0]*$/.test(target) && target.length <= 4096 + 5) return { to: 'unix', path: target.slice(5) };
+  throw new GoshipError('EINVALID', `vm tunnel: expected a port (1-65535) on the guest's loopback or unix:/PATH, got ${JSON.stringify(target)}`);
+}
+
 export const vmRouting: GroupRouting = { project: 'name', commands: { cp: { route: 'copy' } } };
 
 export function registerVm(cli: CAC, ctx: CommandContext): void {
@@ -302,6 +309,24 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
         await agent.close();
         // A stdin pipe that is still open must not keep goshipctl alive after the command ended.
         if (!process.stdin.isTTY) process.stdin.destroy();
+      }
+    });
+
+  cli
+    .command('tunnel <name> <target>', "relay stdin and stdout to a port on the guest's loopback (PORT) or a unix socket in it (unix:/PATH), over the agent channel: an ssh ProxyCommand")
+    .option(...AGENT_TIMEOUT)
+    .example('ssh -o ProxyCommand="goshipctl vm tunnel web 22" goship@web')
+    .action(async (name: string, target: string) => {
+      const to = parseTunnelTarget(target);
+      const agent = await guestAgent(name);
+      // fd 1 as a stream goshipctl may end: the guest's half close reaches the reader (ssh) at once.
+      const output = createWriteStream('', { fd: 1 });
+      try {
+        await agent.tunnel(to, { input: process.stdin, output, signal: ctx.signal });
+        return EXIT.ok;
+      } finally {
+        await agent.close();
+        process.stdin.destroy();
       }
     });
 
