@@ -1,7 +1,7 @@
 // npm run bench [-- NAME…]: runs the benchmarks (all when none is named).
 import { spawnSync } from 'node:child_process';
 
-const ALL = ['lifecycle', 'agent', 'project', 'templates', 'suspend', 'monitor', 'apps', 'nodes'];
+const ALL = ['lifecycle', 'agent', 'project', 'templates', 'suspend', 'monitor', 'apps', 'nodes', 'host-tools'];
 const args = process.argv.slice(2);
 const names = args.filter((a) => ALL.includes(a));
 const rest = args.filter((a) => !ALL.includes(a));
