@@ -8,7 +8,7 @@
  * of the session destroys it.
  */
 import { connect, type Socket } from 'node:net';
-import { REMOTE_CODES, TunnelParamsSchema, type TunnelParams, type TunnelResult } from '../../src/protocol/index.ts';
+import { REMOTE_CODES, TunnelParamsSchema, whenWritable, type TunnelParams, type TunnelResult } from '../../src/protocol/index.ts';
 import { RemoteError, parseParams, type Call } from './session.ts';
 
 /** Pure: what the error messages call the target. */
@@ -47,17 +47,7 @@ async function feed(call: Call, sock: Socket, count: (n: number) => void): Promi
   for await (const chunk of call.inbound('stdin')) {
     if (sock.destroyed || sock.writableEnded) continue;
     count(chunk.length);
-    if (!sock.write(chunk)) {
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          sock.off('drain', done);
-          sock.off('close', done);
-          resolve();
-        };
-        sock.on('drain', done);
-        sock.on('close', done);
-      });
-    }
+    if (!sock.write(chunk)) await whenWritable(sock);
   }
   if (!sock.destroyed) sock.end();
 }
