@@ -103,7 +103,7 @@ describe('the routing grammar is the command table', () => {
         'project port project 1',
         'project snapshot project 1',
         'project create create 0',
-        ...['start', 'stop', 'destroy', 'status', 'console', 'qmp', 'ping', 'info', 'exec'].map((s) => `vm ${s} project 0`),
+        ...['start', 'stop', 'destroy', 'status', 'console', 'qmp', 'ping', 'info', 'exec', 'tunnel'].map((s) => `vm ${s} project 0`),
         'vm cp copy',
         ...['deploy', 'list', 'info', 'start', 'stop', 'restart', 'remove', 'logs', 'exec'].map((s) => `app ${s} project 0`),
       ].sort(),
