@@ -579,6 +579,14 @@ export class ProjectService {
   }
 
 
+  /** The project, whose VM must be running: otherwise ESTATE saying `why`. */
+  private async running(name: string, why: string): Promise<Project> {
+    const p = requireRecord(await this.ctx.store.read(), 'project', name);
+    const vm = await this.ctx.vms.get(p.vmId);
+    if (vm.state !== 'ready' && vm.state !== 'running') throw stateError(`project ${name} is ${p.state}: ${why}`, `start it: goshipctl project start ${name}`);
+    return p;
+  }
+
   /**
    * Makes the project reachable with OpenSSH (runtime/ssh.ts): its key pair,
    * the key authorized in the guest, the guest's host keys pinned; returns
@@ -586,9 +594,7 @@ export class ProjectService {
    * `proxy` runs goshipctl (ssh's ProxyCommand appends `vm tunnel NAME 22`).
    */
   async ssh(name: string, proxy: readonly string[], o: { agentTimeoutMs?: number } = {}): Promise<{ config: string; configFile: string; alias: string }> {
-    const p = requireRecord(await this.ctx.store.read(), 'project', name);
-    const vm = await this.ctx.vms.get(p.vmId);
-    if (vm.state !== 'ready' && vm.state !== 'running') throw stateError(`project ${name} is ${p.state}: ssh needs its VM running`, `start it: goshipctl project start ${name}`);
+    const p = await this.running(name, 'ssh needs its VM running');
     const files = sshFiles(this.ctx.layout, p.vmId, name);
     const agent = await this.ctx.vms.agent(p.vmId, 10_000, o.agentTimeoutMs !== undefined ? { agentWaitMs: o.agentTimeoutMs } : {});
     try {
@@ -603,9 +609,7 @@ export class ProjectService {
    * dockerd in the guest (`RUN/ID/docker.sock`, owner-only): for DOCKER_HOST.
    */
   async dockerSocket(name: string): Promise<string> {
-    const p = requireRecord(await this.ctx.store.read(), 'project', name);
-    const vm = await this.ctx.vms.get(p.vmId);
-    if (vm.state !== 'ready' && vm.state !== 'running') throw stateError(`project ${name} is ${p.state}: its Docker socket is relayed while its VM runs`, `start it: goshipctl project start ${name}`);
+    const p = await this.running(name, 'its Docker socket is relayed while its VM runs');
     const socket = this.ctx.layout.vmSocket(p.vmId, 'dockerSocket');
     if (!existsSync(socket)) throw stateError(`project ${name}: its VM's monitor has no Docker socket (${socket}); a monitor started by an older GoShip has none`, `restart the VM: goshipctl project stop ${name} && goshipctl project start ${name}`);
     return socket;
