@@ -1,9 +1,12 @@
 /**
  * A running VM's memory and devices saved to a file (src/vmstate) through its
- * QEMU, for a template (templates.ts) and for a suspend (vms.ts). What both
- * need of the VM: its people's QMP socket, its identity (QEMU connects to the
- * save socket as the VM's uid) and its memory size (a stream longer than the
- * memory and its devices is cut).
+ * QEMU, for a template (templates.ts): what that needs of the VM is its
+ * people's QMP socket, its identity (QEMU connects to the save socket as the
+ * VM's uid) and its memory size (a stream longer than the memory and its
+ * devices is cut). A suspend's save is its VM monitor's (`monitor.suspend`,
+ * src/monitor/keeper.ts), bounded the same way (DEVICE_STATE_ALLOWANCE);
+ * what is here also runs a guest whose monitor died mid-save, and sets a
+ * restored guest's clock.
  */
 import { rm } from 'node:fs/promises';
 import type { Layout } from '../layout.ts';
@@ -59,9 +62,10 @@ export async function saveVm(layout: Layout, vm: Vm, o: SaveVmOptions): Promise<
 
 /**
  * Runs the guest again after a save that did not end it: paused for the save
- * (and `postmigrate` once QEMU sent it all), where GoShip could not keep the
- * file (a full disk, a goshipctl killed before it recorded it). `cont` takes
- * its disks back and runs it. Says what it found.
+ * (and `postmigrate` once QEMU sent it all) by a monitor that was killed
+ * before it recorded the state (reconcile's `finish-suspend`; a live monitor
+ * runs the guest again itself). `cont` takes its disks back and runs it.
+ * Says what it found.
  */
 export async function runOn(vm: Vm): Promise<string> {
   return withUserQmp(vm, async (qmp) => {
