@@ -90,12 +90,18 @@ export const QEMU_OVERHEAD_BYTES = 256 * 1024 * 1024;
  * charged to the VM.
  */
 export const TCG_BUFFER_BYTES = 1024 * 1024 * 1024;
+/**
+ * Under TCG, per vCPU on top: its software TLBs, which grow with the guest's
+ * working set (a 2-vCPU guest of 1.5 GiB building Docker images had QEMU at
+ * 2.74 GiB of anonymous memory, 240 MiB beyond the guest and the buffer).
+ */
+export const TCG_VCPU_BYTES = 256 * 1024 * 1024;
 /** Tasks (threads) QEMU may have beyond one per vCPU: its main loop, RCU, and a worker pool of up to 64. */
 export const QEMU_BASE_PIDS = 128;
 
-/** Pure: the limits of a VM from its spec: memory = guest + overhead (+ the TCG buffer), CPU = `cpus` host CPUs (default vCPUs + 1), pids. */
+/** Pure: the limits of a VM from its spec: memory = guest + overhead (+ the TCG buffer and TLBs), CPU = `cpus` host CPUs (default vCPUs + 1), pids. */
 export function limitsFor(c: { memoryBytes: number; vcpus: number; accel: 'kvm' | 'tcg'; limits?: { cpus?: number; memoryOverheadBytes?: number; pids?: number } }): CgroupLimits {
-  const overhead = c.limits?.memoryOverheadBytes ?? QEMU_OVERHEAD_BYTES + (c.accel === 'tcg' ? TCG_BUFFER_BYTES : 0);
+  const overhead = c.limits?.memoryOverheadBytes ?? QEMU_OVERHEAD_BYTES + (c.accel === 'tcg' ? TCG_BUFFER_BYTES + c.vcpus * TCG_VCPU_BYTES : 0);
   const cpus = c.limits?.cpus ?? c.vcpus + 1;
   return {
     cpuWeight: c.vcpus + 1,
