@@ -16,7 +16,7 @@ import { RuntimeError } from './errors.ts';
 export const WAIT_LEVELS = ['boot', 'agent'] as const;
 export type WaitLevel = (typeof WAIT_LEVELS)[number];
 
-export type BootStepName = 'qemu' | 'agent' | 'identity' | 'clock' | 'network' | 'cloud-init';
+export type BootStepName = 'qemu' | 'agent' | 'identity' | 'disk' | 'clock' | 'network' | 'cloud-init';
 
 /** One step of a start, `atMs` after the command began; `skipped` says why a step did not apply to this guest. */
 export interface BootStep {

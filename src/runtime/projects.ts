@@ -33,7 +33,7 @@ import { randomBytes } from 'node:crypto';
 import { GoshipError } from '../errors.ts';
 import type { Layout } from '../layout.ts';
 import { within } from '../jail/index.ts';
-import { IMAGE_HOSTNAME, giveIdentity, listTemplates, saveTemplate, usableTemplate, type TemplateInfo } from './templates.ts';
+import { IMAGE_HOSTNAME, giveIdentity, growDisk, listTemplates, saveTemplate, usableTemplate, type TemplateInfo } from './templates.ts';
 import { trace } from './trace.ts';
 import { newProjectKey, sshAccess, sshAlias, sshFiles } from './ssh.ts';
 import { setGuestClock } from './saved-state.ts';
@@ -359,7 +359,8 @@ export class ProjectService {
     const guestKeys = [...v.sshKeys, key.pub];
     const makeVm = async (on: TemplateInfo | undefined): Promise<void> => {
       try {
-        await this.ctx.vms.create(await projectVmOptions({ ...v, sshKeys: guestKeys }, image, now, { project: v.name, consoleMaxSize: o.consoleMaxSize, ...(on ? { templateDisk: on.disk } : {}) }));
+        // A clone's overlay is of its template's size, as the restored guest knows it; it grows after (growDisk).
+        await this.ctx.vms.create(await projectVmOptions({ ...v, sshKeys: guestKeys, ...(on ? { diskBytes: on.diskBytes } : {}) }, image, now, { project: v.name, consoleMaxSize: o.consoleMaxSize, ...(on ? { templateDisk: on.disk } : {}) }));
       } catch (err) {
         // Nothing of the VM stays: the project record goes too.
         await this.ctx.store.update((draft) => {
@@ -383,7 +384,7 @@ export class ProjectService {
     let origin: ProjectOrigin = template ? { from: 'template', template: template.name } : { from: 'boot', reason: 'reason' in found ? found.reason : '' };
     try {
       try {
-        boot = await this.bootUp(v.name, began, o, template ? { template, hostname: v.name, sshKeys: guestKeys } : undefined);
+        boot = await this.bootUp(v.name, began, o, template ? { template, hostname: v.name, sshKeys: guestKeys, diskBytes: v.diskBytes } : undefined);
       } catch (err) {
         if (!template || !(err instanceof GoshipError && err.code === 'EVMSTATE')) throw err;
         // The template could not be restored (QEMU refused its state, another argv): the project boots instead, and says why.
@@ -457,7 +458,7 @@ export class ProjectService {
     vmId: string,
     began: number,
     o: StartProjectOptions & { loadvm?: string },
-    clone?: { template: TemplateInfo; hostname: string; sshKeys: readonly string[] },
+    clone?: { template: TemplateInfo; hostname: string; sshKeys: readonly string[]; diskBytes: number },
   ): Promise<BootReport> {
     const wait = o.wait ?? 'boot';
     const deadline = began + (o.timeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
@@ -482,6 +483,9 @@ export class ProjectService {
       try {
         // A clone is its template's guest until it has its own identity: that comes before anything else it does.
         if (clone) await giveIdentity(agent, { name: vmId, hostname: clone.hostname, sshKeys: clone.sshKeys, track });
+        if (clone && clone.diskBytes > clone.template.diskBytes) {
+          await growDisk({ name: vmId, diskBytes: clone.diskBytes, agent, track, qmp: (execute, args) => this.ctx.vms.qmpRaw(vmId, { execute, arguments: args }) });
+        }
         // A resumed guest's clock stood still while it was saved.
         if (resuming) await setGuestClock(agent, { name: vmId, track });
         if (wait === 'boot') await waitGuestBoot(agent, { name: vmId, deadline, track });

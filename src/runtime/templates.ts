@@ -28,9 +28,10 @@ import { DEFAULT_USER } from '../cloudinit/index.ts';
 import { IMAGE_HOSTNAME } from '../image/index.ts';
 export { IMAGE_HOSTNAME };
 import type { Layout } from '../layout.ts';
-import { readQemuVersion } from '../qemu/index.ts';
+import { formatSize, readQemuVersion } from '../qemu/index.ts';
 import { checkStateFile, VmStateError } from '../vmstate/index.ts';
 import { saveVm } from './saved-state.ts';
+import { PROJECT_DISK_NODE } from './snapshots.ts';
 import { checkChain } from './jail.ts';
 import { trace } from './trace.ts';
 import { RuntimeError } from './errors.ts';
@@ -113,8 +114,51 @@ export function templateMismatch(t: TemplateRecord, want: TemplateShape & { imag
   if (t.image !== want.image) return `it is of image ${t.image}`;
   if (want.imageKey === undefined || t.imageKey !== want.imageKey) return `image ${want.image} was built again since (template ${t.imageKey.slice(0, 12)}, image ${(want.imageKey ?? 'unknown').slice(0, 12)})`;
   if (t.qemuVersion !== want.qemuVersion) return `it was saved by QEMU ${t.qemuVersion}, this is QEMU ${want.qemuVersion}`;
-  if (t.cpus !== want.cpus || t.memoryBytes !== want.memoryBytes || t.diskBytes !== want.diskBytes) return 'it is of another size';
+  if (t.cpus !== want.cpus || t.memoryBytes !== want.memoryBytes) return 'it is of another size';
+  // A clone's disk grows after its restore (growDisk); it never shrinks.
+  if (t.diskBytes > want.diskBytes) return 'its disk is bigger than the one asked for';
   return undefined;
+}
+
+/**
+ * Pure: of the template names on this host, the one that serves `want`: its
+ * exact size, else the one of the same image, cpus and memory with the
+ * biggest disk that is not bigger than the one asked for (the clone's disk
+ * grows after its restore). Undefined when none does.
+ */
+export function pickTemplateName(names: readonly string[], want: TemplateShape): string | undefined {
+  const exact = templateName(want);
+  if (names.includes(exact)) return exact;
+  const prefix = exact.slice(0, exact.lastIndexOf('-') + 1);
+  const wantMiB = Math.round(want.diskBytes / MiB);
+  return names
+    .map((n) => ({ n, disk: n.startsWith(prefix) && /^[0-9]+m$/.test(n.slice(prefix.length)) ? parseInt(n.slice(prefix.length), 10) : NaN }))
+    .filter((x) => x.disk <= wantMiB)
+    .sort((a, b) => b.disk - a.disk)[0]?.n;
+}
+
+/**
+ * What grows a clone's root file system once its disk grew under it
+ * (`block_resize` through QMP): waits until the guest's kernel sees the new
+ * size (the virtio config change arrives on its own time), then resize2fs
+ * online. A fixed text: the size, in 512-byte sectors, is its one argument.
+ */
+export const GROW_SCRIPT = `set -eu
+want=$1
+dev=$(findmnt -n -o SOURCE /)
+sys=/sys/class/block/\${dev##*/}/size
+i=0
+while [ "$(cat "$sys")" -lt "$want" ]; do
+  i=$((i + 1))
+  if [ "$i" -gt 200 ]; then echo "the guest's kernel still sees $(cat "$sys") sectors of $dev, not $want" >&2; exit 1; fi
+  sleep 0.05
+done
+out=$(resize2fs "$dev" 2>&1) || { printf '%s\\n' "$out" >&2; exit 1; }
+`;
+
+/** Pure: the argv that grows a clone's root file system to a disk of `diskBytes` (GROW_SCRIPT). */
+export function growArgv(diskBytes: number): string[] {
+  return ['/bin/sh', '-c', GROW_SCRIPT, 'goship-grow', String(Math.floor(diskBytes / 512))];
 }
 
 /**
@@ -130,6 +174,9 @@ printf '%s' "$seed" | perl -e 'my $h = <STDIN>; open(my $r, ">", "/dev/urandom")
 date -u -s "@$now" >/dev/null
 printf '%s\\n' "$machine_id" > /etc/machine-id
 rm -f /var/lib/dbus/machine-id
+# journald tags each entry with the machine-id it read at its start, and journalctl shows the local machine's only:
+# restarted, it writes under the new one (the services' log streams wait in systemd's fd store meanwhile).
+systemctl restart systemd-journald.service
 hostname "$name"
 printf '%s\\n' "$name" > /etc/hostname
 sed -i "s/^127\\.0\\.1\\.1[[:space:]].*/127.0.1.1\\t$name/" /etc/hosts
@@ -161,6 +208,12 @@ async function generations(layout: Layout, name: string): Promise<string[]> {
     .map((x) => x.e);
 }
 
+/** The names of the templates on this host (each has one or more generations), sorted. */
+async function templateNames(layout: Layout): Promise<string[]> {
+  const entries = await readdir(templatesDir(layout)).catch(() => [] as string[]);
+  return [...new Set(entries.map((e) => /^([a-z0-9][a-z0-9-]*)\.[0-9a-z]+$/.exec(e)?.[1]).filter((n): n is string => n !== undefined))].sort();
+}
+
 /** Reads the newest generation of a template; undefined when there is none. A record that does not parse is an error. */
 export async function readTemplate(layout: Layout, name: string): Promise<TemplateInfo | undefined> {
   const newest = (await generations(layout, name))[0];
@@ -186,7 +239,7 @@ export async function usableTemplate(
   layout: Layout,
   want: TemplateShape & { imageKey: string | undefined; qemuBinary: string },
 ): Promise<{ template: TemplateInfo } | { reason: string }> {
-  const name = templateName(want);
+  const name = pickTemplateName(await templateNames(layout), want) ?? templateName(want);
   let t: TemplateInfo | undefined;
   try {
     t = await readTemplate(layout, name);
@@ -288,12 +341,32 @@ export async function giveIdentity(
   o.track.reach('identity');
 }
 
+/**
+ * Grows a clone's disk to `diskBytes` when its template's was smaller: QEMU's
+ * view first (`block_resize` of the overlay, through the VM's monitor), then
+ * the guest's root file system (GROW_SCRIPT); the step goes to `o.track`.
+ */
+export async function growDisk(
+  o: { name: string; diskBytes: number; qmp: (execute: string, args: Record<string, unknown>) => Promise<unknown>; agent: Pick<AgentClient, 'exec'>; track: BootTrack },
+): Promise<void> {
+  o.track.waiting('disk');
+  const failed = (why: string) =>
+    new RuntimeError('EGUEST_BOOT', `VM ${o.name}: the clone's disk could not be grown to ${formatSize(o.diskBytes)}: ${why}`, { hint: `create it from the image instead: goshipctl project create ${o.name} --cold` });
+  try {
+    await o.qmp('block_resize', { 'node-name': PROJECT_DISK_NODE, size: o.diskBytes });
+  } catch (err) {
+    throw failed((err as Error).message);
+  }
+  const said = tailCollector(4096);
+  const r = await o.agent.exec(growArgv(o.diskBytes), { stdout: said.stream, stderr: said.stream, timeoutMs: 60_000 });
+  if (r.exitCode !== 0) throw failed(failureLine(said.bytes(), r));
+  o.track.reach('disk');
+}
+
 /** Every template (its newest generation), by name. */
 export async function listTemplates(layout: Layout): Promise<TemplateInfo[]> {
-  const entries = await readdir(templatesDir(layout)).catch(() => [] as string[]);
-  const names = [...new Set(entries.map((e) => /^([a-z0-9][a-z0-9-]*)\.[0-9a-z]+$/.exec(e)?.[1]).filter((n): n is string => n !== undefined))].sort();
   const out: TemplateInfo[] = [];
-  for (const n of names) {
+  for (const n of await templateNames(layout)) {
     const t = await readTemplate(layout, n).catch(() => undefined);
     if (t) out.push(t);
   }

@@ -90,11 +90,29 @@ describe('a warmed template', { timeout: 600_000 }, () => {
     // The clock came from the host, not from the template's save.
     for (const f of [fa, fb]) expect(Math.abs(Number(f[3]) - Date.now() / 1000)).toBeLessThan(120);
     expect(await guest('alpha', 'systemctl is-active network-online.target; cloud-init status')).toEqual(['active', 'status: done']);
+    // journald writes under the clone's machine-id: journalctl (the local machine's entries) shows what the clone logs.
+    const logged = await guest('alpha', 'logger -t goship-id clone-line; for i in $(seq 100); do journalctl -t goship-id -o cat | grep -q clone-line && break; sleep 0.1; done; journalctl -t goship-id -o cat');
+    expect(logged).toEqual(['clone-line']);
     // A clone reboots as any VM does: a fresh QEMU that boots from its disk.
     await g(['project', 'stop', 'beta']);
     const again = await json<{ state: string }>(['project', 'start', 'beta', '--wait', 'agent']);
     expect(again.state).toBe('ready');
     expect(await guest('beta', 'hostname')).toEqual(['beta']);
+  });
+
+  it('serves a project of a bigger disk than its own: the clone\'s disk and root file system grow after the restore', async () => {
+    const big = await json<CreatedJson>(['project', 'create', 'big', '--memory', '768M', '--disk', '12G']);
+    expect([big.from, big.template ?? big.reason]).toEqual(['template', tpl.name]);
+    expect(big.boot.steps.map((s) => s.step)).toEqual(['qemu', 'agent', 'identity', 'disk', 'network', 'cloud-init']);
+    const [sectors, fsBytes, kept] = await guest('big', 'cat /sys/block/vda/size; df -B1 --output=size / | tail -1; cat /etc/hostname');
+    expect(Number(sectors)).toBe((12 * 1024 ** 3) / 512);
+    // ext4 keeps a little for itself: the file system is near the new size, well past the template's 10G.
+    expect(Number(fsBytes)).toBeGreaterThan(11.5 * 1024 ** 3);
+    expect(kept).toBe('big');
+    // QEMU's view is the overlay's own size now: the next QEMU of this VM starts with it.
+    const info = await execa('qemu-img', ['info', '-U', '--output=json', env.layout.vmFile('big', 'overlay')]);
+    expect((JSON.parse(info.stdout) as { 'virtual-size': number })['virtual-size']).toBe(12 * 1024 ** 3);
+    await g(['project', 'delete', 'big']);
   });
 
   it('is not used with --cold', async () => {

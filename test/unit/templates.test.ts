@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { IDENTITY_SCRIPT, argvShape, identityArgv, templateMismatch, templateName, type TemplateRecord } from '../../src/runtime/templates.ts';
+import { GROW_SCRIPT, IDENTITY_SCRIPT, argvShape, growArgv, identityArgv, pickTemplateName, templateMismatch, templateName, type TemplateRecord } from '../../src/runtime/templates.ts';
 
 const GiB = 1024 * 1024 * 1024;
 
@@ -72,8 +72,28 @@ describe('templates (pure)', () => {
     [{ qemuVersion: '8.2.0' }, 'it was saved by QEMU 7.2.22, this is QEMU 8.2.0'],
     [{ cpus: 2 }, 'it is of another size'],
     [{ memoryBytes: 2 * GiB }, 'it is of another size'],
+    [{ diskBytes: 5 * GiB }, 'its disk is bigger than the one asked for'],
+    [{ diskBytes: 20 * GiB }, undefined],
   ])('a template against %j: %s', (change, reason) => {
     expect(templateMismatch(record, { ...want, ...change })).toBe(reason);
+  });
+
+  it("picks the template of the exact size, else the biggest disk not bigger than the one asked for, of the same image, cpus and memory", () => {
+    const names = ['default-1c-1024m-10240m', 'default-1c-1024m-4096m', 'default-1c-1024m-40960m', 'default-2c-1024m-10240m', 'default-1c-2048m-10240m', 'tools-1c-1024m-10240m', 'default-1c-1024m-x'];
+    const want = (diskBytes: number) => ({ image: 'default', cpus: 1, memoryBytes: GiB, diskBytes });
+    expect(pickTemplateName(names, want(10 * GiB))).toBe('default-1c-1024m-10240m');
+    expect(pickTemplateName(names, want(20 * GiB))).toBe('default-1c-1024m-10240m');
+    expect(pickTemplateName(names, want(8 * GiB))).toBe('default-1c-1024m-4096m');
+    expect(pickTemplateName(names, want(100 * GiB))).toBe('default-1c-1024m-40960m');
+    expect(pickTemplateName(names, want(2 * GiB))).toBeUndefined();
+    expect(pickTemplateName(names, { image: 'default', cpus: 4, memoryBytes: GiB, diskBytes: 10 * GiB })).toBeUndefined();
+    // "default-1" must not pick "default-1c-…" of another image named like a prefix.
+    expect(pickTemplateName(['default-1-1c-1024m-10240m'], { image: 'default', cpus: 1, memoryBytes: GiB, diskBytes: 10 * GiB })).toBeUndefined();
+  });
+
+  it("grows a clone's root file system by a fixed script whose one argument is the size in sectors", () => {
+    expect(growArgv(20 * GiB)).toEqual(['/bin/sh', '-c', GROW_SCRIPT, 'goship-grow', String((20 * GiB) / 512)]);
+    expect(GROW_SCRIPT).toContain('resize2fs "$dev"');
   });
 
   it('passes every value of the identity as an argument of a fixed script', () => {
