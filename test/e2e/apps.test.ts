@@ -7,8 +7,9 @@
  * (the old version keeps serving), an agent restart that leaves containers
  * alone, a VM restart after which the app serves again on the same port,
  * drift, a `docker save` archive, Debian's registry inside the VM, bad input.
- * One project VM, on an image built with `--packages docker-registry`, is
- * shared by the tests of this file; they run in order.
+ * One project VM, on an image built with `--packages docker-registry` and
+ * restored from a template of it (test/helpers/test-template.ts), is shared by
+ * the tests of this file; they run in order.
  */
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -18,6 +19,7 @@ import { CLI, goshipctl, cliOf } from '../helpers/cli.ts';
 import { restartGuestAgent } from '../helpers/agent-restart.ts';
 import { freePort, httpGet, until } from '../helpers/net.ts';
 import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
+import { createFromTemplate, installTestTemplate } from '../helpers/test-template.ts';
 
 let env: ProjectEnv;
 const { g, ok, json } = cliOf(() => env.env, 600_000);
@@ -54,14 +56,19 @@ async function context(name: string, o: { page?: string; cmd?: string[]; run?: s
 /** The page behind a host port, once it answers. */
 const page = (port: number, path = '/') => until(`127.0.0.1:${port}${path} to answer`, async () => (await httpGet(port, path))?.body, 120_000, 250);
 
+/** The image of this file's project: Debian's registry beside dockerd. */
+const REGISTRY = { name: 'registry', extraPackages: ['docker-registry'] };
+
 let web: number;
 let spare: number;
 
 beforeAll(async () => {
-  env = await projectEnv('eapp', { extraImages: [{ name: 'registry', extraPackages: ['docker-registry'] }] });
+  env = await projectEnv('eapp', { extraImages: [REGISTRY] });
   web = await freePort();
   spare = await freePort();
-  await ok(['project', 'create', 'shop', '--image', 'registry', '--cpus', '2', '--memory', '1536M']);
+  // What is tested here is not the boot: the guest is restored from a template.
+  await installTestTemplate(env, { image: REGISTRY, cpus: 2, memory: '1536M' });
+  await createFromTemplate(env, ['shop', '--image', 'registry', '--cpus', '2', '--memory', '1536M']);
 }, 1_800_000);
 
 afterAll(async () => {

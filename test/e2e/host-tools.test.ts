@@ -3,7 +3,8 @@
  * real Debian image: OpenSSH (`ssh` and `scp` with the config `goshipctl
  * ssh-config` prints, `goshipctl ssh`) through the agent channel, and Debian's
  * Docker CLI (extracted by scripts/bootstrap.sh) through `project docker`'s
- * socket, which the VM's monitor relays to the guest's dockerd.
+ * socket, which the VM's monitor relays to the guest's dockerd. The project's
+ * VM is restored from a template (test/helpers/test-template.ts).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { chmod, copyFile, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
@@ -12,6 +13,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cliOf } from '../helpers/cli.ts';
 import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
+import { createFromTemplate, installTestTemplate } from '../helpers/test-template.ts';
 
 let env: ProjectEnv;
 const { g, ok, json } = cliOf(() => env.env, 600_000);
@@ -20,7 +22,9 @@ const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 beforeAll(async () => {
   env = await projectEnv('eh');
-  await json(['project', 'create', 'tools', '--memory', '1G']);
+  // What is tested here is not the boot: the guest is restored from a template.
+  await installTestTemplate(env, { cpus: 2, memory: '1G' });
+  await createFromTemplate(env, ['tools', '--cpus', '2', '--memory', '1G']);
 }, 900_000);
 
 afterAll(async () => {

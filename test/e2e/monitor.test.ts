@@ -4,7 +4,8 @@
  * at once on one VM, kill -9 of the monitor in the middle of an exec, live
  * port forwards with traffic (TCP and UDP), a console flood held to its cap,
  * and how the VM ended decided by QEMU's evidence, never by console text.
- * One project VM is shared by the tests of this file.
+ * One project VM, restored from a template (test/helpers/test-template.ts),
+ * is shared by the tests of this file.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
@@ -17,6 +18,7 @@ import { pidAlive } from '../../src/proc.ts';
 import { isOurProcess, processMarker } from '../../src/qemu/index.ts';
 import { goshipctl } from '../helpers/cli.ts';
 import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
+import { createFromTemplate, installTestTemplate } from '../helpers/test-template.ts';
 import { until, freePort, tcpGet } from '../helpers/net.ts';
 
 let env: ProjectEnv;
@@ -60,6 +62,8 @@ async function privateKb(pid: number): Promise<number> {
 
 beforeAll(async () => {
   env = await projectEnv('em');
+  // The project is restored from a template: what is tested is the monitor, not the boot.
+  await installTestTemplate(env, { cpus: 2, memory: '1G' });
 }, 600_000);
 
 afterAll(async () => {

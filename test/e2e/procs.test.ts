@@ -4,8 +4,9 @@
  * already in the guest (`--command`); kill -9 and systemd's restart, a crash
  * loop that ends `failed`, an agent restart that leaves the PID alone, a VM
  * restart, logs of both runs, redeploys that work and that fail, bad input,
- * and a remove that leaves no unit, no files and no user. One project VM is
- * shared by the tests of this file; they run in order.
+ * and a remove that leaves no unit, no files and no user. One project VM,
+ * restored from a template (test/helpers/test-template.ts), is shared by the
+ * tests of this file; they run in order.
  */
 import { chmod, copyFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -14,6 +15,7 @@ import { cliOf } from '../helpers/cli.ts';
 import { restartGuestAgent } from '../helpers/agent-restart.ts';
 import { freePort, httpGet, until } from '../helpers/net.ts';
 import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
+import { createFromTemplate, installTestTemplate } from '../helpers/test-template.ts';
 
 let env: ProjectEnv;
 const { g, ok, json } = cliOf(() => env.env, 600_000);
@@ -45,7 +47,9 @@ beforeAll(async () => {
   busybox = join(env.root, 'busybox');
   await copyFile('/bin/busybox', busybox);
   await chmod(busybox, 0o755);
-  await ok(['project', 'create', 'work', '--cpus', '2', '--memory', '1G']);
+  // What is tested here is not the boot: the guest is restored from a template.
+  await installTestTemplate(env, { cpus: 2, memory: '1G' });
+  await createFromTemplate(env, ['work', '--cpus', '2', '--memory', '1G']);
   await guest('mkdir -p /srv/www /srv/www2 && echo "page one" > /srv/www/index.html && echo "page two" > /srv/www2/index.html');
 }, 1_200_000);
 
