@@ -18,7 +18,7 @@ import { pidAlive } from '../../src/proc.ts';
 import { isOurProcess, processMarker } from '../../src/qemu/index.ts';
 import { goshipctl } from '../helpers/cli.ts';
 import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
-import { createFromTemplate, installTestTemplate } from '../helpers/test-template.ts';
+import { installTestTemplate } from '../helpers/test-template.ts';
 import { until, freePort, tcpGet } from '../helpers/net.ts';
 
 let env: ProjectEnv;
