@@ -62,7 +62,7 @@ export { resolveSpec, VM_SPEC_SUBJECT, VM_SPEC_HINT } from './validate.ts';
 export { buildArgv, processMarker, DEFAULT_QEMU_BINARY, SANDBOX_OPTS } from './argv.ts';
 export { devicesOf, DEVICE_BUILDERS } from './devices/registry.ts';
 export { privilegedPortIssue } from './devices/net-user.ts';
-export { formatNode } from './devices/disk.ts';
+export { FIRST_DISK_NODE } from './devices/disk.ts';
 export type { Device, DeviceKind } from './devices/types.ts';
 export { loadSpecFile, parseSpecJson, parseSpecYaml } from './spec-file.ts';
 export { createOverlay, flattenOnto, imageChain, imageSnapshot, renameBacking, imageSnapshotArgs, inspectBase, type ImageSnapshotOp, type OverlayOptions } from './img.ts';

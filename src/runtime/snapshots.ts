@@ -21,7 +21,7 @@ import { rm } from 'node:fs/promises';
 import { ValidationError } from '../errors.ts';
 import { asIdentity } from '../jail/index.ts';
 import type { Layout } from '../layout.ts';
-import { formatNode, imageSnapshot, NAME_PATTERN, NAME_RULE, type ImageSnapshotOp } from '../qemu/index.ts';
+import { FIRST_DISK_NODE, imageSnapshot, NAME_PATTERN, NAME_RULE, type ImageSnapshotOp } from '../qemu/index.ts';
 import type { QmpClient } from '../qmp/index.ts';
 import { findRecord, requireRecord, type Store, type Vm, type VmSnapshot } from '../store/index.ts';
 import { VmStateError } from '../vmstate/index.ts';
@@ -30,8 +30,6 @@ import { checkChain } from './jail.ts';
 import { withUserQmp } from './saved-state.ts';
 import type { VmService } from './vms.ts';
 
-/** The project VM's disk (its first, `disk0`): its overlay holds the snapshots, and a clone's grows through it. */
-export const PROJECT_DISK_NODE = formatNode('disk0');
 const SAVE_TIMEOUT_MS = 300_000;
 
 /** Pure: why `tag` cannot name a snapshot, or undefined. */
@@ -65,7 +63,7 @@ export class VmSnapshots {
     });
     const began = Date.now();
     try {
-      if (running(vm)) await withUserQmp(vm, (qmp) => (o.memory ? saveWithMemory(qmp, tag) : qmp.blockdevSnapshotInternal(PROJECT_DISK_NODE, tag, { timeoutMs: SAVE_TIMEOUT_MS })));
+      if (running(vm)) await withUserQmp(vm, (qmp) => (o.memory ? saveWithMemory(qmp, tag) : qmp.blockdevSnapshotInternal(FIRST_DISK_NODE, tag, { timeoutMs: SAVE_TIMEOUT_MS })));
       else await this.offline(vm, 'create', tag);
       const snap: VmSnapshot = { tag, createdAt: this.ctx.now(), memory: o.memory, ms: Date.now() - began };
       await this.release(vm.id, (rec) => (rec.snapshots = { ...rec.snapshots, [tag]: snap }));
@@ -85,7 +83,7 @@ export class VmSnapshots {
     checkTag(tag);
     const vm = await this.claim(name, (rec) => void known(rec, tag));
     try {
-      if (running(vm)) await withUserQmp(vm, (qmp) => qmp.blockdevSnapshotDeleteInternal(PROJECT_DISK_NODE, tag, { timeoutMs: SAVE_TIMEOUT_MS }));
+      if (running(vm)) await withUserQmp(vm, (qmp) => qmp.blockdevSnapshotDeleteInternal(FIRST_DISK_NODE, tag, { timeoutMs: SAVE_TIMEOUT_MS }));
       else await this.offline(vm, 'delete', tag);
       await this.release(vm.id, (rec) => void delete rec.snapshots?.[tag]);
     } catch (err) {
@@ -165,7 +163,7 @@ function known(vm: Vm, tag: string): VmSnapshot {
 /** `snapshot-save` as a job, waited for: the guest pauses while its memory and devices go into the overlay. */
 async function saveWithMemory(qmp: QmpClient, tag: string): Promise<void> {
   const jobId = `goship-snapshot-${tag}`;
-  await qmp.snapshotSave({ jobId, tag, vmstate: PROJECT_DISK_NODE, devices: [PROJECT_DISK_NODE] });
+  await qmp.snapshotSave({ jobId, tag, vmstate: FIRST_DISK_NODE, devices: [FIRST_DISK_NODE] });
   const deadline = Date.now() + SAVE_TIMEOUT_MS;
   for (;;) {
     const job = (await qmp.queryJobs()).find((j) => j.id === jobId);

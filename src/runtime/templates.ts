@@ -28,10 +28,9 @@ import { DEFAULT_USER } from '../cloudinit/index.ts';
 import { IMAGE_HOSTNAME } from '../image/index.ts';
 export { IMAGE_HOSTNAME };
 import type { Layout } from '../layout.ts';
-import { formatSize, readQemuVersion } from '../qemu/index.ts';
+import { FIRST_DISK_NODE, formatSize, readQemuVersion } from '../qemu/index.ts';
 import { checkStateFile, VmStateError } from '../vmstate/index.ts';
 import { saveVm } from './saved-state.ts';
-import { PROJECT_DISK_NODE } from './snapshots.ts';
 import { checkChain } from './jail.ts';
 import { trace } from './trace.ts';
 import { RuntimeError } from './errors.ts';
@@ -353,7 +352,7 @@ export async function growDisk(
   const failed = (why: string) =>
     new RuntimeError('EGUEST_BOOT', `VM ${o.name}: the clone's disk could not be grown to ${formatSize(o.diskBytes)}: ${why}`, { hint: `create it from the image instead: goshipctl project create ${o.name} --cold` });
   try {
-    await o.qmp('block_resize', { 'node-name': PROJECT_DISK_NODE, size: o.diskBytes });
+    await o.qmp('block_resize', { 'node-name': FIRST_DISK_NODE, size: o.diskBytes });
   } catch (err) {
     throw failed((err as Error).message);
   }

@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { asIdentity } from '../../src/jail/index.ts';
 import { imageSnapshotArgs } from '../../src/qemu/index.ts';
 import { rebaseShape, receivedAs } from '../../src/runtime/move.ts';
-import { PROJECT_DISK_NODE, snapshotList, snapshotTagIssue } from '../../src/runtime/snapshots.ts';
+import { FIRST_DISK_NODE } from '../../src/qemu/index.ts';
+import { snapshotList, snapshotTagIssue } from '../../src/runtime/snapshots.ts';
 
 describe('snapshots', () => {
   it('take tags that are names, nothing a path or an option could make of them', () => {
@@ -21,7 +22,7 @@ describe('snapshots', () => {
   });
 
   it('are the overlay\'s own, named by its format node, and qemu-img gets the format from options, a comma doubled', () => {
-    expect(PROJECT_DISK_NODE).toBe('disk0-format');
+    expect(FIRST_DISK_NODE).toBe('disk0-format');
     expect(imageSnapshotArgs('create', 'one', '/h/vms/web/disk.qcow2')).toEqual(['snapshot', '--image-opts', '-c', 'one', 'driver=qcow2,file.filename=/h/vms/web/disk.qcow2']);
     expect(imageSnapshotArgs('apply', 'one', '/h/a,b/disk.qcow2')).toEqual(['snapshot', '--image-opts', '-a', 'one', 'driver=qcow2,file.filename=/h/a,,b/disk.qcow2']);
     expect(imageSnapshotArgs('delete', 'one', '/d.qcow2')[2]).toBe('-d');

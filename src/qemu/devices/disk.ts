@@ -33,6 +33,9 @@ export function formatNode(diskId: string): string {
   return `${diskId}-format`;
 }
 
+/** The format node of a VM's first disk (`disk0`, registry.ts): a project's root disk, whose overlay holds its snapshots and grows. */
+export const FIRST_DISK_NODE = formatNode('disk0');
+
 export function toArgs(part: DiskDevice, _ctx: DeviceContext): string[] {
   const mode = CACHE_MODES[part.cache];
   const file = `${part.id}-file`;
