@@ -8,16 +8,15 @@
  * that home's image, its state linked (nothing writes it), its record's image
  * paths rewritten (a clone's argv must match the template's, paths included).
  *
- * The cache key covers what a restore depends on: the image build, QEMU's
- * version, the template format, the VM's size and the code that makes the
- * argv and the state. Anything else that makes a template unusable shows as
+ * The cache key covers what the product itself checks before a restore: the
+ * image build, QEMU's version, the template format and the VM's size. What
+ * only a restore can tell (another argv, a state QEMU refuses) shows as
  * `from: "boot"` in the create's output: the test still runs, booted, and the
  * entry goes, to be warmed again by the next run.
  */
 import { createHash } from 'node:crypto';
 import { copyFile, link, mkdir, readdir, readFile, rename, rm, writeFile, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { readQemuVersion } from '../../src/qemu/index.ts';
 import { rebaseShape } from '../../src/runtime/move.ts';
@@ -41,27 +40,6 @@ export interface TestTemplateShape {
 const DEFAULT_DISK_BYTES = 10 * 1024 ** 3;
 const ORIGIN = 'origin.json';
 
-/**
- * Source files a template's usability depends on beyond the image and QEMU:
- * the argv builder and the saved state's format. A change elsewhere that
- * still makes the argv differ shows at the create, which boots instead:
- * createFromTemplate then drops the cache entry, and the next run warms again.
- */
-const CODE = ['src/qemu', 'src/vmstate'];
-
-async function codeHash(): Promise<string> {
-  const root = fileURLToPath(new URL('../../', import.meta.url));
-  const h = createHash('sha256');
-  const files: string[] = [];
-  for (const c of CODE) {
-    const entries = await readdir(join(root, c), { recursive: true, withFileTypes: true }).catch(() => undefined);
-    if (entries === undefined) files.push(c);
-    else for (const e of entries) if (e.isFile()) files.push(join(e.parentPath, e.name).slice(root.length));
-  }
-  for (const f of files.sort()) h.update(`${f}\0`).update(await readFile(join(root, f))).update('\0');
-  return h.digest('hex');
-}
-
 const pending = new Map<string, Promise<string>>();
 /** The cache entry each environment's template came from. */
 const installed = new WeakMap<ProjectEnv, string>();
@@ -78,7 +56,7 @@ function cachedTemplate(shape: TestTemplateShape, log: (line: string) => void): 
   p = (async () => {
     const image = await ensureTestImage(shape.image ?? {});
     const key = createHash('sha256')
-      .update(JSON.stringify({ image: image.manifest.key ?? image.sha256, qemu: (await readQemuVersion()).version, format: TEMPLATE_FORMAT, name, code: await codeHash() }))
+      .update(JSON.stringify({ image: image.manifest.key ?? image.sha256, qemu: (await readQemuVersion()).version, format: TEMPLATE_FORMAT, name }))
       .digest('hex')
       .slice(0, 16);
     const parent = join(testCacheBase(), 'templates');
