@@ -30,6 +30,7 @@ export const ERROR_CODES = {
   EQEMU_START: 'QEMU did not come up (no QMP socket)',
   EQEMU_SPAWN: 'QEMU could not be started at all',
   EQEMU_EXIT: 'QEMU exited while it was being started',
+  EVIRTIOFSD: "a shared folder's virtiofsd could not be started (QEMU was not)",
   EQEMU_OPTS: 'a value that cannot be written as a QEMU option',
   EQEMU_IMG: 'qemu-img failed',
   EJAIL: "the jail refused: a VM's file that is not what GoShip made (a backing file, a link), a run directory that is not the user's own, or a file the VM's identity cannot reach",

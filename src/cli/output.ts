@@ -41,6 +41,7 @@ export const CODE_EXIT: Record<ErrorCode, ExitStatus> = {
   EQEMU_START: EXIT.failed,
   EQEMU_SPAWN: EXIT.failed,
   EQEMU_EXIT: EXIT.failed,
+  EVIRTIOFSD: EXIT.failed,
   EQEMU_OPTS: EXIT.failed,
   EQEMU_IMG: EXIT.failed,
   EJAIL: EXIT.failed,

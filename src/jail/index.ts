@@ -27,5 +27,6 @@ export {
 } from './cgroup.ts';
 export { planCgroup, applyCgroup, removeCgroup, oomKills } from './cgroup-io.ts';
 export { parseQcow2Header, QCOW2_MAGIC, EXT_BACKING_FORMAT, EXT_DATA_FILE, type Qcow2Header } from './qcow2.ts';
+export { virtiofsdCommand, VIRTIOFSD, VIRTIOFSD_SCRIPT, VIRTIOFSD_SOCKET } from './virtiofsd.ts';
 export { specPathIssues, chainIssue, runDirIssue, reachIssues, permits, within, type NamedPath, type OwnPlaces, type TrustedBase, type DirFacts, type PathFacts, type Who } from './policy.ts';
 export { readHead, readQcow2Header, giveFile, ownDir, privateRunDir, pathChain, realOrResolved, removeVmTree, processesOf, dirFacts } from './files.ts';

@@ -45,6 +45,7 @@ import { readLaunch, type Launch } from './launch.ts';
 import { NETDEV_ID, parseUsernet } from './ports.ts';
 import { withDeadline } from './deadline.ts';
 import { SocketRelay } from './socket-relay.ts';
+import { startVirtiofsd, type FsDaemon } from './virtiofsd.ts';
 import {
   ConsoleParamsSchema,
   MONITOR_METHODS,
@@ -263,6 +264,14 @@ export class Monitor {
     const runDir = this.#o.layout.vmRunDir(this.#vm.id);
     await mkdir(runDir, { recursive: true, mode: 0o700 });
     const binary = this.#launch.argv[0];
+    // Shared folders: a fresh virtiofsd each, before QEMU (which connects to them); each exits with its QEMU.
+    const daemons: FsDaemon[] = [];
+    try {
+      for (const fs of this.#launch.filesystems ?? []) daemons.push(await startVirtiofsd(fs, join(paths.dir, `virtiofsd-${fs.tag}.log`)));
+    } catch (err) {
+      for (const d of daemons) d.kill();
+      throw new StartError('EVIRTIOFSD', (err as Error).message, `read ${join(paths.dir, 'virtiofsd-TAG.log')}; the folder's owner must be able to read it (and write it, unless it is shared :ro)`);
+    }
     let q: QemuChild;
     try {
       const exec = restore ? [...this.#launch.exec, '-incoming', 'defer'] : loadvm ? [...this.#launch.exec, '-loadvm', loadvm] : this.#launch.exec;
@@ -271,6 +280,7 @@ export class Monitor {
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       const hint = e.code === 'ENOENT' ? 'install QEMU: apt-get install qemu-system-x86' : undefined;
+      for (const d of daemons) d.kill();
       throw new StartError('EQEMU_SPAWN', `cannot start ${binary}: ${e.message}`, hint);
     }
     // Paused (-S): the starter records the PID before the guest can run, so a goshipctl killed from here on leaves no QEMU that no record knows.

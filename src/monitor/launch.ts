@@ -34,6 +34,22 @@ export const LaunchSchema = v.object({
       consume: v.optional(v.literal(true)),
     }),
   ),
+  /**
+   * Shared folders: before each QEMU, the monitor starts one virtiofsd per folder with `exec`
+   * (src/jail/virtiofsd.ts) in the socket's directory, which it makes for `dirOwner` first;
+   * once the socket is there, it gives it to `socketOwner` (QEMU's identity), and starts QEMU.
+   */
+  filesystems: v.optional(
+    v.array(
+      v.object({
+        tag: v.pipe(v.string(), v.regex(/^[a-z0-9][a-z0-9-]{0,35}$/)),
+        socket: v.pipe(v.string(), v.minLength(2)),
+        exec: v.pipe(v.array(v.string()), v.minLength(1)),
+        dirOwner: v.optional(v.object({ uid: v.pipe(v.number(), v.integer(), v.minValue(0)), gid: v.pipe(v.number(), v.integer(), v.minValue(0)) })),
+        socketOwner: v.optional(v.object({ uid: v.pipe(v.number(), v.integer(), v.minValue(0)), gid: v.pipe(v.number(), v.integer(), v.minValue(0)) })),
+      }),
+    ),
+  ),
   /** Start the first QEMU on this internal snapshot of its disk, memory included (`-loadvm TAG`): a snapshot restored. A reboot or a restart boots as usual. */
   loadvm: v.optional(v.pipe(v.string(), v.regex(/^[a-z0-9][a-z0-9-]{0,62}$/))),
   /** The VM's identity (GoShip runs as root) and its cgroup's directories: the monitor reads the memory cgroup's OOM kills and removes the cgroup at the end. */

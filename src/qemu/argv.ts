@@ -36,7 +36,7 @@ export function machineArgs(config: VmConfig): string[] {
   return [
     '-machine',
     qemuOpts(config.machine, {
-      'memory-backend': config.memory.hugepages !== false ? MEMORY_BACKEND_ID : undefined,
+      'memory-backend': config.memory.hugepages !== false || config.memory.shared ? MEMORY_BACKEND_ID : undefined,
       pflash0: uefi ? pflashNode(0) : undefined,
       pflash1: uefi?.ovmfVars !== undefined ? pflashNode(1) : undefined,
       'confidential-guest-support': config.confidential ? CONFIDENTIAL_ID : undefined,

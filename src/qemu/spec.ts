@@ -252,6 +252,25 @@ export const ConfidentialSchema = strict({
   reducedPhysBits: v.optional(int(0, 63)),
 });
 
+/** A virtio-fs tag: what the guest mounts (`mount -t virtiofs TAG DIR`); the kernel takes at most 36 bytes. */
+export const FS_TAG_PATTERN = /^[a-z0-9][a-z0-9-]{0,35}$/;
+export const FS_TAG_RULE = '1-36 lowercase letters, digits and dashes, starting with a letter or digit';
+/** The most shared folders one VM may have. */
+export const MAX_FILESYSTEMS = 8;
+
+/** A shared folder: QEMU's side is a vhost-user-fs device; the monitor starts the virtiofsd that serves `source`. */
+export const FilesystemSchema = strict({
+  /** The tag the guest mounts it by. */
+  tag: v.pipe(
+    v.string((i) => `expected ${FS_TAG_RULE}, got ${shown(i.input)}`),
+    v.check((s) => FS_TAG_PATTERN.test(s), (i) => `expected ${FS_TAG_RULE}, got ${shown(i.input)}`),
+  ),
+  /** Not a QEMU option: the host directory, served by virtiofsd. */
+  source: absPath(),
+  /** Not a QEMU option: virtiofsd serves a read-only bind mount of it. Default false. */
+  readOnly: v.optional(bool(), false),
+});
+
 export const ConsoleLogSchema = strict({
   /** console.log is rotated once it reaches this size. Default 8M. */
   maxSize: v.optional(size(), DEFAULT_CONSOLE_MAX_SIZE),
@@ -306,6 +325,8 @@ export const VmSpecSchema = strict({
   /** The cloud-init `cidata` ISO, attached as a read-only CD-ROM. */
   seed: v.optional(absPath()),
   network: v.optional(NetworkSchema, { mode: 'user', forwards: [] }),
+  /** Shared folders (virtio-fs); any makes the guest's memory shared (a memfd). Default none. */
+  filesystems: v.optional(v.array(FilesystemSchema, (i) => `expected a list of shared folders, got ${shown(i.input)}`), []),
   /** The guest agent's virtio-serial port. Default true. */
   agent: v.optional(bool(), true),
   /** `-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny`. Default true. */
@@ -379,6 +400,16 @@ export interface MemoryConfig {
   hugepages: false | HugepageSize;
   /** The hugetlbfs mount used when hugepages is set. */
   hugepagePath: string | undefined;
+  /** A memfd other processes may map (virtiofsd): set when the VM has shared folders. */
+  shared: boolean;
+}
+
+export interface FilesystemConfig {
+  tag: string;
+  source: string;
+  readOnly: boolean;
+  /** virtiofsd's socket: `fs-TAG/sock` in the VM's run directory. */
+  socket: string;
 }
 
 export type BootConfig =
@@ -422,6 +453,7 @@ export interface VmConfig {
   disks: DiskConfig[];
   seed: string | undefined;
   network: NetworkConfig;
+  filesystems: FilesystemConfig[];
   agent: boolean;
   sandbox: boolean;
   confidential: ConfidentialConfig | undefined;

@@ -10,6 +10,7 @@
  * issues are reported; every other problem is reported together (a later
  * check of a field the schema already refused is not repeated).
  */
+import { dirname, join } from 'node:path';
 import * as v from 'valibot';
 import { ValidationError } from '../errors.ts';
 import type { Issue } from '../errors.ts';
@@ -25,12 +26,13 @@ import {
   DEFAULT_SEV_POLICY,
   DEFAULT_SEV_REDUCED_PHYS_BITS,
   HUGEPAGE_MOUNTS,
+  MAX_FILESYSTEMS,
   MIN_CONSOLE_MAX_BYTES,
   MIN_MEMORY_BYTES,
   VmSpecSchema,
   shown,
 } from './spec.ts';
-import type { BootConfig, ConfidentialConfig, CpuConfig, HostFacts, ParsedVmSpec, ResolveContext, VmConfig } from './spec.ts';
+import type { BootConfig, ConfidentialConfig, CpuConfig, FilesystemConfig, HostFacts, ParsedVmSpec, ResolveContext, VmConfig } from './spec.ts';
 
 /** The subject of the ValidationError resolveSpec throws. */
 export const VM_SPEC_SUBJECT = 'invalid VM spec';
@@ -182,6 +184,22 @@ function resolveConfidential(s: ParsedVmSpec, issues: Issue[]): ConfidentialConf
   };
 }
 
+/** Shared folders: unique tags, at most MAX_FILESYSTEMS, each socket in the VM's run directory; not with hugepages. */
+function resolveFilesystems(s: ParsedVmSpec, ctx: ResolveContext, issues: Issue[]): FilesystemConfig[] {
+  if (s.filesystems.length > MAX_FILESYSTEMS) issues.push({ path: 'filesystems', message: `at most ${MAX_FILESYSTEMS} shared folders, got ${s.filesystems.length}` });
+  if (s.filesystems.length > 0 && s.hugepages !== false) {
+    issues.push({ path: 'filesystems', message: 'shared folders need the guest memory in a shared memfd, hugepages put it on hugetlbfs: choose one' });
+  }
+  const seen = new Map<string, number>();
+  s.filesystems.forEach((f, i) => {
+    const first = seen.get(f.tag);
+    if (first === undefined) seen.set(f.tag, i);
+    else issues.push({ path: `filesystems[${i}].tag`, message: `the same tag as filesystems[${first}]: ${f.tag}` });
+  });
+  const runDir = dirname(ctx.paths.qmpSocket);
+  return s.filesystems.map((f) => ({ tag: f.tag, source: f.source, readOnly: f.readOnly, socket: join(runDir, `fs-${f.tag}`, 'sock') }));
+}
+
 /**
  * Validates `input` against the schema, the host and the files, fills every
  * default and returns the VmConfig `buildArgv` takes. Throws a
@@ -207,6 +225,7 @@ export function resolveSpec(input: unknown, ctx: ResolveContext): VmConfig {
     if (first === undefined) seenDisks.set(d.path, i);
     else issues.push({ path: `disks[${i}].path`, message: `the same file as disks[${first}]: ${d.path}; a file can be attached once` });
   });
+  const filesystems = resolveFilesystems(s, ctx, issues);
   if (s.network.mode === 'none' && s.network.forwards.length > 0) {
     issues.push({ path: 'network.forwards', message: 'forwards need network mode "user"; mode is "none"' });
   }
@@ -229,11 +248,13 @@ export function resolveSpec(input: unknown, ctx: ResolveContext): VmConfig {
       bytes,
       hugepages: s.hugepages,
       hugepagePath: s.hugepages === false ? undefined : HUGEPAGE_MOUNTS[s.hugepages],
+      shared: filesystems.length > 0,
     },
     boot,
     disks: s.disks.map((d) => ({ path: d.path, format: d.format, cache: d.cache, discard: d.discard, readOnly: d.readOnly, serial: d.serial })),
     seed: s.seed,
     network: s.network.mode === 'user' ? { mode: 'user', forwards: s.network.forwards.map((f) => ({ ...f })) } : { mode: 'none' },
+    filesystems,
     agent: s.agent,
     sandbox: s.sandbox,
     confidential,

@@ -117,6 +117,7 @@ export { MOVE_FORMAT, type MoveReport } from './move.ts';
 export { NodeService, DEFAULT_REMOTE_CLI, INSTALL_DIR, type NodeView, type AddNodeOptions } from './nodes.ts';
 export { nodeUrl } from '../nodes/index.ts';
 export { ProjectService, validateProjectOptions, projectStateFor, readSshKeys, PROJECT_DEFAULTS, DEFAULT_READY_TIMEOUT_MS } from './projects.ts';
+export { mountTag } from './mounts.ts';
 export { WAIT_LEVELS, bootStepsText, parseCloudInitResult, waitGuestBoot } from './guest-boot.ts';
 export type { WaitLevel, BootStep, BootProgress } from './guest-boot.ts';
 export { AppService, appsOf, containerSpec, isDockerArchive, type AppView, type AppLogsOptions, type AppExecOptions } from './apps.ts';

@@ -25,6 +25,7 @@ import {
   reachIssues,
   realOrResolved,
   specPathIssues,
+  virtiofsdCommand,
   within,
   type Identity,
   type NamedPath,
@@ -88,6 +89,43 @@ export async function checkChain(layout: Layout, vm: Pick<Vm, 'name' | 'base' | 
     const header = await readQcow2Header(base.path);
     if (header?.backingFile !== undefined || header?.dataFile !== undefined) throw refuse(`its base ${base.path} names another file (${header.backingFile ?? header.dataFile}): a base stands alone`);
   }
+}
+
+/** What the monitor needs to start the virtiofsd of each shared folder (launch.json `filesystems`). */
+export interface FilesystemLaunch {
+  tag: string;
+  socket: string;
+  exec: string[];
+  dirOwner?: { uid: number; gid: number };
+  socketOwner?: { uid: number; gid: number };
+}
+
+/**
+ * Each shared folder's virtiofsd, as GoShip runs as root: as the folder's
+ * owner (read now, at each start), its socket given to QEMU's identity. A
+ * folder owned by root is shared read-only only: read-write, a guest's root
+ * could leave setuid-root files on this host. As a user: as that user.
+ */
+export async function filesystemLaunch(config: VmConfig, identity: Identity | undefined): Promise<FilesystemLaunch[]> {
+  const out: FilesystemLaunch[] = [];
+  for (const [i, fs] of config.filesystems.entries()) {
+    if (!identity) {
+      out.push({ tag: fs.tag, socket: fs.socket, exec: virtiofsdCommand({ source: fs.source, readOnly: fs.readOnly }) });
+      continue;
+    }
+    const s = await stat(fs.source).catch((err: NodeJS.ErrnoException) => {
+      throw new JailError(`VM ${config.name}: shared folder ${fs.source}: ${err.code ?? err.message}`, { hint: 'make the folder again, or remove the project and create it without it' });
+    });
+    if (!s.isDirectory()) throw new JailError(`VM ${config.name}: shared folder ${fs.source} is not a directory`);
+    if (s.uid === 0 && !fs.readOnly) {
+      throw new JailError(`VM ${config.name}: shared folder ${fs.source} (filesystems[${i}]) is owned by root: shared read-write, the guest's root could leave setuid-root files on this host`, {
+        hint: 'share a folder owned by another user, or share this one read-only (HOST:GUEST:ro)',
+      });
+    }
+    const owner = { uid: s.uid, gid: s.gid };
+    out.push({ tag: fs.tag, socket: fs.socket, exec: virtiofsdCommand({ source: fs.source, readOnly: fs.readOnly, owner }), dirOwner: owner, socketOwner: { uid: identity.uid, gid: identity.gid } });
+  }
+  return out;
 }
 
 /** The group that owns /dev/kvm (a KVM VM's QEMU keeps it), if there is one. */

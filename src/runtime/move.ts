@@ -93,6 +93,9 @@ export async function moveProject(ctx: MoveContext, name: string, to: string, on
   if (!['ready', 'stopped', 'suspended'].includes(p.state)) throw stateError(`project ${name} is ${p.state}: only a ready, stopped or suspended project moves`, `goshipctl project info ${name}`);
   const image = await ctx.images.info(p.spec.image);
   if (!image.sha256) throw new RuntimeError('ENOTSUP', `image ${p.spec.image} has no recorded checksum: the node's copy could not be checked`);
+  if ((p.spec.mounts ?? []).length > 0) {
+    throw new RuntimeError('ENOTSUP', `project ${name} has shared folders, which are this host's directories: it cannot move to another node`, { hint: `create it on the node instead: goshipctl project create ${name} --node ${to}` });
+  }
   const wasReady = p.state === 'ready';
   if (wasReady) {
     onStep('suspending');

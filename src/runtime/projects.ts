@@ -36,6 +36,7 @@ import { within } from '../jail/index.ts';
 import { IMAGE_HOSTNAME, giveIdentity, growDisk, listTemplates, saveTemplate, usableTemplate, type TemplateInfo } from './templates.ts';
 import { trace } from './trace.ts';
 import { newProjectKey, sshAccess, sshAlias, sshFiles } from './ssh.ts';
+import { mountArgv, mountTag, parseMounts, resolveMountSources, type SharedFolder } from './mounts.ts';
 import { setGuestClock } from './saved-state.ts';
 import { VmSnapshots } from './snapshots.ts';
 import { VmStateError } from '../vmstate/index.ts';
@@ -61,6 +62,8 @@ export interface CreateProjectOptions extends StartProjectOptions {
   restart?: RestartPolicy;
   /** console.log is rotated at this size (one older file kept); default 8M. */
   consoleMaxSize?: string;
+  /** Shared folders, `HOST_DIR:GUEST_DIR[:ro]` (mounts.ts). */
+  mounts?: string[];
   /** Create the records, the overlay and the seed, but do not boot. */
   noStart?: boolean;
   /** Boot from the image even when a template of this shape exists. */
@@ -174,6 +177,7 @@ export interface ValidatedProject {
   sshKeys: string[];
   ports: PortForward[];
   restart: RestartPolicy;
+  mounts: SharedFolder[];
 }
 
 /** Pure: checks every option at once against the host; each problem names its flag. */
@@ -217,12 +221,13 @@ export function validateProjectOptions(o: CreateProjectOptions, host: HostFacts)
     if (!c.ok) issues.push({ path: '--console-max-size', message: c.message });
     else if (c.bytes < MIN_CONSOLE_MAX_BYTES) issues.push({ path: '--console-max-size', message: `expected at least 64K, got ${o.consoleMaxSize}` });
   }
+  const mounts = parseMounts(o.mounts ?? [], issues);
   const restart = o.restart ?? 'no';
   if (!(RESTART_POLICIES as readonly string[]).includes(restart)) {
     issues.push({ path: '--restart', message: `expected ${RESTART_POLICIES.map((r) => `"${r}"`).join(' or ')}, got ${JSON.stringify(restart)}` });
   }
   if (issues.length > 0) throw new ValidationError(issues, { subject: 'invalid project', hint: 'goshipctl project create --help' });
-  return { name: o.name, cpus, memoryBytes, diskBytes, image, sshKeys, ports, restart };
+  return { name: o.name, cpus, memoryBytes, diskBytes, image, sshKeys, ports, restart, mounts };
 }
 
 export interface ProjectContext {
@@ -311,9 +316,12 @@ export class ProjectService {
     const began = Date.now();
     const host = await this.ctx.host();
     const v = validateProjectOptions(o, host);
+    v.mounts = await resolveMountSources(v.mounts);
     const image = await this.ctx.images.resolve(v.image);
     const found = o.cold
       ? { reason: '--cold' }
+      : v.mounts.length > 0
+        ? { reason: 'its shared folders need the guest memory shared with virtiofsd, which a template restore does not give: it boots' }
       : o.noStart
         ? { reason: '--no-start' }
         : image.agentInstall
@@ -326,7 +334,7 @@ export class ProjectService {
       createdAt: now,
       node: LOCAL_NODE,
       vmId: v.name,
-      spec: { cpus: v.cpus, memoryBytes: v.memoryBytes, diskBytes: v.diskBytes, image: v.image, ports: v.ports, sshKeys: v.sshKeys, restart: v.restart },
+      spec: { cpus: v.cpus, memoryBytes: v.memoryBytes, diskBytes: v.diskBytes, image: v.image, ports: v.ports, sshKeys: v.sshKeys, restart: v.restart, ...(v.mounts.length > 0 ? { mounts: v.mounts } : {}) },
       state: 'creating',
       op: this.op('create'),
     };
@@ -549,6 +557,7 @@ export class ProjectService {
     if (p.state !== 'ready') {
       throw stateError(`project ${name} is ${p.state}: only a running project is suspended`, p.state === 'suspended' ? `resume it: goshipctl project resume ${name}` : `start it: goshipctl project start ${name}`);
     }
+    refuseSavedMemory(p, 'suspended');
     const vm = await this.ctx.vms.suspend(p.vmId);
     return { ...(await this.settle(name, 'suspended')), saved: vm.saved, totalMs: Date.now() - began };
   }
@@ -556,6 +565,7 @@ export class ProjectService {
   /** Takes snapshot `tag` of the project's disk (while it runs, `memory`: with its memory and devices). */
   async snapshotCreate(name: string, tag: string, o: { memory?: boolean } = {}): Promise<VmSnapshot> {
     const p = await this.ownVm(name);
+    if (o.memory) refuseSavedMemory(p, 'snapshotted with its memory');
     return this.snapshots.create(p.vmId, tag, { memory: Boolean(o.memory) });
   }
 
@@ -740,6 +750,18 @@ export async function readSshKeys(files: string[]): Promise<string[]> {
   return keys;
 }
 
+/**
+ * QEMU 7.2 cannot save a VM with a vhost-user-fs device (its state is the
+ * daemon's): a project with shared folders keeps running instead of failing
+ * half-way through a save.
+ */
+export function refuseSavedMemory(p: Project, what: string): void {
+  if ((p.spec.mounts ?? []).length === 0) return;
+  throw new RuntimeError('ENOTSUP', `project ${p.name} has shared folders: it cannot be ${what} (QEMU 7.2 cannot save the state of a virtio-fs device)`, {
+    hint: `stop it instead (goshipctl project stop ${p.name}), or take a snapshot of its disk alone`,
+  });
+}
+
 /** The VM of a project of this shape: every project's VM (and a template's) is made by this, so a template's VM and its clones have one argv shape. */
 export async function projectVmOptions(
   v: ValidatedProject,
@@ -756,6 +778,7 @@ export async function projectVmOptions(
       network: { mode: 'user', forwards: v.ports.map((p) => ({ proto: p.proto, host: p.host, guest: p.guest })) },
       restart: v.restart,
       ...(o.consoleMaxSize !== undefined ? { console: { maxSize: o.consoleMaxSize } } : {}),
+      ...(v.mounts.length > 0 ? { filesystems: v.mounts.map((m, i) => ({ tag: mountTag(i), source: m.host, readOnly: m.readOnly })) } : {}),
     },
     // A clone's overlay stands on its template's disk, which stands on the image's base.
     base: { path: o.templateDisk ?? image.base, name: v.image, ...image.boot, ...(o.templateDisk ? { backing: { path: image.base, format: 'qcow2' } } : {}) },
@@ -764,6 +787,7 @@ export async function projectVmOptions(
       instanceId: `iid-${v.name}-${Date.parse(now).toString(36)}`,
       hostname: v.name,
       sshKeys: v.sshKeys,
+      ...(v.mounts.length > 0 ? { runcmd: v.mounts.map(mountArgv) } : {}),
       ...(image.agentInstall ? { agent: await image.agentInstall() } : {}),
     },
   };

@@ -39,7 +39,7 @@ import { type PendingOp, type State, type Store, type Vm, type VmSaved, findReco
 import { RuntimeError, busyError, stateError } from './errors.ts';
 import { vmPaths } from './paths.ts';
 import { allocateIdentity, readHead, releaseIdentity, removeCgroup, removeVmTree, privateRunDir, type Identity } from '../jail/index.ts';
-import { checkChain, checkSpecPaths, prepareJail } from './jail.ts';
+import { checkChain, checkSpecPaths, filesystemLaunch, prepareJail } from './jail.ts';
 import { LIVE_STATES, reconcileDecision, type ReconcileDecision } from './reconcile.ts';
 import { trace } from './trace.ts';
 import { DEVICE_STATE_ALLOWANCE, runOn } from './saved-state.ts';
@@ -490,6 +490,7 @@ export class VmService {
         jail: { ...(jail.uid !== undefined ? { uid: jail.uid } : {}), ...(jail.cgroup ? { cgroup: { version: jail.cgroup.version, vmDirs: jail.cgroup.vmDirs, memoryBytes: jail.cgroup.memoryBytes } } : {}) },
         ...(restore ? { restore: { state: restore.state, bytes: restore.bytes, ...('consume' in restore ? { consume: true } : {}) } } : {}),
         ...(opts.loadvm ? { loadvm: opts.loadvm } : {}),
+        ...(config.filesystems.length > 0 ? { filesystems: await filesystemLaunch(config, identity) } : {}),
       };
       await writeLaunch(vm.paths.dir, launch);
       trace(`vm ${name}: launch written`);

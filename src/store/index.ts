@@ -36,6 +36,7 @@ export type {
   NodeReport,
   Project,
   ProjectSpec,
+  SharedFolder,
   ProjectState,
   PortForward,
   Vm,

@@ -48,6 +48,7 @@ const ProjectSchema = v.looseObject({
     ports: v.array(v.looseObject({ proto: v.picklist(['tcp', 'udp']), host: port, guest: port })),
     sshKeys: v.array(v.string()),
     restart: v.optional(v.picklist(['no', 'on-crash'])),
+    mounts: v.optional(v.array(v.looseObject({ host: v.string(), guest: v.string(), readOnly: v.boolean() }))),
   }),
   state: v.picklist(PROJECT_STATES),
   lastError: v.optional(v.string()),

@@ -73,6 +73,18 @@ export interface ProjectSpec {
   sshKeys: string[];
   /** The VM's restart policy (absent: `no`). */
   restart?: 'no' | 'on-crash';
+  /** Shared folders (absent: none). */
+  mounts?: SharedFolder[];
+}
+
+/** A host directory the project's guest mounts (virtio-fs). */
+export interface SharedFolder {
+  /** The host directory, its real path at create. */
+  host: string;
+  /** Where the guest mounts it. */
+  guest: string;
+  /** Served from a read-only bind mount: the guest cannot write it. */
+  readOnly: boolean;
 }
 
 /**

@@ -101,6 +101,7 @@ describe('the routing grammar is the command table', () => {
       [
         ...['info', 'start', 'suspend', 'resume', 'stop', 'delete'].map((s) => `project ${s} project 0`),
         'project port project 1',
+        'project mount project 1',
         'project snapshot project 1',
         'project create create 0',
         ...['start', 'stop', 'destroy', 'status', 'console', 'qmp', 'ping', 'info', 'exec', 'tunnel'].map((s) => `vm ${s} project 0`),

@@ -50,6 +50,7 @@ describe('validateProjectOptions', () => {
       sshKeys: [],
       ports: [],
       restart: 'no',
+      mounts: [],
     });
   });
 

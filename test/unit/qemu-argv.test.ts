@@ -375,7 +375,9 @@ describe('buildArgv: whole VMs', () => {
       ctx(SNP_HOST),
     );
     expect(devicesOf(config).map((d) => d.kind)).toEqual(['hugepages', 'confidential', 'pflash', 'pflash', 'qmp', 'qmp', 'console', 'disk', 'cdrom', 'net-user', 'agent', 'rng', 'panic']);
-    expect(Object.keys(DEVICE_BUILDERS).sort()).toEqual(['agent', 'cdrom', 'confidential', 'console', 'disk', 'hugepages', 'net-user', 'panic', 'pflash', 'qmp', 'rng']);
+    const shared = resolveSpec({ name: 'web', filesystems: [{ tag: 'a', source: '/x' }] }, ctx());
+    expect(devicesOf(shared).map((d) => d.kind)).toEqual(['shared-memory', 'qmp', 'qmp', 'console', 'net-user', 'filesystem', 'agent', 'rng', 'panic']);
+    expect(Object.keys(DEVICE_BUILDERS).sort()).toEqual(['agent', 'cdrom', 'confidential', 'console', 'disk', 'filesystem', 'hugepages', 'net-user', 'panic', 'pflash', 'qmp', 'rng', 'shared-memory']);
   });
 });
 
@@ -512,5 +514,57 @@ describe('devices alone', () => {
     const args = argv({ name: 'web', confidential: { type: 'tdx' } }, host);
     expect(args.slice(args.indexOf('-machine'), args.indexOf('-machine') + 2)).toEqual(['-machine', 'q35,confidential-guest-support=cgs0,kernel-irqchip=split']);
     expect(args).toContain('tdx-guest,id=cgs0');
+  });
+});
+
+describe('shared folders (virtio-fs)', () => {
+  test('the guest memory becomes a shared memfd named by -machine; each folder a vhost-user-fs device on its socket in the run directory', () => {
+    const args = argv({ name: 'web', memory: '1G', filesystems: [{ tag: 'goship-0', source: '/srv/app' }, { tag: 'goship-1', source: '/srv/data', readOnly: true }], agent: false });
+    expect(args).toEqual([
+      ...HEAD(),
+      '-machine',
+      'q35,memory-backend=mem0',
+      '-accel',
+      'tcg',
+      '-cpu',
+      'max',
+      '-smp',
+      'cpus=1,sockets=1,cores=1,threads=1',
+      '-m',
+      'size=1024M',
+      '-object',
+      'memory-backend-memfd,id=mem0,size=1073741824,share=on',
+      ...MONITORS,
+      ...NET,
+      '-chardev',
+      'socket,id=fs0,path=/run/goship/web/fs-goship-0/sock',
+      '-device',
+      'vhost-user-fs-pci,id=fs0-dev,chardev=fs0,tag=goship-0',
+      '-chardev',
+      'socket,id=fs1,path=/run/goship/web/fs-goship-1/sock',
+      '-device',
+      'vhost-user-fs-pci,id=fs1-dev,chardev=fs1,tag=goship-1',
+      ...RNG,
+      ...PANIC,
+    ]);
+    // Read-only is the daemon's business (a read-only bind mount), not QEMU's.
+    expect(resolveSpec({ name: 'web', filesystems: [{ tag: 'a', source: '/x', readOnly: true }] }, ctx()).filesystems).toEqual([{ tag: 'a', source: '/x', readOnly: true, socket: '/run/goship/web/fs-a/sock' }]);
+  });
+
+  test('refuses a bad tag, a tag twice, a missing or comma folder, hugepages beside them, and more than 8', () => {
+    const bad = (spec: Record<string, unknown>, exists: (p: string) => boolean = () => true): string[] => {
+      try {
+        resolveSpec({ name: 'web', ...spec }, { ...ctx(), exists });
+        return [];
+      } catch (err) {
+        return (err as { issues: { path: string; message: string }[] }).issues.map((i) => `${i.path}: ${i.message}`);
+      }
+    };
+    expect(bad({ filesystems: [{ tag: 'Bad_Tag', source: '/x' }] })).toEqual(['filesystems[0].tag: expected 1-36 lowercase letters, digits and dashes, starting with a letter or digit, got "Bad_Tag"']);
+    expect(bad({ filesystems: [{ tag: 'a', source: '/x' }, { tag: 'a', source: '/y' }] })).toEqual(['filesystems[1].tag: the same tag as filesystems[0]: a']);
+    expect(bad({ filesystems: [{ tag: 'a', source: '/x,y' }] })).toEqual(['filesystems[0].source: virtiofsd cannot take a path with a comma: /x,y']);
+    expect(bad({ filesystems: [{ tag: 'a', source: '/gone' }] }, (p) => p !== '/gone')).toEqual(['filesystems[0].source: directory does not exist: /gone']);
+    expect(bad({ memory: '2G', hugepages: '2M', filesystems: [{ tag: 'a', source: '/x' }] })).toEqual(['filesystems: shared folders need the guest memory in a shared memfd, hugepages put it on hugetlbfs: choose one']);
+    expect(bad({ filesystems: Array.from({ length: 9 }, (_, i) => ({ tag: `t${i}`, source: '/x' })) })).toEqual(['filesystems: at most 8 shared folders, got 9']);
   });
 });

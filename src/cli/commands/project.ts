@@ -2,7 +2,7 @@
 import type { CAC } from 'cac';
 import { execa } from 'execa';
 import { GoshipError, ValidationError } from '../../errors.ts';
-import { WAIT_LEVELS, bootStepsText, readSshKeys, type BootProgress, type BootReport, type PortsView, type ProjectView, type WaitLevel } from '../../runtime/index.ts';
+import { WAIT_LEVELS, bootStepsText, mountTag, readSshKeys, type BootProgress, type BootReport, type PortsView, type ProjectView, type WaitLevel } from '../../runtime/index.ts';
 import { intOption, rawValue, rawValues, secondsOption } from '../args.ts';
 import { type CommandContext, bytes, since } from '../context.ts';
 import { table } from '../output.ts';
@@ -128,6 +128,7 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
     .option('--image <name>', 'base image (default: default)')
     .option('--ssh-key <file>', 'OpenSSH public key file for the goship user (repeatable)')
     .option('--port <host:guest>', 'forward 127.0.0.1:HOST to the guest (repeatable; udp:HOST:GUEST for UDP)')
+    .option('--mount <host:guest>', 'share the host directory HOST_DIR at GUEST_DIR in the guest (virtio-fs; repeatable; HOST_DIR:GUEST_DIR:ro: read-only)')
     .option('--console-max-size <size>', 'console.log is rotated at this size, one older file kept (default 8M)')
     .option('--restart <policy>', 'no (default) or on-crash: the VM\'s monitor starts a crashed QEMU again, with backoff')
     .option('--no-start', 'create the VM but do not boot it')
@@ -135,6 +136,7 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
     .option('--wait <what>', 'boot (default): until the network is online and cloud-init has finished; agent: until the guest agent answers')
     .option('--timeout <seconds>', 'how long to wait for it to be ready (default 300)')
     .example('goshipctl project create web --cpus 2 --memory 2G --disk 20G --port 8080:80')
+    .example('goshipctl project create dev --mount $PWD:/srv/app --mount /srv/data:/data:ro')
     .action(async (name: string, o: { start: boolean; cold?: boolean }) => {
       const rt = await ctx.runtime();
       const sshKeys = await readSshKeys(rawValues(a, 'ssh-key'));
@@ -158,6 +160,7 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
           ...(consoleMaxSize !== undefined ? { consoleMaxSize } : {}),
           sshKeys,
           ports: rawValues(a, 'port'),
+          mounts: rawValues(a, 'mount'),
           noStart: o.start === false,
           cold: Boolean(o.cold),
           ...(timeoutMs !== undefined ? { timeoutMs } : {}),
@@ -228,6 +231,17 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
       ctx.out.result({ dockerHost: host, ...(o.context ? { context } : {}) }, () => `DOCKER_HOST=${host}`);
     });
 
+  cli
+    .command('mount <action> <name>', "shared folders: mount list NAME (they are set at create: project create --mount)")
+    .example('goshipctl project mount list dev')
+    .action(async (action: string, name: string) => {
+      if (action !== 'list') throw new ValidationError([{ path: 'action', message: `expected "list", got ${JSON.stringify(action)}` }], { subject: 'invalid command', hint: 'shared folders are set at create: goshipctl project create NAME --mount HOST_DIR:GUEST_DIR[:ro]' });
+      const rt = await ctx.runtime();
+      const { project: p } = await rt.projects.info(name);
+      const rows = (p.spec.mounts ?? []).map((m, i) => ({ tag: mountTag(i), host: m.host, guest: m.guest, readOnly: m.readOnly }));
+      ctx.out.result(rows, () => (rows.length === 0 ? `project ${name} has no shared folders` : table(['HOST', 'GUEST', 'MODE', 'TAG'], rows.map((r) => [r.host, r.guest, r.readOnly ? 'ro' : 'rw', r.tag]))));
+    });
+
   cli.command('info <name>', 'one project: VM state, PID, resources, ports, uptime, agent, disk usage, paths').action(async (name: string) => {
     const rt = await ctx.runtime();
     const info = await rt.projects.info(name);
@@ -240,6 +254,7 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
         `resources ${p.spec.cpus} vCPU, ${bytes(p.spec.memoryBytes)} memory, image ${p.spec.image}`,
         `disk      ${bytes(info.diskUsageBytes)} used on the host${p.spec.diskBytes ? ` (virtual ${bytes(p.spec.diskBytes)})` : ''}`,
         `ports     ${portsText(info)}`,
+        `mounts    ${(p.spec.mounts ?? []).map((m) => `${m.host} → ${m.guest}${m.readOnly ? ' (ro)' : ''}`).join(', ') || '-'}`,
         `agent     ${vm?.agent ? `${vm.agent.version}, protocol ${vm.agent.protocol}, hostname ${vm.agent.hostname}` : '-'}`,
         `restart   ${p.spec.restart ?? 'no'}${vm?.restarts?.count ? `: ${vm.restarts.count} restart(s), last ${vm.restarts.lastAt ?? '?'} after: ${vm.restarts.lastReason ?? '?'}` : ''}`,
         ...(vm?.end ? [`last end  ${vm.end.at}: ${vm.end.summary}`] : []),

@@ -11,16 +11,19 @@ import * as cdrom from './cdrom.ts';
 import * as confidential from './confidential.ts';
 import * as serialConsole from './console.ts';
 import * as disk from './disk.ts';
+import * as filesystem from './filesystem.ts';
 import * as hugepages from './hugepages.ts';
 import * as netUser from './net-user.ts';
 import * as panic from './panic.ts';
 import * as pflash from './pflash.ts';
 import * as qmp from './qmp.ts';
 import * as rng from './rng.ts';
+import * as sharedMemory from './shared-memory.ts';
 import type { Device, DeviceBuilder, DeviceContext, DeviceRegistry, ValidateContext } from './types.ts';
 
 export const DEVICE_BUILDERS: DeviceRegistry = {
   hugepages,
+  'shared-memory': sharedMemory,
   confidential,
   pflash,
   qmp,
@@ -28,6 +31,7 @@ export const DEVICE_BUILDERS: DeviceRegistry = {
   disk,
   cdrom,
   'net-user': netUser,
+  filesystem,
   agent,
   rng,
   panic,
@@ -40,13 +44,15 @@ export const CONFIDENTIAL_ID = 'cgs0';
 /**
  * The devices of a VM, in argv order: memory backend, confidential object,
  * firmware flash, QMP (GoShip's, then people's), console, disks (boot disk
- * first), seed CD-ROM, NIC, agent channel, RNG, pvpanic.
+ * first), seed CD-ROM, NIC, shared folders, agent channel, RNG, pvpanic.
  */
 export function devicesOf(config: VmConfig): Device[] {
   const devices: Device[] = [];
   const { memory, boot } = config;
   if (memory.hugepages !== false && memory.hugepagePath !== undefined) {
     devices.push({ kind: 'hugepages', at: 'hugepages', id: MEMORY_BACKEND_ID, bytes: memory.bytes, pageSize: memory.hugepages, memPath: memory.hugepagePath });
+  } else if (memory.shared) {
+    devices.push({ kind: 'shared-memory', at: 'filesystems', id: MEMORY_BACKEND_ID, bytes: memory.bytes });
   }
   const cgs = config.confidential;
   if (cgs !== undefined) {
@@ -70,6 +76,7 @@ export function devicesOf(config: VmConfig): Device[] {
   });
   if (config.seed !== undefined) devices.push({ kind: 'cdrom', at: 'seed', id: 'seed', path: config.seed });
   if (config.network.mode === 'user') devices.push({ kind: 'net-user', at: 'network', id: 'net0', forwards: config.network.forwards });
+  config.filesystems.forEach((f, i) => devices.push({ kind: 'filesystem', at: `filesystems[${i}]`, id: `fs${i}`, tag: f.tag, socket: f.socket, source: f.source }));
   if (config.agent) devices.push({ kind: 'agent', at: 'paths.agentSocket', socket: config.paths.agentSocket, portName: AGENT_PORT_NAME });
   devices.push({ kind: 'rng', at: 'rng', id: 'rng0' });
   devices.push({ kind: 'panic', at: 'panic', id: 'panic0' });

@@ -82,12 +82,33 @@ export interface HugepagesDevice {
   memPath: string;
 }
 
+export interface SharedMemoryDevice {
+  kind: 'shared-memory';
+  at: string;
+  /** The backend's id, named by `-machine memory-backend=`. */
+  id: string;
+  bytes: number;
+}
+
+export interface FilesystemDevice {
+  kind: 'filesystem';
+  at: string;
+  /** The chardev's id; the device's is `ID-dev`. */
+  id: string;
+  tag: string;
+  /** virtiofsd's socket, which QEMU connects to. */
+  socket: string;
+  /** The host directory virtiofsd serves (checked here; virtiofsd opens it, never QEMU). */
+  source: string;
+}
+
 export type ConfidentialDevice =
   | { kind: 'confidential'; at: string; id: string; type: 'sev' | 'sev-es' | 'sev-snp'; policy: number; cbitpos: number; reducedPhysBits: number }
   | { kind: 'confidential'; at: string; id: string; type: 'tdx' };
 
 export type Device =
   | HugepagesDevice
+  | SharedMemoryDevice
   | ConfidentialDevice
   | PflashDevice
   | QmpDevice
@@ -95,6 +116,7 @@ export type Device =
   | DiskDevice
   | CdromDevice
   | NetUserDevice
+  | FilesystemDevice
   | AgentDevice
   | RngDevice
   | PanicDevice;
