@@ -63,9 +63,12 @@ export function mountTag(i: number): string {
 
 /**
  * Each HOST_DIR must be a directory now; it is recorded as its real path,
- * so the share does not follow a link that is changed later.
+ * so the share does not follow a link that is changed later. GoShip's own
+ * directories (`own`: its home and run directory) are never shared, nor
+ * anything that holds them.
  */
-export async function resolveMountSources(mounts: readonly SharedFolder[]): Promise<SharedFolder[]> {
+export async function resolveMountSources(mounts: readonly SharedFolder[], own: readonly string[]): Promise<SharedFolder[]> {
+  const ownReal = await Promise.all(own.map((d) => realpath(d).catch(() => d)));
   const issues: Issue[] = [];
   const out: SharedFolder[] = [];
   for (const [i, m] of mounts.entries()) {
@@ -79,6 +82,8 @@ export async function resolveMountSources(mounts: readonly SharedFolder[]): Prom
     // As root the folder's virtiofsd runs as its owner (src/jail/virtiofsd.ts); root's own, it would be root's files the guest writes.
     else if (s.uid === 0 && !m.readOnly && process.getuid?.() === 0) {
       issues.push({ path: `--mount[${i}]`, message: `HOST_DIR ${m.host} is owned by root: shared read-write, the guest's root could leave setuid-root files on this host; share it read-only (:ro), or a folder owned by another user` });
+    } else if (ownReal.some((d) => within(real, d) || within(d, real))) {
+      issues.push({ path: `--mount[${i}]`, message: `HOST_DIR ${m.host} holds or is in GoShip's own files (${ownReal.join(', ')}): never shared with a guest` });
     } else if (real.includes(',') || within(real, '/run')) issues.push({ path: `--mount[${i}]`, message: `HOST_DIR ${m.host} is ${real}, which cannot be shared (a comma, or under /run)` });
     else out.push({ ...m, host: real });
   }

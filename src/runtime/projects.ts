@@ -316,7 +316,7 @@ export class ProjectService {
     const began = Date.now();
     const host = await this.ctx.host();
     const v = validateProjectOptions(o, host);
-    v.mounts = await resolveMountSources(v.mounts);
+    v.mounts = await resolveMountSources(v.mounts, [this.ctx.layout.home, this.ctx.layout.run]);
     const image = await this.ctx.images.resolve(v.image);
     const found = o.cold
       ? { reason: '--cold' }
