@@ -331,6 +331,8 @@ export class Monitor {
       this.#qmpStatus = await this.#qmp.queryStatus();
       marks.push(`cont ${ms()}`);
     } catch (err) {
+      // Every way out of here ends this QEMU: a daemon it never connected to would wait for it for ever.
+      for (const d of daemons) d.kill();
       if (err instanceof StartError && err.code === 'EVMSTATE') {
         q.kill('SIGKILL');
         await exited;
