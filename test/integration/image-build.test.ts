@@ -201,14 +201,15 @@ describe('a killed build', () => {
   it('leaves no image, and its directory is swept by the next build', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'goship-imgk-'));
     try {
-      // A child process builds and kills itself (SIGKILL, no cleanup) when mkfs starts.
+      // A child process builds and kills itself (SIGKILL, no cleanup) once its work directory is made,
+      // as mmdebstrap is about to start (killed at mkfs instead, it took two minutes of bootstrap first).
       const script = join(dir, 'kill.mjs');
       const build = join(process.cwd(), 'src/image/build.ts');
       await writeFile(
         script,
         `const { buildImage } = await import(${JSON.stringify(build)});\n` +
           `await buildImage({ agentBundle: ${JSON.stringify(testAgentBundle())}, imagesDir: ${JSON.stringify(join(dir, 'images'))}, debCacheDir: ${JSON.stringify(join(testImagesDir(), '..', 'debs'))},\n` +
-          `  onProgress: (p) => { if (p.phase === 'mkfs') process.kill(process.pid, 'SIGKILL'); } });\n`,
+          `  onProgress: (p) => { if (p.phase === 'bootstrap') process.kill(process.pid, 'SIGKILL'); } });\n`,
       );
       const bundle = join(dir, 'kill.bundle.mjs');
       await execa('npx', ['esbuild', script, '--bundle', '--platform=node', '--format=esm', `--outfile=${bundle}`, '--log-level=error', '--banner:js=import { createRequire as __cr } from "node:module"; const require = __cr(import.meta.url);']);
