@@ -107,7 +107,7 @@ describe('shared folders', { timeout: 600_000 }, () => {
     const r = await g(['project', 'create', 'x', '--mount', '/nope:/srv', '--mount', `${rw}:/etc`]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/--mount\[1\]: GUEST_DIR must not be in the guest's system directory \/etc/);
-    const own = await g(['project', 'create', 'x', '--mount', `${env.root}:/srv`]);
+    const own = await g(['project', 'create', 'x', '--mount', `${env.root}:/srv:ro`]);
     expect([own.code, own.stderr]).toEqual([2, expect.stringMatching(/--mount\[0\]: HOST_DIR \S+ holds or is in GoShip's own files/)]);
     const missing = await g(['project', 'create', 'x', '--mount', '/nope:/srv']);
     expect([missing.code, missing.stderr]).toEqual([2, expect.stringMatching(/--mount\[0\]: HOST_DIR \/nope: no such directory/)]);
