@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
-import { chmod, chown, mkdir, rm, stat } from 'node:fs/promises';
+import { chmod, chown, lchown, lstat, mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Launch } from './launch.ts';
 import { logTail } from '../qemu/index.ts';
@@ -55,7 +55,8 @@ export async function startVirtiofsd(fs: FsSpec, log: string): Promise<FsDaemon>
   const daemon: FsDaemon = { tag: fs.tag, pid: child.pid ?? 0, kill: () => void child.kill('SIGKILL') };
   const deadline = Date.now() + VIRTIOFSD_SOCKET_TIMEOUT_MS;
   for (;;) {
-    if ((await stat(fs.socket).catch(() => undefined))?.isSocket()) break;
+    // lstat: the daemon (another user) owns the directory; a link it put there is never followed.
+    if ((await lstat(fs.socket).catch(() => undefined))?.isSocket()) break;
     if (gone !== undefined || Date.now() > deadline) {
       daemon.kill();
       const words = (await logTail(log)).split('\n').filter(Boolean).slice(-3).join(' | ');
@@ -63,6 +64,7 @@ export async function startVirtiofsd(fs: FsSpec, log: string): Promise<FsDaemon>
     }
     await sleep(10);
   }
-  if (fs.socketOwner) await chown(fs.socket, fs.socketOwner.uid, fs.socketOwner.gid);
+  // lchown: root acts on the entry itself, whatever the daemon has swapped in since.
+  if (fs.socketOwner) await lchown(fs.socket, fs.socketOwner.uid, fs.socketOwner.gid);
   return daemon;
 }
