@@ -5,7 +5,7 @@
  * and directories belong to its identity (root) or stay private (a user),
  * its cgroup is made, and the words that start QEMU are built.
  */
-import { stat } from 'node:fs/promises';
+import { lstat, realpath, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { ValidationError, type Issue } from '../errors.ts';
 import { FILES, type Layout } from '../layout.ts';
@@ -113,10 +113,17 @@ export async function filesystemLaunch(config: VmConfig, identity: Identity | un
       out.push({ tag: fs.tag, socket: fs.socket, exec: virtiofsdCommand({ source: fs.source, readOnly: fs.readOnly }) });
       continue;
     }
-    const s = await stat(fs.source).catch((err: NodeJS.ErrnoException) => {
+    const gone = (err: NodeJS.ErrnoException): never => {
       throw new JailError(`VM ${config.name}: shared folder ${fs.source}: ${err.code ?? err.message}`, { hint: 'make the folder again, or remove the project and create it without it' });
-    });
-    if (!s.isDirectory()) throw new JailError(`VM ${config.name}: shared folder ${fs.source} is not a directory`);
+    };
+    // Its daemon runs as the owner of what the path names now: a path that has become a link (anywhere on it) would choose another owner.
+    const real = await realpath(fs.source).catch(gone);
+    const s = await lstat(fs.source).catch(gone);
+    if (real !== fs.source || !s.isDirectory()) {
+      throw new JailError(`VM ${config.name}: shared folder ${fs.source} is no longer the directory it was at create (${s.isSymbolicLink() ? 'a link' : real !== fs.source ? `it leads to ${real}` : 'not a directory'}); GoShip will not start it`, {
+        hint: 'put the directory back, or remove the project and create it again',
+      });
+    }
     if (s.uid === 0 && !fs.readOnly) {
       throw new JailError(`VM ${config.name}: shared folder ${fs.source} (filesystems[${i}]) is owned by root: shared read-write, the guest's root could leave setuid-root files on this host`, {
         hint: 'share a folder owned by another user, or share this one read-only (HOST:GUEST:ro)',
