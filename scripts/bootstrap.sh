@@ -40,6 +40,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
+# docker-compose (Debian 12's, v1) drives the same relayed socket in test/e2e/host-tools.test.ts.
+# Without its Recommends: they would put docker.io, a Docker daemon, on this host.
+if ! dpkg-query -W -f='${Status}' docker-compose 2>/dev/null | grep -q 'install ok installed'; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "bootstrap: installing docker-compose (without a Docker daemon)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null 2>&1 || {
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+    }
+  else
+    echo "bootstrap: missing docker-compose: sudo apt-get install -y --no-install-recommends docker-compose" >&2
+    exit 1
+  fi
+fi
+
 # The Docker CLI the tests of `goshipctl project docker` drive (test/e2e/host-tools.test.ts):
 # Debian's own (docker.io's /usr/bin/docker), extracted from the package into .cache/, not
 # installed, so no Docker daemon is put on this host. A host's own docker CLI works the same.

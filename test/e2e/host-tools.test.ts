@@ -126,4 +126,24 @@ describe("Docker's own CLI through project docker", { timeout: 600_000 }, () => 
     expect(rm.exitCode).toBe(0);
     expect((await docker(['ps', '-a', '--format', '{{.Names}}'])).stdout.split('\n')).not.toContain('hostrun');
   });
+
+  it("docker-compose (Debian's v1) through the same socket: up with a build, ps, exec, down", async () => {
+    const dir = join(env.root, 'compose');
+    await mkdir(dir, { recursive: true });
+    await copyFile('/bin/busybox', join(dir, 'busybox'));
+    await chmod(join(dir, 'busybox'), 0o755);
+    await writeFile(join(dir, 'Dockerfile'), 'FROM scratch\nCOPY busybox /busybox\nENTRYPOINT ["/busybox"]\n');
+    await writeFile(join(dir, 'docker-compose.yml'), "version: '3'\nservices:\n  web:\n    build: .\n    command: ['sh', '-c', 'echo up; exec sleep 600']\n");
+    const compose = (args: string[]) =>
+      execa('docker-compose', ['--project-name', 'gsc', ...args], { cwd: dir, env: { PATH: process.env.PATH, HOME: env.root, DOCKER_HOST: host }, extendEnv: false, reject: false, timeout: 300_000, stdin: 'ignore' });
+    const up = await compose(['up', '-d', '--build']);
+    expect(up.exitCode, up.stderr).toBe(0);
+    const ps = await compose(['ps', '-q']);
+    expect([ps.exitCode, ps.stdout.split('\n').filter(Boolean)]).toEqual([0, [expect.stringMatching(/^[0-9a-f]{64}$/)]]);
+    const ex = await compose(['exec', '-T', 'web', '/busybox', 'echo', 'composed']);
+    expect([ex.exitCode, ex.stdout.trim()]).toEqual([0, 'composed']);
+    const down = await compose(['down']);
+    expect(down.exitCode, down.stderr).toBe(0);
+    expect((await docker(['ps', '-a', '--format', '{{.Names}}'])).stdout).not.toMatch(/gsc/);
+  });
 });
