@@ -8,6 +8,7 @@ import { realpath, stat } from 'node:fs/promises';
 import { posix } from 'node:path';
 import type { Issue } from '../errors.ts';
 import { ValidationError } from '../errors.ts';
+import { within } from '../jail/index.ts';
 import { MAX_FILESYSTEMS } from '../qemu/index.ts';
 import type { SharedFolder } from '../store/index.ts';
 
@@ -17,8 +18,6 @@ export const MOUNT_RULE = 'HOST_DIR:GUEST_DIR or HOST_DIR:GUEST_DIR:ro, two abso
 
 /** Guest directories a shared folder may not cover: the guest's own system. */
 const GUEST_RESERVED = ['/bin', '/boot', '/dev', '/etc', '/lib', '/lib64', '/proc', '/run', '/sbin', '/sys', '/usr', '/var/lib/goship'];
-
-const within = (p: string, dir: string): boolean => p === dir || p.startsWith(`${dir}/`);
 
 function pathIssue(p: string, side: 'HOST_DIR' | 'GUEST_DIR'): string | undefined {
   if (!p.startsWith('/')) return `${side} must be an absolute path, got ${JSON.stringify(p)}`;
