@@ -6,12 +6,14 @@
  * socket, which the VM's monitor relays to the guest's dockerd. The project's
  * VM is restored from a template (test/helpers/test-template.ts).
  */
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { chmod, copyFile, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cliOf } from '../helpers/cli.ts';
+import { CLI, cliOf } from '../helpers/cli.ts';
 import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
 import { createFromTemplate, installTestTemplate } from '../helpers/test-template.ts';
 
@@ -19,6 +21,23 @@ let env: ProjectEnv;
 const { g, ok, json } = cliOf(() => env.env, 600_000);
 const DOCKER = resolve('.cache/docker-cli/docker');
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** `vm tunnel tools 9100` with its stdout a pipe this test does not read for 3 s, then reads to the end. */
+async function slowRead(): Promise<{ code: number | null; stderr: string; bytes: number; allSevens: boolean }> {
+  const child = spawn(process.execPath, [CLI, 'vm', 'tunnel', 'tools', '9100'], { env: env.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdout.pause();
+  await new Promise((done) => setTimeout(done, 3000));
+  let bytes = 0;
+  let allSevens = true;
+  for await (const chunk of child.stdout as AsyncIterable<Buffer>) {
+    bytes += chunk.length;
+    if (allSevens && chunk.some((b) => b !== 7)) allSevens = false;
+  }
+  const code = child.exitCode ?? (await once(child, 'exit'))[0] as number | null;
+  return { code, stderr, bytes, allSevens };
+}
 
 beforeAll(async () => {
   env = await projectEnv('eh');
@@ -59,6 +78,18 @@ describe('OpenSSH into a project', { timeout: 600_000 }, () => {
     const down = await execa('scp', ['-F', config, '-q', 'goship-tools:/tmp/blob', join(env.root, 'back')], { reject: false, stdin: 'ignore', timeout: 120_000 });
     expect([down.exitCode, down.stderr]).toEqual([0, '']);
     expect(sha256(await readFile(join(env.root, 'back')))).toBe(sha256(blob));
+  });
+
+  it('vm tunnel waits for a reader slower than the guest (a full pipe is not an error)', async () => {
+    // 16 MiB from a server in the guest into a pipe nobody reads for 3 s: goshipctl's stdout fills.
+    const server = "require('net').createServer((s) => s.end(Buffer.alloc(16 << 20, 7))).listen(9100, '127.0.0.1')";
+    await ok(['vm', 'exec', 'tools', '--', 'systemd-run', '--unit=bulk-9100', '/usr/bin/node', '-e', server]);
+    let r = await slowRead();
+    for (let i = 0; i < 50 && r.code !== 0 && r.stderr.includes('ECONNREFUSED'); i++) {
+      await new Promise((done) => setTimeout(done, 200));
+      r = await slowRead();
+    }
+    expect([r.code, r.stderr, r.bytes, r.allSevens]).toEqual([0, '', 16 << 20, true]);
   });
 
   it('goshipctl ssh runs a command with its exit code; a host key that is not the guest\'s is refused, and pinned again by goshipctl', async () => {

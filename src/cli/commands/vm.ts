@@ -1,5 +1,5 @@
 /** goshipctl vm …: the VM level, for people learning the stack and for scripts. */
-import { createReadStream, createWriteStream, existsSync } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { constants as osConstants } from 'node:os';
@@ -319,10 +319,11 @@ export function registerVm(cli: CAC, ctx: CommandContext): void {
     .action(async (name: string, target: string) => {
       const to = parseTunnelTarget(target);
       const agent = await guestAgent(name);
-      // fd 1 as a stream goshipctl may end: the guest's half close reaches the reader (ssh) at once.
-      const output = createWriteStream('', { fd: 1 });
+      // process.stdout, not a file stream on fd 1: Node makes a pipe's fd 1 non-blocking, and only its
+      // socket waits for a full pipe to drain (ssh reads slower than the guest sends). On a pipe the
+      // guest's half close reaches the reader when goshipctl exits; on a socket at once (shutdown).
       try {
-        await agent.tunnel(to, { input: process.stdin, output, signal: ctx.signal });
+        await agent.tunnel(to, { input: process.stdin, output: process.stdout, signal: ctx.signal });
         return EXIT.ok;
       } finally {
         await agent.close();
