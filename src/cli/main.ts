@@ -43,12 +43,14 @@ VMs
 
 Images
   image build [NAME] [--packages a,b], image list | info NAME | remove NAME
+  image warm [NAME] [--cpus N --memory 1G]   a template: project create then restores, not boots
   image import NAME FILE [--kernel F --initrd F --cmdline S], image push NODE NAME
 
 Nodes (other hosts' GoShips, over SSH; commands on their projects run there)
   node add NAME ssh://USER@HOST[:PORT] [--identity FILE --known-hosts FILE --install]
   node list | info NAME | remove NAME [--force]
   project create NAME --node NODE [--node NODE2]…   (one VM per node)
+  image warm|list|info|remove … --node NODE          (a node's images and templates)
 
 Host
   version                   GoShip, QEMU and QMP versions, the accelerator auto picks

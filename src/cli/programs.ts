@@ -6,7 +6,7 @@
 import { cac, type CAC } from 'cac';
 import type { CommandContext } from './context.ts';
 import { registerVm, vmRouting } from './commands/vm.ts';
-import { registerImage } from './commands/image.ts';
+import { imageRouting, registerImage } from './commands/image.ts';
 import { projectRouting, registerProject } from './commands/project.ts';
 import { appRouting, registerApp } from './commands/app.ts';
 import { registerNode } from './commands/node.ts';
@@ -15,12 +15,12 @@ import { VERSION } from './version.ts';
 
 export type Register = (cli: CAC, ctx: CommandContext) => void;
 
-/** The groups; `routing` says which of a group's commands run on a project's node (src/cli/routing.ts). */
+/** The groups; `routing` says which of a group's commands run on a node (src/cli/routing.ts). */
 export const GROUPS: Record<string, { register: Register; summary: string; routing?: GroupRouting }> = {
   project: { register: registerProject, summary: 'projects: one VM each, ready for work', routing: projectRouting },
   app: { register: registerApp, summary: 'apps: containers and supervised processes inside a project VM: deploy, list, info, start, stop, restart, remove, logs, exec', routing: appRouting },
   vm: { register: registerVm, summary: 'VMs: args, create, start, stop, destroy, list, status, console, qmp, ping, info, exec, cp', routing: vmRouting },
-  image: { register: registerImage, summary: 'base images: build, list, info, remove, import, push' },
+  image: { register: registerImage, summary: 'base images and their templates: build, list, info, warm, remove, import, push', routing: imageRouting },
   node: { register: registerNode, summary: "nodes: other hosts' GoShips over SSH: add, list, info, remove" },
 };
 

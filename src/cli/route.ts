@@ -1,7 +1,9 @@
 /**
  * Commands on a project placed on another node run there: the node's own
  * goshipctl, over ssh, with the same arguments and the user's stdin, stdout,
- * stderr and exit code (src/runtime/nodes.ts). Everything else runs here.
+ * stderr and exit code (src/runtime/nodes.ts); so do the image commands given
+ * `--node` (a node's images and templates are its own). Everything else runs
+ * here.
  *
  * A file argument names a file on this host, which the node cannot read:
  * each (programs, archives, SSH keys, env files, build contexts, the local
@@ -20,14 +22,14 @@ import { fileOptions, nodeFiles, routeOf, type Grammar } from './routing.ts';
 type Node = Awaited<ReturnType<Runtime['nodes']['node']>>;
 type ForwardOptions = Parameters<Runtime['nodes']['forward']>[2];
 
-/** The image a `project create` argv names (`--image X`), or the default. */
-function imageOf(args: readonly string[]): string {
-  for (let i = 0; i < args.length; i++) {
-    if (args[i] === '--') break;
-    if (args[i] === '--image' && i + 1 < args.length) return args[i + 1]!;
-    if (args[i]!.startsWith('--image=')) return args[i]!.slice('--image='.length);
-  }
-  return 'default';
+/** The node gets image `name` from here when it lacks it (checksummed on arrival). */
+async function ensureImage(rt: Runtime, node: Node, name: string, out: Output): Promise<void> {
+  const has = await rt.nodes.run(node, ['image', 'info', name, '--json'], { timeoutMs: 60_000 });
+  if (has.code !== 3) return;
+  const info = await rt.images.info(name);
+  const p = out.progress(`pushing image ${name} to ${node.name}`);
+  const pushed = await rt.nodes.pushImage(node.name, info.dir, name).finally(() => p.done());
+  if (pushed.code !== 0) throw new GoshipError('EIMAGE_IMPORT', `node ${node.name}: image push of ${name} failed: ${pushed.stderr.trim().slice(0, 400)}`);
 }
 
 /**
@@ -199,8 +201,9 @@ export function gatheredResult(text: string, size: number): { result: unknown; e
 
 /**
  * Runs `args` on the nodes that hold its project, when it is about such a
- * project (`grammar`: its group's commands, src/cli/routing.ts); undefined
- * when it runs here.
+ * project, or on the nodes its `--node` options name (`project create`,
+ * `image warm`; the image it needs pushed first); `grammar`: its group's
+ * commands, src/cli/routing.ts. Undefined when it runs here.
  */
 export async function routeToNodes(args: readonly string[], grammar: Grammar, runtime: () => Promise<Runtime>, out: Output, signal: AbortSignal): Promise<number | undefined> {
   const route = routeOf(grammar, args);
@@ -215,21 +218,18 @@ export async function routeToNodes(args: readonly string[], grammar: Grammar, ru
 
   if (route.kind === 'create') {
     const nodes = await Promise.all(route.nodes.map((n) => rt.nodes.node(n)));
-    const image = imageOf(route.args);
     return onEach(rt, grammar, nodes, route.args, out, stdio, {
-      // The node gets the image from here when it lacks it (checksummed on arrival).
       before: async (node) => {
-        const has = await rt.nodes.run(node, ['image', 'info', image, '--json'], { timeoutMs: 60_000 });
-        if (has.code === 3) {
-          const info = await rt.images.info(image);
-          const p = out.progress(`pushing image ${image} to ${node.name}`);
-          const pushed = await rt.nodes.pushImage(node.name, info.dir, image).finally(() => p.done());
-          if (pushed.code !== 0) throw new GoshipError('EIMAGE_IMPORT', `node ${node.name}: image push of ${image} failed: ${pushed.stderr.trim().slice(0, 400)}`);
-        }
+        await ensureImage(rt, node, route.image, out);
         // Recorded first: a create cut off here is found on the node by the next project list.
         await rt.nodes.place(node.name, route.project, true);
       },
     });
+  }
+  if (route.kind === 'nodes') {
+    const nodes = await Promise.all(route.nodes.map((n) => rt.nodes.node(n)));
+    const image = route.image;
+    return onEach(rt, grammar, nodes, route.args, out, stdio, image === undefined ? {} : { before: (node) => ensureImage(rt, node, image, out) });
   }
 
   const placed = await rt.nodes.placement(route.project);

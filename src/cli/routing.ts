@@ -1,6 +1,7 @@
 /**
  * Which project a goshipctl command line is about, so that a command on a
- * project placed on another node runs there (src/cli/route.ts,
+ * project placed on another node runs there, and which nodes a command given
+ * `--node` runs on (`project create`, the image commands) (src/cli/route.ts,
  * src/runtime/nodes.ts).
  *
  * One grammar: the cac commands themselves. `grammarOf` reads the registered
@@ -24,10 +25,17 @@ export interface CommandRouting {
   /**
    * `create`: the placeholder names a project to make, on the nodes its
    * `--node` options name (without one, here); `copy`: an operand
-   * `NAME:PATH` names it (`vm cp`); `local`: never routed, whatever its
-   * positionals are called.
+   * `NAME:PATH` names it (`vm cp`); `nodes`: about no project, it runs on
+   * the nodes its `--node` options name (without one, here: `image warm`);
+   * `local`: never routed, whatever its positionals are called.
    */
-  route?: 'create' | 'copy' | 'local';
+  route?: 'create' | 'copy' | 'nodes' | 'local';
+  /**
+   * The image the command needs on a node, which gets it from here first
+   * when it lacks it: named by `--image` (default `default`), or by the
+   * command's first operand (default `default`).
+   */
+  image?: '--image' | 'operand';
   /** Its options whose value is a path on this host: sent to the node first (`dir`: a directory, as a tar stream). */
   files?: Record<string, 'file' | 'dir'>;
 }
@@ -35,7 +43,7 @@ export interface CommandRouting {
 /** How one group's commands name their project; declared in its commands file. */
 export interface GroupRouting {
   /** The placeholder of a project (or project VM) name: a command with a positional of that name is about that project. */
-  project: string;
+  project?: string;
   /** By command name: what the placeholder does not say. */
   commands?: Record<string, CommandRouting>;
 }
@@ -48,7 +56,9 @@ export interface CommandGrammar {
    * `project`/`create`: the positional after the command's name at `at`
    * names it; `copy`: an operand `NAME:PATH`; `local`: runs here.
    */
-  route: { kind: 'project' | 'create'; at: number } | { kind: 'copy' } | { kind: 'local' };
+  route: { kind: 'project' | 'create'; at: number } | { kind: 'copy' } | { kind: 'nodes' } | { kind: 'local' };
+  /** What names the image it needs on a node (CommandRouting's `image`). */
+  image?: '--image' | 'operand';
 }
 
 /** goshipctl's command lines as routing reads them: plain data, derived by `grammarOf`. */
@@ -86,10 +96,11 @@ export function grammarOf(groups: Record<string, { cli: CAC; routing?: GroupRout
     for (const cmd of cli.commands) {
       const own = routing?.commands?.[cmd.name] ?? {};
       const values = [...globalValues, ...cmd.options.filter((o) => !o.isBoolean).flatMap((o) => flagsOf(o.rawName))];
-      const at = routing === undefined ? -1 : cmd.args.findIndex((a) => a.value === routing.project);
+      const at = routing?.project === undefined ? -1 : cmd.args.findIndex((a) => a.value === routing.project);
       let route: CommandGrammar['route'];
       if (own.route === 'local' || (own.route === undefined && at < 0)) route = { kind: 'local' };
       else if (own.route === 'copy') route = { kind: 'copy' };
+      else if (own.route === 'nodes') route = { kind: 'nodes' };
       else if (at < 0) throw wrong(`${cmd.name} has no <${routing?.project ?? '?'}> to create`);
       else route = { kind: own.route === 'create' ? 'create' : 'project', at };
       for (const [flag, kind] of Object.entries(own.files ?? {})) {
@@ -97,7 +108,9 @@ export function grammarOf(groups: Record<string, { cli: CAC; routing?: GroupRout
         if (grammar.files[flag] !== undefined && grammar.files[flag] !== kind) throw wrong(`${flag} is a ${grammar.files[flag]} elsewhere, a ${kind} in ${cmd.name}`);
         grammar.files[flag] = kind;
       }
-      for (const n of [cmd.name, ...cmd.aliasNames]) table[n] = { values, route };
+      if (own.image === '--image' && !values.includes('--image')) throw wrong(`${cmd.name} has no --image option`);
+      if (own.image === 'operand' && cmd.args.length === 0) throw wrong(`${cmd.name} has no operand to name an image`);
+      for (const n of [cmd.name, ...cmd.aliasNames]) table[n] = { values, route, ...(own.image ? { image: own.image } : {}) };
     }
     grammar.commands[group] = table;
   }
@@ -107,8 +120,10 @@ export function grammarOf(groups: Record<string, { cli: CAC; routing?: GroupRout
 export type Route =
   /** Not about one project (or not routable): run here. */
   | { kind: 'local' }
-  /** `project create NAME … --node N…`: create it on those nodes; `args` without the --node options. */
-  | { kind: 'create'; project: string; nodes: string[]; args: string[] }
+  /** `project create NAME … --node N…`: create it on those nodes; `args` without the --node options; `image` it needs there. */
+  | { kind: 'create'; project: string; nodes: string[]; args: string[]; image: string }
+  /** A command about no project, `--node N…` given: run it on those nodes; `image` when it needs one there. */
+  | { kind: 'nodes'; nodes: string[]; args: string[]; image?: string }
   /** A command on project (or project VM) `project`; `node` when `--node N` picked one; `args` without it. */
   | { kind: 'project'; project: string; node?: string; args: string[] };
 
@@ -166,6 +181,17 @@ export function takeNodeOptions(args: readonly string[]): { args: string[]; node
 /** A `vm cp` operand on a VM: `NAME:PATH`. */
 const VM_OPERAND = /^([a-z0-9][a-z0-9-]{0,62}):/;
 
+/** The image a command line names by `--image X` (before `--`) or by its first operand; `default` without. */
+function imageOf(by: '--image' | 'operand', args: readonly string[], operands: ReadonlyArray<{ word: string }>): string {
+  if (by === 'operand') return operands[0]?.word ?? 'default';
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '--') break;
+    if (args[i] === '--image' && i + 1 < args.length) return args[i + 1]!;
+    if (args[i]!.startsWith('--image=')) return args[i]!.slice('--image='.length);
+  }
+  return 'default';
+}
+
 /** The route of a goshipctl argv (without node and the script) under `grammar`. Pure. */
 export function routeOf(grammar: Grammar, argv: readonly string[]): Route {
   // goshipctl's own help runs here; a program's `-h` after `--` is the program's.
@@ -175,11 +201,14 @@ export function routeOf(grammar: Grammar, argv: readonly string[]): Route {
   const found = commandOf(grammar, args);
   if (found === undefined) return { kind: 'local' };
   const { cmd, operands } = found;
+  // Without --node these run here.
+  if ((cmd.route.kind === 'create' || cmd.route.kind === 'nodes') && nodes.length === 0) return { kind: 'local' };
+  const image = cmd.image === undefined ? undefined : imageOf(cmd.image, args, operands);
+  if (cmd.route.kind === 'nodes') return { kind: 'nodes', nodes, args, ...(image === undefined ? {} : { image }) };
   let project: string | undefined;
   if (cmd.route.kind === 'create') {
     project = operands[cmd.route.at]?.word;
-    // Without --node a project is made here.
-    return project !== undefined && nodes.length > 0 ? { kind: 'create', project, nodes, args } : { kind: 'local' };
+    return project === undefined ? { kind: 'local' } : { kind: 'create', project, nodes, args, image: image ?? 'default' };
   }
   if (cmd.route.kind === 'project') project = operands[cmd.route.at]?.word;
   else if (cmd.route.kind === 'copy') project = operands.map((p) => VM_OPERAND.exec(p.word)?.[1]).find((n) => n !== undefined);

@@ -8,7 +8,8 @@
  * End to end through goshipctl: node add (first without GoShip there, then
  * with --install), project create --node (the image pushed on demand), vm exec
  * and app deploy routed to the node, a port forward reached at the node's
- * address, local files staged on the node (--binary, vm cp both ways), project list across both nodes, sshd gone → clear errors and the
+ * address, local files staged on the node (--binary, vm cp both ways), a template warmed on a node and
+ * restored there, project list across both nodes, sshd gone → clear errors and the
  * local node unaffected, node remove.
  */
 import { existsSync } from 'node:fs';
@@ -287,12 +288,19 @@ describe('a second node over SSH', () => {
     await ok(['project', 'delete', 'mover', '--force']);
   }, 900_000);
 
-  it('a project on two nodes: one VM on each, commands on each or on one with --node, one row per node', async () => {
+  it('a project on two nodes: one VM on each (restored from the template warmed on one, booted on the other), commands on each or on one with --node, one row per node', async () => {
     other = await startSshNode(join(env.root, 'node2'), `${NODE_USER}2`);
     await ok(['node', 'add', 'box2', other.url, ...other.keyArgs, '--install']);
-    const created = await g(['project', 'create', 'duo', '--node', 'box', '--node', 'box2', '--memory', '512M']);
-    expect(created.code).toBe(0);
-    expect(created.stderr).toMatch(/== node box ==[^]*== node box2 ==/);
+    // A template is a node's own: warmed there (image warm --node), listed there, used by a create there.
+    const warmed = await json<{ name: string; image: string; memoryBytes: number; dir: string }>(['image', 'warm', '--node', 'box', '--memory', '512M']);
+    expect([warmed.image, warmed.memoryBytes, warmed.dir.startsWith(node.home)]).toEqual(['default', 512 * 1024 * 1024, true]);
+    expect((await json<{ templates: Array<{ name: string }> }>(['image', 'info', 'default', '--node', 'box'])).templates.map((t) => t.name)).toEqual([warmed.name]);
+    expect((await json<{ templates: unknown[] }>(['image', 'info', 'default'])).templates).toEqual([]);
+    const created = await json<Array<{ node: string; code: number; result: { name: string; from: string } }>>(['project', 'create', 'duo', '--node', 'box', '--node', 'box2', '--memory', '512M']);
+    expect(created.map((c) => [c.node, c.code, c.result.name, c.result.from])).toEqual([
+      ['box', 0, 'duo', 'template'],
+      ['box2', 0, 'duo', 'boot'],
+    ]);
     // One VM on each node, each run by that node's user.
     const owner = async (u: string) => (await execa('pgrep', ['-u', u, '-f', 'process=goship-duo'], { reject: false })).stdout.trim();
     expect(await owner(USER)).toMatch(/^\d+$/);

@@ -25,13 +25,23 @@ describe('which project a command line is about', () => {
 
   it('--node picks one node of a project and is taken out of the argv; create with --node goes to the nodes', () => {
     expect(routeOf(['app', 'list', 'web', '--node', 'box'])).toEqual({ kind: 'project', project: 'web', node: 'box', args: ['app', 'list', 'web'] });
-    expect(routeOf(['project', 'create', 'web', '--node', 'a', '--memory', '1G', '--node=b'])).toEqual({ kind: 'create', project: 'web', nodes: ['a', 'b'], args: ['project', 'create', 'web', '--memory', '1G'] });
+    expect(routeOf(['project', 'create', 'web', '--node', 'a', '--memory', '1G', '--node=b'])).toEqual({ kind: 'create', project: 'web', nodes: ['a', 'b'], args: ['project', 'create', 'web', '--memory', '1G'], image: 'default' });
+    expect(routeOf(['project', 'create', 'web', '--image=tools', '--node', 'a', '--', '--image', 'x'])).toMatchObject({ kind: 'create', image: 'tools' });
     // After --, --node belongs to the program in the guest.
     expect(takeNodeOptions(['vm', 'exec', 'web', '--', 'prog', '--node', 'x'])).toEqual({ args: ['vm', 'exec', 'web', '--', 'prog', '--node', 'x'], nodes: [] });
   });
 
+  it('image warm, list, info and remove with --node run on those nodes; warm names the image the node needs', () => {
+    expect(routeOf(['image', 'warm', '--node', 'box'])).toEqual({ kind: 'nodes', nodes: ['box'], args: ['image', 'warm'], image: 'default' });
+    expect(routeOf(['image', 'warm', '--cpus', '2', 'tools', '--node', 'a', '--node=b', '--json'])).toEqual({ kind: 'nodes', nodes: ['a', 'b'], args: ['image', 'warm', '--cpus', '2', 'tools', '--json'], image: 'tools' });
+    expect(routeOf(['image', 'list', '--node', 'box'])).toEqual({ kind: 'nodes', nodes: ['box'], args: ['image', 'list'] });
+    expect(routeOf(['image', 'rm', 'tools', '--node', 'box'])).toEqual({ kind: 'nodes', nodes: ['box'], args: ['image', 'rm', 'tools'] });
+    // build, import and push are this host's (push names its node as an operand).
+    expect(routeOf(['image', 'build', 'tools', '--node', 'box'])).toEqual({ kind: 'local' });
+  });
+
   it('everything else runs here: lists, images, hosts, help, create without --node', () => {
-    for (const argv of [['project', 'list'], ['project', 'create', 'web'], ['image', 'list'], ['vm', 'args', 'x.yaml'], ['host'], ['node', 'list'], ['vm', 'exec', 'web', '--help'], ['app', 'list']]) {
+    for (const argv of [['project', 'list'], ['project', 'create', 'web'], ['image', 'list'], ['image', 'warm'], ['vm', 'args', 'x.yaml'], ['host'], ['node', 'list'], ['vm', 'exec', 'web', '--help'], ['app', 'list']]) {
       expect(routeOf(argv)).toEqual({ kind: 'local' });
     }
   });
@@ -89,11 +99,9 @@ describe('the routing grammar is the command table', () => {
   );
   /** A line of `cmd` about project `proj`, `words` (options) before its positionals. */
   const lineOf = (c: (typeof routed)[number], words: string[]): string[] => {
-    const operands =
-      c.route.kind === 'copy'
-        ? ['./f', 'proj:/tmp/f']
-        : c.cmd.args.filter((a, i) => a.required || i <= (c.route as { at: number }).at).map((a, i) => (i === (c.route as { at: number }).at ? 'proj' : 'x'));
-    return [c.group, c.cmd.name, ...words, ...operands, ...(c.route.kind === 'create' ? ['--node', 'n'] : [])];
+    const at = 'at' in c.route ? c.route.at : -1;
+    const operands = c.route.kind === 'copy' ? ['./f', 'proj:/tmp/f'] : c.cmd.args.filter((a, i) => a.required || i <= at).map((a, i) => (i === at ? 'proj' : 'x'));
+    return [c.group, c.cmd.name, ...words, ...operands, ...(c.route.kind === 'create' || c.route.kind === 'nodes' ? ['--node', 'n'] : [])];
   };
 
   it('routes the commands the hand-kept lists did, and only those', () => {
@@ -107,6 +115,7 @@ describe('the routing grammar is the command table', () => {
         ...['start', 'stop', 'destroy', 'status', 'console', 'qmp', 'ping', 'info', 'exec', 'tunnel'].map((s) => `vm ${s} project 0`),
         'vm cp copy',
         ...['deploy', 'list', 'info', 'start', 'stop', 'restart', 'remove', 'logs', 'exec'].map((s) => `app ${s} project 0`),
+        ...['warm', 'list', 'info', 'remove'].map((s) => `image ${s} nodes`),
       ].sort(),
     );
   });
@@ -118,7 +127,7 @@ describe('the routing grammar is the command table', () => {
         for (const flag of o.rawName.replace(/[<[].*/, '').split(',').map((f) => f.trim())) {
           const spellings = o.isBoolean ? [[flag]] : [[flag, 'val:ue'], [`${flag}=val:ue`]];
           for (const words of spellings) {
-            expect(routeOf(lineOf(c, words)), `${lineOf(c, words).join(' ')}`).toMatchObject({ project: 'proj' });
+            expect(routeOf(lineOf(c, words)), `${lineOf(c, words).join(' ')}`).toMatchObject(c.route.kind === 'nodes' ? { kind: 'nodes', nodes: ['n'] } : { project: 'proj' });
             checked++;
           }
         }
@@ -152,5 +161,7 @@ describe('the routing grammar is the command table', () => {
     expect(() => routing.grammarOf({ vm: { cli: vm(), routing: { project: 'name', commands: { snapshot: { route: 'local' } } } } })).toThrow(/snapshot is not a command/);
     expect(() => routing.grammarOf({ vm: { cli: vm(), routing: { project: 'name', commands: { exec: { files: { '--tty': 'file' } } } } } })).toThrow(/--tty is not an option of it that takes a value/);
     expect(() => routing.grammarOf({ vm: { cli: vm(), routing: { project: 'name', commands: { list: { route: 'create' } } } } })).toThrow(/list has no <name>/);
+    expect(() => routing.grammarOf({ vm: { cli: vm(), routing: { project: 'name', commands: { exec: { image: '--image' } } } } })).toThrow(/exec has no --image option/);
+    expect(() => routing.grammarOf({ vm: { cli: vm(), routing: { project: 'name', commands: { list: { route: 'nodes', image: 'operand' } } } } })).toThrow(/list has no operand to name an image/);
   });
 });

@@ -4,6 +4,7 @@ import type { ImageInfo, TemplateInfo } from '../../runtime/index.ts';
 import { intOption, rawValue, rawValues, secondsOption } from '../args.ts';
 import { type CommandContext, bytes } from '../context.ts';
 import { table } from '../output.ts';
+import type { GroupRouting } from '../routing.ts';
 
 function imageJson(i: ImageInfo) {
   return {
@@ -22,6 +23,13 @@ function imageJson(i: ImageInfo) {
 function templateJson(t: TemplateInfo) {
   return { name: t.name, image: t.image, dir: t.dir, cpus: t.cpus, memoryBytes: t.memoryBytes, diskBytes: t.diskBytes, sizeBytes: t.sizeBytes, stateBytes: t.stateBytes, qemuVersion: t.qemuVersion, imageKey: t.imageKey, createdAt: t.createdAt, bootMs: t.bootMs, saveMs: t.saveMs };
 }
+
+/**
+ * Which of these commands run on a node (src/cli/routing.ts): given `--node`,
+ * warm, list, info and remove act on that node's images and templates; warm
+ * first pushes the image it names when the node lacks it.
+ */
+export const imageRouting: GroupRouting = { commands: { warm: { route: 'nodes', image: 'operand' }, list: { route: 'nodes' }, info: { route: 'nodes' }, remove: { route: 'nodes' } } };
 
 export function registerImage(cli: CAC, ctx: CommandContext): void {
   const a = ctx.argv;
@@ -95,6 +103,7 @@ export function registerImage(cli: CAC, ctx: CommandContext): void {
     .option('--timeout <seconds>', 'how long the boot may take (default 300)')
     .example('goshipctl image warm')
     .example('goshipctl image warm default --cpus 2 --memory 2G')
+    .example('goshipctl image warm --node box   (a template on node box: project create --node box restores it)')
     .action(async (name: string | undefined) => {
       const rt = await ctx.runtime();
       const cpus = intOption(a, 'cpus', 'a whole number of vCPUs');

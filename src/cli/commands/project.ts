@@ -115,7 +115,7 @@ function reachText(v: ProjectView): string {
  * with a `<name>`, and `create` on the nodes its `--node` options name, its
  * `--ssh-key` files sent there first.
  */
-export const projectRouting: GroupRouting = { project: 'name', commands: { create: { route: 'create', files: { '--ssh-key': 'file' } }, move: { route: 'local' }, receive: { route: 'local' }, docker: { route: 'local' } } };
+export const projectRouting: GroupRouting = { project: 'name', commands: { create: { route: 'create', image: '--image', files: { '--ssh-key': 'file' } }, move: { route: 'local' }, receive: { route: 'local' }, docker: { route: 'local' } } };
 
 export function registerProject(cli: CAC, ctx: CommandContext): void {
   const a = ctx.argv;
