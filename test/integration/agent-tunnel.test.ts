@@ -88,9 +88,13 @@ describe('tunnel', () => {
 
   it('the server half-closes first: its end reaches the host, which still writes, then closes', async () => {
     const got: Buffer[] = [];
+    let gotAll!: () => void;
+    // The agent's result and the server's bytes come on two sockets: either may be read first.
+    const gotEnd = new Promise<void>((resolve) => (gotAll = resolve));
     const server = createServer({ allowHalfOpen: true }, (s: Socket) => {
       s.end('banner\n');
       s.on('data', (d: Buffer) => got.push(d));
+      s.on('end', () => gotAll());
     });
     servers.push(server);
     server.listen(0, '127.0.0.1');
@@ -102,6 +106,7 @@ describe('tunnel', () => {
     expect(out.bytes().toString()).toBe('banner\n');
     input.end('after the banner');
     expect(await done).toEqual({ sent: 16, received: 7 });
+    await gotEnd;
     expect(Buffer.concat(got).toString()).toBe('after the banner');
   });
 
