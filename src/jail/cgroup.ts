@@ -14,6 +14,7 @@
  * - neither (or nothing writable): no limit, and the reason says why.
  */
 import { join } from 'node:path';
+import { TCG_TB_SIZE_MIB } from '../qemu/index.ts';
 
 export const CONTROLLERS = ['memory', 'cpu', 'pids'] as const;
 export type Controller = (typeof CONTROLLERS)[number];
@@ -85,11 +86,10 @@ export const CPU_PERIOD_US = 100_000;
 /** QEMU's own memory beside the guest's, by default: its code, devices, buffers, I/O threads. */
 export const QEMU_OVERHEAD_BYTES = 256 * 1024 * 1024;
 /**
- * Under TCG, QEMU's translation buffer on top: QEMU 7.2 sizes it at 1 GiB
- * on a host with 8 GiB or more (`tb-size`), and the pages it has filled stay
- * charged to the VM.
+ * Under TCG, QEMU's translation buffer on top: the size the argv gives it
+ * (`tb-size`); the pages it has filled stay charged to the VM.
  */
-export const TCG_BUFFER_BYTES = 1024 * 1024 * 1024;
+export const TCG_BUFFER_BYTES = TCG_TB_SIZE_MIB * 1024 * 1024;
 /**
  * Under TCG, per vCPU on top: its software TLBs, which grow with the guest's
  * working set (a 2-vCPU guest of 1.5 GiB building Docker images had QEMU at

@@ -94,9 +94,9 @@ export function templatesDir(layout: Layout): string {
 
 /**
  * Pure: a VM's argv with what is its own (its directory, run directory, name)
- * as placeholders and its port forwards left out (they are the host's side of
- * user networking, not the guest's): two VMs with the same shape have the
- * same devices, and one can be restored from the other's state.
+ * as placeholders, and its port forwards and TCG's `tb-size` left out (the
+ * host's side, not the guest's): two VMs with the same shape have the same
+ * devices, and one can be restored from the other's state.
  */
 export function argvShape(argv: readonly string[], own: { vmDir: string; runDir: string; name: string; id: string }): string[] {
   const dirs = [own.vmDir, own.runDir].map((d) => d.replaceAll(',', ',,'));
@@ -104,6 +104,8 @@ export function argvShape(argv: readonly string[], own: { vmDir: string; runDir:
     let s = a.replaceAll(`${dirs[0]}/`, '{vm}/').replaceAll(`${dirs[1]}/`, '{run}/');
     if (s.startsWith('guest=')) s = s.replace(`guest=${own.name},`, 'guest={name},').replace(`process=goship-${own.id}`, 'process=goship-{id}');
     if (argv[i - 1] === '-netdev' && s.startsWith('user,')) s = s.replace(/,hostfwd=[^,]*/g, '');
+    // TCG's translation buffer holds host code only: a state saved under another size restores.
+    if (argv[i - 1] === '-accel') s = s.replace(/,tb-size=[^,]*/, '');
     return s;
   });
 }

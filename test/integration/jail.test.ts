@@ -121,8 +121,8 @@ describe('one identity per VM', () => {
   it('each QEMU is in a cgroup of its own with the memory, CPU and pids limits recorded for it', async () => {
     const cg = a.jail!.cgroup!;
     expect(cg.version).toBe(1);
-    // The defaults under TCG: guest + 256 MiB + 1 GiB of translation buffer + 256 MiB per vCPU; vCPUs + 1; 128 + vCPUs.
-    expect([cg.memoryBytes, cg.cpuQuotaUs, cg.cpuPeriodUs, cg.pids]).toEqual([256 * MiB + 256 * MiB + 1024 * MiB + 256 * MiB, 200_000, 100_000, 129]);
+    // The defaults under TCG: guest + 256 MiB + the 256 MiB translation buffer + 256 MiB per vCPU; vCPUs + 1; 128 + vCPUs.
+    expect([cg.memoryBytes, cg.cpuQuotaUs, cg.cpuPeriodUs, cg.pids]).toEqual([256 * MiB + 256 * MiB + 256 * MiB + 256 * MiB, 200_000, 100_000, 129]);
     const procCgroup = await readFile(`/proc/${a.pid}/cgroup`, 'utf8');
     const memoryPath = /^\d+:memory:(.*)$/m.exec(procCgroup)![1]!;
     expect(memoryPath.endsWith('/goship/jl-a')).toBe(true);
@@ -139,7 +139,7 @@ describe('one identity per VM', () => {
     // `vm status` shows them.
     const out = await goshipctl(['vm', 'status', 'jl-a'], env.env);
     expect(out.stdout).toContain(`identity  uid ${a.jail!.uid} (its own)`);
-    expect(out.stdout).toContain('limits    memory 1792 MiB, CPU 2 host CPUs, 129 tasks (cgroup v1)');
+    expect(out.stdout).toContain('limits    memory 1024 MiB, CPU 2 host CPUs, 129 tasks (cgroup v1)');
   });
 
   it('a stop removes the VM\'s cgroup; a destroy frees its id', async () => {

@@ -111,8 +111,8 @@ describe('cgroup hierarchies', () => {
 describe('limitsFor', () => {
   const GiB = 1024 ** 3;
   const MiB = 1024 ** 2;
-  it('defaults: the weight of vCPUs + 1 tasks, guest memory + 256 MiB (+ 1 GiB of translation buffer under TCG), vCPUs + 1 host CPUs, 128 + vCPUs tasks', () => {
-    expect(limitsFor({ memoryBytes: GiB, vcpus: 2, accel: 'tcg' })).toEqual({ cpuWeight: 3, memoryBytes: 2 * GiB + 768 * MiB, cpuQuotaUs: 300_000, cpuPeriodUs: 100_000, pids: 130 });
+  it('defaults: the weight of vCPUs + 1 tasks, guest memory + 256 MiB (+ the 256 MiB translation buffer and 256 MiB per vCPU under TCG), vCPUs + 1 host CPUs, 128 + vCPUs tasks', () => {
+    expect(limitsFor({ memoryBytes: GiB, vcpus: 2, accel: 'tcg' })).toEqual({ cpuWeight: 3, memoryBytes: 2 * GiB, cpuQuotaUs: 300_000, cpuPeriodUs: 100_000, pids: 130 });
     expect(limitsFor({ memoryBytes: GiB, vcpus: 1, accel: 'kvm' })).toEqual({ cpuWeight: 2, memoryBytes: GiB + 256 * MiB, cpuQuotaUs: 200_000, cpuPeriodUs: 100_000, pids: 129 });
   });
   it('the spec\'s limits win', () => {

@@ -8,7 +8,7 @@ describe('templates (pure)', () => {
     expect(templateName({ image: 'default', cpus: 2, memoryBytes: GiB, diskBytes: 10 * GiB })).toBe('default-2c-1024m-10240m');
   });
 
-  it("puts a VM's own paths and name in its argv as placeholders, and nothing else", () => {
+  it("puts a VM's own paths and name in its argv as placeholders, leaves out the host's side (port forwards, TCG's tb-size), and nothing else", () => {
     const own = { vmDir: '/var/lib/goship/vms/web', runDir: '/run/goship/web', name: 'web', id: 'web' };
     expect(
       argvShape(
@@ -22,6 +22,8 @@ describe('templates (pure)', () => {
           'driver=file,filename=/var/lib/goship/vms/web/disk.qcow2,node-name=disk0-file',
           '-kernel',
           '/var/lib/goship/images/default/vmlinuz',
+          '-accel',
+          'tcg,tb-size=256',
           '-m',
           'size=1024M',
           '-netdev',
@@ -39,6 +41,8 @@ describe('templates (pure)', () => {
       'driver=file,filename={vm}/disk.qcow2,node-name=disk0-file',
       '-kernel',
       '/var/lib/goship/images/default/vmlinuz',
+      '-accel',
+      'tcg',
       '-m',
       'size=1024M',
       '-netdev',
