@@ -54,7 +54,8 @@ export interface CommandGrammar {
   values: string[];
   /**
    * `project`/`create`: the positional after the command's name at `at`
-   * names it; `copy`: an operand `NAME:PATH`; `local`: runs here.
+   * names it; `copy`: an operand `NAME:PATH`; `nodes`: the nodes its
+   * `--node` options name; `local`: runs here.
    */
   route: { kind: 'project' | 'create'; at: number } | { kind: 'copy' } | { kind: 'nodes' } | { kind: 'local' };
   /** What names the image it needs on a node (CommandRouting's `image`). */
