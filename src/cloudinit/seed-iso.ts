@@ -53,10 +53,16 @@ function problemLines(stderr: string): string {
   return (problems.length > 0 ? problems : lines.slice(-5)).join('\n');
 }
 
+/** Whether xorriso died of a signal (it catches some, says `UNIX-SIGNAL`, and exits 1) rather than refused its work. */
+function crashed(result: { signal?: string | undefined; stderr?: unknown }): boolean {
+  return result.signal !== undefined || (typeof result.stderr === 'string' && /^UNIX-SIGNAL: /m.test(result.stderr));
+}
+
 /**
  * Writes `entries` into a fresh ISO at `isoPath`: the files go to an
  * owner-only temporary directory, xorriso writes `<isoPath>.tmp`, which is
- * renamed over `isoPath` only once complete.
+ * renamed over `isoPath` only once complete. A xorriso that crashed is run
+ * again, once; one that refused is not.
  */
 export async function writeSeedIso(
   entries: readonly SeedEntry[],
@@ -76,15 +82,14 @@ export async function writeSeedIso(
     for (const entry of entries) {
       await writeFile(join(dir, entry.path), entry.bytes, { mode: 0o600, flag: 'wx' });
     }
-    await rm(partial, { force: true });
     const { execa } = await import('execa');
-    const result = await execa(program, args, {
-      cwd: dir,
-      reject: false,
-      stdin: 'ignore',
-      timeout: XORRISO_TIMEOUT_MS,
-      env: { LC_ALL: 'C' },
-    });
+    const run = async () => {
+      await rm(partial, { force: true });
+      return execa(program, args, { cwd: dir, reject: false, stdin: 'ignore', timeout: XORRISO_TIMEOUT_MS, env: { LC_ALL: 'C' } });
+    };
+    let result = await run();
+    // xorriso 1.5.4 rarely dies of a signal while it shuts its library down, after writing: that run is made again, once.
+    if (result.failed && crashed(result)) result = await run();
     if (result.failed) {
       const stderr = typeof result.stderr === 'string' ? result.stderr : '';
       const cause = (result as { cause?: unknown }).cause;

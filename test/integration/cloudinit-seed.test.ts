@@ -152,6 +152,41 @@ describe('writeSeedIso around xorriso', () => {
     ]);
   });
 
+  // A crash of xorriso cannot be provoked on demand (1 in hundreds of runs, while it shuts its library down): fakes stand in for it.
+  it('runs a xorriso that crashed once more (its own UNIX-SIGNAL report, or a real signal); one that crashes again is the error', async () => {
+    const dir = await mkdtemp(join(work, 'crash-'));
+    const runs = join(dir, 'runs');
+    /** A fake xorriso whose first `crashes` runs fail as `how` says, then writes the ISO. */
+    const fake = async (name: string, crashes: number, how: string) => {
+      const path = join(dir, name);
+      await writeFile(
+        path,
+        `#!/bin/sh
+echo run >> '${runs}-${name}'
+if [ "$(wc -l < '${runs}-${name}')" -le ${crashes} ]; then ${how}; fi
+printf 'ISO' > "$4"
+`,
+      );
+      await chmod(path, 0o755);
+      return path;
+    };
+    const reported = "printf 'Writing completed successfully.\\nUNIX-SIGNAL:  SIGSEGV  errno= 0\\nxorriso : ABORT : Program done.\\n' >&2; exit 1";
+    const runsOf = async (name: string) => (await readFile(`${runs}-${name}`, 'utf8')).split('\n').filter(Boolean).length;
+
+    await writeSeedIso(seedEntries(OPTS), join(dir, 'a.iso'), { xorriso: await fake('once', 1, reported) });
+    expect([await readFile(join(dir, 'a.iso'), 'utf8'), await runsOf('once')]).toEqual(['ISO', 2]);
+    await writeSeedIso(seedEntries(OPTS), join(dir, 'b.iso'), { xorriso: await fake('killed', 1, 'kill -SEGV $$') });
+    expect([await readFile(join(dir, 'b.iso'), 'utf8'), await runsOf('killed')]).toEqual(['ISO', 2]);
+
+    const error = (await caught(writeSeedIso(seedEntries(OPTS), join(dir, 'c.iso'), { xorriso: await fake('twice', 2, reported) }))) as SeedError;
+    expect([error.code, error.exitCode, await runsOf('twice')]).toEqual(['ESEED', 1, 2]);
+    expect(error.message).toContain('UNIX-SIGNAL:  SIGSEGV');
+    // A refusal is not a crash: run once.
+    const refused = (await caught(writeSeedIso(seedEntries(OPTS), join(dir, 'd.iso'), { xorriso: await fake('refuses', 9, "echo 'xorriso : FAILURE : no' >&2; exit 5") }))) as SeedError;
+    expect([refused.exitCode, await runsOf('refuses')]).toEqual([5, 1]);
+    expect(await readdir(dir)).not.toContain('c.iso');
+  });
+
   it('says how to install xorriso when it is missing', async () => {
     const iso = join(work, 'missing.iso');
     const error = await caught(writeSeedIso(seedEntries(OPTS), iso, { xorriso: '/nonexistent/xorriso' }));
