@@ -50,7 +50,7 @@ export function machineArgs(config: VmConfig): string[] {
  * 1 GiB on a host with 8 GiB or more, and a boot fills most of it (code is
  * translated again each time the guest rewrites its pages), which then stays
  * the VM's: a settled 1 GiB guest's QEMU had 1.08 GB of PSS, with 256 MiB
- * 0.70 GB, and booted no slower (docs/benchmarks.md).
+ * 0.70 GB, and booted no slower (docs/decisions.md).
  */
 export const TCG_TB_SIZE_MIB = 256;
 

@@ -14,6 +14,7 @@ import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, cliOf } from '../helpers/cli.ts';
+import { until } from '../helpers/net.ts';
 import { projectEnv, type ProjectEnv } from '../helpers/project-env.ts';
 import { createFromTemplate, installTestTemplate } from '../helpers/test-template.ts';
 
@@ -84,11 +85,11 @@ describe('OpenSSH into a project', { timeout: 600_000 }, () => {
     // 16 MiB from a server in the guest into a pipe nobody reads for 3 s: goshipctl's stdout fills.
     const server = "require('net').createServer((s) => s.end(Buffer.alloc(16 << 20, 7))).listen(9100, '127.0.0.1')";
     await ok(['vm', 'exec', 'tools', '--', 'systemd-run', '--unit=bulk-9100', '/usr/bin/node', '-e', server]);
-    let r = await slowRead();
-    for (let i = 0; i < 50 && r.code !== 0 && r.stderr.includes('ECONNREFUSED'); i++) {
-      await new Promise((done) => setTimeout(done, 200));
-      r = await slowRead();
-    }
+    // Until the server listens: a refused tunnel is tried again.
+    const r = await until('the guest\'s server on port 9100', async () => {
+      const got = await slowRead();
+      return got.code !== 0 && got.stderr.includes('ECONNREFUSED') ? undefined : got;
+    }, 120_000, 200);
     expect([r.code, r.stderr, r.bytes, r.allSevens]).toEqual([0, '', 16 << 20, true]);
   });
 
