@@ -3,18 +3,40 @@
 //  - image warm (once);
 //  - project create restored from the template against project create --cold,
 //    and against plain QEMU booting the same argv to the agent's first line;
-//  - the memory of 3 settled clones together against one cold VM (PSS of
-//    their QEMUs, /proc/PID/smaps_rollup).
+//  - the memory of 3 settled clones together against one cold VM: PSS of
+//    their QEMUs (/proc/PID/smaps_rollup), the clones' shared memfd of the
+//    template's memory counted once, whole (its allocated size, the pages no
+//    clone has touched yet included) in place of its share in their PSS.
 //
 //   npm run bench -- templates [--runs 3]
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync, statSync } from 'node:fs';
 import { fmt, imageEnv, jsonCli, median, report } from './lib.mjs';
 
 const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 3;
 const t = await imageEnv('bt');
 const { cli, json: g, timed } = jsonCli(t.env);
-const pss = (pid) => Number(/^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))[1]) * 1024;
+const rollup = (pid) => {
+  const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+  const kb = (k) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0) * 1024;
+  return { pss: kb('Pss'), shmem: kb('Pss_Shmem') };
+};
+const pss = (pid) => rollup(pid).pss;
+/** The template memfds that these QEMUs hold (their descriptor 3), by inode: allocated bytes. */
+const memfds = (pids) => {
+  const out = new Map();
+  for (const pid of pids) {
+    const fd = `/proc/${pid}/fd/3`;
+    try {
+      if (!readlinkSync(fd).startsWith('/memfd:goship-')) continue;
+      const st = statSync(fd);
+      out.set(st.ino, st.blocks * 512);
+    } catch {
+      // no descriptor 3: a QEMU that booted
+    }
+  }
+  return out;
+};
 
 try {
   const warm = timed('image', 'warm');
@@ -32,7 +54,9 @@ try {
   const clones = ['m0', 'm1', 'm2'].map((n) => timed('project', 'create', n).out.vm.pid);
   const coldPid = timed('project', 'create', 'mc', '--cold').out.vm.pid;
   await new Promise((r) => setTimeout(r, 60_000));
-  const clonesPss = clones.reduce((a, p) => a + pss(p), 0);
+  const own = clones.reduce((a, p) => a + rollup(p).pss - rollup(p).shmem, 0);
+  const shared = [...memfds(clones).values()].reduce((a, b) => a + b, 0);
+  const clonesPss = own + shared;
   const coldPss = pss(coldPid);
 
   console.log(`Templates, Debian image under TCG, 1 vCPU, 1 GiB, median of ${runs} runs`);
@@ -41,6 +65,7 @@ try {
     { what: 'project create → ready: from the template vs --cold', goship: median(clone), baseline: median(cold), target: '≤ 0.1×' },
   ]);
   console.log(`memory (PSS): 3 settled clones ${(clonesPss / 1048576).toFixed(0)} MiB vs 1 cold VM ${(coldPss / 1048576).toFixed(0)} MiB, ratio ${(clonesPss / coldPss).toFixed(2)}×  target ≤ 1.5×`);
+  console.log(`  the clones: their QEMUs' own ${(own / 1048576).toFixed(0)} MiB + the template's memory, one memfd shared by them, ${(shared / 1048576).toFixed(0)} MiB`);
   console.log(`runs: clone ${clone.map(fmt).join(', ')}; cold ${cold.map(fmt).join(', ')}`);
   console.log(`PSS (MiB): clones ${clones.map((p) => (pss(p) / 1048576).toFixed(0)).join(', ')}; cold ${(coldPss / 1048576).toFixed(0)}`);
 } finally {

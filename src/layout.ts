@@ -27,6 +27,8 @@ export const FILES = {
   agentSocket: 'agent.sock',
   /** A suspended VM's memory and devices (root's, 0600, in its directory, where its QEMU cannot create or rename). */
   savedState: 'saved.state',
+  /** A template's VM's RAM, mapped shared (`image warm`): it becomes the template's memory. */
+  sharedRam: 'memory',
   /** Where QEMU sends a VM's state on a save (the other end is GoShip's). */
   saveSocket: 'save.sock',
   /** Where a QEMU started on a saved state listens for it (`-incoming defer`); the monitor sends the state file there. */
@@ -107,6 +109,10 @@ export class Layout {
   }
   vmRunDir(id: string): string {
     return join(this.run, id);
+  }
+  /** Who holds which template's memory (src/vmstate/memory.ts): `.memory/KEY/MONITORPID.json`, owner-only. Not a VM name. */
+  memoryRegistry(key: string): string {
+    return join(this.run, '.memory', key);
   }
   /** A socket in the VM's run directory. */
   vmSocket(id: string, file: 'qmpSocket' | 'qmpUserSocket' | 'agentSocket' | 'consoleSocket' | 'monitorSocket' | 'saveSocket' | 'incomingSocket' | 'dockerSocket'): string {

@@ -25,14 +25,14 @@ import { ERROR_CODES, GoshipError, type ErrorCode } from '../errors.ts';
 import type { Socket } from 'node:net';
 import * as v from 'valibot';
 import { FILES, type Layout } from '../layout.ts';
-import { isOurProcess, logTail, processMarker, waitForPath } from '../qemu/index.ts';
+import { isOurProcess, logTail, processMarker, ramFileArgs, waitForPath } from '../qemu/index.ts';
 import { QmpClient, type QmpEvent, type QmpStatusInfo } from '../qmp/index.ts';
 import { OWN_LIMITS, type FlowLimits } from '../protocol/index.ts';
 import { AgentUnavailableError, type AgentHello } from '../serial/index.ts';
 import { findRecord, requireRecord, type Store, type Vm } from '../store/index.ts';
 import { oomKills, removeCgroup, removeVmTree } from '../jail/index.ts';
 import { pidAlive, type ExitStatus } from '../proc.ts';
-import { restoreState, saveState, type StateTransfer, type VmStateError } from '../vmstate/index.ts';
+import { holdMemory, restoreState, saveState, type HeldMemory, type StateTransfer, type VmStateError } from '../vmstate/index.ts';
 import { AgentLink } from './agent-link.ts';
 import { RestartBackoff, ResetWatch } from './backoff.ts';
 import { ConsoleLog, pipeConsole } from './console.ts';
@@ -258,8 +258,12 @@ export class Monitor {
 
   // ------------------------------------------------------------ start and adopt
 
-  /** Starts a QEMU, paused, and runs it: booting, or on `restore`, the saved state loaded first, or on `loadvm`, the disk's snapshot. */
-  async #start({ restore, loadvm }: Pick<Launch, 'restore' | 'loadvm'>): Promise<void> {
+  /**
+   * Starts a QEMU, paused, and runs it: booting, or on `restore`, the saved
+   * state loaded first (a clone's on its template's memory), or on `loadvm`,
+   * the disk's snapshot; on `sharedRam`, its RAM in that file.
+   */
+  async #start({ restore, loadvm, sharedRam }: Pick<Launch, 'restore' | 'loadvm' | 'sharedRam'>): Promise<void> {
     const { paths } = this.#vm;
     const runDir = this.#o.layout.vmRunDir(this.#vm.id);
     await mkdir(runDir, { recursive: true, mode: 0o700 });
@@ -272,16 +276,34 @@ export class Monitor {
       for (const d of daemons) d.kill();
       throw new StartError('EVIRTIOFSD', (err as Error).message, `read ${join(paths.dir, 'virtiofsd-TAG.log')}; the folder's owner must be able to read it (and write it, unless it is shared :ro)`);
     }
+    // A clone's RAM: its template's memory, a sealed memfd held here while this QEMU lives, its descriptor 3 there.
+    let ram: HeldMemory | undefined;
+    if (restore?.ram) {
+      const r = restore.ram;
+      try {
+        ram = await holdMemory({ registry: this.#o.layout.memoryRegistry(r.key), file: r.file, bytes: r.bytes, name: `goship-${r.key}`, ...(r.private ? { private: true } : {}) });
+      } catch (err) {
+        for (const d of daemons) d.kill();
+        throw new StartError('EVMSTATE', `the template's memory ${r.file} could not be mapped: ${(err as Error).message}`, undefined);
+      }
+      this.#log(`template memory ${r.key}: ${ram.from === 'holder' ? 'shared with a running clone' : 'sealed from its file'}${r.private ? ' (private)' : ''}`);
+    }
+    const ramArgs = ram ? ramFileArgs({ bytes: ram.bytes, memPath: '/proc/self/fd/3', share: false }) : sharedRam ? ramFileArgs({ ...sharedRam, memPath: sharedRam.path, share: true }) : [];
     let q: QemuChild;
     try {
-      const exec = restore ? [...this.#launch.exec, '-incoming', 'defer'] : loadvm ? [...this.#launch.exec, '-loadvm', loadvm] : this.#launch.exec;
-      q = spawnQemu({ exec, log: prepareQemuRun(this.#o.layout, this.#vm.id) });
+      const then = restore ? ['-incoming', 'defer'] : loadvm ? ['-loadvm', loadvm] : [];
+      q = spawnQemu({ exec: [...this.#launch.exec, ...ramArgs, ...then], log: prepareQemuRun(this.#o.layout, this.#vm.id), ...(ram ? { fds: [ram.fd] } : {}) });
       await q.spawned;
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       const hint = e.code === 'ENOENT' ? 'install QEMU: apt-get install qemu-system-x86' : undefined;
       for (const d of daemons) d.kill();
+      await ram?.release();
       throw new StartError('EQEMU_SPAWN', `cannot start ${binary}: ${e.message}`, hint);
+    }
+    if (ram) {
+      const held = ram;
+      void q.exited.then(() => held.release()).catch((err: unknown) => this.#log(`releasing the template's memory: ${(err as Error).message}`));
     }
     // Paused (-S): the starter records the PID before the guest can run, so a goshipctl killed from here on leaves no QEMU that no record knows.
     this.#o.report({ t: 'forked', pid: q.pid });
@@ -312,7 +334,7 @@ export class Monitor {
       this.#qmp = await this.#connectQmp(alive);
       marks.push(`QMP ${ms()}`);
       if (restore) {
-        const done = await restoreState(this.#qmp, { file: restore.state, bytes: restore.bytes, socketPath: join(runDir, FILES.incomingSocket) }).catch(async (err: unknown) => {
+        const done = await restoreState(this.#qmp, { file: restore.state, bytes: restore.bytes, socketPath: join(runDir, FILES.incomingSocket), ...(ram ? { ignoreShared: true } : {}) }).catch(async (err: unknown) => {
           const e = err as VmStateError;
           // QEMU exits on a state it refuses: its last words say why.
           await Promise.race([exited, sleep(200)]);

@@ -32,8 +32,26 @@ export const LaunchSchema = v.object({
       bytes: v.pipe(v.number(), v.integer(), v.minValue(1)),
       /** The state is the VM's own (a suspend): once loaded, and before the guest runs, it is spent: the record's `saved` and the file go. */
       consume: v.optional(v.literal(true)),
+      /**
+       * A template's clone: its state holds no RAM (`x-ignore-shared`). The first QEMU maps the template's memory
+       * privately, from a sealed memfd (src/vmstate/memory.ts) the monitor holds, shared with the other clones'
+       * monitors through the run directory's registry `memory/KEY` unless `private`.
+       */
+      ram: v.optional(
+        v.object({
+          file: v.pipe(v.string(), v.minLength(1)),
+          bytes: v.pipe(v.number(), v.integer(), v.minValue(1)),
+          key: v.pipe(v.string(), v.regex(/^[a-z0-9][a-z0-9.-]{0,127}$/)),
+          private: v.optional(v.literal(true)),
+        }),
+      ),
     }),
   ),
+  /**
+   * A template's VM: the first QEMU's RAM is this file (made by the runtime and given to the VM's identity),
+   * mapped shared, so that the template's save leaves it out and its clones map it.
+   */
+  sharedRam: v.optional(v.object({ path: v.pipe(v.string(), v.minLength(1)), bytes: v.pipe(v.number(), v.integer(), v.minValue(1)) })),
   /**
    * Shared folders: before each QEMU, the monitor starts one virtiofsd per folder with `exec`
    * (src/jail/virtiofsd.ts) in the socket's directory, which it makes for `dirOwner` first;

@@ -46,15 +46,15 @@ export function prepareQemuRun(layout: Layout, id: string): string {
   return log;
 }
 
-/** Spawns `exec` (the jailed command), no stdin, its output appended to `log`. */
-export function spawnQemu(o: { exec: readonly string[]; log: string }): QemuChild {
+/** Spawns `exec` (the jailed command), no stdin, its output appended to `log`; `fds` become its descriptors 3, 4, … */
+export function spawnQemu(o: { exec: readonly string[]; log: string; fds?: readonly number[] }): QemuChild {
   const [binary, ...args] = o.exec;
   const fd = openSync(o.log, 'a', 0o600);
   let child: ChildProcess;
   try {
     // QEMU's output goes to its log file, never to a pipe the monitor holds: a killed monitor must not block QEMU.
     // Not detached: the jailed command's setsid makes QEMU's session, and would fork (a new PID) in a group leader.
-    child = spawn(binary!, args, { stdio: ['ignore', fd, fd] });
+    child = spawn(binary!, args, { stdio: ['ignore', fd, fd, ...(o.fds ?? [])] });
   } finally {
     closeSync(fd);
   }

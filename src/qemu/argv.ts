@@ -104,3 +104,27 @@ export function buildArgv(config: VmConfig, binary = DEFAULT_QEMU_BINARY): strin
     ...devicesOf(config).flatMap((d) => deviceArgs(d, ctx)),
   ];
 }
+
+/**
+ * The id of the RAM backend QEMU makes itself for `pc` and `q35` machines
+ * (query-machines' `default-ram-id`). A backend of this id named by
+ * `-machine memory-backend=` holds the guest's RAM under the same name as the
+ * default RAM, so a state saved by either restores into the other.
+ */
+export const DEFAULT_RAM_ID = 'pc.ram';
+
+/**
+ * Pure: the words that put the guest's RAM in a file, appended to a VM's argv
+ * for one QEMU only (-machine options merge). `share: true` maps it shared
+ * (a template's VM: its RAM is then the file, and a save with
+ * `x-ignore-shared` leaves it out); `share: false` maps it privately, copy on
+ * write (a clone, on its template's memory: `/proc/self/fd/N`).
+ */
+export function ramFileArgs(o: { bytes: number; memPath: string; share: boolean }): string[] {
+  return [
+    '-machine',
+    qemuOpts(undefined, { 'memory-backend': DEFAULT_RAM_ID }),
+    '-object',
+    qemuOpts('memory-backend-file', { id: DEFAULT_RAM_ID, size: o.bytes, 'mem-path': o.memPath, share: o.share }),
+  ];
+}

@@ -258,6 +258,16 @@ export class QmpClient extends QmpProtocol {
     await this.execute('migrate-set-parameters', { 'max-bandwidth': bytesPerSecond }, callOptions(options));
   }
 
+  /**
+   * `migrate-set-capabilities` with `x-ignore-shared`: RAM mapped shared (a
+   * template's memory file) is left out of a save, and a restore keeps the
+   * memory the destination maps. Both ends must agree, and QEMU keeps it for
+   * the next migration: a restored clone turns it off again.
+   */
+  async migrateIgnoreShared(state: boolean, options: CallOptions = {}): Promise<void> {
+    await this.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state }] }, callOptions(options));
+  }
+
   /** `migrate`: start sending the VM's state to `uri` (`unix:PATH`, `fd:NAME`); it runs on, `queryMigrate` says how it went. */
   async migrate(uri: string, options: CallOptions = {}): Promise<void> {
     await this.execute('migrate', { uri }, callOptions(options));

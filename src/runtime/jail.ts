@@ -5,7 +5,7 @@
  * and directories belong to its identity (root) or stay private (a user),
  * its cgroup is made, and the words that start QEMU are built.
  */
-import { lstat, realpath, stat } from 'node:fs/promises';
+import { lstat, open, realpath, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { ValidationError, type Issue } from '../errors.ts';
 import { FILES, type Layout } from '../layout.ts';
@@ -229,4 +229,22 @@ export async function prepareJail(r: JailRequest): Promise<Jailed> {
   }
   const exec = jailedCommand({ qemuArgv: r.argv, ...(identity ? { identity, groups } : {}), cgroupProcs: procs });
   return { exec, jail };
+}
+
+/**
+ * A template's VM's RAM file (FILES.sharedRam in its directory): made anew,
+ * never a name found there, at the guest's memory size (a sparse file), and
+ * given to the VM's identity, whose QEMU maps it shared.
+ */
+export async function sharedRamFile(vm: Vm, bytes: number, identity: Identity | undefined): Promise<string> {
+  const path = join(vm.paths.dir, FILES.sharedRam);
+  await rm(path, { force: true });
+  const f = await open(path, 'wx', 0o600);
+  try {
+    await f.truncate(bytes);
+  } finally {
+    await f.close();
+  }
+  if (identity) await giveFile(path, identity, 0o600);
+  return path;
 }

@@ -68,6 +68,8 @@ export interface CreateProjectOptions extends StartProjectOptions {
   noStart?: boolean;
   /** Boot from the image even when a template of this shape exists. */
   cold?: boolean;
+  /** A clone's memory is a copy of its template's of its own: no page shared with another clone (docs/templates.md). */
+  privateMemory?: boolean;
   /** The project's creation time when it is made again elsewhere (`project move`): its cloud-init instance id follows from it, so the guest does not provision itself anew. */
   createdAt?: string;
   /**
@@ -392,7 +394,7 @@ export class ProjectService {
     let origin: ProjectOrigin = template ? { from: 'template', template: template.name } : { from: 'boot', reason: 'reason' in found ? found.reason : '' };
     try {
       try {
-        boot = await this.bootUp(v.name, began, o, template ? { template, hostname: v.name, sshKeys: guestKeys, diskBytes: v.diskBytes } : undefined);
+        boot = await this.bootUp(v.name, began, o, template ? { template, hostname: v.name, sshKeys: guestKeys, diskBytes: v.diskBytes, ...(o.privateMemory ? { privateMemory: true } : {}) } : undefined);
       } catch (err) {
         if (!template || !(err instanceof GoshipError && err.code === 'EVMSTATE')) throw err;
         // The template could not be restored (QEMU refused its state, another argv): the project boots instead, and says why.
@@ -432,12 +434,12 @@ export class ProjectService {
     }
     await this.ctx.vms.create(await projectVmOptions(v, image, this.ctx.now(), {}));
     try {
-      const boot = await this.bootUp(name, began, { wait: 'boot', ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}), ...(o.onProgress ? { onProgress: o.onProgress } : {}) });
+      const boot = await this.bootUp(name, began, { wait: 'boot', sharedRam: true, ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}), ...(o.onProgress ? { onProgress: o.onProgress } : {}) });
       // The throwaway VM's name goes (a clone's agent says its host name before the clone has its own:
-      // the image's, as a booted VM's agent does), then the page cache (less to save and to load).
+      // the image's, as a booted VM's agent does), and the disk is synced. The page cache stays: clones share it.
       const agent = await this.ctx.vms.agent(name, 30_000);
       try {
-        await agent.exec(['sh', '-c', `hostname ${IMAGE_HOSTNAME} && echo ${IMAGE_HOSTNAME} > /etc/hostname && sync && echo 3 > /proc/sys/vm/drop_caches`], { timeoutMs: 60_000 });
+        await agent.exec(['sh', '-c', `hostname ${IMAGE_HOSTNAME} && echo ${IMAGE_HOSTNAME} > /etc/hostname && sync`], { timeoutMs: 60_000 });
       } finally {
         await agent.close();
       }
@@ -465,8 +467,8 @@ export class ProjectService {
   private async bootUp(
     vmId: string,
     began: number,
-    o: StartProjectOptions & { loadvm?: string },
-    clone?: { template: TemplateInfo; hostname: string; sshKeys: readonly string[]; diskBytes: number },
+    o: StartProjectOptions & { loadvm?: string; sharedRam?: boolean },
+    clone?: { template: TemplateInfo; hostname: string; sshKeys: readonly string[]; diskBytes: number; privateMemory?: boolean },
   ): Promise<BootReport> {
     const wait = o.wait ?? 'boot';
     const deadline = began + (o.timeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
@@ -474,7 +476,17 @@ export class ProjectService {
     // A guest that goes on from a saved moment (a suspend, a snapshot with memory): its clock is set after.
     const resuming = o.loadvm !== undefined || (!o.discardState && (await this.ctx.vms.get(vmId)).saved !== undefined);
     await this.ctx.vms.start(vmId, {
-      ...(clone ? { restore: { state: clone.template.state, bytes: clone.template.stateBytes, argvShape: clone.template.argvShape } } : {}),
+      ...(clone
+        ? {
+            restore: {
+              state: clone.template.state,
+              bytes: clone.template.stateBytes,
+              argvShape: clone.template.argvShape,
+              ram: { file: clone.template.memory, bytes: clone.template.memoryBytes, key: clone.template.memoryKey, ...(clone.privateMemory ? { private: true as const } : {}) },
+            },
+          }
+        : {}),
+      ...(o.sharedRam ? { sharedRam: true } : {}),
       ...(o.discardState ? { discardSaved: true } : {}),
       ...(o.loadvm !== undefined ? { loadvm: o.loadvm } : {}),
       waitAgent: true,

@@ -34,6 +34,8 @@ export interface SaveVmOptions {
    * memory here (docs/decisions.md), so GoShip does not use it.
    */
   pause: boolean;
+  /** Leave the RAM mapped shared out (a template's VM, whose RAM is its memory file). */
+  ignoreShared?: boolean;
 }
 
 /** Runs `fn` with a QMP client on the VM's people's socket (GoShip's own is its monitor's), closed after. */
@@ -56,6 +58,7 @@ export async function saveVm(layout: Layout, vm: Vm, o: SaveVmOptions): Promise<
       ...(vm.jail?.uid !== undefined && vm.jail.gid !== undefined ? { owner: { uid: vm.jail.uid, gid: vm.jail.gid } } : {}),
       file: o.file,
       maxBytes: o.memoryBytes + DEVICE_STATE_ALLOWANCE,
+      ...(o.ignoreShared ? { ignoreShared: true } : {}),
     });
   });
 }

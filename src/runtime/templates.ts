@@ -5,31 +5,30 @@
  *
  *   images/.templates/IMAGE-Nc-MEMm-DISKm.GENERATION/
  *     disk.qcow2      the guest's disk at the save, on the image's base: every clone's overlay stands on it
- *     state           QEMU's migration stream: memory and devices (src/vmstate)
+ *     memory          the guest's RAM at the save (sparse: zero pages are holes)
+ *     state           QEMU's migration stream of the devices, RAM left out (`x-ignore-shared`, src/vmstate)
  *     template.json   what it was made from: a template of another image build or QEMU is never used
  *
  * A warm makes a new generation; an older one goes once no VM stands on its
  * disk (a clone's overlay names it as its backing file for its whole life).
  * In the image catalogue's directory, so the jail treats its files as it treats
- * an image's: read-only to every VM (the disk, 0644, root's), and the state is
- * not even that: the monitor reads it and sends it to QEMU (0600).
+ * an image's: read-only to every VM (the disk, 0644, root's), and the memory
+ * and the state are not even that: only the monitors read them (0600).
  *
- * Memory: QEMU 7.2 maps a file privately only if it may open it for writing
- * (`readonly=on` makes guest RAM read-only; `rom=off` came in 8.2), and a
- * clone's QEMU, in its jail, must not be able to write a file its siblings map.
- * So a clone loads the memory from the state into its own RAM: no page is
- * shared between clones (docs/templates.md).
+ * Memory: the warm VM's RAM is a file mapped shared; its clones map a sealed
+ * memfd of it privately, copy on write, so that the pages a clone has not
+ * written are one page for all of them (src/vmstate/memory.ts).
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as v from 'valibot';
 import { DEFAULT_USER } from '../cloudinit/index.ts';
 import { IMAGE_HOSTNAME } from '../image/index.ts';
 export { IMAGE_HOSTNAME };
-import type { Layout } from '../layout.ts';
+import { FILES, type Layout } from '../layout.ts';
 import { FIRST_DISK_NODE, formatSize, readQemuVersion } from '../qemu/index.ts';
-import { checkStateFile, VmStateError } from '../vmstate/index.ts';
+import { checkStateFile, copyMemoryFile, VmStateError } from '../vmstate/index.ts';
 import { saveVm } from './saved-state.ts';
 import { checkChain } from './jail.ts';
 import { trace } from './trace.ts';
@@ -40,11 +39,12 @@ import type { AgentClient } from '../serial/index.ts';
 import type { Vm } from '../store/index.ts';
 
 /** Bump when what a template holds, or the VM it is restored into, changes shape. */
-export const TEMPLATE_FORMAT = 1;
+export const TEMPLATE_FORMAT = 2;
 export const TEMPLATES_DIR = '.templates';
 const RECORD = 'template.json';
 const DISK = 'disk.qcow2';
 const STATE = 'state';
+const MEMORY = 'memory';
 
 export const TemplateRecordSchema = v.object({
   format: v.literal(TEMPLATE_FORMAT),
@@ -69,8 +69,11 @@ export interface TemplateInfo extends TemplateRecord {
   dir: string;
   disk: string;
   state: string;
-  /** The disk layer and the state on disk. */
+  memory: string;
+  /** The disk layer, the memory and the state on disk (the memory's holes left out). */
   sizeBytes: number;
+  /** The key of its memory's holders (the generation's directory name). */
+  memoryKey: string;
 }
 
 /** What a template is for: one per image and VM size. */
@@ -231,8 +234,9 @@ export async function readTemplate(layout: Layout, name: string): Promise<Templa
   if (!parsed.success) throw new VmStateError(`template ${name}: ${join(dir, RECORD)} is not a template record of this GoShip`, { hint: `warm it again: goshipctl image warm ${name.split('-')[0] ?? ''}` });
   const disk = join(dir, DISK);
   const state = join(dir, STATE);
-  const sizes = await Promise.all([disk, state].map(async (f) => (await stat(f).catch(() => undefined))?.blocks ?? 0));
-  return { ...parsed.output, dir, disk, state, sizeBytes: sizes.reduce((a, b) => a + b * 512, 0) };
+  const memory = join(dir, MEMORY);
+  const sizes = await Promise.all([disk, state, memory].map(async (f) => (await stat(f).catch(() => undefined))?.blocks ?? 0));
+  return { ...parsed.output, dir, disk, state, memory, memoryKey: newest, sizeBytes: sizes.reduce((a, b) => a + b * 512, 0) };
 }
 
 /** The template for this shape when it can serve it; otherwise why not. */
@@ -255,6 +259,10 @@ export async function usableTemplate(
     await checkStateFile(t.state, t.stateBytes);
   } catch (err) {
     return { reason: `template ${name} is not used: ${(err as Error).message}` };
+  }
+  const memory = await lstat(t.memory).catch(() => undefined);
+  if (!memory?.isFile() || memory.size !== t.memoryBytes) {
+    return { reason: `template ${name} is not used: its memory ${t.memory} is ${memory ? (memory.isFile() ? `${memory.size} bytes, not ${t.memoryBytes}` : 'not a file') : 'missing'}` };
   }
   return { template: t };
 }
@@ -288,9 +296,12 @@ export async function saveTemplate(s: TemplateSource): Promise<TemplateInfo> {
   const work = join(parent, `.warm-${process.pid}-${randomBytes(4).toString('hex')}`);
   await mkdir(work, { mode: 0o711 });
   try {
-    const saved = await saveVm(layout, vm, { file: join(work, STATE), memoryBytes: s.shape.memoryBytes, pause: true });
+    const saved = await saveVm(layout, vm, { file: join(work, STATE), memoryBytes: s.shape.memoryBytes, pause: true, ignoreShared: true });
     trace(`template ${name}: state saved, ${saved.bytes} bytes in ${Math.round(saved.ms)} ms`);
     await s.stopVm();
+    // The VM's RAM, written by its QEMU: copied (never a link followed, zero pages left as holes), root's and owner-only.
+    await copyMemoryFile(join(vm.paths.dir, FILES.sharedRam), join(work, MEMORY), s.shape.memoryBytes);
+    trace(`template ${name}: memory copied`);
     // The overlay was the VM's own (its QEMU could write its header): it must name exactly the image's base.
     await checkChain(layout, vm);
     await rename(vm.paths.overlay!, join(work, DISK));

@@ -39,7 +39,7 @@ import { type PendingOp, type State, type Store, type Vm, type VmSaved, findReco
 import { RuntimeError, busyError, stateError } from './errors.ts';
 import { vmPaths } from './paths.ts';
 import { allocateIdentity, readHead, releaseIdentity, removeCgroup, removeVmTree, privateRunDir, type Identity } from '../jail/index.ts';
-import { checkChain, checkSpecPaths, filesystemLaunch, prepareJail } from './jail.ts';
+import { checkChain, checkSpecPaths, filesystemLaunch, prepareJail, sharedRamFile } from './jail.ts';
 import { LIVE_STATES, reconcileDecision, type ReconcileDecision } from './reconcile.ts';
 import { trace } from './trace.ts';
 import { DEVICE_STATE_ALLOWANCE, runOn } from './saved-state.ts';
@@ -76,7 +76,13 @@ export interface StartVmOptions {
    * shape (templates.ts argvShape) must be this VM's: otherwise EVMSTATE, and
    * nothing started.
    */
-  restore?: { state: string; bytes: number; argvShape: readonly string[] };
+  restore?: { state: string; bytes: number; argvShape: readonly string[]; ram?: { file: string; bytes: number; key: string; private?: true } };
+  /**
+   * A template's VM: its RAM in a file of its own directory (`memory`, given
+   * to its identity), mapped shared, so that a save with `x-ignore-shared`
+   * leaves it out and the file is the template's memory. The first QEMU only.
+   */
+  sharedRam?: boolean;
   /**
    * A suspended VM (its state saved, `Vm.saved`) restores it unless this is
    * set: then the saved state is removed and the VM boots from its disk, as
@@ -488,7 +494,10 @@ export class VmService {
         restart: config.restart,
         console: config.console,
         jail: { ...(jail.uid !== undefined ? { uid: jail.uid } : {}), ...(jail.cgroup ? { cgroup: { version: jail.cgroup.version, vmDirs: jail.cgroup.vmDirs, memoryBytes: jail.cgroup.memoryBytes } } : {}) },
-        ...(restore ? { restore: { state: restore.state, bytes: restore.bytes, ...('consume' in restore ? { consume: true } : {}) } } : {}),
+        ...(restore
+          ? { restore: { state: restore.state, bytes: restore.bytes, ...('consume' in restore ? { consume: true } : {}), ...('ram' in restore && restore.ram ? { ram: restore.ram } : {}) } }
+          : {}),
+        ...(opts.sharedRam ? { sharedRam: { path: await sharedRamFile(vm, config.memory.bytes, identity), bytes: config.memory.bytes } } : {}),
         ...(opts.loadvm ? { loadvm: opts.loadvm } : {}),
         ...(config.filesystems.length > 0 ? { filesystems: await filesystemLaunch(config, identity) } : {}),
       };

@@ -37,6 +37,8 @@ export interface SaveStateOptions {
   timeoutMs?: number;
   /** Cancels the save (its client went away): QEMU's migration is cancelled, nothing is kept. */
   signal?: AbortSignal;
+  /** Leave RAM mapped shared out of the state (`x-ignore-shared`): a template's, whose RAM is its memory file. */
+  ignoreShared?: boolean;
 }
 
 export interface StateTransfer {
@@ -111,6 +113,7 @@ export async function saveState(qmp: QmpClient, o: SaveStateOptions): Promise<St
     });
     cancelled.catch(() => undefined);
     await Promise.race([cancelled, qmp.migrateSetMaxBandwidth(SAVE_BANDWIDTH)]);
+    if (o.ignoreShared) await Promise.race([cancelled, qmp.migrateIgnoreShared(true)]);
     await Promise.race([cancelled, qmp.migrate(`unix:${o.socketPath}`)]);
     await Promise.race([cancelled, Promise.all([received, migrationDone(qmp, deadline, what)])]);
     await out.sync();
@@ -139,6 +142,8 @@ export interface RestoreStateOptions {
   /** Where QEMU listens for the state: a path in the VM's run directory. */
   socketPath: string;
   timeoutMs?: number;
+  /** The state was saved with `x-ignore-shared` (a template's): the RAM QEMU maps (the template's memory) is kept. */
+  ignoreShared?: boolean;
 }
 
 /** Pure: the state file's facts, checked before any QEMU is given it. */
@@ -178,6 +183,7 @@ export async function restoreState(qmp: QmpClient, o: RestoreStateOptions): Prom
   const size = await checkStateFile(o.file, o.bytes);
   let sock: Socket | undefined;
   try {
+    if (o.ignoreShared) await qmp.migrateIgnoreShared(true);
     await qmp.migrateIncoming(`unix:${o.socketPath}`);
     const s = connect(o.socketPath);
     sock = s;
@@ -192,6 +198,8 @@ export async function restoreState(qmp: QmpClient, o: RestoreStateOptions): Prom
     });
     let sentMs = 0;
     await Promise.all([sent.then(() => (sentMs = performance.now() - start)), migrationDone(qmp, deadline, what)]);
+    // The VM's own saves (a suspend, a snapshot) carry all of its RAM, and a VM that restores them has the capability off.
+    if (o.ignoreShared) await qmp.migrateIgnoreShared(false);
     return { bytes: size, ms: performance.now() - start, sentMs };
   } catch (err) {
     if (err instanceof VmStateError) throw err;

@@ -54,6 +54,17 @@ async function guest(name: string, script: string): Promise<string[]> {
 
 let tpl: TemplateJson;
 
+/** The memfd that VM `name`'s QEMU maps as its RAM and its inode, as /proc/PID/maps says; undefined when it maps none. */
+async function ramOf(name: string): Promise<string | undefined> {
+  const vms = await json<{ name: string; pid: number | null }[]>(['vm', 'list']);
+  const pid = vms.find((v) => v.name === name)?.pid;
+  if (!pid) throw new Error(`VM ${name} has no QEMU`);
+  const line = (await readFile(`/proc/${pid}/maps`, 'utf8')).split('\n').find((l) => l.includes('/memfd:goship-'));
+  if (!line) return undefined;
+  const f = line.trim().split(/\s+/);
+  return `${f.slice(5).join(' ')} ${f[4]}`;
+}
+
 beforeAll(async () => {
   env = await projectEnv('et');
   tpl = await json<TemplateJson>(['image', 'warm', '--memory', '768M']);
@@ -71,6 +82,10 @@ describe('a warmed template', { timeout: 600_000 }, () => {
     expect(info.templates.map((t) => t.name)).toEqual([tpl.name]);
     // The state is read by the monitor only; the disk is every clone's backing file, read-only to them.
     expect(((await stat(join(tpl.dir, 'state'))).mode & 0o777).toString(8)).toBe('600');
+    // The guest's RAM is the memory file, read by the monitors only; the state holds the devices alone.
+    const memory = await stat(join(tpl.dir, 'memory'));
+    expect([memory.size, (memory.mode & 0o777).toString(8)]).toEqual([768 * 1024 * 1024, '600']);
+    expect(tpl.stateBytes).toBeLessThan(4 * 1024 * 1024);
     expect(((await stat(join(tpl.dir, 'disk.qcow2'))).mode & 0o777).toString(8)).toBe('644');
     // No VM is left of the warm.
     expect(await json<unknown[]>(['vm', 'list'])).toEqual([]);
@@ -83,6 +98,10 @@ describe('a warmed template', { timeout: 600_000 }, () => {
     expect([a.from, a.template ?? a.reason, a.state, b.from, b.template ?? b.reason]).toEqual(['template', tpl.name, 'ready', 'template', tpl.name]);
     expect(a.boot.steps.map((s) => s.step)).toEqual(['qemu', 'agent', 'identity', 'network', 'cloud-init']);
     expect(await banner(port)).toBe('SSH-2.0');
+    // Both map one memfd of the template's memory (its pages shared, copy on write).
+    const [ra, rb] = await Promise.all([ramOf('alpha'), ramOf('beta')]);
+    expect(ra).toMatch(new RegExp(`^/memfd:goship-${tpl.name}\\.[0-9a-z]+ \\(deleted\\) [0-9]+$`));
+    expect(rb).toBe(ra);
     const facts = 'hostname; cat /etc/machine-id; cat /etc/ssh/ssh_host_ed25519_key.pub | cut -d" " -f2; date +%s; head -c 16 /dev/urandom | od -An -tx1 | tr -d " "';
     const [fa, fb] = await Promise.all([guest('alpha', facts), guest('beta', facts)]);
     expect([fa[0], fb[0]]).toEqual(['alpha', 'beta']);
@@ -98,11 +117,17 @@ describe('a warmed template', { timeout: 600_000 }, () => {
     const again = await json<{ state: string }>(['project', 'start', 'beta', '--wait', 'agent']);
     expect(again.state).toBe('ready');
     expect(await guest('beta', 'hostname')).toEqual(['beta']);
+    // Booted from its disk: its memory is its own.
+    expect(await ramOf('beta')).toBeUndefined();
   });
 
   it('serves a project of a bigger disk than its own: the clone\'s disk and root file system grow after the restore', async () => {
-    const big = await json<CreatedJson>(['project', 'create', 'big', '--memory', '768M', '--disk', '12G']);
+    const big = await json<CreatedJson>(['project', 'create', 'big', '--memory', '768M', '--disk', '12G', '--private-memory']);
     expect([big.from, big.template ?? big.reason]).toEqual(['template', tpl.name]);
+    // --private-memory: a memfd of the template's memory of its own, not alpha's.
+    const [own, alpha] = await Promise.all([ramOf('big'), ramOf('alpha')]);
+    expect(own).toMatch(/^\/memfd:goship-/);
+    expect(own).not.toBe(alpha);
     expect(big.boot.steps.map((s) => s.step)).toEqual(['qemu', 'agent', 'identity', 'disk', 'network', 'cloud-init']);
     const [sectors, fsBytes, kept] = await guest('big', 'cat /sys/block/vda/size; df -B1 --output=size / | tail -1; cat /etc/hostname');
     expect(Number(sectors)).toBe((12 * 1024 ** 3) / 512);
@@ -144,7 +169,8 @@ describe('a warmed template', { timeout: 600_000 }, () => {
     const saved = await readFile(state);
     // Same size and header, garbage inside: only QEMU can tell.
     const fh = await open(state, 'r+');
-    await fh.write(randomBytes(1024 * 1024), 0, 1024 * 1024, 64 * 1024);
+    const garbage = Math.min(1024 * 1024, Math.floor(saved.length / 4));
+    await fh.write(randomBytes(garbage), 0, garbage, 64 * 1024);
     await fh.close();
     const r = await json<CreatedJson>(['project', 'create', 'refused', '--memory', '768M', '--wait', 'agent']);
     expect([r.from, r.state]).toEqual(['boot', 'ready']);

@@ -5,7 +5,7 @@
  * GoShip's own `image warm` in a scratch environment, kept in the test cache
  * (`templates/` beside the images), and put into each test's GOSHIP_HOME the
  * way a template lives there: its small disk layer copied and rebased onto
- * that home's image, its state linked (nothing writes it), its record's image
+ * that home's image, its state and memory linked (nothing writes them), its record's image
  * paths rewritten (a clone's argv must match the template's, paths included).
  *
  * The cache key covers what the product itself checks before a restore: the
@@ -75,7 +75,7 @@ function cachedTemplate(shape: TestTemplateShape, log: (line: string) => void): 
         if (err.code !== 'EEXIST' && err.code !== 'ENOTEMPTY') throw err;
       });
       await openToQemu(entry);
-      await chmod(join(entry, 'state'), 0o600);
+      for (const f of ['state', 'memory']) await chmod(join(entry, f), 0o600);
       // Older entries of this template (another image build, QEMU or code) go.
       for (const e of await readdir(parent)) if (e.startsWith(`${name}-`) && e !== `${name}-${key}`) await rm(join(parent, e), { recursive: true, force: true });
       return entry;
@@ -109,7 +109,7 @@ export async function installTestTemplate(env: ProjectEnv, shape: TestTemplateSh
   await copyFile(join(entry, 'disk.qcow2'), join(dir, 'disk.qcow2'));
   await execa('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-b', join(imageDir, FILES.imageBase), '-F', 'qcow2', join(dir, 'disk.qcow2')]);
   await chmod(join(dir, 'disk.qcow2'), 0o644);
-  await link(join(entry, 'state'), join(dir, 'state'));
+  for (const f of ['state', 'memory']) await link(join(entry, f), join(dir, f));
   const rebased: TemplateRecord = { ...record, argvShape: rebaseShape(record.argvShape, origin.imageDir, imageDir) };
   await writeFile(join(dir, 'template.json'), `${JSON.stringify(rebased, null, 2)}\n`, { mode: 0o644 });
 }

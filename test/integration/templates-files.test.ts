@@ -22,7 +22,7 @@ afterEach(async () => {
 
 const GiB = 1024 * 1024 * 1024;
 function record(image: string, createdAt: string): TemplateRecord {
-  return { format: 1, name: `${image}-1c-1024m-10240m`, image, imageKey: 'k', qemuVersion: '7.2.22', cpus: 1, memoryBytes: GiB, diskBytes: 10 * GiB, argvShape: [], stateBytes: 4, createdAt, bootMs: 1, saveMs: 1 };
+  return { format: 2, name: `${image}-1c-1024m-10240m`, image, imageKey: 'k', qemuVersion: '7.2.22', cpus: 1, memoryBytes: GiB, diskBytes: 10 * GiB, argvShape: [], stateBytes: 4, createdAt, bootMs: 1, saveMs: 1 };
 }
 async function put(dirName: string, r: TemplateRecord | string): Promise<void> {
   const dir = join(templatesDir(layout), dirName);

@@ -7,13 +7,14 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { QmpClient } from '../../src/qmp/index.ts';
-import { VmStateError, checkStateFile, restoreState, saveState } from '../../src/vmstate/index.ts';
+import { ramFileArgs } from '../../src/qemu/index.ts';
+import { VmStateError, checkStateFile, restoreState, saveState, sealMemory } from '../../src/vmstate/index.ts';
 
 const ADDR = 0x200000;
 let dir: string;
@@ -35,10 +36,12 @@ afterEach(async () => {
   }
 });
 
-async function qemu(name: string, extra: string[]): Promise<{ qmp: QmpClient; proc: ChildProcess; exited: Promise<number | null> }> {
+async function qemu(name: string, extra: string[], fds: number[] = []): Promise<{ qmp: QmpClient; proc: ChildProcess; exited: Promise<number | null> }> {
   const sock = join(dir, `${name}.qmp`);
   await rm(sock, { force: true });
-  const proc = spawn('qemu-system-x86_64', ['-machine', 'q35', '-m', '64', '-nodefaults', '-no-user-config', '-display', 'none', '-S', '-qmp', `unix:${sock},server=on,wait=off`, ...extra], { stdio: 'ignore' });
+  const proc = spawn('qemu-system-x86_64', ['-machine', 'q35', '-m', '64', '-nodefaults', '-no-user-config', '-display', 'none', '-S', '-qmp', `unix:${sock},server=on,wait=off`, ...extra], {
+    stdio: ['ignore', 'ignore', 'ignore', ...fds],
+  });
   const entry: { proc: ChildProcess; qmp?: QmpClient } = { proc };
   running.push(entry);
   const exited = new Promise<number | null>((r) => proc.once('exit', (c) => r(c)));
@@ -148,6 +151,41 @@ describe('a VM state through real QEMUs', () => {
       expect((await src.qmp.queryMigrate()).status).toMatch(/^(failed|cancelled)$/);
     } finally {
       if (root) execFileSync('umount', [full]);
+    }
+  });
+});
+
+describe("a template's memory through real QEMUs", () => {
+  it('is left out of the save, mapped privately from a sealed memfd by the clone, and the clone\'s own save carries its RAM again', async () => {
+    const MiB = 1024 * 1024;
+    const memory = join(dir, 'template.memory');
+    const pat = ['-device', `loader,file=${join(dir, 'pattern.bin')},addr=${ADDR},force-raw=on`];
+    const src = await qemu('tsrc', [...ramFileArgs({ bytes: 64 * MiB, memPath: memory, share: true }), ...pat]);
+    const state = join(dir, 't.state');
+    const saved = await saveState(src.qmp, { socketPath: join(dir, 't.sock'), file: state, maxBytes: 256 * MiB, ignoreShared: true });
+    // The devices only: the RAM is the file (the pattern is in it).
+    expect(saved.bytes).toBeLessThan(2 * MiB);
+    expect((await readFile(memory)).subarray(ADDR, ADDR + pattern.length).equals(pattern)).toBe(true);
+    await src.qmp.execute('quit').catch(() => undefined);
+
+    const sealed = await sealMemory(memory, 64 * MiB, 'goship-vmstate-test');
+    try {
+      const clone = await qemu('tclone', [...ramFileArgs({ bytes: 64 * MiB, memPath: '/proc/self/fd/3', share: false }), '-incoming', 'defer'], [sealed.fd]);
+      await restoreState(clone.qmp, { file: state, bytes: saved.bytes, socketPath: join(dir, 'tin.sock'), ignoreShared: true });
+      const dump = join(dir, 'tdump.bin');
+      await clone.qmp.execute('pmemsave', { val: ADDR, size: pattern.length, filename: dump });
+      expect((await readFile(dump)).equals(pattern)).toBe(true);
+      // Turned off again: the clone's own saves carry its RAM, as a plain QEMU restores them.
+      const caps = await clone.qmp.execute<{ capability: string; state: boolean }[]>('query-migrate-capabilities');
+      expect(caps.find((c) => c.capability === 'x-ignore-shared')?.state).toBe(false);
+      const own = join(dir, 'town.state');
+      const ownBytes = (await saveState(clone.qmp, { socketPath: join(dir, 'town.sock'), file: own, maxBytes: 256 * MiB })).bytes;
+      const plain = await qemu('tplain', ['-incoming', 'defer']);
+      await restoreState(plain.qmp, { file: own, bytes: ownBytes, socketPath: join(dir, 'tplain.sock') });
+      await plain.qmp.execute('pmemsave', { val: ADDR, size: pattern.length, filename: dump });
+      expect((await readFile(dump)).equals(pattern)).toBe(true);
+    } finally {
+      closeSync(sealed.fd);
     }
   });
 });

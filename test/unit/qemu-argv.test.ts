@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { buildArgv } from '../../src/qemu/argv.ts';
+import { buildArgv, ramFileArgs } from '../../src/qemu/argv.ts';
 import * as agent from '../../src/qemu/devices/agent.ts';
 import * as cdrom from '../../src/qemu/devices/cdrom.ts';
 import * as confidential from '../../src/qemu/devices/confidential.ts';
@@ -566,5 +566,21 @@ describe('shared folders (virtio-fs)', () => {
     expect(bad({ filesystems: [{ tag: 'a', source: '/gone' }] }, (p) => p !== '/gone')).toEqual(['filesystems[0].source: directory does not exist: /gone']);
     expect(bad({ memory: '2G', hugepages: '2M', filesystems: [{ tag: 'a', source: '/x' }] })).toEqual(['filesystems: shared folders need the guest memory in a shared memfd, hugepages put it on hugetlbfs: choose one']);
     expect(bad({ filesystems: Array.from({ length: 9 }, (_, i) => ({ tag: `t${i}`, source: '/x' })) })).toEqual(['filesystems: at most 8 shared folders, got 9']);
+  });
+});
+
+describe('guest RAM in a file (templates and their clones)', () => {
+  test("a template's VM maps its memory file shared, under the default RAM's name", () => {
+    expect(ramFileArgs({ bytes: 1073741824, memPath: '/var/lib/goship/vms/warm-1/memory', share: true })).toEqual([
+      '-machine',
+      'memory-backend=pc.ram',
+      '-object',
+      'memory-backend-file,id=pc.ram,size=1073741824,mem-path=/var/lib/goship/vms/warm-1/memory,share=on',
+    ]);
+  });
+
+  test('a clone maps its descriptor privately; a comma in a path is doubled', () => {
+    expect(ramFileArgs({ bytes: 536870912, memPath: '/proc/self/fd/3', share: false }).at(-1)).toBe('memory-backend-file,id=pc.ram,size=536870912,mem-path=/proc/self/fd/3,share=off');
+    expect(ramFileArgs({ bytes: 536870912, memPath: '/srv/a,b/memory', share: true }).at(-1)).toBe('memory-backend-file,id=pc.ram,size=536870912,mem-path=/srv/a,,b/memory,share=on');
   });
 });

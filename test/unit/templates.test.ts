@@ -53,7 +53,7 @@ describe('templates (pure)', () => {
   });
 
   const record: TemplateRecord = {
-    format: 1,
+    format: 2,
     name: 'default-1c-1024m-10240m',
     image: 'default',
     imageKey: 'a'.repeat(64),

@@ -133,11 +133,12 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
     .option('--restart <policy>', 'no (default) or on-crash: the VM\'s monitor starts a crashed QEMU again, with backoff')
     .option('--no-start', 'create the VM but do not boot it')
     .option('--cold', 'boot from the image even when a template of this shape exists (goshipctl image warm)')
+    .option('--private-memory', "a clone of a template: its memory a copy of its own, no page shared with another clone")
     .option('--wait <what>', 'boot (default): until the network is online and cloud-init has finished; agent: until the guest agent answers')
     .option('--timeout <seconds>', 'how long to wait for it to be ready (default 300)')
     .example('goshipctl project create web --cpus 2 --memory 2G --disk 20G --port 8080:80')
     .example('goshipctl project create dev --mount $PWD:/srv/app --mount /srv/data:/data:ro')
-    .action(async (name: string, o: { start: boolean; cold?: boolean }) => {
+    .action(async (name: string, o: { start: boolean; cold?: boolean; privateMemory?: boolean }) => {
       const rt = await ctx.runtime();
       const sshKeys = await readSshKeys(rawValues(a, 'ssh-key'));
       const cpus = intOption(a, 'cpus', 'a whole number of vCPUs');
@@ -163,6 +164,7 @@ export function registerProject(cli: CAC, ctx: CommandContext): void {
           mounts: rawValues(a, 'mount'),
           noStart: o.start === false,
           cold: Boolean(o.cold),
+          ...(o.privateMemory ? { privateMemory: true } : {}),
           ...(timeoutMs !== undefined ? { timeoutMs } : {}),
           ...(wait ? { wait } : {}),
           ...(p ? { onProgress: p.onProgress } : {}),
