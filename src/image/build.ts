@@ -332,7 +332,7 @@ async function copyKernel(tree: string, out: string): Promise<string> {
   const kernels = (await readdir(boot)).filter((f) => f.startsWith('vmlinuz-')).sort();
   const kernel = kernels.at(-1);
   if (!kernel) {
-    throw new ImageError('EIMAGE_BUILD', 'the image has no kernel in /boot', { hint: 'include a kernel package, e.g. linux-image-cloud-amd64' });
+    throw new ImageError('EIMAGE_BUILD', 'the image has no kernel in /boot', { hint: 'include a kernel package, e.g. linux-image-amd64' });
   }
   const version = kernel.slice('vmlinuz-'.length);
   const initrd = join(boot, `initrd.img-${version}`);

@@ -41,8 +41,9 @@ export const DEFAULT_PACKAGES: readonly string[] = [
   'udev',
   'dbus',
   'kmod',
-  // the kernel and a small initramfs (virtio modules only, zstd)
-  'linux-image-cloud-amd64',
+  // the kernel and a small initramfs (virtio modules and ext4 only, zstd); the generic kernel, not the
+  // cloud one: it has CONFIG_VMGENID, so a clone of a template reseeds its RNG (docs/templates.md)
+  'linux-image-amd64',
   'initramfs-tools',
   'zstd',
   'e2fsprogs',
@@ -64,8 +65,9 @@ export const DEFAULT_PACKAGES: readonly string[] = [
   'procps',
 ];
 
-/** Modules in the initramfs (MODULES=list): root disk, seed, agent port. ext4 is built into the cloud kernel. */
+/** Modules in the initramfs (MODULES=list): root disk and its file system, seed, agent port. */
 export const INITRAMFS_MODULES: readonly string[] = [
+  'ext4',
   'virtio_pci',
   'virtio_blk',
   'virtio_scsi',

@@ -109,6 +109,8 @@ describe('a warmed template', { timeout: 600_000 }, () => {
     // The clock came from the host, not from the template's save.
     for (const f of [fa, fb]) expect(Math.abs(Number(f[3]) - Date.now() / 1000)).toBeLessThan(120);
     expect(await guest('alpha', 'systemctl is-active network-online.target; cloud-init status')).toEqual(['active', 'status: done']);
+    // The VM generation ID device is there and the kernel's driver holds it: it reseeds the RNG when QEMU announces a new one on a restore.
+    expect(await guest('alpha', 'basename "$(readlink /sys/bus/acpi/devices/QEMUVGID:00/driver)"')).toEqual(['vmgenid']);
     // journald writes under the clone's machine-id: journalctl (the local machine's entries) shows what the clone logs.
     const logged = await guest('alpha', 'logger -t goship-id clone-line; for i in $(seq 100); do journalctl -t goship-id -o cat | grep -q clone-line && break; sleep 0.1; done; journalctl -t goship-id -o cat');
     expect(logged).toEqual(['clone-line']);

@@ -12,6 +12,7 @@ import * as qmp from '../../src/qemu/devices/qmp.ts';
 import { DEVICE_BUILDERS, devicesOf } from '../../src/qemu/devices/registry.ts';
 import * as panic from '../../src/qemu/devices/panic.ts';
 import * as rng from '../../src/qemu/devices/rng.ts';
+import * as vmgenid from '../../src/qemu/devices/vmgenid.ts';
 import type { DeviceContext, ValidateContext } from '../../src/qemu/devices/types.ts';
 import type { HostFacts, ResolveContext } from '../../src/qemu/spec.ts';
 import { resolveSpec } from '../../src/qemu/validate.ts';
@@ -97,6 +98,7 @@ const AGENT = [
 ];
 
 const RNG = ['-device', 'virtio-rng-pci,id=rng0'];
+const VMGENID = ['-device', 'vmgenid,id=vmgenid0,guid=auto'];
 const PANIC = ['-device', 'pvpanic,id=panic0', '-action', 'panic=shutdown'];
 
 describe('buildArgv: whole VMs', () => {
@@ -158,6 +160,8 @@ describe('buildArgv: whole VMs', () => {
       '-device',
       'virtio-rng-pci,id=rng0',
       '-device',
+      'vmgenid,id=vmgenid0,guid=auto',
+      '-device',
       'pvpanic,id=panic0',
       '-action',
       'panic=shutdown',
@@ -202,6 +206,7 @@ describe('buildArgv: whole VMs', () => {
       ...NET,
       ...AGENT,
       ...RNG,
+      ...VMGENID,
       ...PANIC,
     ]);
   });
@@ -239,6 +244,7 @@ describe('buildArgv: whole VMs', () => {
       'driver=raw,file=pflash1-file,node-name=pflash1-format,read-only=off',
       ...MONITORS,
       ...RNG,
+      ...VMGENID,
       ...PANIC,
     ]);
   });
@@ -280,6 +286,7 @@ describe('buildArgv: whole VMs', () => {
       '-device',
       'virtio-blk-pci,id=disk1,drive=disk1-format,serial=ref-data,write-cache=on',
       ...RNG,
+      ...VMGENID,
       ...PANIC,
     ]);
   });
@@ -313,6 +320,7 @@ describe('buildArgv: whole VMs', () => {
       'memory-backend-file,id=mem0,size=2147483648,mem-path=/dev/hugepages,prealloc=on',
       ...MONITORS,
       ...RNG,
+      ...VMGENID,
       ...PANIC,
     ]);
   });
@@ -340,7 +348,7 @@ describe('buildArgv: whole VMs', () => {
   test('agent off: no virtio-serial at all', () => {
     const args = argv({ name: 'web', agent: false });
     expect(args.filter((a) => a.includes('virtio-serial') || a.includes('agent'))).toEqual([]);
-    expect(args.slice(-10)).toEqual([...NET, ...RNG, ...PANIC]);
+    expect(args.slice(-12)).toEqual([...NET, ...RNG, ...VMGENID, ...PANIC]);
   });
 
   test('SEV-SNP on a host that has it: kvm, host CPU, sev-snp-guest object', () => {
@@ -376,8 +384,8 @@ describe('buildArgv: whole VMs', () => {
     );
     expect(devicesOf(config).map((d) => d.kind)).toEqual(['hugepages', 'confidential', 'pflash', 'pflash', 'qmp', 'qmp', 'console', 'disk', 'cdrom', 'net-user', 'agent', 'rng', 'panic']);
     const shared = resolveSpec({ name: 'web', filesystems: [{ tag: 'a', source: '/x' }] }, ctx());
-    expect(devicesOf(shared).map((d) => d.kind)).toEqual(['shared-memory', 'qmp', 'qmp', 'console', 'net-user', 'filesystem', 'agent', 'rng', 'panic']);
-    expect(Object.keys(DEVICE_BUILDERS).sort()).toEqual(['agent', 'cdrom', 'confidential', 'console', 'disk', 'filesystem', 'hugepages', 'net-user', 'panic', 'pflash', 'qmp', 'rng', 'shared-memory']);
+    expect(devicesOf(shared).map((d) => d.kind)).toEqual(['shared-memory', 'qmp', 'qmp', 'console', 'net-user', 'filesystem', 'agent', 'rng', 'vmgenid', 'panic']);
+    expect(Object.keys(DEVICE_BUILDERS).sort()).toEqual(['agent', 'cdrom', 'confidential', 'console', 'disk', 'filesystem', 'hugepages', 'net-user', 'panic', 'pflash', 'qmp', 'rng', 'shared-memory', 'vmgenid']);
   });
 });
 
@@ -471,6 +479,10 @@ describe('devices alone', () => {
     ]);
   });
 
+  test('vmgenid', () => {
+    expect(vmgenid.toArgs({ kind: 'vmgenid', at: 'vmgenid', id: 'vmgenid0' }, dctx)).toEqual(VMGENID);
+  });
+
   test('rng', () => {
     expect(rng.toArgs({ kind: 'rng', at: 'rng', id: 'rng0' }, dctx)).toEqual(RNG);
   });
@@ -545,6 +557,7 @@ describe('shared folders (virtio-fs)', () => {
       '-device',
       'vhost-user-fs-pci,id=fs1-dev,chardev=fs1,tag=goship-1',
       ...RNG,
+      ...VMGENID,
       ...PANIC,
     ]);
     // Read-only is the daemon's business (a read-only bind mount), not QEMU's.

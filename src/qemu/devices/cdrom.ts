@@ -6,7 +6,7 @@
  *   -device virtio-scsi-pci,id=seed-scsi
  *   -device scsi-cd,id=seed,bus=seed-scsi.0,drive=seed-format
  *
- * Not on the board's IDE/AHCI bus: Debian's cloud kernel (the default image's,
+ * Not on the board's IDE/AHCI bus: Debian's cloud kernel (the fast test guest's,
  * and Debian's genericcloud images') has no AHCI driver (`# CONFIG_SATA_AHCI
  * is not set`), so an `ide-cd` on q35 is invisible to the guest and cloud-init
  * falls back to DataSourceNone. virtio-scsi needs only virtio_scsi, sr_mod

@@ -19,6 +19,7 @@ import * as pflash from './pflash.ts';
 import * as qmp from './qmp.ts';
 import * as rng from './rng.ts';
 import * as sharedMemory from './shared-memory.ts';
+import * as vmgenid from './vmgenid.ts';
 import type { Device, DeviceBuilder, DeviceContext, DeviceRegistry, ValidateContext } from './types.ts';
 
 export const DEVICE_BUILDERS: DeviceRegistry = {
@@ -34,6 +35,7 @@ export const DEVICE_BUILDERS: DeviceRegistry = {
   filesystem,
   agent,
   rng,
+  vmgenid,
   panic,
 };
 
@@ -44,7 +46,8 @@ export const CONFIDENTIAL_ID = 'cgs0';
 /**
  * The devices of a VM, in argv order: memory backend, confidential object,
  * firmware flash, QMP (GoShip's, then people's), console, disks (boot disk
- * first), seed CD-ROM, NIC, shared folders, agent channel, RNG, pvpanic.
+ * first), seed CD-ROM, NIC, shared folders, agent channel, RNG, VM
+ * generation ID (not for a confidential guest), pvpanic.
  */
 export function devicesOf(config: VmConfig): Device[] {
   const devices: Device[] = [];
@@ -79,6 +82,7 @@ export function devicesOf(config: VmConfig): Device[] {
   config.filesystems.forEach((f, i) => devices.push({ kind: 'filesystem', at: `filesystems[${i}]`, id: `fs${i}`, tag: f.tag, socket: f.socket, source: f.source }));
   if (config.agent) devices.push({ kind: 'agent', at: 'paths.agentSocket', socket: config.paths.agentSocket, portName: AGENT_PORT_NAME });
   devices.push({ kind: 'rng', at: 'rng', id: 'rng0' });
+  if (cgs === undefined) devices.push({ kind: 'vmgenid', at: 'vmgenid', id: 'vmgenid0' });
   devices.push({ kind: 'panic', at: 'panic', id: 'panic0' });
   return devices;
 }

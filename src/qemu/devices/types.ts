@@ -44,6 +44,12 @@ export interface RngDevice {
   id: string;
 }
 
+export interface VmgenidDevice {
+  kind: 'vmgenid';
+  at: string;
+  id: string;
+}
+
 export interface ConsoleDevice {
   kind: 'console';
   at: string;
@@ -119,6 +125,7 @@ export type Device =
   | FilesystemDevice
   | AgentDevice
   | RngDevice
+  | VmgenidDevice
   | PanicDevice;
 
 export type DeviceKind = Device['kind'];
