@@ -1,6 +1,8 @@
 // Shared pieces of the benchmarks: timing, medians, a plain-QEMU baseline runner.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import { connect } from 'node:net';
+import { dirname } from 'node:path';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -61,6 +63,60 @@ export function spawnPlain(argv) {
   const child = spawn(argv[0], argv.slice(1), { stdio: 'ignore' });
   const exited = new Promise((r) => child.once('exit', r));
   return { child, exited };
+}
+
+/** Connects to the agent socket and resolves at the first newline the guest sends. */
+export function firstLine(sock, timeoutMs = 240_000) {
+  return new Promise((resolve, reject) => {
+    const deadline = Date.now() + timeoutMs;
+    const attempt = () => {
+      const s = connect(sock);
+      s.on('data', (d) => {
+        if (d.includes(10)) {
+          s.destroy();
+          resolve();
+        }
+      });
+      s.on('error', () => (Date.now() > deadline ? reject(new Error('no agent line')) : setTimeout(attempt, 20)));
+    };
+    attempt();
+  });
+}
+
+/**
+ * The baseline of a boot: plain QEMU running the argv of project NAME (made
+ * `--no-start` by GoShip, with its fresh overlay and seed, not timed), from
+ * its spawn to the agent's first line on its virtio-serial port. Ms; the
+ * project is deleted after.
+ */
+export async function plainBootToAgent(rt, goshipctl, name, createArgs = []) {
+  const { QmpClient } = await import('../dist/lib.mjs');
+  goshipctl('project', 'create', name, ...createArgs, '--no-start');
+  const vm = await rt.vms.get(name);
+  const argv = await rt.vms.argvFor(vm.config);
+  mkdirSync(dirname(vm.paths.qmpSocket), { recursive: true, mode: 0o700 });
+  const t0 = now();
+  const { child, exited } = spawnPlain(argv);
+  try {
+    await waitForFile(vm.paths.qmpSocket);
+    let q;
+    for (;;) {
+      try {
+        q = await QmpClient.connect(vm.paths.qmpSocket, { timeoutMs: 5000 });
+        break;
+      } catch {
+        await sleep(5);
+      }
+    }
+    await q.cont();
+    await q.close();
+    await firstLine(vm.paths.agentSocket);
+    return now() - t0;
+  } finally {
+    child.kill('SIGKILL');
+    await exited;
+    goshipctl('project', 'delete', name, '--force');
+  }
 }
 
 /**

@@ -8,11 +8,8 @@
 //
 //   npm run bench -- project [--runs 3]
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
-import { connect } from 'node:net';
-import { dirname } from 'node:path';
-import { QmpClient, Runtime } from '../dist/lib.mjs';
-import { fmt, imageEnv, median, now, report, spawnPlain, waitForFile } from './lib.mjs';
+import { Runtime } from '../dist/lib.mjs';
+import { fmt, imageEnv, median, now, plainBootToAgent, report } from './lib.mjs';
 
 const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 3;
 const cli = new URL('../bin/goshipctl.cjs', import.meta.url).pathname;
@@ -20,24 +17,6 @@ const t = await imageEnv('bp');
 const { layout } = t;
 const rt = await Runtime.open({ layout });
 const g = (...args) => execFileSync(process.execPath, [cli, ...args], { env: t.env, stdio: ['ignore', 'pipe', 'inherit'] });
-
-/** Connects to the agent socket and resolves at the first newline the guest sends. */
-function firstLine(sock, timeoutMs = 240_000) {
-  return new Promise((resolve, reject) => {
-    const deadline = Date.now() + timeoutMs;
-    const attempt = () => {
-      const s = connect(sock);
-      s.on('data', (d) => {
-        if (d.includes(10)) {
-          s.destroy();
-          resolve();
-        }
-      });
-      s.on('error', () => (Date.now() > deadline ? reject(new Error('no agent line')) : setTimeout(attempt, 20)));
-    };
-    attempt();
-  });
-}
 
 const goship = [];
 const plain = [];
@@ -50,7 +29,7 @@ function jailMs(trace) {
 try {
   for (let i = 0; i < runs; i++) {
     // GoShip: the whole CLI command.
-    let t0 = now();
+    const t0 = now();
     const created = spawnSync(process.execPath, [cli, 'project', 'create', `p${i}`, '--cpus', '2', '--memory', '1G', '--wait', 'agent'], { env: { ...t.env, GOSHIP_TRACE: '1' }, encoding: 'utf8' });
     goship.push(now() - t0);
     if (created.status !== 0) throw new Error(`project create failed: ${created.stderr}`);
@@ -58,29 +37,7 @@ try {
     g('project', 'delete', `p${i}`, '--force');
 
     // Plain QEMU, same argv, same kind of fresh overlay and seed (made by GoShip, not timed).
-    g('project', 'create', `q${i}`, '--cpus', '2', '--memory', '1G', '--no-start');
-    const vm = await rt.vms.get(`q${i}`);
-    const argv = await rt.vms.argvFor(vm.config);
-    mkdirSync(dirname(vm.paths.qmpSocket), { recursive: true, mode: 0o700 });
-    t0 = now();
-    const { child, exited } = spawnPlain(argv);
-    await waitForFile(vm.paths.qmpSocket);
-    let q;
-    for (;;) {
-      try {
-        q = await QmpClient.connect(vm.paths.qmpSocket, { timeoutMs: 5000 });
-        break;
-      } catch {
-        await new Promise((r) => setTimeout(r, 5));
-      }
-    }
-    await q.cont();
-    await q.close();
-    await firstLine(vm.paths.agentSocket);
-    plain.push(now() - t0);
-    child.kill('SIGKILL');
-    await exited;
-    g('project', 'delete', `q${i}`, '--force');
+    plain.push(await plainBootToAgent(rt, g, `q${i}`, ['--cpus', '2', '--memory', '1G']));
   }
 
   // 50 projects recorded (not started), then the cold start of `project list --json`.
