@@ -112,13 +112,19 @@ function holder(fd: number): ChildProcess {
   return c;
 }
 
+/** A sealed memfd held by another process, recorded in `registry` as a clone's monitor records it. */
+async function liveHolder(registry: string): Promise<{ first: Awaited<ReturnType<typeof sealMemory>>; h: ChildProcess }> {
+  const first = await sealMemory(src, BYTES, 'goship-test');
+  const h = holder(first.fd);
+  await mkdir(registry, { recursive: true, mode: 0o700 });
+  await writeFile(join(registry, `${h.pid}.json`), JSON.stringify({ pid: h.pid, fd: 3, dev: first.dev, ino: first.ino, bytes: BYTES }));
+  return { first, h };
+}
+
 describe('holding a template memory for a clone', () => {
   it("takes a live holder's memfd when its inode is the recorded one, else seals one from the file and records itself", async () => {
     const registry = join(root, 'run', '.memory', 'default-1c-64m-10240m.abc');
-    const first = await sealMemory(src, BYTES, 'goship-test');
-    const h = holder(first.fd);
-    await mkdir(registry, { recursive: true, mode: 0o700 });
-    await writeFile(join(registry, `${h.pid}.json`), JSON.stringify({ pid: h.pid, fd: 3, dev: first.dev, ino: first.ino, bytes: BYTES }));
+    const { first, h } = await liveHolder(registry);
     const taken = await holdMemory({ registry, file: src, bytes: BYTES, name: 'goship-test' });
     expect([taken.from, taken.ino, taken.dev]).toEqual(['holder', first.ino, first.dev]);
     // This process is a holder now, recorded for the next clone; released, it is not.
@@ -148,10 +154,7 @@ describe('holding a template memory for a clone', () => {
 
   it('with private memory, neither takes from a holder nor records itself', async () => {
     const registry = join(root, 'run', '.memory', 'k');
-    const first = await sealMemory(src, BYTES, 'goship-test');
-    const h = holder(first.fd);
-    await mkdir(registry, { recursive: true, mode: 0o700 });
-    await writeFile(join(registry, `${h.pid}.json`), JSON.stringify({ pid: h.pid, fd: 3, dev: first.dev, ino: first.ino, bytes: BYTES }));
+    const { first, h } = await liveHolder(registry);
     const own = await holdMemory({ registry, file: src, bytes: BYTES, name: 'goship-test', private: true });
     expect(own.from).toBe('file');
     expect(own.ino).not.toBe(first.ino);
