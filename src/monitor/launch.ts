@@ -35,7 +35,7 @@ export const LaunchSchema = v.object({
       /**
        * A template's clone: its state holds no RAM (`x-ignore-shared`). The first QEMU maps the template's memory
        * privately, from a sealed memfd (src/vmstate/memory.ts) the monitor holds, shared with the other clones'
-       * monitors through the run directory's registry `memory/KEY` unless `private`.
+       * monitors through the run directory's registry `.memory/KEY` unless `private`.
        */
       ram: v.optional(
         v.object({

@@ -111,7 +111,7 @@ export function buildArgv(config: VmConfig, binary = DEFAULT_QEMU_BINARY): strin
  * `-machine memory-backend=` holds the guest's RAM under the same name as the
  * default RAM, so a state saved by either restores into the other.
  */
-export const DEFAULT_RAM_ID = 'pc.ram';
+const DEFAULT_RAM_ID = 'pc.ram';
 
 /**
  * Pure: the words that put the guest's RAM in a file, appended to a VM's argv

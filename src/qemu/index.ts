@@ -60,7 +60,7 @@ export type {
   RestartPolicy,
 } from './spec.ts';
 export { resolveSpec, VM_SPEC_SUBJECT, VM_SPEC_HINT } from './validate.ts';
-export { buildArgv, processMarker, ramFileArgs, DEFAULT_QEMU_BINARY, DEFAULT_RAM_ID, SANDBOX_OPTS, TCG_TB_SIZE_MIB } from './argv.ts';
+export { buildArgv, processMarker, ramFileArgs, DEFAULT_QEMU_BINARY, SANDBOX_OPTS, TCG_TB_SIZE_MIB } from './argv.ts';
 export { devicesOf, DEVICE_BUILDERS } from './devices/registry.ts';
 export { privilegedPortIssue } from './devices/net-user.ts';
 export { FIRST_DISK_NODE } from './devices/disk.ts';

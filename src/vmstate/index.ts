@@ -4,5 +4,5 @@ export { VmStateError } from './errors.ts';
 export { STATE_MAGIC, STATE_VERSION, stateHeaderIssue } from './header.ts';
 export { SAVE_BANDWIDTH, saveState, restoreState, checkStateFile, stateFileIssue } from './stream.ts';
 export type { SaveStateOptions, RestoreStateOptions, StateTransfer } from './stream.ts';
-export { MEMORY_SCRIPT, SEALS, copyMemoryFile, sealMemory, holdMemory } from './memory.ts';
-export type { SealedMemory, HeldMemory, HoldMemoryOptions } from './memory.ts';
+export { copyMemoryFile, sealMemory, holdMemory } from './memory.ts';
+export type { HeldMemory } from './memory.ts';

@@ -30,7 +30,7 @@ import { createInterface } from 'node:readline';
 import * as v from 'valibot';
 import { VmStateError } from './errors.ts';
 
-export const PERL = '/usr/bin/perl';
+const PERL = '/usr/bin/perl';
 
 /**
  * Copies guest memory from a file (opened without following a link; a
@@ -40,7 +40,7 @@ export const PERL = '/usr/bin/perl';
  * file's data extents are read, and only non-zero 4 KiB pages are written:
  * zero pages stay holes. A constant; every value is an argument.
  */
-export const MEMORY_SCRIPT = String.raw`use strict; use warnings; use IO::Handle;
+const MEMORY_SCRIPT = String.raw`use strict; use warnings; use IO::Handle;
 use Fcntl qw(O_RDONLY O_WRONLY O_CREAT O_EXCL O_NOFOLLOW);
 my ($mode, $src, $bytes, $dest) = @ARGV;
 $bytes =~ /^[0-9]+$/ or die "bad size $bytes\n";
@@ -97,7 +97,7 @@ my $eof = <STDIN>;
 `;
 
 /** What a memfd's seals must be: write, shrink, grow, and no more seals (no seal can be taken off). */
-export const SEALS = 15;
+const SEALS = 15;
 
 /** A sealed memfd of guest memory, open in this process. */
 export interface SealedMemory {
