@@ -34,6 +34,7 @@ import { checkChain } from './jail.ts';
 import { trace } from './trace.ts';
 import { RuntimeError } from './errors.ts';
 import { failureLine, tailCollector } from './bounded.ts';
+import { newHostKeys, type HostKeyFiles } from './host-keys.ts';
 import type { BootTrack } from './guest-boot.ts';
 import type { AgentClient } from '../serial/index.ts';
 import type { Vm } from '../store/index.ts';
@@ -168,37 +169,112 @@ export function growArgv(diskBytes: number): string[] {
 /**
  * The first act of a clone, in its guest, before anything else runs: the
  * kernel's random generator reseeded from host entropy, the clock set from the
- * host, and an identity of its own (machine id, host name, SSH host keys, the
- * user's keys). A fixed text: every value arrives as a positional argument.
+ * host, and an identity of its own (machine id, host name, SSH host keys made
+ * on the host, the user's keys), journald restarted last to write under the
+ * new machine id. One Perl program reading its values from stdin (never
+ * argv, which any process in the guest can read): under TCG each program a
+ * clone runs after its restore is code its QEMU translates and keeps, so the
+ * step runs two (perl, then systemctl) instead of a shell's dozen.
+ *
+ * Each input line is `NAME=HEX` (IDENTITY_FIELDS). x86-64 system call
+ * numbers: settimeofday 164, sethostname 170; RNDRESEEDCRNG is _IO('R', 7).
+ * OpenSSH's sshd before 9.8 reads its host keys at each connection; a newer
+ * one (with `sshd-session`) is reloaded.
  */
-export const IDENTITY_SCRIPT = `set -eu
-name=$1 user=$2 keys=$3 seed=$4 machine_id=$5 now=$6
-# Host entropy mixed into the pool, then the generator reseeded from it at once (RNDRESEEDCRNG).
-printf '%s' "$seed" | perl -e 'my $h = <STDIN>; open(my $r, ">", "/dev/urandom") or die "urandom: $!\\n"; syswrite($r, pack("H*", $h)) or die "urandom: $!\\n"; ioctl($r, 0x5207, 0) or die "RNDRESEEDCRNG: $!\\n";'
-date -u -s "@$now" >/dev/null
-printf '%s\\n' "$machine_id" > /etc/machine-id
-rm -f /var/lib/dbus/machine-id
-# journald tags each entry with the machine-id it read at its start, and journalctl shows the local machine's only:
-# restarted, it writes under the new one (the services' log streams wait in systemd's fd store meanwhile).
-systemctl restart systemd-journald.service
-hostname "$name"
-printf '%s\\n' "$name" > /etc/hostname
-sed -i "s/^127\\.0\\.1\\.1[[:space:]].*/127.0.1.1\\t$name/" /etc/hosts
-rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub
-ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
-ssh-keygen -q -t ecdsa -N '' -f /etc/ssh/ssh_host_ecdsa_key
-systemctl try-restart ssh.service
-home=$(getent passwd "$user" | cut -d: -f6)
-install -d -m 700 -o "$user" -g "$user" "$home/.ssh"
-printf '%s' "$keys" > "$home/.ssh/authorized_keys"
-chown "$user:$user" "$home/.ssh/authorized_keys"
-chmod 600 "$home/.ssh/authorized_keys"
+export const IDENTITY_PERL = `use strict;
+use warnings;
+use Fcntl qw(O_WRONLY O_CREAT O_EXCL O_NOFOLLOW);
+my %v;
+while (my $line = <STDIN>) {
+  chomp $line;
+  my ($k, $hex) = split /=/, $line, 2;
+  $v{$k} = pack('H*', $hex // '');
+}
+sub value { my ($k) = @_; defined $v{$k} or die "no $k in the input\\n"; return $v{$k}; }
+# Written whole beside the file, then renamed over it: never half a file, never through a link.
+sub put {
+  my ($path, $mode, $text, $uid, $gid) = @_;
+  my $tmp = "$path.goship-new";
+  unlink $tmp;
+  sysopen(my $f, $tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, $mode) or die "$tmp: $!\\n";
+  print {$f} $text or die "$tmp: $!\\n";
+  close $f or die "$tmp: $!\\n";
+  chmod $mode, $tmp or die "$tmp: $!\\n";
+  if (defined $uid) { chown $uid, $gid, $tmp or die "$tmp: $!\\n"; }
+  rename $tmp, $path or die "$path: $!\\n";
+}
+# Host entropy mixed into the pool, then the generator reseeded from it at once.
+open(my $r, '>', '/dev/urandom') or die "/dev/urandom: $!\\n";
+syswrite($r, value('seed')) or die "/dev/urandom: $!\\n";
+ioctl($r, 0x5207, 0) or die "RNDRESEEDCRNG: $!\\n";
+close $r;
+my $ms = value('now');
+syscall(164, pack('q q', int($ms / 1000), ($ms % 1000) * 1000), 0) == 0 or die "settimeofday: $!\\n";
+put('/etc/machine-id', 0444, value('machine_id') . "\\n");
+unlink '/var/lib/dbus/machine-id' if -f '/var/lib/dbus/machine-id' && !-l '/var/lib/dbus/machine-id';
+my $name = value('hostname');
+syscall(170, $name, length $name) == 0 or die "sethostname: $!\\n";
+put('/etc/hostname', 0644, "$name\\n");
+if (open(my $h, '<', '/etc/hosts')) {
+  local $/;
+  my $hosts = <$h>;
+  close $h;
+  $hosts =~ s/^127\\.0\\.1\\.1[ \\t].*$/127.0.1.1\\t$name/mg;
+  put('/etc/hosts', 0644, $hosts);
+}
+if (-d '/etc/ssh') {
+  unlink glob('/etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub');
+  for my $t (split / /, value('host_key_types')) {
+    put("/etc/ssh/ssh_host_\${t}_key", 0600, value("\${t}_key"));
+    put("/etc/ssh/ssh_host_\${t}_key.pub", 0644, value("\${t}_key_pub"));
+  }
+  if (grep { -e } '/usr/lib/openssh/sshd-session', '/usr/libexec/openssh/sshd-session') {
+    system('systemctl', '--quiet', 'try-reload-or-restart', 'ssh.service', 'sshd.service');
+  }
+}
+my $user = value('user');
+my (undef, undef, $uid, $gid, undef, undef, undef, $home) = getpwnam($user) or die "no user $user in the guest\\n";
+my $dir = "$home/.ssh";
+-l $dir and die "$dir is a link\\n";
+mkdir $dir, 0700 unless -d $dir;
+chown $uid, $gid, $dir or die "$dir: $!\\n";
+chmod 0700, $dir or die "$dir: $!\\n";
+put("$dir/authorized_keys", 0600, value('authorized_keys'), $uid, $gid);
+# journald names its files by the machine id it read at its start: restarted, it writes under the new one
+# (the services' log streams wait in systemd's fd store meanwhile), and journalctl shows the clone's entries.
+exec('systemctl', 'restart', 'systemd-journald.service') or die "systemctl: $!\\n";
 `;
 
-/** Pure: the argv that gives a clone its identity (IDENTITY_SCRIPT). */
-export function identityArgv(o: { hostname: string; sshKeys: readonly string[]; seed: Buffer; machineId: string; nowMs: number; user?: string }): string[] {
-  const keys = o.sshKeys.map((k) => `${k.trim()}\n`).join('');
-  return ['/bin/sh', '-c', IDENTITY_SCRIPT, 'goship-identity', o.hostname, o.user ?? DEFAULT_USER, keys, o.seed.toString('hex'), o.machineId, String(Math.floor(o.nowMs / 1000))];
+/** The argv of the identity step (IDENTITY_PERL); its values go to stdin (identityInput). */
+export const IDENTITY_ARGV = ['perl', '-e', IDENTITY_PERL] as const;
+
+/** What a clone is given. */
+export interface Identity {
+  hostname: string;
+  sshKeys: readonly string[];
+  seed: Buffer;
+  machineId: string;
+  nowMs: number;
+  hostKeys: readonly HostKeyFiles[];
+  user?: string;
+}
+
+/** Pure: IDENTITY_PERL's input, one `NAME=HEX` line per value. */
+export function identityInput(o: Identity): Buffer {
+  const fields: Array<[string, string | Buffer]> = [
+    ['seed', o.seed],
+    ['now', String(Math.floor(o.nowMs))],
+    ['machine_id', o.machineId],
+    ['hostname', o.hostname],
+    ['user', o.user ?? DEFAULT_USER],
+    ['authorized_keys', o.sshKeys.map((k) => `${k.trim()}\n`).join('')],
+    ['host_key_types', o.hostKeys.map((k) => k.type).join(' ')],
+    ...o.hostKeys.flatMap((k): Array<[string, string]> => [
+      [`${k.type}_key`, k.privateKey],
+      [`${k.type}_key_pub`, k.publicKey],
+    ]),
+  ];
+  return Buffer.from(fields.map(([k, v]) => `${k}=${Buffer.from(v).toString('hex')}\n`).join(''));
 }
 
 /** The generations of template `name`, newest first (directory names). */
@@ -337,15 +413,15 @@ export async function saveTemplate(s: TemplateSource): Promise<TemplateInfo> {
   }
 }
 
-/** Gives a restored clone its identity through its agent (IDENTITY_SCRIPT); the step goes to `o.track`. */
+/** Gives a restored clone its identity through its agent (IDENTITY_PERL); the step goes to `o.track`. */
 export async function giveIdentity(
   agent: Pick<AgentClient, 'exec'>,
   o: { name: string; hostname: string; sshKeys: readonly string[]; track: BootTrack },
 ): Promise<void> {
   o.track.waiting('identity');
   const said = tailCollector(4096);
-  const argv = identityArgv({ hostname: o.hostname, sshKeys: o.sshKeys, seed: randomBytes(64), machineId: randomBytes(16).toString('hex'), nowMs: Date.now() });
-  const r = await agent.exec(argv, { stdout: said.stream, stderr: said.stream, timeoutMs: 60_000 });
+  const input = identityInput({ hostname: o.hostname, sshKeys: o.sshKeys, seed: randomBytes(64), machineId: randomBytes(16).toString('hex'), nowMs: Date.now(), hostKeys: newHostKeys(o.hostname) });
+  const r = await agent.exec([...IDENTITY_ARGV], { stdin: input, stdout: said.stream, stderr: said.stream, timeoutMs: 60_000 });
   if (r.exitCode !== 0) {
     const why = failureLine(said.bytes(), r);
     throw new RuntimeError('EGUEST_BOOT', `VM ${o.name}: the clone could not be given its identity: ${why}`, { hint: `create it from the image instead: goshipctl project create ${o.name} --cold` });

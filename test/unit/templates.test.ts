@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { GROW_SCRIPT, IDENTITY_SCRIPT, argvShape, growArgv, identityArgv, pickTemplateName, templateMismatch, templateName, type TemplateRecord } from '../../src/runtime/templates.ts';
+import { GROW_SCRIPT, IDENTITY_ARGV, IDENTITY_PERL, argvShape, growArgv, identityInput, pickTemplateName, templateMismatch, templateName, type TemplateRecord } from '../../src/runtime/templates.ts';
 
 const GiB = 1024 * 1024 * 1024;
 
@@ -100,20 +100,32 @@ describe('templates (pure)', () => {
     expect(GROW_SCRIPT).toContain('resize2fs "$dev"');
   });
 
-  it('passes every value of the identity as an argument of a fixed script', () => {
-    const seed = Buffer.alloc(4, 0xab);
-    expect(identityArgv({ hostname: 'web', sshKeys: ['ssh-ed25519 AAAA one ', 'ssh-rsa BBBB two'], seed, machineId: '0123', nowMs: 1_700_000_000_999 })).toEqual([
-      '/bin/sh',
-      '-c',
-      IDENTITY_SCRIPT,
-      'goship-identity',
-      'web',
-      'goship',
-      'ssh-ed25519 AAAA one\nssh-rsa BBBB two\n',
-      'abababab',
-      '0123',
-      '1700000000',
-    ]);
-    expect(IDENTITY_SCRIPT).not.toMatch(/\$\{/);
+  it('passes every value of the identity on stdin to a fixed program, hex-encoded one per line', () => {
+    const input = identityInput({
+      hostname: 'web',
+      sshKeys: ['ssh-ed25519 AAAA one ', 'ssh-rsa BBBB two'],
+      seed: Buffer.alloc(4, 0xab),
+      machineId: '0123',
+      nowMs: 1_700_000_000_999.5,
+      hostKeys: [{ type: 'ed25519', privateKey: 'P\n', publicKey: 'ssh-ed25519 Q\n' }],
+    });
+    const hex = (t: string) => Buffer.from(t).toString('hex');
+    expect(input.toString()).toBe(
+      [
+        'seed=abababab',
+        `now=${hex('1700000000999')}`,
+        `machine_id=${hex('0123')}`,
+        `hostname=${hex('web')}`,
+        `user=${hex('goship')}`,
+        `authorized_keys=${hex('ssh-ed25519 AAAA one\nssh-rsa BBBB two\n')}`,
+        `host_key_types=${hex('ed25519')}`,
+        `ed25519_key=${hex('P\n')}`,
+        `ed25519_key_pub=${hex('ssh-ed25519 Q\n')}`,
+        '',
+      ].join('\n'),
+    );
+    // Nothing of the identity is in the argv (any process in the guest can read another's).
+    expect(IDENTITY_ARGV).toEqual(['perl', '-e', IDENTITY_PERL]);
+    expect(IDENTITY_PERL).toContain("exec('systemctl', 'restart', 'systemd-journald.service')");
   });
 });
