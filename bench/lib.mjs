@@ -1,7 +1,6 @@
 // Shared pieces of the benchmarks: timing, medians, a plain-QEMU baseline runner.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
-import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -65,32 +64,15 @@ export function spawnPlain(argv) {
   return { child, exited };
 }
 
-/** Connects to the agent socket and resolves at the first newline the guest sends. */
-export function firstLine(sock, timeoutMs = 240_000) {
-  return new Promise((resolve, reject) => {
-    const deadline = Date.now() + timeoutMs;
-    const attempt = () => {
-      const s = connect(sock);
-      s.on('data', (d) => {
-        if (d.includes(10)) {
-          s.destroy();
-          resolve();
-        }
-      });
-      s.on('error', () => (Date.now() > deadline ? reject(new Error('no agent line')) : setTimeout(attempt, 20)));
-    };
-    attempt();
-  });
-}
-
 /**
  * The baseline of a boot: plain QEMU running the argv of project NAME (made
  * `--no-start` by GoShip, with its fresh overlay and seed, not timed), from
- * its spawn to the agent's first line on its virtio-serial port. Ms; the
+ * its spawn to the agent's first answer (its start-up hello, then a sync
+ * answered, by GoShip's own agent client): the milestone of `--wait agent`. Ms; the
  * project is deleted after.
  */
 export async function plainBootToAgent(rt, goshipctl, name, createArgs = []) {
-  const { QmpClient } = await import('../dist/lib.mjs');
+  const { AgentClient, QmpClient } = await import('../dist/lib.mjs');
   goshipctl('project', 'create', name, ...createArgs, '--no-start');
   const vm = await rt.vms.get(name);
   const argv = await rt.vms.argvFor(vm.config);
@@ -110,8 +92,11 @@ export async function plainBootToAgent(rt, goshipctl, name, createArgs = []) {
     }
     await q.cont();
     await q.close();
-    await firstLine(vm.paths.agentSocket);
-    return now() - t0;
+    // The agent's first answer (its start-up hello, then our sync answered): what `--wait agent` waits for.
+    const agent = await AgentClient.connect(vm.paths.agentSocket, { timeoutMs: 240_000 });
+    const ms = now() - t0;
+    await agent.close();
+    return ms;
   } finally {
     child.kill('SIGKILL');
     await exited;

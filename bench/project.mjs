@@ -1,7 +1,7 @@
 // Benchmark (issue: projects), real Debian image under TCG:
 //  - `goshipctl project create` → ready (a whole CLI process: validation, overlay,
 //    seed, spawn, QMP, agent sync) against plain QEMU with the same argv to the
-//    agent's first line on its virtio-serial port: the control plane's overhead,
+//    agent's first answer (its start-up hello, then a sync answered): the control plane's overhead,
 //    the same milestone on both sides (`--wait agent`: the default also waits for
 //    the guest's network and cloud-init, which plain QEMU cannot see), the jail included (its preparation, from GOSHIP_TRACE, printed apart);
 //  - the cold start of `goshipctl project list --json` with 50 projects recorded.
@@ -58,7 +58,7 @@ try {
 
   console.log(`Projects, Debian image under TCG, median of ${runs} runs`);
   report([
-    { what: 'project create → ready vs plain QEMU → agent first line', goship: median(goship), baseline: median(plain), target: '≤ 1.03×' },
+    { what: "project create → ready vs plain QEMU → the agent's first answer", goship: median(goship), baseline: median(plain), target: '≤ 1.03×' },
     { what: 'project list --json, 50 projects (cold process)', goship: median(list), baseline: median(nodeOnly), target: '≤ 150 ms (baseline: node -e 0)' },
   ]);
   console.log(`runs: goship ${goship.map(fmt).join(', ')}; plain ${plain.map(fmt).join(', ')}`);

@@ -2,7 +2,7 @@
 // goshipctl process with the default wait (agent, network online, cloud-init):
 //  - image warm (once);
 //  - project create restored from the template against project create --cold,
-//    and plain QEMU booting the same argv to the agent's first line (the
+//    and plain QEMU booting the same argv to the agent's first answer (the
 //    baseline of a boot, no GoShip in it), all in one run;
 //  - the memory of 3 settled clones together against one cold VM: PSS of
 //    their QEMUs (/proc/PID/smaps_rollup), the clones' shared memfd of the

@@ -106,6 +106,9 @@ describe('a warmed template', { timeout: 600_000 }, () => {
     const [fa, fb] = await Promise.all([guest('alpha', facts), guest('beta', facts)]);
     expect([fa[0], fb[0]]).toEqual(['alpha', 'beta']);
     for (const i of [1, 2, 4]) expect(fa[i]).not.toBe(fb[i]);
+    // Its host keys were made on the host and sshd was not restarted: the key sshd serves is the one in /etc/ssh.
+    const scanned = await execa('ssh-keyscan', ['-p', String(port), '-t', 'ed25519', '127.0.0.1'], { reject: false });
+    expect(scanned.stdout.trim().split(' ').slice(1)).toEqual(['ssh-ed25519', fa[2]]);
     // The clock came from the host, not from the template's save.
     for (const f of [fa, fb]) expect(Math.abs(Number(f[3]) - Date.now() / 1000)).toBeLessThan(120);
     expect(await guest('alpha', 'systemctl is-active network-online.target; cloud-init status')).toEqual(['active', 'status: done']);
