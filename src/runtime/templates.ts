@@ -421,11 +421,16 @@ export async function giveIdentity(
   o.track.waiting('identity');
   const said = tailCollector(4096);
   const input = identityInput({ hostname: o.hostname, sshKeys: o.sshKeys, seed: randomBytes(64), machineId: randomBytes(16).toString('hex'), nowMs: Date.now(), hostKeys: newHostKeys(o.hostname) });
-  const r = await agent.exec([...IDENTITY_ARGV], { stdin: input, stdout: said.stream, stderr: said.stream, timeoutMs: 60_000 });
-  if (r.exitCode !== 0) {
-    const why = failureLine(said.bytes(), r);
-    throw new RuntimeError('EGUEST_BOOT', `VM ${o.name}: the clone could not be given its identity: ${why}`, { hint: `create it from the image instead: goshipctl project create ${o.name} --cold` });
+  const failed = (why: string) =>
+    new RuntimeError('EGUEST_BOOT', `VM ${o.name}: the clone could not be given its identity: ${why}`, { hint: `create it from the image instead: goshipctl project create ${o.name} --cold` });
+  let r: Awaited<ReturnType<AgentClient['exec']>>;
+  try {
+    r = await agent.exec([...IDENTITY_ARGV], { stdin: input, stdout: said.stream, stderr: said.stream, timeoutMs: 60_000 });
+  } catch (err) {
+    if ((err as { remoteCode?: string }).remoteCode === 'ENOENT') throw failed('the guest has no perl (the identity step runs it; Debian has it in perl-base)');
+    throw err;
   }
+  if (r.exitCode !== 0) throw failed(failureLine(said.bytes(), r));
   o.track.reach('identity');
 }
 

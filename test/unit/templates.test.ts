@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { GROW_SCRIPT, IDENTITY_ARGV, IDENTITY_PERL, argvShape, growArgv, identityInput, pickTemplateName, templateMismatch, templateName, type TemplateRecord } from '../../src/runtime/templates.ts';
+import { GROW_SCRIPT, IDENTITY_ARGV, IDENTITY_PERL, argvShape, giveIdentity, growArgv, identityInput, pickTemplateName, templateMismatch, templateName, type TemplateRecord } from '../../src/runtime/templates.ts';
+import { bootTrack } from '../../src/runtime/guest-boot.ts';
 
 const GiB = 1024 * 1024 * 1024;
 
@@ -127,5 +128,29 @@ describe('templates (pure)', () => {
     // Nothing of the identity is in the argv (any process in the guest can read another's).
     expect(IDENTITY_ARGV).toEqual(['perl', '-e', IDENTITY_PERL]);
     expect(IDENTITY_PERL).toContain("exec('systemctl', 'restart', 'systemd-journald.service')");
+  });
+});
+
+describe("a clone's identity step when the guest cannot run it", () => {
+  const track = () => bootTrack(Date.now());
+  it('names a guest without perl, and says to boot instead', async () => {
+    const agent = { exec: () => Promise.reject(Object.assign(new Error('spawn perl ENOENT'), { remoteCode: 'ENOENT' })) };
+    await expect(giveIdentity(agent, { name: 'web', hostname: 'web', sshKeys: [], track: track() })).rejects.toMatchObject({
+      message: 'VM web: the clone could not be given its identity: the guest has no perl (the identity step runs it; Debian has it in perl-base)',
+      hint: 'create it from the image instead: goshipctl project create web --cold',
+    });
+  });
+
+  it("gives the program's input on stdin and reports its last line of error when it fails", async () => {
+    let stdin: unknown;
+    const agent = {
+      exec: (_argv: string[], o: { stdin?: unknown; stderr?: NodeJS.WritableStream }) => {
+        stdin = o.stdin;
+        o.stderr?.write('sethostname: Operation not permitted\n');
+        return Promise.resolve({ exitCode: 2, signal: null, timedOut: false });
+      },
+    };
+    await expect(giveIdentity(agent as never, { name: 'web', hostname: 'web', sshKeys: [], track: track() })).rejects.toThrow(/could not be given its identity: .*sethostname: Operation not permitted/);
+    expect(String(stdin)).toMatch(/^seed=[0-9a-f]{128}\nnow=/);
   });
 });
