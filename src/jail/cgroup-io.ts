@@ -1,5 +1,6 @@
 /** The VM's cgroup on this host: read the hierarchies, make the cgroup, read its OOM kills, remove it. */
 import { access, constants, mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { cgroupPlan, parseCgroupMounts, parseOomKills, parseOwnCgroups, type CgroupLimits, type CgroupPlan, type NoCgroup } from './cgroup.ts';
 
@@ -21,7 +22,7 @@ export async function planCgroup(vmId: string, limits: CgroupLimits): Promise<Cg
   const uid = process.getuid?.() ?? 0;
   const root = uid === 0;
   const delegated = host.version === 2 && !root ? await delegatedCgroup(host.mount, uid) : undefined;
-  return cgroupPlan({ host, own: parseOwnCgroups(own), vmId, limits, root, ...(delegated ? { delegated } : {}) });
+  return cgroupPlan({ host, own: parseOwnCgroups(own), vmId, limits, root, hostCpus: availableParallelism(), ...(delegated ? { delegated } : {}) });
 }
 
 /** Makes the cgroup and sets its limits. A failure says which file and why; the caller decides what it means. */

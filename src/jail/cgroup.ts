@@ -144,6 +144,22 @@ export interface PlanInput {
   root: boolean;
   /** Not root, cgroup v2: a cgroup systemd delegated to this user, if there is one (an absolute directory). */
   delegated?: string;
+  /** The host's CPUs: GoShip's parent cgroup weighs as that many tasks. */
+  hostCpus: number;
+}
+
+/**
+ * Pure: the CPU weight of GoShip's parent cgroup (`goship`, every VM's), in
+ * tasks. A cgroup weighs as one task against its siblings, the host's own
+ * processes included, however many VMs it holds: at the default, all VMs
+ * together would get one task's share of the host next to any busy process
+ * (a 2-vCPU guest booted 1.18× slower than the same QEMU outside the cgroup,
+ * 2026-12-08). As many tasks as the host has CPUs lets them have the whole
+ * host when it is free and an even share of each CPU when it is not, as QEMUs
+ * outside any cgroup would; inside, each VM weighs by its own vCPUs.
+ */
+export function parentCpuWeight(hostCpus: number): number {
+  return Math.max(1, Math.floor(hostCpus));
 }
 
 /** Pure: the VM's cgroup on this host. */
@@ -161,6 +177,7 @@ export function cgroupPlan(p: PlanInput): CgroupPlan | NoCgroup {
       dirs: CONTROLLERS.flatMap((c) => [parentOf(c), dir(c)]),
       vmDirs: CONTROLLERS.map(dir),
       writes: [
+        { path: join(parentOf('cpu'), 'cpu.shares'), value: String(1024 * parentCpuWeight(p.hostCpus)) },
         { path: join(dir('memory'), 'memory.limit_in_bytes'), value: String(limits.memoryBytes) },
         // A task weighs 1024 shares.
         { path: join(dir('cpu'), 'cpu.shares'), value: String(1024 * limits.cpuWeight) },
@@ -183,6 +200,7 @@ export function cgroupPlan(p: PlanInput): CgroupPlan | NoCgroup {
     writes: [
       { path: join(p.root ? host.mount : p.delegated!, 'cgroup.subtree_control'), value: enable },
       { path: join(base, 'cgroup.subtree_control'), value: enable },
+      { path: join(base, 'cpu.weight'), value: String(Math.min(10_000, 100 * parentCpuWeight(p.hostCpus))) },
       { path: join(dir, 'memory.max'), value: String(limits.memoryBytes) },
       // A task weighs 100 (cpu.weight's default).
       { path: join(dir, 'cpu.weight'), value: String(Math.min(10_000, 100 * limits.cpuWeight)) },

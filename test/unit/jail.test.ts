@@ -132,11 +132,12 @@ describe('cgroupPlan', () => {
   const v2 = parseCgroupMounts(MOUNTINFO_V2);
 
   it('v1 as root: goship/VMID below the starter\'s own cgroup of each controller', () => {
-    expect(cgroupPlan({ host: v1, own: { memory: '/process_api/52a5', cpu: '/', pids: '/' }, vmId: 'web', limits, root: true })).toEqual({
+    expect(cgroupPlan({ host: v1, own: { memory: '/process_api/52a5', cpu: '/', pids: '/' }, vmId: 'web', limits, root: true, hostCpus: 2 })).toEqual({
       version: 1,
       dirs: ['/sys/fs/cgroup/memory/process_api/52a5/goship', '/sys/fs/cgroup/memory/process_api/52a5/goship/web', '/sys/fs/cgroup/cpu/goship', '/sys/fs/cgroup/cpu/goship/web', '/sys/fs/cgroup/pids/goship', '/sys/fs/cgroup/pids/goship/web'],
       vmDirs: ['/sys/fs/cgroup/memory/process_api/52a5/goship/web', '/sys/fs/cgroup/cpu/goship/web', '/sys/fs/cgroup/pids/goship/web'],
       writes: [
+        { path: '/sys/fs/cgroup/cpu/goship/cpu.shares', value: '2048' },
         { path: '/sys/fs/cgroup/memory/process_api/52a5/goship/web/memory.limit_in_bytes', value: '1610612736' },
         { path: '/sys/fs/cgroup/cpu/goship/web/cpu.shares', value: '2048' },
         { path: '/sys/fs/cgroup/cpu/goship/web/cpu.cfs_period_us', value: '100000' },
@@ -149,13 +150,14 @@ describe('cgroupPlan', () => {
   });
 
   it('v2 as root: goship/VMID at the top, the controllers enabled on the way', () => {
-    expect(cgroupPlan({ host: v2, own: { v2: '/user.slice/session-1.scope' }, vmId: 'web', limits, root: true })).toEqual({
+    expect(cgroupPlan({ host: v2, own: { v2: '/user.slice/session-1.scope' }, vmId: 'web', limits, root: true, hostCpus: 2 })).toEqual({
       version: 2,
       dirs: ['/sys/fs/cgroup/goship', '/sys/fs/cgroup/goship/web'],
       vmDirs: ['/sys/fs/cgroup/goship/web'],
       writes: [
         { path: '/sys/fs/cgroup/cgroup.subtree_control', value: '+memory +cpu +pids' },
         { path: '/sys/fs/cgroup/goship/cgroup.subtree_control', value: '+memory +cpu +pids' },
+        { path: '/sys/fs/cgroup/goship/cpu.weight', value: '200' },
         { path: '/sys/fs/cgroup/goship/web/memory.max', value: '1610612736' },
         { path: '/sys/fs/cgroup/goship/web/cpu.weight', value: '200' },
         { path: '/sys/fs/cgroup/goship/web/cpu.max', value: '200000 100000' },
@@ -168,16 +170,21 @@ describe('cgroupPlan', () => {
 
   it('v2 as a user: below the cgroup systemd delegated, or no limit and why', () => {
     const delegated = '/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service';
-    const plan = cgroupPlan({ host: v2, own: {}, vmId: 'web', limits, root: false, delegated });
+    const plan = cgroupPlan({ host: v2, own: {}, vmId: 'web', limits, root: false, delegated, hostCpus: 4 });
     expect(plan).toMatchObject({ version: 2, vmDirs: [`${delegated}/goship/web`], procs: [`${delegated}/goship/web/cgroup.procs`] });
     expect(plan.version === 2 && plan.writes[0]).toEqual({ path: `${delegated}/cgroup.subtree_control`, value: '+memory +cpu +pids' });
-    expect(cgroupPlan({ host: v2, own: {}, vmId: 'web', limits, root: false })).toEqual({ version: 0, reason: 'GoShip does not run as root and systemd delegated no cgroup to this user' });
+    // GoShip's parent weighs as the host's 4 CPUs (400), the VM by its own weight (200).
+    expect(plan.version === 2 && plan.writes.filter((w) => w.path.endsWith('cpu.weight'))).toEqual([
+      { path: `${delegated}/goship/cpu.weight`, value: '400' },
+      { path: `${delegated}/goship/web/cpu.weight`, value: '200' },
+    ]);
+    expect(cgroupPlan({ host: v2, own: {}, vmId: 'web', limits, root: false, hostCpus: 4 })).toEqual({ version: 0, reason: 'GoShip does not run as root and systemd delegated no cgroup to this user' });
   });
 
   it('v1 as a user, a host without a controller, a host without cgroups: no limit, and why', () => {
-    expect(cgroupPlan({ host: v1, own: {}, vmId: 'web', limits, root: false })).toEqual({ version: 0, reason: 'cgroup v1 cannot be delegated to a user: run GoShip as root for limits' });
-    expect(cgroupPlan({ host: { version: 1, mounts: { memory: '/m' } }, own: {}, vmId: 'web', limits, root: true })).toEqual({ version: 0, reason: 'the host mounts no cgroup v1 cpu, pids controller' });
-    expect(cgroupPlan({ host: { version: 0 }, own: {}, vmId: 'web', limits, root: true })).toEqual({ version: 0, reason: 'the host mounts no cgroup hierarchy' });
+    expect(cgroupPlan({ host: v1, own: {}, vmId: 'web', limits, root: false, hostCpus: 4 })).toEqual({ version: 0, reason: 'cgroup v1 cannot be delegated to a user: run GoShip as root for limits' });
+    expect(cgroupPlan({ host: { version: 1, mounts: { memory: '/m' } }, own: {}, vmId: 'web', limits, root: true, hostCpus: 2 })).toEqual({ version: 0, reason: 'the host mounts no cgroup v1 cpu, pids controller' });
+    expect(cgroupPlan({ host: { version: 0 }, own: {}, vmId: 'web', limits, root: true, hostCpus: 2 })).toEqual({ version: 0, reason: 'the host mounts no cgroup hierarchy' });
   });
 
   it('parseOomKills: v1 memory.oom_control and v2 memory.events', () => {

@@ -1,0 +1,16 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { Runtime } from '../../dist/lib.mjs';
+import { imageEnv, now } from '../lib.mjs';
+const cli = new URL('../../bin/goshipctl.cjs', import.meta.url).pathname;
+const t = await imageEnv('by');
+const rt = await Runtime.open({ layout: t.layout });
+const g = (...args) => execFileSync(process.execPath, [cli, ...args], { env: t.env, stdio: ['ignore', 'pipe', 'inherit'] }).toString();
+const cpu = (pid) => { const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' '); return (Number(f[11]) + Number(f[12])) * 10; };
+const t0 = now();
+const r = spawnSync('/usr/bin/time', ['-f', 'CLI cpu user %U sys %S', process.execPath, cli, 'project', 'create', 'h0', '--cpus', '2', '--memory', '1G', '--wait', 'agent'], { env: { ...t.env, GOSHIP_TRACE: '1' }, encoding: 'utf8' });
+console.log(`total ${(now() - t0).toFixed(0)} ms`);
+const vm = await rt.vms.get('h0');
+console.log(`monitor cpu ${cpu(vm.monitor.pid)} ms, qemu cpu ${cpu(vm.pid)} ms`);
+console.log(r.stderr);
+g('project', 'delete', 'h0', '--force');
