@@ -153,10 +153,10 @@ export interface PlanInput {
  * tasks. A cgroup weighs as one task against its siblings, the host's own
  * processes included, however many VMs it holds: at the default, all VMs
  * together would get one task's share of the host next to any busy process
- * (a 2-vCPU guest booted 1.18× slower than the same QEMU outside the cgroup,
- * 2026-12-08). As many tasks as the host has CPUs lets them have the whole
- * host when it is free and an even share of each CPU when it is not, as QEMUs
- * outside any cgroup would; inside, each VM weighs by its own vCPUs.
+ * (docs/decisions.md has the figure). As many tasks as the host has CPUs lets
+ * them have the whole host when it is free and an even share of each CPU when
+ * it is not, as QEMUs outside any cgroup would; inside, each VM weighs by its
+ * own vCPUs.
  */
 export function parentCpuWeight(hostCpus: number): number {
   return Math.max(1, Math.floor(hostCpus));

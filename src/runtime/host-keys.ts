@@ -1,8 +1,9 @@
 /**
- * SSH host keys for a clone, made on the host (node:crypto) in OpenSSH's own
- * file format, so the guest needs no `ssh-keygen` run after its restore:
- * under TCG each new program a clone runs costs it translated code that
- * stays in its QEMU (docs/templates.md).
+ * SSH keys made on the host (node:crypto) in OpenSSH's own file format: a
+ * clone's host keys, so the guest needs no `ssh-keygen` run after its restore
+ * (under TCG each new program a clone runs costs it translated code that stays
+ * in its QEMU: docs/templates.md), and a project's own key pair, with no
+ * `ssh-keygen` process on the host.
  *
  * The format (OpenSSH's PROTOCOL.key): "openssh-key-v1\0", cipher and KDF
  * "none", one public key blob, then the private section (two equal check
@@ -85,10 +86,13 @@ export function openSshKeyFiles(key: KeyObject, comment: string, check: number):
   };
 }
 
+/** A new key pair of `type` in OpenSSH's files, as `ssh-keygen -t TYPE -N '' -C COMMENT` writes them. */
+export function newKeyPair(comment: string, type: HostKeyType = 'ed25519'): { privateKey: string; publicKey: string } {
+  const { privateKey } = type === 'ed25519' ? generateKeyPairSync('ed25519') : generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  return openSshKeyFiles(privateKey, comment, randomBytes(4).readUInt32BE());
+}
+
 /** New host keys of every HOST_KEY_TYPES type, commented `root@HOSTNAME` as sshd's own keys are. */
 export function newHostKeys(hostname: string): HostKeyFiles[] {
-  return HOST_KEY_TYPES.map((type) => {
-    const { privateKey } = type === 'ed25519' ? generateKeyPairSync('ed25519') : generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-    return { type, ...openSshKeyFiles(privateKey, `root@${hostname}`, randomBytes(4).readUInt32BE()) };
-  });
+  return HOST_KEY_TYPES.map((type) => ({ type, ...newKeyPair(`root@${hostname}`, type) }));
 }

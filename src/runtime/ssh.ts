@@ -17,7 +17,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { execa } from 'execa';
+import { newKeyPair } from './host-keys.ts';
 import { DEFAULT_USER } from '../cloudinit/index.ts';
 import type { Layout } from '../layout.ts';
 import type { AgentClient } from '../serial/index.ts';
@@ -105,13 +105,14 @@ export function sshFiles(layout: Layout, id: string, name: string): SshFiles {
   return { key: layout.vmFile(id, 'sshKey'), knownHosts: layout.vmFile(id, 'sshKnownHosts'), config: layout.vmFile(id, 'sshConfig'), alias: sshAlias(name), user: DEFAULT_USER };
 }
 
-/** The project's public key line, the pair made first when it has none (`ssh-keygen`, ed25519, no passphrase, owner-only). */
+/** The project's public key line, the pair made first when it has none (ed25519, no passphrase, the private key owner-only; src/runtime/host-keys.ts). */
 export async function ensureProjectKey(files: Pick<SshFiles, 'key' | 'alias'>): Promise<string> {
   if (!existsSync(files.key) || !existsSync(`${files.key}.pub`)) {
     await rm(files.key, { force: true });
     await rm(`${files.key}.pub`, { force: true });
-    const r = await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', files.alias, '-f', files.key], { reject: false, stdin: 'ignore' });
-    if (r.exitCode !== 0) throw new RuntimeError('ESTATE', `ssh-keygen failed (exit ${r.exitCode}): ${r.stderr.trim().slice(0, 400)}`, { hint: 'install OpenSSH: apt-get install openssh-client' });
+    const pair = newKeyPair(files.alias);
+    await writeFile(files.key, pair.privateKey, { mode: 0o600, flag: 'wx' });
+    await writeFile(`${files.key}.pub`, pair.publicKey, { mode: 0o644, flag: 'wx' });
   }
   return (await readFile(`${files.key}.pub`, 'utf8')).trim();
 }
