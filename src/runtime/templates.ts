@@ -176,7 +176,7 @@ export function growArgv(diskBytes: number): string[] {
  * clone runs after its restore is code its QEMU translates and keeps, so the
  * step runs two (perl, then systemctl) instead of a shell's dozen.
  *
- * Each input line is `NAME=HEX` (IDENTITY_FIELDS). x86-64 system call
+ * Each input line is `NAME=HEX` (identityInput). x86-64 system call
  * numbers: settimeofday 164, sethostname 170; RNDRESEEDCRNG is _IO('R', 7).
  * OpenSSH's sshd before 9.8 reads its host keys at each connection; a newer
  * one (with `sshd-session`) is reloaded.
