@@ -2,8 +2,10 @@
 import { spawnSync } from 'node:child_process';
 
 const ALL = ['lifecycle', 'agent', 'project', 'templates', 'suspend', 'monitor', 'apps', 'nodes', 'host-tools'];
+// `project` is a project's create from both sides: booted (project.mjs) and restored from a template (templates.mjs).
+const WITH = { project: ['project', 'templates'] };
 const args = process.argv.slice(2);
-const names = args.filter((a) => ALL.includes(a));
+const names = [...new Set(args.filter((a) => ALL.includes(a)).flatMap((a) => WITH[a] ?? [a]))];
 const rest = args.filter((a) => !ALL.includes(a));
 let failed = false;
 for (const name of names.length ? names : ALL) {
