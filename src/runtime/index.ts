@@ -123,7 +123,7 @@ export type { WaitLevel, BootStep, BootProgress } from './guest-boot.ts';
 export { AppService, appsOf, containerSpec, isDockerArchive, type AppView, type AppLogsOptions, type AppExecOptions } from './apps.ts';
 export { checkAppOptions, parseAppPort, parseRestart, parseEnvFile, type AppPort, type AppSource, type DeployOptions, type ValidatedApp } from './app-options.ts';
 export type { CreateProjectOptions, StartProjectOptions, BootReport, ProjectView, ProjectInfo, PortsView, ProjectOrigin, WarmOptions } from './projects.ts';
-export { IDENTITY_ARGV, TEMPLATE_FORMAT, argvShape, identityInput, templateMismatch, templateName, type TemplateInfo, type TemplateRecord, type TemplateShape } from './templates.ts';
+export { TEMPLATE_FORMAT, argvShape, templateMismatch, templateName, type TemplateInfo, type TemplateRecord, type TemplateShape } from './templates.ts';
 export { parsePort, portClashes, portOwners, hostPortFree, DEFAULT_HOST_ADDR } from './ports.ts';
 export { ImageService, agentBundlePath, type ImageSource, type ResolvedImage } from './images.ts';
 export type { CreateVmOptions, StartVmOptions, StopVmOptions, StopVmResult, ReconcileChange } from './vms.ts';

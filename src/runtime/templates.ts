@@ -249,7 +249,7 @@ exec('systemctl', 'restart', 'systemd-journald.service') or die "systemctl: $!\\
 export const IDENTITY_ARGV = ['perl', '-e', IDENTITY_PERL] as const;
 
 /** What a clone is given. */
-export interface Identity {
+interface CloneIdentity {
   hostname: string;
   sshKeys: readonly string[];
   seed: Buffer;
@@ -260,7 +260,7 @@ export interface Identity {
 }
 
 /** Pure: IDENTITY_PERL's input, one `NAME=HEX` line per value. */
-export function identityInput(o: Identity): Buffer {
+export function identityInput(o: CloneIdentity): Buffer {
   const fields: Array<[string, string | Buffer]> = [
     ['seed', o.seed],
     ['now', String(Math.floor(o.nowMs))],
