@@ -47,24 +47,24 @@ function mpint(magnitude: Buffer): Buffer {
   return sshString(bytes.length > 0 && (bytes[0]! & 0x80) !== 0 ? Buffer.concat([Buffer.from([0]), bytes]) : bytes);
 }
 
-function jwkBytes(key: KeyObject, field: 'x' | 'y' | 'd'): Buffer {
-  const value = key.export({ format: 'jwk' })[field];
-  if (typeof value !== 'string') throw new Error(`the key has no JWK ${field}`);
-  return Buffer.from(value, 'base64url');
-}
-
 /** Pure: the public blob and the key-specific private fields of an Ed25519 or ECDSA P-256 private key. */
 function keyParts(key: KeyObject): { algorithm: string; publicBlob: Buffer; privateFields: Buffer } {
+  const jwk = key.export({ format: 'jwk' });
+  const jwkBytes = (field: 'x' | 'y' | 'd'): Buffer => {
+    const value = jwk[field];
+    if (typeof value !== 'string') throw new Error(`the key has no JWK ${field}`);
+    return Buffer.from(value, 'base64url');
+  };
   if (key.asymmetricKeyType === 'ed25519') {
-    const pub = jwkBytes(key, 'x');
-    const seed = jwkBytes(key, 'd');
+    const pub = jwkBytes('x');
+    const seed = jwkBytes('d');
     const publicBlob = Buffer.concat([sshString('ssh-ed25519'), sshString(pub)]);
     return { algorithm: 'ssh-ed25519', publicBlob, privateFields: Buffer.concat([publicBlob, sshString(Buffer.concat([seed, pub]))]) };
   }
   if (key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1') {
-    const point = Buffer.concat([Buffer.from([4]), jwkBytes(key, 'x'), jwkBytes(key, 'y')]);
+    const point = Buffer.concat([Buffer.from([4]), jwkBytes('x'), jwkBytes('y')]);
     const publicBlob = Buffer.concat([sshString('ecdsa-sha2-nistp256'), sshString('nistp256'), sshString(point)]);
-    return { algorithm: 'ecdsa-sha2-nistp256', publicBlob, privateFields: Buffer.concat([publicBlob, mpint(jwkBytes(key, 'd'))]) };
+    return { algorithm: 'ecdsa-sha2-nistp256', publicBlob, privateFields: Buffer.concat([publicBlob, mpint(jwkBytes('d'))]) };
   }
   throw new Error(`no OpenSSH encoding here for a ${key.asymmetricKeyType ?? 'secret'} key (Ed25519 and ECDSA P-256 only)`);
 }
